@@ -1,0 +1,92 @@
+"""Domain errors of the storage layer; they know nothing of HTTP.
+
+    StorageError
+    ├── NotFound            a record does not exist or lies outside the caller's scope
+    ├── AlreadyExists       a unique key is taken
+    ├── Conflict            the request contradicts stored state (different audio, legal hold)
+    ├── Forbidden           the caller's role may not act
+    ├── Unauthenticated     no valid credentials
+    ├── InvalidInput        a value fails a domain rule (carries loc + msg pairs)
+    │   └── AudioRejected   the bytes are not acceptable audio
+    ├── TooLarge            a body or file exceeds a configured limit
+    ├── TooManyRequests     throttled; carries retry_after seconds
+    ├── Unavailable         a backing service (PostgreSQL, S3) cannot be reached
+    ├── ObjectMissing       an object expected in S3 is not there
+    └── IntegrityError      stored bytes no longer match their recorded hash
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StorageError(Exception):
+    """Base of every domain error."""
+
+    title = "Error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(StorageError):
+    title = "Not found"
+
+
+class AlreadyExists(StorageError):
+    title = "Already exists"
+
+
+class Conflict(StorageError):
+    title = "Conflict"
+
+
+class Forbidden(StorageError):
+    title = "Forbidden"
+
+
+class Unauthenticated(StorageError):
+    title = "Authentication required"
+
+
+class InvalidInput(StorageError):
+    title = "Invalid input"
+
+    def __init__(
+        self, detail: str, errors: Sequence[tuple[Sequence[str | int], str]] = ()
+    ) -> None:
+        super().__init__(detail)
+        self.errors = [(list(loc), msg) for loc, msg in errors]
+
+
+class AudioRejected(InvalidInput):
+    title = "Audio rejected"
+
+
+class TooLarge(StorageError):
+    title = "Payload too large"
+
+
+class TooManyRequests(StorageError):
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Unavailable(StorageError):
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ObjectMissing(StorageError):
+    title = "Object missing"
+
+
+class IntegrityError(StorageError):
+    title = "Integrity error"
