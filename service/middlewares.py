@@ -1,0 +1,109 @@
+"""Request middlewares: request id + JSON access log, metrics, problem documents, auth."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import Counter, Histogram
+
+from service import problems
+from service.api import endpoint_of
+from service.auth import authenticate
+from service.logs import actor_var, request_id_var
+from service.policy import PUBLIC, allowed
+from service.typedefs import PRINCIPAL_KEY, REQUEST_ID_KEY
+from storage import errors
+
+logger = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "tallenne_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "tallenne_http_request_duration_seconds",
+    "Time to answer an HTTP request (headers sent)",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    token = request_id_var.set(request_id)
+    actor_token = actor_var.set(None)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_label(request)
+        REQUESTS.labels(request.method, route, str(status)).inc()
+        LATENCY.labels(request.method, route).observe(elapsed)
+        if route not in ("/healthz", "/metrics"):
+            logger.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 1),
+                },
+            )
+        actor_var.reset(actor_token)
+        request_id_var.reset(token)
+
+
+@web.middleware
+async def problem_documents(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.get(REQUEST_ID_KEY)
+    try:
+        return await handler(request)
+    except errors.StorageError as exc:
+        if isinstance(exc, errors.Unavailable | errors.ObjectMissing | errors.IntegrityError):
+            logger.warning("backing service problem", extra={"error": exc.detail})
+        response = problems.from_domain_error(exc, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = problems.from_http_exception(exc, request_id)
+    except Exception:
+        logger.exception("unhandled error")
+        response = problems.problem_response(
+            500,
+            "Internal server error",
+            "the service failed to answer; the request id identifies it in the logs",
+            request_id=request_id,
+        )
+    response.headers["X-Request-Id"] = request_id or ""
+    return response
+
+
+@web.middleware
+async def authorisation(request: web.Request, handler: Handler) -> web.StreamResponse:
+    endpoint = endpoint_of(request)
+    if endpoint is None or endpoint.action == PUBLIC:
+        return await handler(request)
+    principal = await authenticate(request, endpoint)
+    request[PRINCIPAL_KEY] = principal
+    actor_var.set(principal.name)
+    if not allowed(principal.role, endpoint.action):
+        raise errors.Forbidden(f"the role {principal.role} may not {endpoint.action}")
+    return await handler(request)

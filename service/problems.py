@@ -1,0 +1,83 @@
+"""Turns domain errors and HTTP exceptions into application/problem+json responses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from storage import errors
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF: list[tuple[type[errors.StorageError], int]] = [
+    (errors.AudioRejected, 422),
+    (errors.InvalidInput, 422),
+    (errors.NotFound, 404),
+    (errors.AlreadyExists, 409),
+    (errors.Conflict, 409),
+    (errors.Forbidden, 403),
+    (errors.Unauthenticated, 401),
+    (errors.TooLarge, 413),
+    (errors.TooManyRequests, 429),
+    (errors.Unavailable, 503),
+    (errors.ObjectMissing, 503),
+    (errors.IntegrityError, 500),
+]
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    request_id: str | None = None,
+    issues: list[tuple[list[Any], str]] | None = None,
+    headers: dict[str, str] | None = None,
+    type_: str = "about:blank",
+) -> web.Response:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status, "detail": detail}
+    if issues:
+        body["errors"] = [{"loc": loc, "msg": msg} for loc, msg in issues]
+    if request_id:
+        body["request_id"] = request_id
+    return web.Response(
+        status=status,
+        text=json.dumps(body, ensure_ascii=False),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def from_domain_error(exc: errors.StorageError, request_id: str | None) -> web.Response:
+    status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 500)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.TooManyRequests | errors.Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="tallenne"'
+    issues = exc.errors if isinstance(exc, errors.InvalidInput) else None
+    # 400 for a body that is not JSON at all; 422 for JSON that breaks the model's rules.
+    if isinstance(exc, errors.InvalidInput) and exc.detail.startswith("the body is not valid JSON"):
+        status = 400
+    if isinstance(exc, errors.InvalidInput) and "nested too deeply" in exc.detail:
+        status = 400
+    return problem_response(
+        status, exc.title, exc.detail, request_id=request_id, issues=issues, headers=headers
+    )
+
+
+def from_http_exception(exc: web.HTTPException, request_id: str | None) -> web.Response:
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    if exc.status == 404:
+        detail = "no such resource"
+    elif exc.status == 405:
+        detail = "this method is not allowed on this resource"
+    elif exc.status == 413:
+        detail = "the request body is too large"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    return problem_response(
+        exc.status, exc.reason, detail or exc.reason, request_id=request_id, headers=headers
+    )

@@ -1,0 +1,80 @@
+"""Configuration of tallenne: one pydantic-settings class, read from TALLENNE_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every option of the service; README.md's configuration table is checked against it."""
+
+    model_config = SettingsConfigDict(env_prefix="TALLENNE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8080, description="Port the HTTP server listens on.")
+    data_dir: Path = Field(
+        Path("data"),
+        description="Directory of the embedded PostgreSQL and S3 data, generated keys and "
+        "the instance lock (embedded mode only).",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:pass@host:port/db). Unset: an embedded "
+        "PostgreSQL is started in data_dir.",
+    )
+    database_pool_size: int = Field(10, description="Maximum connections in the asyncpg pool.")
+    s3_endpoint: str | None = Field(
+        None,
+        description="S3 endpoint host:port (MinIO in production). Unset: an embedded S3 server "
+        "is started in data_dir.",
+    )
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key.")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key.")
+    s3_bucket: str = Field("tallenne", description="Bucket holding the encrypted audio.")
+    s3_region: str = Field(
+        "eu-north-1",
+        description="Region of the bucket; must be inside the EU/EEA or start-up is refused.",
+    )
+    s3_secure: bool = Field(False, description="Use TLS (https) for the S3 endpoint.")
+    s3_threads: int = Field(
+        16, description="Size of the thread pool that runs the blocking S3 client calls."
+    )
+    s3_timeout_s: float = Field(
+        30.0, description="Seconds an S3 call may take before the request answers 503."
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="Base64 of 32 bytes: wraps every customer and company key. Unset in "
+        "embedded mode: generated once into data_dir/secrets.json.",
+    )
+    personal_id_key: SecretStr | None = Field(
+        None,
+        description="Base64 of 32 bytes: encrypts and hashes personal identity codes. Unset in "
+        "embedded mode: generated once into data_dir/secrets.json.",
+    )
+    allow_test_ids: bool = Field(
+        False, description="Accept identity codes with individual numbers 900-999 (test codes)."
+    )
+    max_recording_bytes: int = Field(
+        2 * 1024**3, description="Largest accepted recording in bytes (413 above it)."
+    )
+    max_batch_bytes: int = Field(
+        32 * 1024**2, description="Largest accepted web-event batch after decompression."
+    )
+    session_idle_minutes: int = Field(30, description="A session ends after this idle time.")
+    session_absolute_hours: int = Field(12, description="A session ends this long after login.")
+    log_level: str = Field("INFO", description="Log level of the JSON log lines.")
+    shutdown_grace_s: float = Field(
+        20.0, description="Seconds in-flight requests may take to finish at shutdown."
+    )
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_s3(self) -> bool:
+        return self.s3_endpoint is None

@@ -1,0 +1,28 @@
+"""Typed keys of every shared resource the application holds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from service.settings import Settings
+from storage.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from service.auth import Principal
+    from storage.audit import AuditLog
+    from storage.keyring import KeyRing
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+OBJECTS = web.AppKey("objects", ObjectStore)
+AUDIT = web.AppKey("audit", "AuditLog")
+KEYRING = web.AppKey("keyring", "KeyRing")
+PRINCIPAL_KEY = web.RequestKey("principal", "Principal")
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+
+__all__ = ["AUDIT", "KEYRING", "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "SETTINGS"]
+if TYPE_CHECKING:
+    __all__ += ["AuditLog", "KeyRing", "Principal"]

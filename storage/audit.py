@@ -1,0 +1,174 @@
+"""The append-only, hash-chained audit trail.
+
+Appends from every request are queued and written by one task per process in batches;
+replicas serialise on the `audit_head` row lock, so the chain has one order everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from storage.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+GENESIS = bytes(32)
+MAX_BATCH = 500
+COLUMNS = (
+    "seq", "at", "actor", "actor_kind", "role", "action", "target_type", "target_id",
+    "company", "reason", "outcome", "request_id", "client_ip", "detail", "prev_hash", "hash",
+)
+
+
+@dataclass
+class AuditEntry:
+    """One thing that happened; never carries a personal identity code."""
+
+    actor: str
+    actor_kind: str
+    action: str
+    outcome: str = "ok"
+    role: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    company: str | None = None
+    reason: str | None = None
+    request_id: str | None = None
+    client_ip: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def canonical(seq: int, entry: dict[str, Any]) -> bytes:
+    """The bytes that are hashed: every column but the hashes, as sorted compact JSON."""
+    body = {k: entry[k] for k in COLUMNS if k not in ("seq", "prev_hash", "hash")}
+    body["seq"] = seq
+    at = body["at"]
+    body["at"] = at.astimezone(UTC).isoformat(timespec="microseconds")
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode()
+
+
+def chain_hash(prev_hash: bytes, seq: int, entry: dict[str, Any]) -> bytes:
+    return hashlib.sha256(prev_hash + canonical(seq, entry)).digest()
+
+
+async def append_batch(conn: asyncpg.Connection, entries: list[AuditEntry]) -> list[int]:
+    """Chain and insert entries in one transaction; returns their sequence numbers."""
+    async with conn.transaction():
+        head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
+        assert head is not None
+        seq, prev = int(head["seq"]), bytes(head["hash"])
+        rows = []
+        seqs = []
+        for entry in entries:
+            seq += 1
+            values = dict(vars(entry))
+            values["detail"] = json.loads(json.dumps(values["detail"], default=str))
+            digest = chain_hash(prev, seq, values)
+            rows.append(tuple({**values, "seq": seq, "prev_hash": prev, "hash": digest}[c]
+                              for c in COLUMNS))
+            prev = digest
+            seqs.append(seq)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+        await conn.executemany(
+            f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows
+        )
+        await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", seq, prev)
+    return seqs
+
+
+class AuditLog:
+    """Queue in front of append_batch; `append` returns once the event is committed."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._queue: asyncio.Queue[tuple[AuditEntry, asyncio.Future[int]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_forever(), name="audit-writer")
+
+    async def stop(self) -> None:
+        if self._writer is None:
+            return
+        # Let queued events reach the database before the pool closes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout=10)
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self._writer = None
+
+    async def append(self, entry: AuditEntry) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put((entry, future))
+        return await future
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                async with self.pool.acquire() as conn:
+                    seqs = await append_batch(conn, [entry for entry, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any one batch
+                logger.error("audit append failed", extra={"error": repr(exc)})
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(Unavailable("the audit trail cannot be written"))
+            else:
+                for (_, future), seq in zip(batch, seqs, strict=True):
+                    if not future.done():
+                        future.set_result(seq)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    events: int
+    first_bad: int | None
+    problem: str | None = None
+
+
+async def iter_events(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Record]:
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for row in conn.cursor("SELECT * FROM audit_events ORDER BY seq", prefetch=2000):
+            yield row
+
+
+async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
+    """Recompute every hash; the first event whose hash, link or sequence is wrong is named."""
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    async for row in iter_events(conn):
+        count += 1
+        values = dict(row)
+        seq = int(values["seq"])
+        if seq != expected_seq:
+            return ChainReport(False, count, expected_seq, f"event {expected_seq} is missing")
+        if bytes(values["prev_hash"]) != prev:
+            return ChainReport(False, count, seq, f"event {seq} does not link to its predecessor")
+        if chain_hash(prev, seq, values) != bytes(values["hash"]):
+            return ChainReport(False, count, seq, f"event {seq} was altered")
+        prev = bytes(values["hash"])
+        expected_seq += 1
+    head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
+    if head is not None and int(head["seq"]) != expected_seq - 1:
+        return ChainReport(False, count, expected_seq, "events after the last one are missing")
+    return ChainReport(True, count, None)

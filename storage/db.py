@@ -1,0 +1,83 @@
+"""The asyncpg pool, its codecs, and company scoping of every customer-data query.
+
+Row-level security policies compare each row's company with the transaction-local settings
+written by `scoped()`; a connection that never called it sees no scoped rows at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.errors import Unavailable
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            init=_init_connection,
+            command_timeout=60,
+            server_settings={"application_name": "tallenne"},
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise Unavailable(f"PostgreSQL is not reachable: {exc.__class__.__name__}") from exc
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The companies a caller may see; `all_companies` for admins and system jobs."""
+
+    company_ids: frozenset[UUID] = field(default_factory=frozenset)
+    all_companies: bool = False
+
+    @classmethod
+    def everything(cls) -> Scope:
+        return cls(all_companies=True)
+
+    @classmethod
+    def of(cls, company_ids: Iterable[UUID]) -> Scope:
+        return cls(company_ids=frozenset(company_ids))
+
+    def allows(self, company_id: UUID) -> bool:
+        return self.all_companies or company_id in self.company_ids
+
+
+async def apply_scope(conn: asyncpg.Connection, scope: Scope) -> None:
+    """Write the scope into transaction-local settings that the RLS policies read."""
+    ids = "{" + ",".join(str(c) for c in sorted(scope.company_ids, key=str)) + "}"
+    await conn.execute(
+        "SELECT set_config('tallenne.all_companies', $1, true),"
+        " set_config('tallenne.company_ids', $2, true)",
+        "on" if scope.all_companies else "off",
+        ids,
+    )
+
+
+@asynccontextmanager
+async def scoped(pool: asyncpg.Pool, scope: Scope) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction that sees only the scope's companies."""
+    async with pool.acquire() as conn, conn.transaction():
+        await apply_scope(conn, scope)
+        yield conn
+
+
+def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    return dict(record) if record is not None else None

@@ -1,0 +1,143 @@
+"""Session-wide real PostgreSQL and S3; a fresh database and bucket for every test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from service.app import create_app
+from service.embedded import EmbeddedStack, StackInfo, load_or_create_secrets
+from service.settings import Settings
+from storage.db import create_pool
+from storage.migrate import migrate
+from tests.helpers import Api
+
+TEMPLATE_DB = "tallenne_template"
+REQUIRE_E2E = os.environ.get("TALLENNE_REQUIRE_E2E") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRE_E2E and report.skipped and item.get_closest_marker("e2e") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"end-to-end test skipped under TALLENNE_REQUIRE_E2E=1: {report.longrepr}"
+
+
+class Stack:
+    """The session's embedded servers plus what tests need to reach them directly."""
+
+    def __init__(self, embedded: EmbeddedStack, info: StackInfo, secret: dict[str, str]) -> None:
+        self.embedded = embedded
+        self.info = info
+        self.secret = secret
+
+    def superuser_url(self, database: str) -> str:
+        assert self.embedded.postgres is not None
+        return self.embedded.postgres.superuser_url(database)
+
+    def app_url(self, database: str) -> str:
+        assert self.embedded.postgres is not None
+        return self.embedded.postgres.app_url(database)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    embedded = EmbeddedStack(data_dir)
+    info = embedded.start()
+    secret = load_or_create_secrets(data_dir)
+    stack = Stack(embedded, info, secret)
+
+    async def make_template() -> None:
+        admin = await asyncpg.connect(stack.superuser_url("postgres"))
+        await admin.execute(f"CREATE DATABASE {TEMPLATE_DB} OWNER tallenne")
+        await admin.close()
+        pool = await create_pool(stack.app_url(TEMPLATE_DB), max_size=1)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        await pool.close()
+
+    asyncio.run(make_template())
+    try:
+        yield stack
+    finally:
+        embedded.stop()
+
+
+def fresh_database(stack: Stack) -> str:
+    name = "t_" + uuid.uuid4().hex[:12]
+
+    async def create() -> None:
+        admin = await asyncpg.connect(stack.superuser_url("postgres"))
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} OWNER tallenne")
+        await admin.close()
+
+    asyncio.run(create())
+    return name
+
+
+def drop_database(stack: Stack, name: str) -> None:
+    async def drop() -> None:
+        admin = await asyncpg.connect(stack.superuser_url("postgres"))
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+    asyncio.run(drop())
+
+
+def settings_for(stack: Stack, database: str, bucket: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": SecretStr(stack.app_url(database)),
+        "s3_endpoint": stack.info.s3_endpoint,
+        "s3_access_key": SecretStr(stack.info.s3_access_key),
+        "s3_secret_key": SecretStr(stack.info.s3_secret_key),
+        "s3_bucket": bucket,
+        "master_key": SecretStr(stack.secret["master_key"]),
+        "personal_id_key": SecretStr(stack.secret["personal_id_key"]),
+        "data_dir": Path(stack.embedded.data_dir),
+        "allow_test_ids": True,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def database(stack: Stack) -> Iterator[str]:
+    name = fresh_database(stack)
+    yield name
+    drop_database(stack, name)
+
+
+@pytest.fixture
+def settings(stack: Stack, database: str) -> Settings:
+    return settings_for(stack, database, "t-" + database.removeprefix("t_"))
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
+    app = create_app(settings)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def api(client: TestClient[object, object], stack: Stack, database: str) -> Api:
+    return Api(client, stack.superuser_url(database))
+
+
+@pytest.fixture
+async def db(stack: Stack, database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection to the test's database, for checking what was stored."""
+    conn = await asyncpg.connect(stack.superuser_url(database))
+    yield conn
+    await conn.close()

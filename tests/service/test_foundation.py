@@ -1,0 +1,134 @@
+"""The skeleton a user meets first: health, readiness, problems, OpenAPI, identity basics."""
+
+from __future__ import annotations
+
+import asyncpg
+from openapi_spec_validator import validate
+
+from service.app import create_app
+from storage.migrate import migrate, migration_files
+from tests.helpers import Api, bearer
+
+
+async def test_healthz_answers_and_carries_a_request_id(api: Api) -> None:
+    response = await api.client.get("/healthz")
+    assert response.status == 200
+    assert (await response.json()) == {"status": "ok"}
+    assert len(response.headers["X-Request-Id"]) >= 16
+
+
+async def test_given_request_id_is_echoed(api: Api) -> None:
+    response = await api.client.get("/healthz", headers={"X-Request-Id": "pbx-call-42"})
+    assert response.headers["X-Request-Id"] == "pbx-call-42"
+
+
+async def test_readyz_reports_both_backends_ok(api: Api) -> None:
+    response = await api.client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json()) == {"status": "ready", "postgres": "ok", "s3": "ok"}
+
+
+async def test_unknown_path_is_a_problem_document(api: Api) -> None:
+    response = await api.client.get("/api/v1/no-such-thing")
+    assert response.status == 404
+    assert response.content_type == "application/problem+json"
+    body = await response.json()
+    assert body["status"] == 404 and body["title"] and body["detail"]
+
+
+async def test_malformed_json_body_is_a_400_problem(api: Api) -> None:
+    response = await api.client.post(
+        "/api/v1/session", data=b'{"username": "x", ', headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert response.content_type == "application/problem+json"
+    assert "not valid JSON" in (await response.json())["detail"]
+
+
+async def test_invalid_field_names_its_location(api: Api) -> None:
+    response = await api.client.post("/api/v1/session", json={"username": "x"})
+    assert response.status == 422
+    body = await response.json()
+    assert ["body", "password"] in [e["loc"] for e in body["errors"]]
+
+
+async def test_openapi_document_is_valid_and_lists_the_contract(api: Api) -> None:
+    response = await api.client.get("/api/v1/openapi.json")
+    spec = await response.json()
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+    for path in ("/api/v1/me", "/api/v1/session", "/api/v1/tokens", "/api/v1/audit/verify"):
+        assert path in spec["paths"]
+
+
+async def test_api_docs_page_lists_operations(api: Api) -> None:
+    response = await api.client.get("/api/docs")
+    assert response.status == 200
+    assert "/api/v1/me" in await response.text()
+
+
+async def test_metrics_count_requests_by_route_and_status(api: Api) -> None:
+    await api.client.get("/readyz")
+    text = await (await api.client.get("/metrics")).text()
+    assert 'tallenne_http_requests_total{method="GET",route="/readyz",status="200"}' in text
+    assert "tallenne_http_request_duration_seconds_bucket" in text
+
+
+async def test_me_without_credentials_is_401_problem(api: Api) -> None:
+    response = await api.client.get("/api/v1/me")
+    assert response.status == 401
+    assert response.content_type == "application/problem+json"
+
+
+async def test_me_with_token_shows_name_role_and_companies(api: Api) -> None:
+    token = await api.token("ingest", ["kemin-energia", "tenergia"], name="pbx-kemi")
+    response = await api.client.get("/api/v1/me", headers=bearer(token))
+    assert response.status == 200
+    assert (await response.json()) == {
+        "kind": "token", "name": "pbx-kemi", "role": "ingest",
+        "companies": ["kemin-energia", "tenergia"], "all_companies": False,
+    }
+
+
+async def test_nine_companies_are_seeded(db: asyncpg.Connection) -> None:
+    codes = {r["code"] for r in await db.fetch("SELECT code FROM companies")}
+    assert len(codes) == 9 and "oulun-sahkonmyynti" in codes
+    business_id = await db.fetchval(
+        "SELECT business_id FROM companies WHERE code = 'oulun-sahkonmyynti'")
+    assert business_id == "1703296-5"
+
+
+async def test_migrations_are_idempotent(db: asyncpg.Connection) -> None:
+    assert await migrate(db) == []
+    recorded = [r["version"] for r in await db.fetch(
+        "SELECT version FROM schema_migrations ORDER BY version")]
+    assert recorded == [version for version, _ in migration_files()]
+
+
+async def test_two_instances_starting_at_once_migrate_once(stack, settings) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from tests.conftest import drop_database
+
+    admin = await asyncpg.connect(stack.superuser_url("postgres"))
+    await admin.execute("CREATE DATABASE t_race OWNER tallenne")
+    await admin.close()
+    try:
+        conns = [await asyncpg.connect(stack.app_url("t_race")) for _ in range(2)]
+        applied = await asyncio.gather(*(migrate(c) for c in conns))
+        for c in conns:
+            await c.close()
+        assert sorted(len(a) for a in applied) == [0, len(migration_files())]
+    finally:
+        await asyncio.to_thread(drop_database, stack, "t_race")
+
+
+async def test_token_passwords_are_never_stored_in_plain(api: Api, db: asyncpg.Connection) -> None:
+    token = await api.token("quality", ["tenergia"])
+    dump = str(await db.fetch("SELECT * FROM api_tokens"))
+    assert token not in dump and token[4:] not in dump
+
+
+def test_app_factory_builds_without_running(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(settings)
+    assert any(r.resource and r.resource.canonical == "/healthz" for r in app.router.routes())
