@@ -1,0 +1,170 @@
+"""The embedded stack as a user runs it: start, stop, restart, faults, slow S3, locking."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from service.app import create_app
+from service.embedded import EmbeddedS3, EmbeddedStack, StackError, load_or_create_secrets
+from service.settings import Settings
+from tests.proxy import LatencyProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stack_restarts_on_the_same_data_and_refuses_a_second_owner(tmp_path: Path) -> None:
+    first = EmbeddedStack(tmp_path / "data")
+    info = first.start()
+    try:
+        second = EmbeddedStack(tmp_path / "data")
+        with pytest.raises(StackError, match="already running"):
+            second.start()
+    finally:
+        first.stop()
+    assert first.postgres is not None and first.postgres.process is None
+    again = EmbeddedStack(tmp_path / "data")
+    info_again = again.start()
+    try:
+        # Same generated credentials: the data and keys of the first run are reused.
+        assert info_again.s3_access_key == info.s3_access_key
+    finally:
+        again.stop()
+
+
+def test_embedded_servers_listen_only_on_loopback(stack) -> None:  # type: ignore[no-untyped-def]
+    s3 = stack.embedded.s3
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=False).stdout
+    weed_lines = [line for line in out.splitlines() if f"pid={s3.process.pid}," in line]
+    assert weed_lines, "weed mini should be listening"
+    for line in weed_lines:
+        local = line.split()[3]
+        assert local.startswith("127.0.0.1:"), line
+    assert set(s3.ports) >= {"s3.port", "master.port", "volume.port", "filer.port",
+                              "webdav.port", "admin.port", "s3.port.iceberg", "s3.port.lance"}
+
+
+def _s3_settings(settings: Settings, endpoint: str, secret: dict[str, str]) -> Settings:
+    return settings.model_copy(update={
+        "s3_endpoint": endpoint,
+        "s3_access_key": SecretStr(secret["s3_access_key"]),
+        "s3_secret_key": SecretStr(secret["s3_secret_key"]),
+        "s3_timeout_s": 3.0,
+    })
+
+
+async def test_readiness_follows_s3_being_killed_and_restarted(
+    settings: Settings, tmp_path: Path
+) -> None:
+    secret = load_or_create_secrets(tmp_path)
+    s3 = EmbeddedS3(tmp_path, secret)
+    await asyncio.to_thread(s3.start)
+    try:
+        app = create_app(_s3_settings(settings, s3.endpoint, secret))
+        async with TestClient(TestServer(app)) as client:
+            assert (await client.get("/readyz")).status == 200
+            await asyncio.to_thread(s3.kill)
+            response = await client.get("/readyz")
+            assert response.status == 503
+            assert response.content_type == "application/problem+json"
+            assert "S3" in (await response.json())["detail"]
+            assert "Retry-After" in response.headers
+            assert (await client.get("/healthz")).status == 200
+            await asyncio.to_thread(s3.start, dict(s3.ports))
+            assert (await client.get("/readyz")).status == 200
+    finally:
+        await asyncio.to_thread(s3.stop)
+
+
+async def test_slow_s3_does_not_stall_the_event_loop(settings: Settings, stack) -> None:  # type: ignore[no-untyped-def]
+    host, port = stack.info.s3_endpoint.split(":")
+    with LatencyProxy(host, int(port)) as proxy:
+        app = create_app(_s3_settings(settings, proxy.endpoint, stack.secret))
+        async with TestClient(TestServer(app)) as client:
+            proxy.delay_s = 1.5
+            slow = asyncio.create_task(client.get("/readyz"))
+            await asyncio.sleep(0.2)
+            answers = [await client.get("/healthz") for _ in range(5)]
+            # /healthz answered five times while the S3 round trip was still under way.
+            assert not slow.done()
+            assert all(a.status == 200 for a in answers)
+            assert (await slow).status == 200
+            proxy.delay_s = 0
+
+
+async def test_s3_slower_than_the_timeout_answers_503_with_retry_after(
+    settings: Settings, stack  # type: ignore[no-untyped-def]
+) -> None:
+    host, port = stack.info.s3_endpoint.split(":")
+    with LatencyProxy(host, int(port)) as proxy:
+        app = create_app(_s3_settings(settings, proxy.endpoint, stack.secret))
+        async with TestClient(TestServer(app)) as client:
+            proxy.delay_s = 5
+            response = await client.get("/readyz")
+            assert response.status == 503
+            assert response.headers["Retry-After"]
+            proxy.delay_s = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_refuses_a_taken_port_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", "serve"],
+            env={**os.environ, "TALLENNE_PORT": str(port), "TALLENNE_DATA_DIR": str(tmp_path)},
+            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        )
+    assert result.returncode != 0
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+
+
+def test_serve_starts_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "TALLENNE_PORT": str(port), "TALLENNE_DATA_DIR": str(tmp_path / "d")}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    status = r.status
+            except OSError:
+                time.sleep(0.3)
+        assert status == 200
+        stack_pids = [int(p) for p in subprocess.run(
+            ["pgrep", "-f", str(tmp_path / "d")], capture_output=True, text=True, check=False
+        ).stdout.split()]
+        assert stack_pids, "embedded servers should be running"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "stopped." in err
+        still = subprocess.run(["pgrep", "-f", str(tmp_path / "d")], capture_output=True,
+                               text=True, check=False).stdout.split()
+        assert still == []
+        assert not (tmp_path / "d" / "stack.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
