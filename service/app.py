@@ -10,6 +10,7 @@ from aiohttp import web
 
 from schemas import personal_id
 from service import api
+from service.checkpointing import checkpoint_ctx
 from service.middlewares import authorisation, problem_documents, request_context
 from service.settings import Settings
 from service.typedefs import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 # Importing the view modules registers their endpoints in api.routes.
-from service import audit_views, identity, ops  # noqa: E402, F401
+from service import audit_views, identity, ops, webui  # noqa: E402, F401
 
 
 
@@ -97,7 +98,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=1024**2,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([keyring_ctx, database_ctx, object_store_ctx, audit_ctx])
+    app.cleanup_ctx.extend(
+        [keyring_ctx, database_ctx, object_store_ctx, audit_ctx, checkpoint_ctx]
+    )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)
     return app

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import Field
 
 from schemas.audit import AuditEventOut, AuditPage, AuditQuery, AuditVerifyOut
 from service.api import json_response, read_query, routes
 from service.auth import audit
-from service.typedefs import POOL
-from storage.audit import verify_chain
+from service.typedefs import OBJECTS, POOL
+from storage.checkpoints import verify_trail
 from storage.errors import InvalidInput
+
+
+class AuditVerifyReport(AuditVerifyOut):
+    checkpoints: int = Field(0, description="S3 checkpoints the chain was held against.")
 
 
 @routes.route("GET", "/api/v1/audit", action="audit.read", summary="Read the audit trail",
@@ -39,11 +44,13 @@ async def list_audit(request: web.Request) -> web.Response:
 
 
 @routes.route("GET", "/api/v1/audit/verify", action="audit.verify",
-              summary="Recompute the audit hash chain", tag="audit", response=AuditVerifyOut)
+              summary="Recompute the audit hash chain", tag="audit", response=AuditVerifyReport)
 async def verify_audit(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        report = await verify_chain(conn)
+        report = await verify_trail(conn, request.app[OBJECTS])
     await audit(request, "audit.verify", outcome="ok" if report.ok else "failure",
-                detail={"events": report.events, "first_bad": report.first_bad})
-    return json_response(AuditVerifyOut(ok=report.ok, events=report.events,
-                                        first_bad=report.first_bad, problem=report.problem))
+                detail={"events": report.events, "first_bad": report.first_bad,
+                        "checkpoints": report.checkpoints})
+    return json_response(AuditVerifyReport(ok=report.ok, events=report.events,
+                                           first_bad=report.first_bad, problem=report.problem,
+                                           checkpoints=report.checkpoints))

@@ -17,7 +17,6 @@ from service.logs import configure_logging
 from service.policy import ROLES
 from service.settings import Settings
 from storage import accounts, passwords
-from storage.audit import verify_chain
 from storage.db import create_pool
 from storage.errors import StorageError
 from storage.migrate import migrate
@@ -185,13 +184,34 @@ def cmd_company_rename(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(conn: asyncpg.Connection) -> int:
-        report = await verify_chain(conn)
+    """The chain recomputed and held against every checkpoint object in S3."""
+    from storage.checkpoints import verify_trail
+    from storage.objects import ObjectStore
+
+    async def main(ready: Settings) -> int:
+        assert ready.database_url is not None and ready.s3_endpoint is not None
+        assert ready.s3_access_key is not None and ready.s3_secret_key is not None
+        objects = ObjectStore(
+            ready.s3_endpoint, ready.s3_access_key.get_secret_value(),
+            ready.s3_secret_key.get_secret_value(), ready.s3_bucket,
+            region=ready.s3_region, secure=ready.s3_secure, threads=4,
+            timeout_s=ready.s3_timeout_s,
+        )
+        pool = await create_pool(ready.database_url.get_secret_value(), max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+                report = await verify_trail(conn, objects)
+        finally:
+            await pool.close()
+            await objects.close()
         print(json.dumps({"ok": report.ok, "events": report.events,
-                          "first_bad": report.first_bad, "problem": report.problem}))
+                          "first_bad": report.first_bad, "problem": report.problem,
+                          "checkpoints": report.checkpoints}))
         return 0 if report.ok else 1
 
-    return _run_db(settings, work)
+    with resolved(settings) as ready:
+        return asyncio.run(main(ready))
 
 
 def build_parser() -> argparse.ArgumentParser:

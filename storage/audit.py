@@ -143,6 +143,7 @@ class ChainReport:
     events: int
     first_bad: int | None
     problem: str | None = None
+    checkpoints: int = 0
 
 
 async def iter_events(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Record]:
