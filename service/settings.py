@@ -78,3 +78,17 @@ class Settings(BaseSettings):
     @property
     def embedded_s3(self) -> bool:
         return self.s3_endpoint is None
+
+
+def settings_table() -> str:
+    """README.md's configuration table, generated from the Settings fields."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "(unset)" if default is None else f"`{default}`"
+        lines.append(f"| `TALLENNE_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_table())
