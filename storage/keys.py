@@ -1,0 +1,99 @@
+"""The key hierarchy of recorded audio: master key → customer or company key → data key.
+
+Each wrap binds the key to the record it belongs to (the AAD context), so a wrapped key copied
+onto another customer, company or recording no longer unwraps. Destroying a customer's key
+makes every recording wrapped by it unreadable, backups included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+
+from storage.crypto import new_key, unwrap_key, wrap_key
+from storage.errors import IntegrityError, NotFound
+
+KeyOwner = Literal["customer", "company"]
+
+
+def customer_key_context(customer_id: UUID) -> bytes:
+    return b"tallenne customer key:" + customer_id.bytes
+
+
+def company_key_context(company_id: UUID) -> bytes:
+    return b"tallenne company key:" + company_id.bytes
+
+
+def recording_key_context(recording_id: UUID, owner: KeyOwner, owner_id: UUID) -> bytes:
+    return b"tallenne recording key:" + recording_id.bytes + owner.encode() + owner_id.bytes
+
+
+@dataclass(frozen=True)
+class OwnerKey:
+    """A plaintext customer or company key, held only for the length of one request."""
+
+    owner: KeyOwner
+    owner_id: UUID
+    key: bytes
+
+
+async def company_key(conn: asyncpg.Connection, master_key: bytes, company_id: UUID) -> OwnerKey:
+    """The company's key, created on first use; concurrent creators agree on one."""
+    await conn.execute(
+        "INSERT INTO company_keys (company_id, wrapped_key) VALUES ($1, $2)"
+        " ON CONFLICT (company_id) DO NOTHING",
+        company_id,
+        wrap_key(master_key, new_key(), context=company_key_context(company_id)),
+    )
+    wrapped = await conn.fetchval(
+        "SELECT wrapped_key FROM company_keys WHERE company_id = $1", company_id
+    )
+    key = unwrap_key(master_key, bytes(wrapped), context=company_key_context(company_id))
+    return OwnerKey("company", company_id, key)
+
+
+async def customer_key(conn: asyncpg.Connection, master_key: bytes, customer_id: UUID) -> OwnerKey:
+    """The customer's key, created on first use; IntegrityError once it has been shredded."""
+    row = await conn.fetchrow(
+        "SELECT wrapped_key, erased_at FROM customers WHERE id = $1 FOR UPDATE", customer_id
+    )
+    if row is None:
+        raise NotFound("no such customer")
+    wrapped = row["wrapped_key"]
+    if wrapped is None:
+        if row["erased_at"] is not None:
+            raise IntegrityError("the customer's key has been destroyed")
+        wrapped = wrap_key(master_key, new_key(), context=customer_key_context(customer_id))
+        await conn.execute(
+            "UPDATE customers SET wrapped_key = $2 WHERE id = $1", customer_id, wrapped
+        )
+    key = unwrap_key(master_key, bytes(wrapped), context=customer_key_context(customer_id))
+    return OwnerKey("customer", customer_id, key)
+
+
+async def owner_key(
+    conn: asyncpg.Connection,
+    master_key: bytes,
+    *,
+    owner: KeyOwner,
+    company_id: UUID,
+    customer_id: UUID | None,
+) -> OwnerKey:
+    if owner == "customer":
+        if customer_id is None:
+            raise IntegrityError("a customer-wrapped key has no customer")
+        return await customer_key(conn, master_key, customer_id)
+    return await company_key(conn, master_key, company_id)
+
+
+def wrap_data_key(owner: OwnerKey, recording_id: UUID, data_key: bytes) -> bytes:
+    context = recording_key_context(recording_id, owner.owner, owner.owner_id)
+    return wrap_key(owner.key, data_key, context=context)
+
+
+def unwrap_data_key(owner: OwnerKey, recording_id: UUID, wrapped: bytes) -> bytes:
+    context = recording_key_context(recording_id, owner.owner, owner.owner_id)
+    return unwrap_key(owner.key, wrapped, context=context)

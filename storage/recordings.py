@@ -1,0 +1,363 @@
+"""SQL of recordings: the pending→stored life cycle, search, erasure, replay windows,
+evaluations and what the reconciler needs. Every function takes a scoped connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from schemas.recordings import EvaluationIn, EvaluationOut, RecordingMetadata, RecordingOut
+from storage.errors import Conflict, NotFound
+from storage.keys import KeyOwner
+
+REPLAY_WINDOW = timedelta(minutes=10)
+MAX_SUMMARISED_RANGES = 200
+# Taken around the decision "first upload of this call or a retry?" per (company, external_id).
+_INGEST_LOCK_SPACE = 0x7A11E5F
+
+_COLUMNS = "r.*, c.code AS company"
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recording row: what the API shows plus where and how its audio is kept."""
+
+    out: RecordingOut
+    company_id: UUID
+    object_key: str
+    key_owner: KeyOwner
+    wrapped_key: bytes
+
+    @property
+    def id(self) -> UUID:
+        return self.out.id
+
+
+def _recording(row: asyncpg.Record) -> Recording:
+    data = dict(row)
+    return Recording(
+        out=RecordingOut.model_validate(data),
+        company_id=data["company_id"],
+        object_key=data["object_key"],
+        key_owner=data["key_owner"],
+        wrapped_key=bytes(data["wrapped_key"]),
+    )
+
+
+@dataclass(frozen=True)
+class NewRecording:
+    id: UUID
+    company_id: UUID
+    customer_id: UUID | None
+    metadata: RecordingMetadata
+    format: str
+    codec: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    size_bytes: int
+    sha256: str
+    object_key: str
+    key_owner: KeyOwner
+    wrapped_key: bytes
+
+
+# --- companies and customers ---------------------------------------------------------------
+
+
+async def company_id_by_code(conn: asyncpg.Connection, code: str) -> UUID | None:
+    found: UUID | None = await conn.fetchval("SELECT id FROM companies WHERE code = $1", code)
+    return found
+
+
+async def customer_id_by_number(
+    conn: asyncpg.Connection, company_id: UUID, customer_number: str
+) -> UUID | None:
+    found: UUID | None = await conn.fetchval(
+        "SELECT m.customer_id FROM customer_memberships m JOIN customers c ON c.id = m.customer_id"
+        " WHERE m.company_id = $1 AND m.customer_number = $2 AND c.erased_at IS NULL",
+        company_id,
+        customer_number,
+    )
+    return found
+
+
+# --- ingest life cycle ---------------------------------------------------------------------
+
+
+async def lock_call(conn: asyncpg.Connection, company_id: UUID, external_id: str) -> None:
+    """Serialise uploads of one call until the end of the transaction."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        _INGEST_LOCK_SPACE,
+        f"{company_id}/{external_id}",
+    )
+
+
+async def by_external_id(
+    conn: asyncpg.Connection, company_id: UUID, external_id: str
+) -> Recording | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
+        " WHERE r.company_id = $1 AND r.external_id = $2",
+        company_id,
+        external_id,
+    )
+    return _recording(row) if row is not None else None
+
+
+async def pending_age(conn: asyncpg.Connection, recording_id: UUID) -> timedelta | None:
+    age: timedelta | None = await conn.fetchval(
+        "SELECT now() - created_at FROM recordings WHERE id = $1 AND state = 'pending'",
+        recording_id,
+    )
+    return age
+
+
+async def is_erased(conn: asyncpg.Connection, company_id: UUID, external_id: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM recording_tombstones"
+            " WHERE company_id = $1 AND external_id = $2)",
+            company_id,
+            external_id,
+        )
+    )
+
+
+async def insert_pending(conn: asyncpg.Connection, new: NewRecording) -> None:
+    m = new.metadata
+    await conn.execute(
+        "INSERT INTO recordings (id, company_id, external_id, state, started_at, ended_at,"
+        " direction, agent, queue, caller, callee, customer_number, customer_id, purpose, tags,"
+        " format, codec, duration_s, sample_rate, channels, size_bytes, sha256, object_key,"
+        " key_owner, wrapped_key) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10,"
+        " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+        new.id, new.company_id, m.external_id, m.started_at, m.ended_at, m.direction, m.agent,
+        m.queue, m.caller, m.callee, m.customer_number, new.customer_id, m.purpose, m.tags,
+        new.format, new.codec, new.duration_s, new.sample_rate, new.channels, new.size_bytes,
+        new.sha256, new.object_key, new.key_owner, new.wrapped_key,
+    )
+
+
+async def mark_stored(conn: asyncpg.Connection, recording_id: UUID) -> Recording:
+    await conn.execute(
+        "UPDATE recordings SET state = 'stored', stored_at = now()"
+        " WHERE id = $1 AND state = 'pending'",
+        recording_id,
+    )
+    return await get(conn, recording_id)
+
+
+async def delete_pending(conn: asyncpg.Connection, recording_id: UUID) -> str | None:
+    """Forget an upload that did not complete; returns its object key."""
+    key: str | None = await conn.fetchval(
+        "DELETE FROM recordings WHERE id = $1 AND state = 'pending' RETURNING object_key",
+        recording_id,
+    )
+    return key
+
+
+async def mark_corrupt(conn: asyncpg.Connection, recording_id: UUID) -> None:
+    await conn.execute("UPDATE recordings SET state = 'corrupt' WHERE id = $1", recording_id)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+async def get(conn: asyncpg.Connection, recording_id: UUID) -> Recording:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
+        " WHERE r.id = $1 AND r.state <> 'pending'",
+        recording_id,
+    )
+    if row is None:
+        raise NotFound("no such recording")
+    return _recording(row)
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    company_id: UUID | None = None
+    started_from: datetime | None = None
+    started_before: datetime | None = None
+    agent: str | None = None
+    queue: str | None = None
+    direction: str | None = None
+    customer_id: UUID | None = None
+    tag: str | None = None
+    external_id: str | None = None
+
+
+async def search(
+    conn: asyncpg.Connection,
+    where: SearchFilter,
+    *,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[Recording]:
+    """Newest first; `after` is the (started_at, id) of the previous page's last row."""
+    clauses = ["r.state <> 'pending'"]
+    args: list[Any] = []
+
+    def add(sql: str, *values: Any) -> None:
+        names = [f"${len(args) + i + 1}" for i in range(len(values))]
+        args.extend(values)
+        clauses.append(sql.format(*names))
+
+    if where.company_id is not None:
+        add("r.company_id = {0}", where.company_id)
+    if where.started_from is not None:
+        add("r.started_at >= {0}", where.started_from)
+    if where.started_before is not None:
+        add("r.started_at < {0}", where.started_before)
+    for column in ("agent", "queue", "direction", "customer_id", "external_id"):
+        value = getattr(where, column)
+        if value is not None:
+            add(f"r.{column} = {{0}}", value)
+    if where.tag is not None:
+        add("r.tags @> ARRAY[{0}]::text[]", where.tag)
+    if after is not None:
+        add("(r.started_at, r.id) < ({0}, {1})", after[0], after[1])
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
+        f" WHERE {' AND '.join(clauses)} ORDER BY r.started_at DESC, r.id DESC"
+        f" LIMIT ${len(args)}",
+        *args,
+    )
+    return [_recording(r) for r in rows]
+
+
+# --- erasure -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    id: UUID
+    company_id: UUID
+    object_key: str
+    erased_at: datetime
+    reason: str
+
+
+async def erase(
+    conn: asyncpg.Connection, recording_id: UUID, *, erased_by: str, reason: str
+) -> Tombstone:
+    """Replace the row by a tombstone; the caller deletes the object after commit (an object
+    left behind by a crash has no row, so the reconciler removes it)."""
+    row = await conn.fetchrow(
+        "SELECT company_id, external_id, object_key, legal_holds FROM recordings"
+        " WHERE id = $1 AND state <> 'pending' FOR UPDATE",
+        recording_id,
+    )
+    if row is None:
+        raise NotFound("no such recording")
+    if row["legal_holds"]:
+        raise Conflict("the recording is under a legal hold and cannot be erased")
+    erased_at: datetime = await conn.fetchval(
+        "INSERT INTO recording_tombstones (id, company_id, external_id, erased_by, reason)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING erased_at",
+        recording_id, row["company_id"], row["external_id"], erased_by, reason,
+    )
+    await conn.execute("DELETE FROM recordings WHERE id = $1", recording_id)
+    return Tombstone(recording_id, row["company_id"], row["object_key"], erased_at, reason)
+
+
+# --- replay windows ------------------------------------------------------------------------
+
+
+async def note_replay(
+    conn: asyncpg.Connection,
+    recording: Recording,
+    *,
+    principal: str,
+    reason: str,
+    byte_range: str,
+    open_event: Callable[[], Awaitable[int]],
+) -> int:
+    """Record one replay; opens a new audit event (via `open_event`) only when no window of
+    this recording, principal and reason is open. Returns the audit event's sequence number."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))", f"replay/{recording.id}/{principal}"
+    )
+    row = await conn.fetchrow(
+        "SELECT id, audit_seq FROM recording_replay_windows WHERE recording_id = $1"
+        " AND principal = $2 AND reason = $3 AND opened_at > now() - $4::interval"
+        " ORDER BY opened_at DESC LIMIT 1 FOR UPDATE",
+        recording.id, principal, reason, REPLAY_WINDOW,
+    )
+    if row is not None:
+        await conn.execute(
+            "UPDATE recording_replay_windows SET requests = requests + 1, last_at = now(),"
+            " ranges = CASE WHEN cardinality(ranges) < $2 THEN ranges || $3::text"
+            " ELSE ranges END WHERE id = $1",
+            row["id"], MAX_SUMMARISED_RANGES, byte_range,
+        )
+        return int(row["audit_seq"])
+    seq = await open_event()
+    await conn.execute(
+        "INSERT INTO recording_replay_windows (recording_id, company_id, principal, reason,"
+        " audit_seq, ranges) VALUES ($1, $2, $3, $4, $5, ARRAY[$6::text])",
+        recording.id, recording.company_id, principal, reason, seq, byte_range,
+    )
+    return seq
+
+
+async def add_bytes_sent(conn: asyncpg.Connection, audit_seq: int, sent: int) -> None:
+    await conn.execute(
+        "UPDATE recording_replay_windows SET bytes_sent = bytes_sent + $2 WHERE audit_seq = $1",
+        audit_seq, sent,
+    )
+
+
+# --- evaluations ---------------------------------------------------------------------------
+
+
+async def save_evaluation(
+    conn: asyncpg.Connection, recording: Recording, evaluator: str, evaluation: EvaluationIn
+) -> tuple[EvaluationOut, bool]:
+    """Store the evaluator's scoring of the call with this form; True when it is new."""
+    row = await conn.fetchrow(
+        "INSERT INTO recording_evaluations (recording_id, company_id, evaluator, form, scores,"
+        " comment) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (recording_id, evaluator, form) DO UPDATE SET scores = EXCLUDED.scores,"
+        " comment = EXCLUDED.comment, updated_at = now()"
+        " RETURNING *, (xmax = 0) AS inserted",
+        recording.id, recording.company_id, evaluator, evaluation.form, evaluation.scores,
+        evaluation.comment,
+    )
+    return EvaluationOut.model_validate(dict(row)), bool(row["inserted"])
+
+
+async def evaluations(conn: asyncpg.Connection, recording_id: UUID) -> list[EvaluationOut]:
+    rows = await conn.fetch(
+        "SELECT * FROM recording_evaluations WHERE recording_id = $1 ORDER BY created_at, id",
+        recording_id,
+    )
+    return [EvaluationOut.model_validate(dict(r)) for r in rows]
+
+
+# --- reconciliation ------------------------------------------------------------------------
+
+
+async def stale_pending(conn: asyncpg.Connection, older_than: timedelta) -> list[tuple[UUID, str]]:
+    rows = await conn.fetch(
+        "SELECT id, object_key FROM recordings WHERE state = 'pending'"
+        " AND created_at < now() - $1::interval ORDER BY created_at",
+        older_than,
+    )
+    return [(r["id"], r["object_key"]) for r in rows]
+
+
+async def known_object_keys(conn: asyncpg.Connection, keys: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT object_key FROM recordings WHERE object_key = ANY($1::text[])", keys
+    )
+    return {r["object_key"] for r in rows}
