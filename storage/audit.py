@@ -157,18 +157,21 @@ async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
     prev = GENESIS
     expected_seq = 1
     count = 0
-    async for row in iter_events(conn):
-        count += 1
-        values = dict(row)
-        seq = int(values["seq"])
-        if seq != expected_seq:
-            return ChainReport(False, count, expected_seq, f"event {expected_seq} is missing")
-        if bytes(values["prev_hash"]) != prev:
-            return ChainReport(False, count, seq, f"event {seq} does not link to its predecessor")
-        if chain_hash(prev, seq, values) != bytes(values["hash"]):
-            return ChainReport(False, count, seq, f"event {seq} was altered")
-        prev = bytes(values["hash"])
-        expected_seq += 1
+    # aclosing: an early return must end the cursor's transaction before the next query.
+    async with contextlib.aclosing(iter_events(conn)) as events:
+        async for row in events:
+            count += 1
+            values = dict(row)
+            seq = int(values["seq"])
+            if seq != expected_seq:
+                return ChainReport(False, count, expected_seq, f"event {expected_seq} is missing")
+            if bytes(values["prev_hash"]) != prev:
+                return ChainReport(False, count, seq,
+                                   f"event {seq} does not link to its predecessor")
+            if chain_hash(prev, seq, values) != bytes(values["hash"]):
+                return ChainReport(False, count, seq, f"event {seq} was altered")
+            prev = bytes(values["hash"])
+            expected_seq += 1
     head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
     if head is not None and int(head["seq"]) != expected_seq - 1:
         return ChainReport(False, count, expected_seq, "events after the last one are missing")
