@@ -335,7 +335,9 @@ class EmbeddedS3:
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(identities, out)
-        self.ports = ports or dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
+        self.ports = ports or dict(
+            zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True)
+        )
         args = [
             str(_weed_bin()),
             "mini",

@@ -187,7 +187,7 @@ async def revoke_user_sessions(conn: asyncpg.Connection, user_id: UUID) -> None:
     )
 
 
-_TOKEN_SELECT = """
+_CLIENT_SELECT = """
 SELECT t.id, t.name, t.role, t.all_companies, t.owner_user_id, t.expires_at, t.last_used_at,
        t.revoked_at, t.created_at,
        coalesce(array_agg(c.id ORDER BY c.code) FILTER (WHERE c.id IS NOT NULL), '{}') AS cids,
@@ -249,17 +249,17 @@ async def create_token(
             "INSERT INTO token_companies (token_id, company_id) VALUES ($1, $2)",
             [(token_id, c) for c in company_ids],
         )
-        row = await conn.fetchrow(_TOKEN_SELECT + " WHERE t.id = $1 GROUP BY t.id", token_id)
+        row = await conn.fetchrow(_CLIENT_SELECT + " WHERE t.id = $1 GROUP BY t.id", token_id)
     assert row is not None
     return _token_record(row), secret
 
 
 async def list_tokens(conn: asyncpg.Connection, owner_user_id: UUID | None) -> list[TokenRecord]:
     if owner_user_id is None:
-        rows = await conn.fetch(_TOKEN_SELECT + " GROUP BY t.id ORDER BY t.created_at")
+        rows = await conn.fetch(_CLIENT_SELECT + " GROUP BY t.id ORDER BY t.created_at")
     else:
         rows = await conn.fetch(
-            _TOKEN_SELECT + " WHERE t.owner_user_id = $1 GROUP BY t.id ORDER BY t.created_at",
+            _CLIENT_SELECT + " WHERE t.owner_user_id = $1 GROUP BY t.id ORDER BY t.created_at",
             owner_user_id,
         )
     return [_token_record(r) for r in rows]
@@ -280,7 +280,7 @@ async def revoke_token(
 async def account_by_token(conn: asyncpg.Connection, token: str) -> Account | None:
     """The live token with this secret, or None; marks it used (at most once a minute)."""
     row = await conn.fetchrow(
-        _TOKEN_SELECT
+        _CLIENT_SELECT
         + " WHERE t.digest = $1 AND t.revoked_at IS NULL"
         " AND (t.expires_at IS NULL OR t.expires_at > now()) GROUP BY t.id",
         token_digest(token),
