@@ -1,0 +1,275 @@
+"""Web-site event endpoints: streamed batch ingest (NDJSON or JSON array, gzip) and reads.
+
+Company rule: every event belongs to one company. A line naming `company` must name one of
+the posting token's companies; a line without it (anonymous visitors, or a site that only
+sends customer numbers) belongs to the token's company when the token has exactly one, and
+is rejected when the token covers several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import weakref
+import zlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from schemas.web_events import (
+    BatchReport,
+    RejectedLine,
+    WebEventLine,
+    WebEventOut,
+    WebEventPage,
+    WebEventQuery,
+)
+from service.api import decode_json, json_response, read_query, routes
+from service.auth import Principal, audit, principal_of, truncated_ip
+from service.typedefs import POOL, SETTINGS
+from storage import web_events
+from storage.db import Scope, scoped
+from storage.errors import InvalidInput, TooLarge, TooManyRequests
+
+STAGE_EVERY = 5000
+READ_CHUNK = 64 * 1024
+IDEMPOTENCY_ENDPOINT = "web-events"
+_KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,200}$")
+_inflight: weakref.WeakKeyDictionary[web.Application, int] = weakref.WeakKeyDictionary()
+
+
+def batch_slots(app: web.Application) -> int:
+    """Concurrent batches allowed: each holds a connection, so leave the pool room."""
+    return max(2, app[SETTINGS].database_pool_size // 2 - 1)
+
+
+async def decoded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The body in chunks, gunzipped with bounded output, refused once past `limit` bytes.
+
+    aiohttp normally decodes `Content-Encoding: gzip` itself (also in bounded steps); a body
+    still gzip-framed when it reaches here is inflated at most READ_CHUNK bytes at a time.
+    """
+    if request.content_length is not None and not request.headers.get("Content-Encoding") \
+            and request.content_length > limit:
+        raise TooLarge(f"the batch exceeds {limit} bytes")
+    total = 0
+    inflater: Any = None
+    first = True
+    try:
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            if first:
+                first = False
+                if chunk[:2] == b"\x1f\x8b":
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pieces = [chunk]
+            if inflater is not None:
+                pieces = []
+                data = chunk
+                while data:
+                    out = inflater.decompress(data, READ_CHUNK)
+                    total += len(out)
+                    if total > limit:
+                        raise TooLarge(f"the batch exceeds {limit} bytes once decompressed")
+                    yield out
+                    data = inflater.unconsumed_tail
+                continue
+            for piece in pieces:
+                total += len(piece)
+                if total > limit:
+                    raise TooLarge(f"the batch exceeds {limit} bytes once decompressed")
+                yield piece
+    except zlib.error as exc:
+        raise InvalidInput("the body is not valid gzip", [(["body"], "bad gzip")]) from exc
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # aiohttp's own decoder reports corrupt gzip this way
+        if exc.__class__.__name__ == "ContentEncodingError":
+            raise InvalidInput("the body is not valid gzip", [(["body"], "bad gzip")]) from exc
+        raise
+
+
+async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[int, Any]]:
+    """(line number, raw line bytes or a parsed element) for NDJSON or a JSON array."""
+    chunks = decoded_body(request, limit)
+    head = b""
+    async for chunk in chunks:
+        head += chunk
+        if head.strip():
+            break
+    is_array = head.lstrip()[:1] == b"["
+    if is_array:
+        whole = bytearray(head)
+        async for chunk in chunks:
+            whole += chunk
+        elements = decode_json(bytes(whole))
+        if not isinstance(elements, list):
+            raise InvalidInput("the body must be a JSON array or NDJSON", [(["body"], "shape")])
+        for number, element in enumerate(elements, start=1):
+            yield number, element
+        return
+    pending = head
+    number = 0
+    while True:
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield number, line
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            break
+        pending += chunk
+    if pending.strip():
+        yield number + 1, pending
+
+
+def _error_text(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)
+
+
+class LineConverter:
+    """Validates one line and turns it into a staging row, applying the company rule."""
+
+    def __init__(self, scope: Scope, companies: dict[str, UUID]) -> None:
+        self.companies = {c: i for c, i in companies.items() if scope.allows(i)}
+        own = list(scope.company_ids) if not scope.all_companies else []
+        self.default_company = own[0] if len(own) == 1 else None
+        self.months: set[Any] = set()
+
+    def convert(self, raw: Any) -> tuple[Any, ...]:
+        if isinstance(raw, bytes | bytearray):
+            line = WebEventLine.model_validate_json(raw)
+        elif isinstance(raw, dict):
+            line = WebEventLine.model_validate(raw)
+        else:
+            raise ValueError("the element is not a JSON object")
+        if line.company is not None:
+            company_id = self.companies.get(line.company)
+            if company_id is None:
+                raise ValueError("company is not one of the token's companies")
+        elif self.default_company is not None:
+            company_id = self.default_company
+        else:
+            raise ValueError("company is required: the token covers several companies")
+        self.months.add(web_events.month_of(line.ts))
+        return (
+            line.ts, company_id, line.site, line.event, line.url, line.session_id,
+            line.customer_number, truncated_ip(line.ip), line.user_agent, line.referrer,
+            json.dumps(line.attributes, separators=(",", ":")),
+        )
+
+
+@routes.route(
+    "POST", "/api/v1/web-events", action="web_event.ingest",
+    summary="Push a batch of web-site events (NDJSON or JSON array, gzip allowed)",
+    tag="web-events", response=BatchReport,
+    request_content={
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+    },
+    extra_statuses=(413, 429),
+)
+async def post_web_events(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _KEY_SHAPE.match(key):
+        raise InvalidInput("the Idempotency-Key header is not valid",
+                           [(["header", "Idempotency-Key"], "1-200 printable characters")])
+    app = request.app
+    if _inflight.get(app, 0) >= batch_slots(app):
+        raise TooManyRequests("too many batches in progress; retry shortly", retry_after=1)
+    _inflight[app] = _inflight.get(app, 0) + 1
+    try:
+        report, replayed = await _ingest(request, principal, key)
+    finally:
+        _inflight[app] -= 1
+    await audit(request, "web_event.ingest", target_type="web_events",
+                detail={"accepted": report["accepted"], "rejected": len(report["rejected"]),
+                        "replayed": replayed})
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return json_response(report, headers=headers)
+
+
+async def _ingest(
+    request: web.Request, principal: Principal, key: str | None
+) -> tuple[dict[str, Any], bool]:
+    pool = request.app[POOL]
+    account = principal.account
+    async with pool.acquire() as conn:
+        companies = {r["code"]: r["id"] for r in await conn.fetch("SELECT id, code FROM companies")}
+    converter = LineConverter(principal.scope, companies)
+    async with scoped(pool, principal.scope) as conn:
+        if key is not None:
+            stored = await web_events.claim_idempotency_key(
+                conn, account.kind, account.id, IDEMPOTENCY_ENDPOINT, key
+            )
+            if stored is not None:
+                return stored[1], True
+        await web_events.prepare_staging(conn)
+        rejected: list[RejectedLine] = []
+        rows: list[tuple[Any, ...]] = []
+        async for number, raw in body_lines(request, request.app[SETTINGS].max_batch_bytes):
+            try:
+                rows.append(converter.convert(raw))
+            except ValidationError as exc:
+                rejected.append(RejectedLine(line=number, error=_error_text(exc)))
+            except ValueError as exc:
+                rejected.append(RejectedLine(line=number, error=str(exc)))
+            if len(rows) >= STAGE_EVERY:
+                await web_events.stage(conn, rows)
+                rows = []
+        await web_events.stage(conn, rows)
+        this_month = web_events.month_of(datetime.now(UTC))
+        await _ensure_partitions(
+            pool, converter.months | {this_month, web_events.next_month(this_month)}
+        )
+        accepted = await web_events.publish_staged(conn)
+        report = BatchReport(accepted=accepted, rejected=rejected).model_dump()
+        if key is not None:
+            await web_events.store_idempotent_answer(
+                conn, account.kind, account.id, IDEMPOTENCY_ENDPOINT, key, 200, report
+            )
+    return report, False
+
+
+async def _ensure_partitions(pool: Any, months: set[Any]) -> None:
+    import asyncpg
+
+    for attempt in range(3):
+        try:
+            await web_events.ensure_partitions(pool, months)
+            return
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+
+
+@routes.route(
+    "GET", "/api/v1/web-events", action="web_event.read",
+    summary="Web-site events by customer, site, event and time; newest first, keyset paged",
+    tag="web-events", query=WebEventQuery, response=WebEventPage,
+)
+async def list_web_events(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    query = read_query(request, WebEventQuery)
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        items, cursor = await web_events.list_events(
+            conn, customer_id=query.customer_id, site=query.site, event=query.event,
+            since=query.from_, until=query.to, cursor=query.cursor, limit=query.limit,
+        )
+    await audit(request, "web_event.read", target_type="customer" if query.customer_id else None,
+                target_id=str(query.customer_id) if query.customer_id else None,
+                detail={"returned": len(items)})
+    return json_response(
+        WebEventPage(items=[WebEventOut(**i) for i in items], next_cursor=cursor)
+    )

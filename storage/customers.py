@@ -1,0 +1,348 @@
+"""Customers in PostgreSQL: upsert with history, matching by identity-code hash, linking,
+lookups and prohibitions. Every function runs on a connection already scoped by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from storage.crypto import new_key, unwrap_key, wrap_key
+from storage.db import Scope, apply_scope
+from storage.errors import Conflict, NotFound
+
+CUSTOMER_FIELDS = ("name", "address", "email", "phone")
+_NONCE = 12
+
+
+def customer_key_context(customer_id: UUID) -> bytes:
+    """Authenticated context of a customer's wrapped key (binds it to the customer row)."""
+    return b"tallenne customer " + customer_id.bytes
+
+
+async def link_lock(conn: asyncpg.Connection, company_id: UUID, *, shared: bool) -> None:
+    """Serialise linking per company: a customer upsert (exclusive) and any insert of
+    records carrying customer numbers (shared) never miss each other's rows."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(
+        f"SELECT {fn}(hashtextextended('tallenne link ' || $1::uuid::text, 0))",  # noqa: S608
+        company_id,
+    )
+
+
+async def company_id_by_code(conn: asyncpg.Connection, code: str) -> UUID | None:
+    found: UUID | None = await conn.fetchval("SELECT id FROM companies WHERE code = $1", code)
+    return found
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    customer_id: UUID
+    created: bool
+    changed_fields: list[str]
+
+
+async def _person_by_hash(
+    conn: asyncpg.Connection, caller: Scope, personal_id_hash: bytes
+) -> UUID | None:
+    """The one place that looks across companies: only the id of the person with this code.
+
+    Runs briefly with every company visible and returns nothing but the id, which the
+    caller may use only to attach a membership of its own company.
+    """
+    await apply_scope(conn, Scope.everything())
+    try:
+        found: UUID | None = await conn.fetchval(
+            "SELECT id FROM customers WHERE personal_id_hash = $1 FOR UPDATE", personal_id_hash
+        )
+    finally:
+        await apply_scope(conn, caller)
+    return found
+
+
+async def _attach_membership(
+    conn: asyncpg.Connection, caller: Scope, customer_id: UUID, company_id: UUID, number: str
+) -> str | None:
+    """Give a person a membership of the caller's company; returns the number it replaced."""
+    await apply_scope(conn, Scope.everything())
+    try:
+        old = await conn.fetchval(
+            "SELECT customer_number FROM customer_memberships"
+            " WHERE customer_id = $1 AND company_id = $2",
+            customer_id, company_id,
+        )
+        if old is None:
+            await conn.execute(
+                "INSERT INTO customer_memberships (customer_id, company_id, customer_number)"
+                " VALUES ($1, $2, $3)",
+                customer_id, company_id, number,
+            )
+        elif old != number:
+            await conn.execute(
+                "UPDATE customer_memberships SET customer_number = $3, updated_at = now()"
+                " WHERE customer_id = $1 AND company_id = $2",
+                customer_id, company_id, number,
+            )
+    finally:
+        await apply_scope(conn, caller)
+    return str(old) if old is not None and old != number else None
+
+
+def _seal(master_key: bytes, customer_id: UUID, wrapped: bytes, values: dict[str, Any]) -> bytes:
+    key = unwrap_key(master_key, wrapped, context=customer_key_context(customer_id))
+    nonce = os.urandom(_NONCE)
+    plaintext = json.dumps(values, default=str).encode()
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, customer_id.bytes)
+
+
+def open_history_values(
+    master_key: bytes, customer_id: UUID, wrapped: bytes, sealed: bytes
+) -> dict[str, Any]:
+    """Old values of one history row (for the access report and rectification review)."""
+    key = unwrap_key(master_key, wrapped, context=customer_key_context(customer_id))
+    plain = AESGCM(key).decrypt(sealed[:_NONCE], sealed[_NONCE:], customer_id.bytes)
+    values: dict[str, Any] = json.loads(plain)
+    return values
+
+
+async def _history(
+    conn: asyncpg.Connection, customer_id: UUID, company_id: UUID, change: str,
+    fields: list[str], sealed: bytes | None, actor: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO customer_history (customer_id, company_id, change, changed_fields,"
+        " old_values_enc, changed_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        customer_id, company_id, change, fields, sealed, actor,
+    )
+
+
+async def upsert_customer(
+    conn: asyncpg.Connection,
+    caller: Scope,
+    company_id: UUID,
+    customer_number: str,
+    record: dict[str, Any],
+    *,
+    personal_id_enc: bytes,
+    personal_id_hash: bytes,
+    master_key: bytes,
+    actor: str,
+) -> UpsertResult:
+    """Create or update the customer behind `company_id`/`customer_number`.
+
+    `record` holds name, address, email, phone. One person (identity-code hash) is one
+    customer across companies; the connection must be in a transaction scoped to `caller`.
+    """
+    if not caller.allows(company_id):
+        raise NotFound("no such company")
+    await link_lock(conn, company_id, shared=False)
+    holder: UUID | None = await conn.fetchval(
+        "SELECT customer_id FROM customer_memberships"
+        " WHERE company_id = $1 AND customer_number = $2",
+        company_id, customer_number,
+    )
+    person = await _person_by_hash(conn, caller, personal_id_hash)
+    created = False
+    if person is None and holder is None:
+        customer_id = uuid4()
+        wrapped = wrap_key(master_key, new_key(), context=customer_key_context(customer_id))
+        await conn.execute(
+            "INSERT INTO customers (id, personal_id_enc, personal_id_hash, name, address,"
+            " email, phone, wrapped_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            customer_id, personal_id_enc, personal_id_hash, record["name"], record["address"],
+            record["email"], record["phone"], wrapped,
+        )
+        await conn.execute(
+            "INSERT INTO customer_memberships (customer_id, company_id, customer_number)"
+            " VALUES ($1, $2, $3)",
+            customer_id, company_id, customer_number,
+        )
+        await _history(conn, customer_id, company_id, "created", [], None, actor)
+        await _link_records(conn, company_id, customer_number, customer_id)
+        return UpsertResult(customer_id, True, [])
+
+    if person is None:
+        # The number's holder has a corrected identity code: rectification.
+        assert holder is not None
+        customer_id = holder
+        await conn.execute(
+            "UPDATE customers SET personal_id_enc = $2, personal_id_hash = $3 WHERE id = $1",
+            customer_id, personal_id_enc, personal_id_hash,
+        )
+        changed = ["personal_id"]
+    else:
+        customer_id = person
+        changed = []
+        if holder is not None and holder != person:
+            # The number now belongs to another person: move it.
+            taken = await conn.fetchval(
+                "SELECT customer_number FROM customer_memberships"
+                " WHERE customer_id = $1 AND company_id = $2",
+                person, company_id,
+            )
+            if taken is not None:
+                raise Conflict(
+                    "this person already has another customer number at this company"
+                )
+            await conn.execute(
+                "UPDATE customer_memberships SET customer_id = $3, updated_at = now()"
+                " WHERE company_id = $1 AND customer_number = $2",
+                company_id, customer_number, person,
+            )
+            await _history(conn, person, company_id, "membership_moved", [], None, actor)
+        elif holder is None:
+            replaced = await _attach_membership(conn, caller, person, company_id, customer_number)
+            created = True
+            await _history(
+                conn, person, company_id, "membership_added",
+                ["customer_number"] if replaced else [], None, actor,
+            )
+
+    row = await conn.fetchrow(
+        "SELECT name, address, email, phone, wrapped_key, personal_id_enc FROM customers"
+        " WHERE id = $1 FOR UPDATE",
+        customer_id,
+    )
+    assert row is not None, "the membership makes the customer visible"
+    old = {f: row[f] for f in CUSTOMER_FIELDS}
+    changed += [f for f in CUSTOMER_FIELDS if old[f] != record[f]]
+    if changed:
+        sealed_values = {f: old[f] for f in changed if f != "personal_id"}
+        if "personal_id" in changed:
+            # Only the old ciphertext, re-sealed: the code itself is never decrypted here.
+            sealed_values["personal_id_enc"] = row["personal_id_enc"].hex()
+        sealed = (
+            _seal(master_key, customer_id, row["wrapped_key"], sealed_values)
+            if row["wrapped_key"] is not None else None
+        )
+        await conn.execute(
+            "UPDATE customers SET name = $2, address = $3, email = $4, phone = $5,"
+            " updated_at = now() WHERE id = $1",
+            customer_id, record["name"], record["address"], record["email"], record["phone"],
+        )
+        await _history(conn, customer_id, company_id, "updated", changed, sealed, actor)
+    await _link_records(conn, company_id, customer_number, customer_id)
+    return UpsertResult(customer_id, created, changed)
+
+
+async def _link_records(
+    conn: asyncpg.Connection, company_id: UUID, customer_number: str, customer_id: UUID
+) -> None:
+    """Point the company's earlier events and recordings with this number at the customer."""
+    await conn.execute(
+        "UPDATE web_events SET customer_id = $3 WHERE company_id = $1"
+        " AND customer_number = $2 AND customer_id IS DISTINCT FROM $3",
+        company_id, customer_number, customer_id,
+    )
+    if await _recordings_linkable(conn):
+        await conn.execute(
+            "UPDATE recordings SET customer_id = $3 WHERE company_id = $1"
+            " AND customer_number = $2 AND customer_id IS DISTINCT FROM $3",
+            company_id, customer_number, customer_id,
+        )
+
+
+async def _recordings_linkable(conn: asyncpg.Connection) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT count(*) = 3 FROM information_schema.columns WHERE table_name = 'recordings'"
+        " AND table_schema = current_schema()"
+        " AND column_name IN ('company_id', 'customer_number', 'customer_id')"
+    )
+    return found
+
+
+# --- reading ---------------------------------------------------------------
+
+
+async def customer_rows(conn: asyncpg.Connection, ids: list[UUID]) -> list[dict[str, Any]]:
+    """Customers by id with the memberships the scope can see; missing ids are skipped."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.name, c.personal_id_enc, c.address, c.email, c.phone, c.created_at,"
+        " c.updated_at, coalesce(json_agg(json_build_object('company', co.code,"
+        " 'customer_number', m.customer_number) ORDER BY co.code)"
+        " FILTER (WHERE m.customer_id IS NOT NULL), '[]') AS companies"
+        " FROM customers c"
+        " LEFT JOIN customer_memberships m ON m.customer_id = c.id"
+        " LEFT JOIN companies co ON co.id = m.company_id"
+        " WHERE c.id = ANY($1::uuid[]) AND c.erased_at IS NULL"
+        " GROUP BY c.id ORDER BY c.name, c.id",
+        ids,
+    )
+    return [dict(r) for r in rows]
+
+
+async def find_by_hash(conn: asyncpg.Connection, personal_id_hash: bytes) -> list[UUID]:
+    return [r["id"] for r in await conn.fetch(
+        "SELECT id FROM customers WHERE personal_id_hash = $1", personal_id_hash
+    )]
+
+
+async def find_by_number(
+    conn: asyncpg.Connection, company_id: UUID, customer_number: str
+) -> list[UUID]:
+    return [r["customer_id"] for r in await conn.fetch(
+        "SELECT customer_id FROM customer_memberships"
+        " WHERE company_id = $1 AND customer_number = $2",
+        company_id, customer_number,
+    )]
+
+
+async def data_counts(conn: asyncpg.Connection, customer_id: UUID) -> dict[str, int]:
+    events = await conn.fetchval(
+        "SELECT count(*) FROM web_events WHERE customer_id = $1", customer_id
+    )
+    recordings = 0
+    if await conn.fetchval("SELECT to_regclass('recordings') IS NOT NULL"):
+        recordings = await conn.fetchval(
+            "SELECT count(*) FROM recordings WHERE customer_id = $1", customer_id
+        )
+    return {"recordings": int(recordings), "web_events": int(events)}
+
+
+async def prohibitions(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT use, channel, received_at, recorded_by, withdrawn_at, withdrawn_by"
+        " FROM customer_prohibitions WHERE customer_id = $1 ORDER BY received_at, id",
+        customer_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def add_prohibition(
+    conn: asyncpg.Connection, customer_id: UUID, use: str, channel: str,
+    received_at: datetime, actor: str,
+) -> bool:
+    """Record a prohibition; False when the same use is already prohibited."""
+    inserted = await conn.fetchval(
+        "INSERT INTO customer_prohibitions (customer_id, use, channel, received_at, recorded_by)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, use)"
+        " WHERE withdrawn_at IS NULL DO NOTHING RETURNING id",
+        customer_id, use, channel, received_at, actor,
+    )
+    return inserted is not None
+
+
+async def withdraw_prohibition(
+    conn: asyncpg.Connection, customer_id: UUID, use: str, actor: str
+) -> bool:
+    done = await conn.fetchval(
+        "UPDATE customer_prohibitions SET withdrawn_at = now(), withdrawn_by = $3"
+        " WHERE customer_id = $1 AND use = $2 AND withdrawn_at IS NULL RETURNING id",
+        customer_id, use, actor,
+    )
+    return done is not None
+
+
+async def visible(conn: asyncpg.Connection, customer_id: UUID) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = $1 AND erased_at IS NULL)",
+        customer_id,
+    )
+    return found

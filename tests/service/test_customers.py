@@ -1,0 +1,223 @@
+"""Customers pushed by billing systems: identity codes, matching, scoping, linking, bans."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schemas.personal_id import CHECK_CHARACTERS
+from tests.helpers import Api, bearer
+
+A = "kemin-energia"
+B = "tornion-energia"
+
+
+def code(ddmmyy: str, sign: str, individual: int) -> str:
+    number = int(f"{ddmmyy}{individual:03d}")
+    return f"{ddmmyy}{sign}{individual:03d}{CHECK_CHARACTERS[number % 31]}"
+
+
+PERSON = code("131052", "-", 308)  # 131052-308T
+OTHER = code("010203", "A", 456)
+
+
+def record(personal_id: str = PERSON, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "Maija Meikäläinen",
+        "personal_id": personal_id,
+        "address": {"street": "Kauppakatu 1", "postal_code": "94100", "city": "Kemi",
+                    "country": "FI"},
+        "email": "maija@example.fi",
+        "phone": "+358401234567",
+    }
+    body.update(changes)
+    return body
+
+
+async def put(api: Api, token: str, company: str, number: str, body: dict[str, Any]) -> Any:
+    return await api.client.put(f"/api/v1/customers/{company}/{number}", json=body,
+                                headers=bearer(token))
+
+
+async def all_rows_as_text(db: asyncpg.Connection) -> str:
+    tables = await db.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+    )
+    dump = []
+    for t in tables:
+        for row in await db.fetch(f'SELECT t::text AS line FROM "{t["relname"]}" t'):  # noqa: S608
+            dump.append(row["line"])
+    return "\n".join(dump)
+
+
+async def test_create_then_update_returns_201_then_200_with_masked_code(api: Api) -> None:
+    ingest = await api.token("ingest", [A])
+    first = await put(api, ingest, A, "1001", record())
+    assert first.status == 201, await first.text()
+    body = await first.json()
+    assert body["personal_id"] == "131052-****"
+    assert body["companies"] == [{"company": A, "customer_number": "1001"}]
+    second = await put(api, ingest, A, "1001", record(email="uusi@example.fi"))
+    assert second.status == 200
+    assert (await second.json())["email"] == "uusi@example.fi"
+
+
+async def test_invalid_identity_code_is_422_without_the_code(api: Api) -> None:
+    ingest = await api.token("ingest", [A])
+    bad = PERSON[:-1] + ("A" if PERSON[-1] != "A" else "B")
+    response = await put(api, ingest, A, "1001", record(personal_id=bad))
+    assert response.status == 422
+    text = await response.text()
+    assert bad not in text and bad.lower() not in text
+    assert "personal_id" in text
+
+
+async def test_identity_code_never_stored_or_logged_in_plain_text(
+    api: Api, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ingest = await api.token("ingest", [A])
+    admin = await api.token("admin", all_companies=True)
+    assert (await put(api, ingest, A, "1001", record())).status == 201
+    assert (await put(api, ingest, A, "1001", record(personal_id=OTHER))).status == 200
+    lookup = await api.client.post("/api/v1/customers/lookup", json={"personal_id": OTHER},
+                                   headers=bearer(admin))
+    assert (await lookup.json())["items"][0]["personal_id"] == OTHER
+    dump = await all_rows_as_text(db)
+    for known in (PERSON, OTHER):
+        assert known not in dump
+        assert known not in caplog.text
+    history = await db.fetch("SELECT change, changed_fields FROM customer_history ORDER BY id")
+    assert [h["change"] for h in history] == ["created", "updated"]
+    assert history[1]["changed_fields"] == ["personal_id"]
+    audit = await db.fetch("SELECT detail::text AS d FROM audit_events WHERE action = $1",
+                           "customer.write")
+    assert len(audit) == 2 and all(PERSON not in a["d"] for a in audit)
+
+
+async def test_dpo_and_admin_see_the_code_others_masked(api: Api) -> None:
+    ingest = await api.token("ingest", [A])
+    created = await (await put(api, ingest, A, "1001", record())).json()
+    for role, expected in (("dpo", PERSON), ("admin", PERSON),
+                           ("customer_service", "131052-****")):
+        token = await api.token(role, [A])
+        response = await api.client.get(f"/api/v1/customers/{created['id']}",
+                                        headers=bearer(token))
+        assert response.status == 200
+        assert (await response.json())["personal_id"] == expected, role
+
+
+async def test_person_of_two_companies_is_one_customer_with_two_memberships(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    ingest_a = await api.token("ingest", [A])
+    ingest_b = await api.token("ingest", [B])
+    first = await (await put(api, ingest_b, B, "B-7", record())).json()
+    response = await put(api, ingest_a, A, "A-1", record())
+    assert response.status == 201
+    second = await response.json()
+    assert second["id"] == first["id"]
+    # A's caller learns nothing of B: only its own membership is shown.
+    assert second["companies"] == [{"company": A, "customer_number": "A-1"}]
+    assert await db.fetchval("SELECT count(*) FROM customers") == 1
+    assert await db.fetchval("SELECT count(*) FROM customer_memberships") == 2
+    admin = await api.token("admin", all_companies=True)
+    both = await (await api.client.get(f"/api/v1/customers/{first['id']}",
+                                       headers=bearer(admin))).json()
+    assert {m["company"] for m in both["companies"]} == {A, B}
+
+
+async def test_user_of_a_cannot_see_customer_of_only_b(api: Api) -> None:
+    ingest_b = await api.token("ingest", [B])
+    created = await (await put(api, ingest_b, B, "B-7", record())).json()
+    service_a = await api.token("customer_service", [A])
+    missing = await api.client.get(f"/api/v1/customers/{created['id']}",
+                                   headers=bearer(service_a))
+    nowhere = await api.client.get("/api/v1/customers/00000000-0000-0000-0000-000000000000",
+                                   headers=bearer(service_a))
+    assert missing.status == nowhere.status == 404
+    assert (await missing.json())["detail"] == (await nowhere.json())["detail"]
+    for query in ({"personal_id": PERSON}, {"company": B, "customer_number": "B-7"}):
+        found = await api.client.post("/api/v1/customers/lookup", json=query,
+                                      headers=bearer(service_a))
+        assert found.status == 200
+        assert (await found.json())["items"] == []
+    ingest_a = await api.token("ingest", [A])
+    assert (await put(api, ingest_a, B, "B-7", record())).status == 404
+
+
+async def test_lookup_by_number_finds_and_is_audited(api: Api, db: asyncpg.Connection) -> None:
+    ingest = await api.token("ingest", [A])
+    await put(api, ingest, A, "1001", record())
+    service = await api.token("customer_service", [A])
+    found = await api.client.post("/api/v1/customers/lookup",
+                                  json={"company": A, "customer_number": "1001"},
+                                  headers=bearer(service))
+    items = (await found.json())["items"]
+    assert len(items) == 1 and items[0]["name"] == "Maija Meikäläinen"
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'customer.search'") == 1
+    neither = await api.client.post("/api/v1/customers/lookup", json={"company": A},
+                                    headers=bearer(service))
+    assert neither.status == 422
+
+
+async def test_events_before_customer_are_linked_when_it_arrives(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    ingest = await api.token("ingest", [A])
+    line = ('{"ts":"2026-01-05T10:00:00+02:00","site":"kemin-energia.fi","event":"login",'
+            '"customer_number":"1001"}')
+    posted = await api.client.post("/api/v1/web-events", data=line,
+                                   headers={**bearer(ingest),
+                                            "Content-Type": "application/x-ndjson"})
+    assert (await posted.json())["accepted"] == 1
+    assert await db.fetchval("SELECT customer_id FROM web_events") is None
+    created = await (await put(api, ingest, A, "1001", record())).json()
+    assert str(await db.fetchval("SELECT customer_id FROM web_events")) == created["id"]
+    # And the other order: the customer exists, the event is linked on arrival.
+    posted = await api.client.post("/api/v1/web-events", data=line.replace("login", "view"),
+                                   headers={**bearer(ingest),
+                                            "Content-Type": "application/x-ndjson"})
+    assert (await posted.json())["accepted"] == 1
+    linked = await db.fetchval(
+        "SELECT count(*) FROM web_events WHERE customer_id = $1::uuid", created["id"])
+    assert linked == 2
+    service = await api.token("customer_service", [A])
+    detail = await (await api.client.get(f"/api/v1/customers/{created['id']}",
+                                         headers=bearer(service))).json()
+    assert detail["counts"]["web_events"] == 2
+
+
+async def test_prohibition_recorded_withdrawn_and_kept_in_history(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    ingest = await api.token("ingest", [A])
+    created = await (await put(api, ingest, A, "1001", record())).json()
+    service = await api.token("customer_service", [A])
+    url = f"/api/v1/customers/{created['id']}/prohibitions"
+    added = await api.client.post(url, json={"use": "direct_marketing", "channel": "phone",
+                                             "received_at": "2026-01-02T09:00:00+02:00"},
+                                  headers=bearer(service))
+    assert added.status == 201, await added.text()
+    bans = (await added.json())["prohibitions"]
+    assert bans[0]["use"] == "direct_marketing" and bans[0]["withdrawn_at"] is None
+    again = await api.client.post(url, json={"use": "direct_marketing", "channel": "post"},
+                                  headers=bearer(service))
+    assert again.status == 200
+    withdrawn = await api.client.delete(f"{url}/direct_marketing", headers=bearer(service))
+    assert withdrawn.status == 200
+    assert (await withdrawn.json())["prohibitions"][0]["withdrawn_at"] is not None
+    gone = await api.client.delete(f"{url}/direct_marketing", headers=bearer(service))
+    assert gone.status == 404
+    actions = [r["action"] for r in await db.fetch(
+        "SELECT action FROM audit_events WHERE action LIKE 'prohibition.%' ORDER BY seq")]
+    assert actions == ["prohibition.add", "prohibition.withdraw"]
+    other = await api.token("customer_service", [B])
+    hidden = await api.client.post(url, json={"use": "genealogy", "channel": "post"},
+                                   headers=bearer(other))
+    assert hidden.status == 404
