@@ -40,31 +40,39 @@ class OwnerKey:
     key: bytes
 
 
-async def company_key(conn: asyncpg.Connection, master_key: bytes, company_id: UUID) -> OwnerKey:
+async def company_key(
+    conn: asyncpg.Connection, master_key: bytes, company_id: UUID, *, create: bool = True
+) -> OwnerKey:
     """The company's key, created on first use; concurrent creators agree on one."""
-    await conn.execute(
-        "INSERT INTO company_keys (company_id, wrapped_key) VALUES ($1, $2)"
-        " ON CONFLICT (company_id) DO NOTHING",
-        company_id,
-        wrap_key(master_key, new_key(), context=company_key_context(company_id)),
-    )
+    if create:
+        await conn.execute(
+            "INSERT INTO company_keys (company_id, wrapped_key) VALUES ($1, $2)"
+            " ON CONFLICT (company_id) DO NOTHING",
+            company_id,
+            wrap_key(master_key, new_key(), context=company_key_context(company_id)),
+        )
     wrapped = await conn.fetchval(
         "SELECT wrapped_key FROM company_keys WHERE company_id = $1", company_id
     )
+    if wrapped is None:
+        raise IntegrityError("the company has no key")
     key = unwrap_key(master_key, bytes(wrapped), context=company_key_context(company_id))
     return OwnerKey("company", company_id, key)
 
 
-async def customer_key(conn: asyncpg.Connection, master_key: bytes, customer_id: UUID) -> OwnerKey:
+async def customer_key(
+    conn: asyncpg.Connection, master_key: bytes, customer_id: UUID, *, create: bool = True
+) -> OwnerKey:
     """The customer's key, created on first use; IntegrityError once it has been shredded."""
+    lock = " FOR UPDATE" if create else ""
     row = await conn.fetchrow(
-        "SELECT wrapped_key, erased_at FROM customers WHERE id = $1 FOR UPDATE", customer_id
+        f"SELECT wrapped_key, erased_at FROM customers WHERE id = $1{lock}", customer_id
     )
     if row is None:
         raise NotFound("no such customer")
     wrapped = row["wrapped_key"]
     if wrapped is None:
-        if row["erased_at"] is not None:
+        if row["erased_at"] is not None or not create:
             raise IntegrityError("the customer's key has been destroyed")
         wrapped = wrap_key(master_key, new_key(), context=customer_key_context(customer_id))
         await conn.execute(
@@ -81,12 +89,14 @@ async def owner_key(
     owner: KeyOwner,
     company_id: UUID,
     customer_id: UUID | None,
+    create: bool = True,
 ) -> OwnerKey:
+    """The key that wraps a recording's data key; `create=False` for reading."""
     if owner == "customer":
         if customer_id is None:
             raise IntegrityError("a customer-wrapped key has no customer")
-        return await customer_key(conn, master_key, customer_id)
-    return await company_key(conn, master_key, company_id)
+        return await customer_key(conn, master_key, customer_id, create=create)
+    return await company_key(conn, master_key, company_id, create=create)
 
 
 def wrap_data_key(owner: OwnerKey, recording_id: UUID, data_key: bytes) -> bytes:

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PART_SIZE = 16 * 1024 * 1024
+LONG_PART_SIZE = 8 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}
 
@@ -72,10 +73,15 @@ class ObjectStore:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one blocking client call in the pool, translating its errors."""
+        return await self._run_within(self.timeout_s, fn, *args, **kwargs)
+
+    async def _run_within(
+        self, timeout_s: float, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         try:
-            return await asyncio.wait_for(future, timeout=self.timeout_s)
+            return await asyncio.wait_for(future, timeout=timeout_s)
         except TimeoutError as exc:
             raise Unavailable("the object store did not answer in time") from exc
         except S3Error as exc:
@@ -110,6 +116,24 @@ class ObjectStore:
             stream,
             length,
             part_size=PART_SIZE,
+        )
+        return str(result.etag)
+
+    async def put_long_stream(
+        self, key: str, stream: BinaryIO, length: int, *, min_rate: float = 4 * 1024**2
+    ) -> str:
+        """Upload `length` bytes (e.g. a long recording) in small parts, two in flight, so
+        memory stays near 3 × LONG_PART_SIZE; the deadline grows with the length at
+        `min_rate` bytes per second instead of one call's timeout."""
+        result = await self._run_within(
+            self.timeout_s + length / min_rate,
+            self.client.put_object,
+            self.bucket,
+            key,
+            stream,
+            length,
+            part_size=LONG_PART_SIZE,
+            num_parallel_uploads=2,
         )
         return str(result.etag)
 

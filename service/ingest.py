@@ -1,0 +1,192 @@
+"""Storing one recording exactly once: the single ingest path of the API and the importer.
+
+Order of durability: the row is committed `pending` (with the wrapped data key) before the
+object is uploaded and flipped to `stored` after; nothing is acknowledged before the flip. A
+crash in between leaves a pending row or an object without a row, which the reconciler removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from schemas.recordings import RecordingMetadata
+from storage import keys
+from storage import recordings as store
+from storage.audio import AudioInfo, probe_audio
+from storage.crypto import new_key, stored_size
+from storage.db import Scope, scoped
+from storage.errors import Conflict, InvalidInput, StorageError
+from storage.objects import ObjectStore
+from storage.recordings import NewRecording, Recording
+from storage.sealed_audio import EncryptingReader
+
+logger = logging.getLogger(__name__)
+
+# A pending row younger than this belongs to an upload that may still be running.
+PENDING_GRACE = timedelta(minutes=15)
+# How long a duplicate upload waits for a concurrent one of the same call to finish.
+CONCURRENT_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a recording goes, resolved from its metadata before any audio is read."""
+
+    metadata: RecordingMetadata
+    company_id: uuid.UUID
+    customer_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class Ingested:
+    recording: Recording
+    created: bool
+
+
+def unknown_company() -> InvalidInput:
+    # Same answer for a company that does not exist and one outside the caller's scope.
+    return InvalidInput("unknown company", [(["metadata", "company"], "unknown company")])
+
+
+async def resolve_target(pool: asyncpg.Pool, scope: Scope, metadata: RecordingMetadata) -> Target:
+    async with scoped(pool, scope) as conn:
+        company_id = await store.company_id_by_code(conn, metadata.company)
+        if company_id is None or not scope.allows(company_id):
+            raise unknown_company()
+        customer_id = None
+        if metadata.customer_number is not None:
+            # An unknown number is kept and linked when the customer record arrives.
+            customer_id = await store.customer_id_by_number(
+                conn, company_id, metadata.customer_number
+            )
+    return Target(metadata, company_id, customer_id)
+
+
+def object_key_for(recording_id: uuid.UUID, now: datetime) -> str:
+    """Random and free of personal data: only the upload month and a UUID."""
+    return f"recordings/{now:%Y/%m}/{recording_id}"
+
+
+async def probe(path: Path, content_type: str | None, filename: str | None) -> AudioInfo:
+    return await asyncio.to_thread(
+        probe_audio, path, content_type=content_type, filename=filename
+    )
+
+
+async def _existing_outcome(
+    pool: asyncpg.Pool, scope: Scope, target: Target, sha256: str
+) -> Ingested | None:
+    """The answer for a call that is already stored (or being stored), or None to proceed."""
+    m = target.metadata
+    deadline = asyncio.get_running_loop().time() + CONCURRENT_WAIT_S
+    while True:
+        async with scoped(pool, scope) as conn:
+            await store.lock_call(conn, target.company_id, m.external_id)
+            if await store.is_erased(conn, target.company_id, m.external_id):
+                raise Conflict("this call was erased and is not accepted again")
+            existing = await store.by_external_id(conn, target.company_id, m.external_id)
+            if existing is None:
+                return None
+            if existing.out.sha256 != sha256:
+                raise Conflict("a recording of this call with different audio already exists")
+            if existing.out.state != "pending":
+                return Ingested(existing, created=False)
+            age = await store.pending_age(conn, existing.id)
+            if age is not None and age > PENDING_GRACE:
+                # A crashed upload of the same call: take its place.
+                await store.delete_pending(conn, existing.id)
+                return None
+        if asyncio.get_running_loop().time() > deadline:
+            raise Conflict("an upload of this call is in progress; retry later")
+        await asyncio.sleep(0.2)
+
+
+async def store_recording(
+    pool: asyncpg.Pool,
+    objects: ObjectStore,
+    master_key: bytes,
+    scope: Scope,
+    target: Target,
+    spool: Path,
+    info: AudioInfo,
+    *,
+    size: int,
+    sha256: str,
+) -> Ingested:
+    """Encrypt and upload a probed spool file; idempotent on (company, external_id)."""
+    m = target.metadata
+    if m.sha256 is not None and m.sha256 != sha256:
+        raise InvalidInput(
+            "the audio does not match the given sha256",
+            [(["metadata", "sha256"], "does not match the audio")],
+        )
+    recording_id = uuid.uuid4()
+    object_key = object_key_for(recording_id, datetime.now(UTC))
+    data_key = new_key()
+    while True:
+        found = await _existing_outcome(pool, scope, target, sha256)
+        if found is not None:
+            return found
+        async with scoped(pool, scope) as conn:
+            await store.lock_call(conn, target.company_id, m.external_id)
+            if await store.by_external_id(conn, target.company_id, m.external_id) is not None:
+                continue  # another upload of the call won the race; answer as a retry
+            owner = await keys.owner_key(
+                conn,
+                master_key,
+                owner="customer" if target.customer_id else "company",
+                company_id=target.company_id,
+                customer_id=target.customer_id,
+            )
+            await store.insert_pending(
+                conn,
+                NewRecording(
+                    id=recording_id,
+                    company_id=target.company_id,
+                    customer_id=target.customer_id,
+                    metadata=m,
+                    format=info.format,
+                    codec=info.codec,
+                    duration_s=info.duration_s,
+                    sample_rate=info.sample_rate,
+                    channels=info.channels,
+                    size_bytes=size,
+                    sha256=sha256,
+                    object_key=object_key,
+                    key_owner=owner.owner,
+                    wrapped_key=keys.wrap_data_key(owner, recording_id, data_key),
+                ),
+            )
+            break
+
+    try:
+        reader = EncryptingReader(spool, data_key, recording_id)
+        try:
+            await objects.put_long_stream(object_key, reader, stored_size(size))
+        finally:
+            reader.close()
+        async with scoped(pool, scope) as conn:
+            recording = await store.mark_stored(conn, recording_id)
+    except (StorageError, OSError, asyncio.CancelledError):
+        await _abandon(pool, objects, scope, recording_id, object_key)
+        raise
+    return Ingested(recording, created=True)
+
+
+async def _abandon(
+    pool: asyncpg.Pool, objects: ObjectStore, scope: Scope, recording_id: uuid.UUID, key: str
+) -> None:
+    """Best effort undo of a failed upload; whatever remains is the reconciler's."""
+    try:
+        async with scoped(pool, scope) as conn:
+            await store.delete_pending(conn, recording_id)
+        await objects.delete([key])
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        logger.warning("could not undo a failed upload", extra={"recording_id": str(recording_id)})

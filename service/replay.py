@@ -1,0 +1,193 @@
+"""Replay of recorded audio: reasoned, ranged, decrypted on the fly, verified and audited.
+
+Audio only ever flows through this endpoint; no presigned S3 URL reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from schemas.recordings import ReplayQuery
+from service import problems
+from service.api import routes
+from service.auth import audit, principal_of
+from service.recordings import load_recording, recording_id_of
+from service.typedefs import KEYRING, OBJECTS, POOL, REQUEST_ID_KEY
+from storage import keys
+from storage import recordings as store
+from storage.audio import CONTENT_TYPES
+from storage.db import scoped
+from storage.errors import Conflict, IntegrityError
+from storage.recordings import Recording
+from storage.sealed_audio import HashCheck, iter_plaintext
+
+logger = logging.getLogger(__name__)
+
+MAX_REASON = 500
+
+
+class Unsatisfiable(Exception):
+    """The Range header asks for bytes the recording does not have."""
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """One `bytes=` range of RFC 9110; None to serve the whole file (absent, malformed or
+    multi-range headers, which a server may ignore)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, sep, last = (p.strip() for p in spec.partition("-"))
+    if not sep:
+        return None
+    if not first:
+        if not last.isdigit():
+            return None
+        suffix = int(last)
+        if suffix == 0:
+            raise Unsatisfiable
+        return ByteRange(max(0, size - suffix), size - 1)
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise Unsatisfiable
+    return ByteRange(start, min(end, size - 1))
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+async def _audit_replay(
+    request: web.Request, recording: Recording, reason: str, byte_range: str
+) -> None:
+    """One audit event per recording, principal and reason per window; later requests of
+    the same listening session are summarised in the replay window row."""
+    principal = principal_of(request)
+
+    async def open_event() -> int:
+        return await audit(
+            request, "recording.replay", target_type="recording",
+            target_id=str(recording.id), company=recording.out.company, reason=reason,
+            detail={"range": byte_range, "grouped_minutes": 10},
+        )
+
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        await store.note_replay(
+            conn, recording, principal=f"{principal.kind}:{principal.account.id}",
+            reason=reason, byte_range=byte_range, open_event=open_event,
+        )
+
+
+async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
+    logger.error(
+        "integrity alarm: stored audio failed verification",
+        extra={"recording_id": str(recording.id), "error": exc.detail},
+    )
+    async with scoped(request.app[POOL], principal_of(request).scope) as conn:
+        await store.mark_corrupt(conn, recording.id)
+    await audit(request, "recording.integrity_alarm", target_type="recording",
+                target_id=str(recording.id), company=recording.out.company,
+                outcome="failure", detail={"error": exc.detail})
+
+
+@routes.route(
+    "GET", "/api/v1/recordings/{id}/audio", action="recording.replay", tag="recordings",
+    summary="Stream the original audio (Range, If-Range, If-None-Match); reason required",
+    query=ReplayQuery,
+    response_content={"audio/*": {"schema": {"type": "string", "format": "binary"}}},
+    extra_statuses=(206, 304, 409, 416),
+)
+async def replay_audio(request: web.Request) -> web.StreamResponse:
+    recording_id = recording_id_of(request)
+    reason = (request.query.get("reason") or "").strip()
+    if not reason or len(reason) > MAX_REASON:
+        raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
+    recording = await load_recording(request, recording_id)
+    out = recording.out
+    if out.state == "corrupt":
+        raise Conflict("the recording's stored audio failed verification and is withheld")
+    size = out.size_bytes
+    etag = f'"{out.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Type": CONTENT_TYPES[out.format],
+        "Content-Disposition": f'inline; filename="recording-{out.id}.{out.format}"',
+        "Cache-Control": "private, no-cache",
+    }
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and _etag_matches(if_none_match, etag):
+        await _audit_replay(request, recording, reason, "not-modified")
+        return web.Response(status=304, headers=headers)
+
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != etag:
+        range_header = None  # the client's copy is stale: send the whole file
+    try:
+        wanted = parse_range(range_header, size) if range_header else None
+    except Unsatisfiable:
+        await _audit_replay(request, recording, reason, "unsatisfiable")
+        return problems.problem_response(
+            416, "Range not satisfiable", f"the recording has {size} bytes",
+            request_id=request.get(REQUEST_ID_KEY), headers={"Content-Range": f"bytes */{size}"},
+        )
+    full = wanted is None or wanted.length == size
+    span = wanted or ByteRange(0, size - 1)
+    await _audit_replay(request, recording, reason, f"bytes {span.start}-{span.end}/{size}")
+
+    async with scoped(request.app[POOL], principal_of(request).scope) as conn:
+        owner = await keys.owner_key(
+            conn, request.app[KEYRING].master_key, owner=recording.key_owner,
+            company_id=recording.company_id, customer_id=out.customer_id, create=False,
+        )
+    data_key = keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
+
+    response = web.StreamResponse(status=206 if wanted is not None else 200, headers=headers)
+    if wanted is not None:
+        response.headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
+    response.content_length = span.length
+    await response.prepare(request)
+    check = HashCheck(out.sha256) if full else None
+    held: bytes | None = None
+    try:
+        async for piece in iter_plaintext(
+            request.app[OBJECTS], recording.object_key, data_key=data_key,
+            object_id=recording.id, size=size, start=span.start, end_inclusive=span.end,
+        ):
+            if check is not None:
+                check.update(piece)
+            # The last piece is held back until the digest is known, so a client never
+            # receives a complete body that failed verification.
+            if held is not None:
+                await response.write(held)
+            held = piece
+        if check is not None:
+            check.verify()
+    except IntegrityError as exc:
+        await _integrity_alarm(request, recording, exc)
+        if request.transport is not None:
+            request.transport.abort()  # the client sees a truncated body, not a complete one
+        return response
+    if held is not None:
+        await response.write(held)
+    await response.write_eof()
+    return response
