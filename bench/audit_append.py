@@ -1,0 +1,131 @@
+"""Audit append throughput: the hash chain against a plain INSERT, same stack, same run.
+
+    .venv/bin/python -m bench.audit_append [--quick]
+
+16 concurrent writers append one event at a time through `AuditLog.append` (the way each
+request does), then 16 writers, one connection each, INSERT the same rows into a table with
+the same columns and indexes but no chain, one event per transaction. The last line is
+`audit_append: ratio X.XX (goal >= 0.5) PASS|FAIL`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes  # noqa: F401 - the PostgreSQL child needs it loaded before it drops root
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+from service.embedded import EmbeddedStack
+from storage.audit import COLUMNS, AuditEntry, AuditLog
+from storage.db import create_pool
+from storage.migrate import migrate
+
+WRITERS = 16
+GOAL = 0.5
+
+
+def _entry(writer: int, n: int) -> AuditEntry:
+    return AuditEntry(
+        actor=f"bench-{writer}", actor_kind="token", role="quality", action="recording.replay",
+        target_type="recording", target_id=f"{writer:04d}-{n:08d}", company="tenergia",
+        reason="quality review", request_id=f"req-{writer}-{n}", client_ip="10.0.0.0/24",
+        detail={"range": [0, 65535]},
+    )
+
+
+async def chained_rate(pool: asyncpg.Pool, seconds: float) -> tuple[int, float]:
+    log = AuditLog(pool)
+    await log.start()
+    deadline = time.perf_counter() + seconds
+    counts = [0] * WRITERS
+
+    async def writer(index: int) -> None:
+        for n in itertools.count():
+            if time.perf_counter() >= deadline:
+                return
+            await log.append(_entry(index, n))
+            counts[index] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(i) for i in range(WRITERS)))
+    elapsed = time.perf_counter() - started
+    await log.stop()
+    return sum(counts), elapsed
+
+
+async def plain_rate(dsn: str, seconds: float) -> tuple[int, float]:
+    setup = await asyncpg.connect(dsn)
+    await setup.execute("DROP TABLE IF EXISTS bench_plain_events")
+    # Same columns, defaults and indexes; no trigger, no chain.
+    await setup.execute("CREATE TABLE bench_plain_events (LIKE audit_events INCLUDING ALL)")
+    await setup.close()
+    connections = [await create_pool(dsn, max_size=1) for _ in range(WRITERS)]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+    sql = f"INSERT INTO bench_plain_events ({', '.join(COLUMNS)}) VALUES ({placeholders})"
+    seqs = itertools.count(1)
+    deadline = time.perf_counter() + seconds
+    counts = [0] * WRITERS
+
+    async def writer(index: int) -> None:
+        async with connections[index].acquire() as conn:
+            for n in itertools.count():
+                if time.perf_counter() >= deadline:
+                    return
+                values = dict(vars(_entry(index, n)))
+                values.update(seq=next(seqs), prev_hash=os.urandom(32), hash=os.urandom(32))
+                async with conn.transaction():
+                    await conn.execute(sql, *(values[c] for c in COLUMNS))
+                counts[index] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(i) for i in range(WRITERS)))
+    elapsed = time.perf_counter() - started
+    for pool in connections:
+        await pool.close()
+    return sum(counts), elapsed
+
+
+async def run(dsn: str, seconds: float) -> float:
+    pool = await create_pool(dsn, max_size=WRITERS)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    try:
+        chained, chained_s = await chained_rate(pool, seconds)
+    finally:
+        await pool.close()
+    plain, plain_s = await plain_rate(dsn, seconds)
+    chained_per_s = chained / chained_s
+    plain_per_s = plain / plain_s
+    print(f"chained (AuditLog.append, {WRITERS} writers): {chained} events in {chained_s:.1f} s"
+          f" = {chained_per_s:,.0f}/s")
+    print(f"plain INSERT ({WRITERS} writers, one row per transaction): {plain} rows in"
+          f" {plain_s:.1f} s = {plain_per_s:,.0f}/s")
+    return chained_per_s / plain_per_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.audit_append", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few seconds per side")
+    args = parser.parse_args(argv)
+    seconds = 4.0 if args.quick else 20.0
+    with tempfile.TemporaryDirectory(prefix="tallenne-bench-") as tmp:
+        stack = EmbeddedStack(Path(tmp))
+        info = stack.start()
+        try:
+            ratio = asyncio.run(run(info.database_url, seconds))
+        finally:
+            stack.stop()
+    verdict = "PASS" if ratio >= GOAL else "FAIL"
+    print(f"audit_append: ratio {ratio:.2f} (goal >= {GOAL}) {verdict}")
+    return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
