@@ -291,3 +291,38 @@ async def test_a_duplicate_business_id_is_a_conflict(api: Api) -> None:
                                      json={"code": "copycat", "name": "Copycat Oy",
                                            "business_id": "1703296-5"})
     assert response.status == 409
+
+
+async def test_web_ui_shows_only_the_sign_in_form_to_strangers(api: Api) -> None:
+    await api.user("aino", "quality", ["tenergia"])
+    response = await api.client.get("/")
+    assert response.status == 200 and response.content_type == "text/html"
+    page = await response.text()
+    assert 'id="login-form"' in page and "aino" not in page and "tenergia" not in page
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+    forged = await api.client.get("/", headers=_as_cookie("made-up-session"))
+    assert 'id="login-form"' in await forged.text()
+
+
+async def test_web_ui_shows_the_signed_in_person_and_navigation(api: Api) -> None:
+    await api.user("aino", "customer_service", ["tenergia", "kemin-energia"])
+    await api.login("aino")
+    page = await (await api.client.get("/")).text()
+    assert 'id="me-name">aino<' in page and 'id="me-role">customer_service<' in page
+    assert "kemin-energia, tenergia" in page or "tenergia, kemin-energia" in page
+    for item in ("Recordings", "Customers", "Audit", "Sign out"):
+        assert item in page
+    assert 'id="login-form"' not in page
+
+
+async def test_web_ui_routes_are_in_the_table_but_not_in_openapi(api: Api) -> None:
+    from service.api import routes
+    from service.policy import PUBLIC
+
+    home = [ep for ep in routes.endpoints if ep.path == "/" and ep.method == "GET"]
+    assert home and home[0].action == PUBLIC and home[0].tag == "ui"
+    spec = await (await api.client.get("/api/v1/openapi.json")).json()
+    assert "/" not in spec["paths"]
+    script = await api.client.get("/static/app.js")
+    assert script.status == 200
