@@ -63,7 +63,7 @@ def parse_range(header: str, size: int) -> ByteRange | None:
         return None
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
+    if last and end < start:
         return None
     if start >= size:
         raise Unsatisfiable

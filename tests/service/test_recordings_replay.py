@@ -1,0 +1,199 @@
+"""GET /api/v1/recordings/{id}/audio against a real stored (encrypted) recording: full and
+ranged reads, conditional requests, scope, corruption detection and grouped audit events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service.settings import Settings
+from storage.crypto import SEGMENT_SIZE
+from tests import audiogen
+from tests.helpers import Api, bearer
+from tests.service.recording_factory import (
+    COMPANY,
+    OTHER_COMPANY,
+    bucket_keys,
+    metadata,
+    object_store,
+    upload,
+)
+
+REASON = "quality review of ticket 4711"
+
+
+async def stored(api: Api, kind: str = "wav_pcm", seconds: float = 20.0) -> tuple[str, Path]:
+    """A recording of `kind` stored through the API; (id, original file)."""
+    token = await api.token("ingest", [COMPANY], name="pbx")
+    path = audiogen.make_audio(kind, seconds)
+    response = await upload(api.client, token, metadata(), path)
+    assert response.status == 201, await response.text()
+    return (await response.json())["id"], path
+
+
+async def replay(api: Api, token: str, recording_id: str, reason: str | None = REASON,
+                 headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    params = {"reason": reason} if reason is not None else {}
+    return await api.client.get(f"/api/v1/recordings/{recording_id}/audio", params=params,
+                                headers={**bearer(token), **(headers or {})})
+
+
+async def test_full_replay_is_byte_identical_with_headers(api: Api) -> None:
+    recording_id, path = await stored(api)
+    token = await api.token("quality", [COMPANY])
+    response = await replay(api, token, recording_id)
+    assert response.status == 200
+    body = await response.read()
+    assert body == path.read_bytes()
+    assert response.headers["Content-Type"] == "audio/wav"
+    assert response.headers["Accept-Ranges"] == "bytes"
+    assert response.headers["ETag"].strip('"') == (await (await api.client.get(
+        f"/api/v1/recordings/{recording_id}", headers=bearer(token))).json())["sha256"]
+    assert f"recording-{recording_id}.wav" in response.headers["Content-Disposition"]
+
+
+@pytest.mark.parametrize("kind", ["mp3", "ogg_opus", "m4a_aac"])
+async def test_content_type_follows_the_format(api: Api, kind: str) -> None:
+    recording_id, path = await stored(api, kind, 2.0)
+    token = await api.token("quality", [COMPANY])
+    response = await replay(api, token, recording_id)
+    assert response.status == 200
+    assert await response.read() == path.read_bytes()
+    fmt = audiogen.EXPECTED[kind][0]
+    assert response.headers["Content-Type"] == {
+        "mp3": "audio/mpeg", "ogg": "audio/ogg", "m4a": "audio/mp4"}[fmt]
+
+
+async def test_ranges_are_byte_identical_slices(api: Api) -> None:
+    recording_id, path = await stored(api)
+    original = path.read_bytes()
+    size = len(original)
+    token = await api.token("quality", [COMPANY])
+    rng = random.Random(7)
+    cases: list[tuple[str, int, int]] = [
+        ("bytes=0-0", 0, 0),
+        (f"bytes={SEGMENT_SIZE - 1}-{SEGMENT_SIZE}", SEGMENT_SIZE - 1, SEGMENT_SIZE),
+        (f"bytes={SEGMENT_SIZE}-{3 * SEGMENT_SIZE - 1}", SEGMENT_SIZE, 3 * SEGMENT_SIZE - 1),
+        (f"bytes={size - 10}-", size - 10, size - 1),
+        ("bytes=-1000", size - 1000, size - 1),
+        (f"bytes=100-{size * 2}", 100, size - 1),
+        (f"bytes=-{size * 2}", 0, size - 1),
+    ]
+    for _ in range(12):
+        a = rng.randrange(size)
+        b = rng.randrange(a, size)
+        cases.append((f"bytes={a}-{b}", a, b))
+    for header, start, end in cases:
+        response = await replay(api, token, recording_id, headers={"Range": header})
+        assert response.status == 206, header
+        assert response.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+        assert await response.read() == original[start : end + 1], header
+
+
+async def test_unsatisfiable_range_is_416(api: Api) -> None:
+    recording_id, path = await stored(api, seconds=2.0)
+    size = path.stat().st_size
+    token = await api.token("quality", [COMPANY])
+    for header in (f"bytes={size}-", f"bytes={size + 5}-{size + 10}", "bytes=-0"):
+        response = await replay(api, token, recording_id, headers={"Range": header})
+        assert response.status == 416, header
+        assert response.headers["Content-Range"] == f"bytes */{size}"
+
+
+async def test_conditional_requests(api: Api) -> None:
+    recording_id, path = await stored(api, seconds=2.0)
+    token = await api.token("quality", [COMPANY])
+    etag = (await replay(api, token, recording_id)).headers["ETag"]
+    not_modified = await replay(api, token, recording_id, headers={"If-None-Match": etag})
+    assert not_modified.status == 304
+    same = await replay(api, token, recording_id,
+                        headers={"Range": "bytes=0-99", "If-Range": etag})
+    assert same.status == 206 and len(await same.read()) == 100
+    stale = await replay(api, token, recording_id,
+                         headers={"Range": "bytes=0-99", "If-Range": '"other"'})
+    assert stale.status == 200 and await stale.read() == path.read_bytes()
+
+
+async def test_replay_needs_a_reason(api: Api) -> None:
+    recording_id, _ = await stored(api, seconds=2.0)
+    token = await api.token("quality", [COMPANY])
+    for reason in (None, "", "   "):
+        response = await replay(api, token, recording_id, reason=reason)
+        assert response.status == 400
+        assert response.content_type == "application/problem+json"
+
+
+async def test_other_company_and_unknown_ids_are_404(api: Api) -> None:
+    recording_id, _ = await stored(api, seconds=2.0)
+    outsider = await api.token("quality", [OTHER_COMPANY])
+    insider = await api.token("quality", [COMPANY])
+    assert (await replay(api, outsider, recording_id)).status == 404
+    assert (await api.client.get(f"/api/v1/recordings/{recording_id}",
+                                 headers=bearer(outsider))).status == 404
+    assert (await replay(api, insider, str(uuid.uuid4()))).status == 404
+    assert (await replay(api, insider, "not-a-uuid")).status == 404
+    ingest_only = await api.token("ingest", [COMPANY])
+    assert (await replay(api, ingest_only, recording_id)).status == 403
+
+
+async def flip_a_byte(settings: Settings, offset: int) -> None:
+    (key,) = await bucket_keys(settings)
+    store = object_store(settings)
+    try:
+        data = bytearray(await store.get_bytes(key))
+        data[offset] ^= 0x01
+        await store.put_bytes(key, bytes(data))
+    finally:
+        await store.close()
+
+
+async def test_flipped_byte_in_s3_fails_a_full_read_and_marks_corrupt(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    recording_id, _ = await stored(api)
+    await flip_a_byte(settings, 2 * SEGMENT_SIZE + 100)
+    token = await api.token("quality", [COMPANY])
+    response = await replay(api, token, recording_id)
+    assert response.status == 200  # headers went out before the damage was found
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    state = await db.fetchval("SELECT state FROM recordings WHERE id = $1",
+                              uuid.UUID(recording_id))
+    assert state == "corrupt"
+    await asyncio.sleep(0.1)
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'recording.integrity_alarm'"
+        " AND target_id = $1", recording_id) == 1
+    again = await replay(api, token, recording_id)
+    assert again.status == 409
+
+
+async def test_replays_are_audited_with_reason_and_grouped(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    recording_id, _ = await stored(api)
+    token = await api.token("quality", [COMPANY], name="listener")
+    for header in ("bytes=0-999", "bytes=1000-1999", "bytes=-500"):
+        response = await replay(api, token, recording_id, headers={"Range": header})
+        assert response.status == 206
+        await response.read()
+    other_reason = await replay(api, token, recording_id, reason="complaint 99",
+                                headers={"Range": "bytes=0-9"})
+    await other_reason.read()
+    await asyncio.sleep(0.1)
+    events: list[Any] = await db.fetch(
+        "SELECT reason, detail FROM audit_events WHERE action = 'recording.replay'"
+        " AND target_id = $1 ORDER BY seq", recording_id)
+    assert [e["reason"] for e in events] == [REASON, "complaint 99"]
+    assert events[0]["detail"].find("bytes 0-999/") >= 0
+    window = await db.fetchrow(
+        "SELECT requests, ranges FROM recording_replay_windows WHERE reason = $1", REASON)
+    assert window["requests"] == 3
+    assert window["ranges"][0].startswith("bytes 0-999/") and len(window["ranges"]) == 3
