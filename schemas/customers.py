@@ -38,7 +38,7 @@ class CustomerIn(StrictModel):
 
     name: str = Field(min_length=1, max_length=500)
     personal_id: PersonalId = Field(description="Henkilötunnus; validated, stored encrypted.")
-    address: Address = Field(default_factory=Address)
+    address: Address = Field(default_factory=lambda: Address.model_validate({}))
     email: str | None = Field(None, max_length=320)
     phone: str | None = Field(None, max_length=50)
 

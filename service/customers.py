@@ -11,6 +11,7 @@ from aiohttp import web
 
 from schemas.customers import (
     CUSTOMER_NUMBER_PATTERN,
+    Address,
     CustomerDetailOut,
     CustomerIn,
     CustomerList,
@@ -49,7 +50,7 @@ def present(request: web.Request, principal: Principal, row: dict[str, Any]) -> 
         id=row["id"],
         name=row["name"],
         personal_id=code,
-        address=row["address"] or {},
+        address=Address.model_validate(row["address"] or {}),
         email=row["email"],
         phone=row["phone"],
         companies=row["companies"],
@@ -142,7 +143,9 @@ async def _detail(
         bans = await customers.prohibitions(conn, customer_id)
         counts = await customers.data_counts(conn, customer_id)
     out = present(request, principal, rows[0])
-    return CustomerDetailOut(**out.model_dump(), prohibitions=bans, counts=counts)
+    return CustomerDetailOut.model_validate(
+        {**out.model_dump(), "prohibitions": bans, "counts": counts}
+    )
 
 
 @routes.route(

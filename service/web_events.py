@@ -66,23 +66,21 @@ async def decoded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]
                 first = False
                 if chunk[:2] == b"\x1f\x8b":
                     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            pieces = [chunk]
-            if inflater is not None:
-                pieces = []
-                data = chunk
-                while data:
-                    out = inflater.decompress(data, READ_CHUNK)
-                    total += len(out)
-                    if total > limit:
-                        raise TooLarge(f"the batch exceeds {limit} bytes once decompressed")
-                    yield out
-                    data = inflater.unconsumed_tail
-                continue
-            for piece in pieces:
-                total += len(piece)
+            if inflater is None:
+                total += len(chunk)
                 if total > limit:
                     raise TooLarge(f"the batch exceeds {limit} bytes once decompressed")
-                yield piece
+                yield chunk
+                continue
+            data = chunk
+            while data:
+                out = inflater.decompress(data, READ_CHUNK)
+                total += len(out)
+                if total > limit:
+                    raise TooLarge(f"the batch exceeds {limit} bytes once decompressed")
+                if out:
+                    yield out
+                data = inflater.unconsumed_tail
     except zlib.error as exc:
         raise InvalidInput("the body is not valid gzip", [(["body"], "bad gzip")]) from exc
     except web.HTTPException:
@@ -120,10 +118,10 @@ async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[in
             number += 1
             if line.strip():
                 yield number, line
-        chunk = await anext(chunks, None)
-        if chunk is None:
+        try:
+            pending += await anext(chunks)
+        except StopAsyncIteration:
             break
-        pending += chunk
     if pending.strip():
         yield number + 1, pending
 

@@ -17,14 +17,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from storage.crypto import new_key, unwrap_key, wrap_key
 from storage.db import Scope, apply_scope
 from storage.errors import Conflict, NotFound
+from storage.keys import customer_key_context
 
 CUSTOMER_FIELDS = ("name", "address", "email", "phone")
 _NONCE = 12
-
-
-def customer_key_context(customer_id: UUID) -> bytes:
-    """Authenticated context of a customer's wrapped key (binds it to the customer row)."""
-    return b"tallenne customer " + customer_id.bytes
 
 
 async def link_lock(conn: asyncpg.Connection, company_id: UUID, *, shared: bool) -> None:

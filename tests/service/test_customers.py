@@ -221,3 +221,36 @@ async def test_prohibition_recorded_withdrawn_and_kept_in_history(
     hidden = await api.client.post(url, json={"use": "genealogy", "channel": "post"},
                                    headers=bearer(other))
     assert hidden.status == 404
+
+
+async def insert_recording(db: asyncpg.Connection, company: str, number: str) -> Any:
+    import uuid
+
+    recording_id = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO recordings (id, company_id, external_id, started_at, ended_at, direction,"
+        " customer_number, purpose, format, codec, duration_s, sample_rate, channels,"
+        " size_bytes, sha256, object_key, key_owner, wrapped_key)"
+        " SELECT $1::uuid, id, $4, now() - interval '1 minute', now(), 'inbound', $3,"
+        " 'quality', 'wav', 'pcm_s16le', 60, 8000, 1, 960000, repeat('0', 64), $4,"
+        " 'company', '\\x00' FROM companies WHERE code = $2",
+        recording_id, company, number, str(recording_id),
+    )
+    return recording_id
+
+
+async def test_recordings_before_customer_are_linked_only_in_their_company(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    ours = await insert_recording(db, A, "1001")
+    theirs = await insert_recording(db, B, "1001")
+    ingest = await api.token("ingest", [A])
+    created = await (await put(api, ingest, A, "1001", record())).json()
+    linked = {r["id"]: r["customer_id"] for r in await db.fetch(
+        "SELECT id, customer_id FROM recordings")}
+    assert str(linked[ours]) == created["id"]
+    assert linked[theirs] is None
+    service = await api.token("customer_service", [A])
+    detail = await (await api.client.get(f"/api/v1/customers/{created['id']}",
+                                         headers=bearer(service))).json()
+    assert detail["counts"] == {"recordings": 1, "web_events": 0}

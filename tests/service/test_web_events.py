@@ -208,3 +208,20 @@ async def test_full_batch_slots_answer_429_with_retry_after(
     assert response.status == 429
     assert response.headers["Retry-After"] == "1"
     assert await db.fetchval("SELECT count(*) FROM web_events") == 0
+
+
+async def test_large_ndjson_batch_streams_in_many_chunks(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await api.token("ingest", [A])
+    lines = [event(session_id=f"big-{i}", attributes={"pad": "x" * 200}) for i in range(12000)]
+
+    async def body() -> Any:
+        raw = ndjson(lines)
+        for i in range(0, len(raw), 7777):  # chunk edges fall inside lines
+            yield raw[i:i + 7777]
+
+    response = await api.client.post(
+        "/api/v1/web-events", data=body(), headers={**bearer(token), "Content-Type": NDJSON})
+    assert (await response.json()) == {"accepted": 12000, "rejected": []}
+    assert await db.fetchval("SELECT count(DISTINCT session_id) FROM web_events") == 12000
