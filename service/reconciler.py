@@ -1,0 +1,80 @@
+"""Makes PostgreSQL and S3 agree after a crash: removes rows left `pending` past the grace
+period (with whatever part of their object exists) and objects under recordings/ with no row.
+
+Objects are listed before rows are read: every row is inserted before its object is uploaded,
+so an object that is listed has its row visible by the time the rows are read, unless that row
+is gone for good.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+
+from service.ingest import PENDING_GRACE
+from storage import recordings as store
+from storage.audit import AuditEntry, append_batch
+from storage.db import Scope, scoped
+from storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "recordings/"
+BATCH = 1000
+
+
+@dataclass
+class ReconcileReport:
+    stale_pending_rows: list[str] = field(default_factory=list)
+    orphan_objects: list[str] = field(default_factory=list)
+    failed_deletes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.stale_pending_rows or self.orphan_objects)
+
+
+async def reconcile(
+    pool: asyncpg.Pool, objects: ObjectStore, *, grace: timedelta = PENDING_GRACE
+) -> ReconcileReport:
+    """One pass; safe to run from several instances at once and to repeat."""
+    report = ReconcileReport()
+    everything = Scope.everything()
+
+    listed = await objects.list_keys(PREFIX)
+    for start in range(0, len(listed), BATCH):
+        batch = listed[start : start + BATCH]
+        async with scoped(pool, everything) as conn:
+            known = await store.known_object_keys(conn, batch)
+        report.orphan_objects += [key for key in batch if key not in known]
+
+    async with scoped(pool, everything) as conn:
+        stale = await store.stale_pending(conn, grace)
+    for recording_id, object_key in stale:
+        # The object goes first: a crash in between leaves the row for the next pass.
+        report.failed_deletes += await objects.delete([object_key])
+        async with scoped(pool, everything) as conn:
+            if await store.delete_pending(conn, recording_id) is not None:
+                report.stale_pending_rows.append(str(recording_id))
+        if object_key in report.orphan_objects:
+            report.orphan_objects.remove(object_key)
+
+    if report.orphan_objects:
+        report.failed_deletes += await objects.delete(report.orphan_objects)
+    if report.changed:
+        async with pool.acquire() as conn:
+            await append_batch(conn, [AuditEntry(
+                actor="reconciler", actor_kind="system", action="recording.reconcile",
+                detail={"stale_pending_rows": report.stale_pending_rows,
+                        "orphan_objects": report.orphan_objects,
+                        "failed_deletes": report.failed_deletes},
+            )])
+        logger.warning(
+            "reconciled recordings",
+            extra={"stale_pending_rows": len(report.stale_pending_rows),
+                   "orphan_objects": len(report.orphan_objects)},
+        )
+    return report
