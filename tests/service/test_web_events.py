@@ -225,3 +225,16 @@ async def test_large_ndjson_batch_streams_in_many_chunks(
         "/api/v1/web-events", data=body(), headers={**bearer(token), "Content-Type": NDJSON})
     assert (await response.json()) == {"accepted": 12000, "rejected": []}
     assert await db.fetchval("SELECT count(DISTINCT session_id) FROM web_events") == 12000
+
+
+async def test_gzip_without_content_encoding_is_inflated_with_a_bound(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    token = await api.token("ingest", [A])
+    small = gzip.compress(ndjson([event(), event()]))
+    assert (await (await post(api, token, small)).json())["accepted"] == 2
+    line = (json.dumps(event()) + "\n").encode()
+    bomb = gzip.compress(line * (settings.max_batch_bytes // len(line) + 1000), 9)
+    response = await post(api, token, bomb)
+    assert response.status == 413
+    assert await db.fetchval("SELECT count(*) FROM web_events") == 2
