@@ -54,6 +54,21 @@ async def all_rows_as_text(db: asyncpg.Connection) -> str:
     return "\n".join(dump)
 
 
+async def pg_dump(api: Api) -> str:
+    import asyncio
+
+    from service.embedded import _pg_bin
+
+    process = await asyncio.create_subprocess_exec(
+        str(_pg_bin("pg_dump")), "--data-only", api.superuser_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert "COPY public.customers" in out.decode()
+    return out.decode()
+
+
 async def test_create_then_update_returns_201_then_200_with_masked_code(api: Api) -> None:
     ingest = await api.token("ingest", [A])
     first = await put(api, ingest, A, "1001", record())
@@ -87,7 +102,7 @@ async def test_identity_code_never_stored_or_logged_in_plain_text(
     lookup = await api.client.post("/api/v1/customers/lookup", json={"personal_id": OTHER},
                                    headers=bearer(admin))
     assert (await lookup.json())["items"][0]["personal_id"] == OTHER
-    dump = await all_rows_as_text(db)
+    dump = await all_rows_as_text(db) + await pg_dump(api)
     for known in (PERSON, OTHER):
         assert known not in dump
         assert known not in caplog.text
