@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 # Importing the view modules registers their endpoints in api.routes.
-from service import audit_views, identity, ops, recordings, replay, webui  # noqa: E402, F401
+from service import audit_views, customers, identity, ops, recordings, replay, web_events, webui  # noqa: E402, F401
 
 
 
