@@ -142,4 +142,4 @@ async def audit(
         client_ip=client_ip(request),
         detail=dict(detail or {}),
     )
-    return await request.app[AUDIT].append(entry)
+    return int(await request.app[AUDIT].append(entry))

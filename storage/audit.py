@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -146,7 +146,7 @@ class ChainReport:
     checkpoints: int = 0
 
 
-async def iter_events(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Record]:
+async def iter_events(conn: asyncpg.Connection) -> AsyncGenerator[asyncpg.Record, None]:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         async for row in conn.cursor("SELECT * FROM audit_events ORDER BY seq", prefetch=2000):
             yield row

@@ -204,3 +204,27 @@ async def test_cli_audit_verify_exit_code(api: Api, db: asyncpg.Connection, sett
         assert await asyncio.to_thread(cli.main, ["audit", "verify"]) == 1
         broken = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert broken == {**broken, "ok": False, "first_bad": 2}
+
+
+async def test_checkpoint_carries_object_lock_retention_where_the_bucket_has_it(
+        api: Api, settings: Settings) -> None:
+    from storage.objects import ObjectStore
+
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    locked_store = ObjectStore(
+        settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
+        settings.s3_secret_key.get_secret_value(), settings.s3_bucket + "-locked",
+        region=settings.s3_region, threads=2,
+    )
+    try:
+        await locked_store.ensure_bucket(object_lock=True)
+        app = api.client.app
+        await _append(app, 2)
+        checkpoint = await write_checkpoint(app[POOL], locked_store)
+        if not checkpoint.locked:
+            pytest.skip("this S3 server does not accept object-lock retention")
+        retention = await locked_store.run(locked_store.client.get_object_retention,
+                                           locked_store.bucket, checkpoint.object_key)
+        assert retention is not None and retention.mode == "COMPLIANCE"
+    finally:
+        await locked_store.close()
