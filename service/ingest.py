@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import asyncpg
 
@@ -169,7 +170,9 @@ async def store_recording(
     try:
         reader = EncryptingReader(spool, data_key, recording_id)
         try:
-            await objects.put_long_stream(object_key, reader, stored_size(size))
+            await objects.put_long_stream(
+                object_key, cast(BinaryIO, reader), stored_size(size)
+            )
         finally:
             reader.close()
         async with scoped(pool, scope) as conn:

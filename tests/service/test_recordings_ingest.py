@@ -288,3 +288,22 @@ async def test_large_upload_keeps_memory_flat(
     assert (await response.json())["size_bytes"] == big.stat().st_size
     growth_mb = (peak - baseline) / 1024**2
     assert growth_mb < 50, f"RSS grew by {growth_mb:.0f} MB"
+
+
+async def test_s3_failing_mid_upload_answers_503_and_leaves_nothing(
+    api: Api, db: asyncpg.Connection, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.errors import Unavailable
+    from storage.objects import ObjectStore
+
+    async def dies_midway(self: ObjectStore, key: str, stream: Any, length: int,
+                          **kwargs: Any) -> str:
+        await self.put_bytes(key, stream.read(1000))  # a partial object, then S3 goes away
+        raise Unavailable("the object store is not reachable")
+
+    monkeypatch.setattr(ObjectStore, "put_long_stream", dies_midway)
+    token = await api.token("ingest", [COMPANY])
+    response = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm"))
+    assert response.status == 503
+    assert "Retry-After" in response.headers
+    await nothing_stored(db, settings)
