@@ -143,8 +143,7 @@ async def store_recording(
                 conn,
                 master_key,
                 owner="customer" if target.customer_id else "company",
-                company_id=target.company_id,
-                customer_id=target.customer_id,
+                owner_id=target.customer_id or target.company_id,
             )
             await store.insert_pending(
                 conn,
@@ -162,6 +161,7 @@ async def store_recording(
                     sha256=sha256,
                     object_key=object_key,
                     key_owner=owner.owner,
+                    key_owner_id=owner.owner_id,
                     wrapped_key=keys.wrap_data_key(owner, recording_id, data_key),
                 ),
             )

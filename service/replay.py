@@ -157,7 +157,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     async with scoped(request.app[POOL], principal_of(request).scope) as conn:
         owner = await keys.owner_key(
             conn, request.app[KEYRING].master_key, owner=recording.key_owner,
-            company_id=recording.company_id, customer_id=out.customer_id, create=False,
+            owner_id=recording.key_owner_id, create=False,
         )
     data_key = keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
 

@@ -87,16 +87,14 @@ async def owner_key(
     master_key: bytes,
     *,
     owner: KeyOwner,
-    company_id: UUID,
-    customer_id: UUID | None,
+    owner_id: UUID,
     create: bool = True,
 ) -> OwnerKey:
-    """The key that wraps a recording's data key; `create=False` for reading."""
+    """The customer's or company's key that wraps a recording's data key; `create=False`
+    for reading."""
     if owner == "customer":
-        if customer_id is None:
-            raise IntegrityError("a customer-wrapped key has no customer")
-        return await customer_key(conn, master_key, customer_id, create=create)
-    return await company_key(conn, master_key, company_id, create=create)
+        return await customer_key(conn, master_key, owner_id, create=create)
+    return await company_key(conn, master_key, owner_id, create=create)
 
 
 def wrap_data_key(owner: OwnerKey, recording_id: UUID, data_key: bytes) -> bytes:

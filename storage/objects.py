@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PART_SIZE = 16 * 1024 * 1024
-LONG_PART_SIZE = 8 * 1024 * 1024
+LONG_PART_SIZE = 5 * 1024 * 1024  # the S3 minimum
 READ_CHUNK = 256 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}
 

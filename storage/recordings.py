@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.recordings import EvaluationIn, EvaluationOut, RecordingMetadata, RecordingOut
+from storage import keys
 from storage.errors import Conflict, NotFound
 from storage.keys import KeyOwner
 
@@ -32,6 +33,7 @@ class Recording:
     company_id: UUID
     object_key: str
     key_owner: KeyOwner
+    key_owner_id: UUID
     wrapped_key: bytes
 
     @property
@@ -46,6 +48,7 @@ def _recording(row: asyncpg.Record) -> Recording:
         company_id=data["company_id"],
         object_key=data["object_key"],
         key_owner=data["key_owner"],
+        key_owner_id=data["key_owner_id"],
         wrapped_key=bytes(data["wrapped_key"]),
     )
 
@@ -65,6 +68,7 @@ class NewRecording:
     sha256: str
     object_key: str
     key_owner: KeyOwner
+    key_owner_id: UUID
     wrapped_key: bytes
 
 
@@ -137,12 +141,13 @@ async def insert_pending(conn: asyncpg.Connection, new: NewRecording) -> None:
         "INSERT INTO recordings (id, company_id, external_id, state, started_at, ended_at,"
         " direction, agent, queue, caller, callee, customer_number, customer_id, purpose, tags,"
         " format, codec, duration_s, sample_rate, channels, size_bytes, sha256, object_key,"
-        " key_owner, wrapped_key) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10,"
-        " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+        " key_owner, key_owner_id, wrapped_key) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7,"
+        " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,"
+        " $25)",
         new.id, new.company_id, m.external_id, m.started_at, m.ended_at, m.direction, m.agent,
         m.queue, m.caller, m.callee, m.customer_number, new.customer_id, m.purpose, m.tags,
         new.format, new.codec, new.duration_s, new.sample_rate, new.channels, new.size_bytes,
-        new.sha256, new.object_key, new.key_owner, new.wrapped_key,
+        new.sha256, new.object_key, new.key_owner, new.key_owner_id, new.wrapped_key,
     )
 
 
@@ -166,6 +171,39 @@ async def delete_pending(conn: asyncpg.Connection, recording_id: UUID) -> str | 
 
 async def mark_corrupt(conn: asyncpg.Connection, recording_id: UUID) -> None:
     await conn.execute("UPDATE recordings SET state = 'corrupt' WHERE id = $1", recording_id)
+
+
+async def rewrap_for_customer(
+    conn: asyncpg.Connection,
+    master_key: bytes,
+    *,
+    company_id: UUID,
+    customer_number: str,
+    customer_id: UUID,
+) -> int:
+    """Put the data keys of the company's calls with this customer number under the
+    customer's key (and link the calls), so that destroying that key covers them too.
+    Only keys are re-wrapped; audio is never re-encrypted. Returns the calls moved."""
+    rows = await conn.fetch(
+        "SELECT id, key_owner, key_owner_id, wrapped_key FROM recordings"
+        " WHERE company_id = $1 AND customer_number = $2"
+        " AND NOT (key_owner = 'customer' AND key_owner_id = $3) FOR UPDATE",
+        company_id, customer_number, customer_id,
+    )
+    if not rows:
+        return 0
+    target = await keys.customer_key(conn, master_key, customer_id)
+    for row in rows:
+        current = await keys.owner_key(
+            conn, master_key, owner=row["key_owner"], owner_id=row["key_owner_id"], create=False
+        )
+        data_key = keys.unwrap_data_key(current, row["id"], bytes(row["wrapped_key"]))
+        await conn.execute(
+            "UPDATE recordings SET key_owner = 'customer', key_owner_id = $2, customer_id = $2,"
+            " wrapped_key = $3 WHERE id = $1",
+            row["id"], customer_id, keys.wrap_data_key(target, row["id"], data_key),
+        )
+    return len(rows)
 
 
 # --- reading -------------------------------------------------------------------------------

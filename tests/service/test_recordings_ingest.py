@@ -287,6 +287,7 @@ async def test_large_upload_keeps_memory_flat(
     assert response.status == 201, await response.text()
     assert (await response.json())["size_bytes"] == big.stat().st_size
     growth_mb = (peak - baseline) / 1024**2
+    print(f"RSS growth during a 200 MB upload: {growth_mb:.0f} MB")
     assert growth_mb < 50, f"RSS grew by {growth_mb:.0f} MB"
 
 

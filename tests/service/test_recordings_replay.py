@@ -197,3 +197,37 @@ async def test_replays_are_audited_with_reason_and_grouped(
         "SELECT requests, ranges FROM recording_replay_windows WHERE reason = $1", REASON)
     assert window["requests"] == 3
     assert window["ranges"][0].startswith("bytes 0-999/") and len(window["ranges"]) == 3
+
+
+async def test_linking_a_customer_later_rewraps_the_key_and_replay_still_works(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    from storage import recordings as store
+    from storage.crypto import load_master_key
+    from storage.db import Scope, create_pool, scoped
+
+    token = await api.token("ingest", [COMPANY])
+    path = audiogen.make_audio("wav_alaw", 3.0)
+    response = await upload(api.client, token, metadata(customer_number="C-5"), path)
+    recording_id = (await response.json())["id"]
+    customer_id = uuid.uuid4()
+    await db.execute("INSERT INTO customers (id, name) VALUES ($1, 'Myöhemmin Tullut')",
+                     customer_id)
+    company_id = await db.fetchval("SELECT id FROM companies WHERE code = $1", COMPANY)
+    await db.execute("INSERT INTO customer_memberships (customer_id, company_id,"
+                     " customer_number) VALUES ($1, $2, 'C-5')", customer_id, company_id)
+    assert settings.database_url is not None and settings.master_key is not None
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=1)
+    try:
+        async with scoped(pool, Scope.everything()) as conn:
+            moved = await store.rewrap_for_customer(
+                conn, load_master_key(settings.master_key.get_secret_value()),
+                company_id=company_id, customer_number="C-5", customer_id=customer_id)
+    finally:
+        await pool.close()
+    assert moved == 1
+    row = await db.fetchrow("SELECT key_owner, key_owner_id, customer_id FROM recordings")
+    assert tuple(row) == ("customer", customer_id, customer_id)
+    quality = await api.token("quality", [COMPANY])
+    replayed = await replay(api, quality, recording_id)
+    assert await replayed.read() == path.read_bytes()

@@ -64,7 +64,7 @@ async def insert(pool: asyncpg.Pool, company: uuid.UUID, *, started_at: datetime
         id=recording_id, company_id=company, customer_id=None, metadata=meta, format="wav",
         codec="pcm_s16le", duration_s=120.0, sample_rate=8000, channels=1, size_bytes=10,
         sha256="0" * 64, object_key=object_key_for(recording_id, datetime.now(UTC)),
-        key_owner="company", wrapped_key=b"\x00" * 60,
+        key_owner="company", key_owner_id=company, wrapped_key=b"\x00" * 60,
     )
     async with scoped(pool, EVERYTHING) as conn:
         await store.insert_pending(conn, new)
