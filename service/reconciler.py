@@ -8,22 +8,29 @@ is gone for good.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
+from aiohttp import web
 
 from service.ingest import PENDING_GRACE
+from service.typedefs import OBJECTS, POOL
 from storage import recordings as store
 from storage.audit import AuditEntry, append_batch
 from storage.db import Scope, scoped
+from storage.errors import StorageError
 from storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "recordings/"
 BATCH = 1000
+EVERY = timedelta(minutes=10)
 
 
 @dataclass
@@ -78,3 +85,23 @@ async def reconcile(
                    "orphan_objects": len(report.orphan_objects)},
         )
     return report
+
+
+async def reconcile_forever(pool: asyncpg.Pool, objects: ObjectStore, every: timedelta) -> None:
+    while True:
+        try:
+            await reconcile(pool, objects)
+        except (StorageError, asyncpg.PostgresError, OSError) as exc:
+            logger.warning("reconciliation failed; retrying later", extra={"error": repr(exc)})
+        await asyncio.sleep(every.total_seconds())
+
+
+async def reconciler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: reconcile at start-up and then every ten minutes, in the background."""
+    task = asyncio.create_task(
+        reconcile_forever(app[POOL], app[OBJECTS], EVERY), name="recording-reconciler"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

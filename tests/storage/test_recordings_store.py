@@ -3,6 +3,7 @@ PostgreSQL and S3."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -176,3 +177,29 @@ async def test_search_pages_newest_first_without_gaps_or_duplicates(pool: asyncp
     other = await company_id(pool, "kemin-energia")
     async with scoped(pool, Scope.of([other])) as conn:
         assert await store.search(conn, SearchFilter(), after=None, limit=10) == []
+
+
+async def test_reconciler_runs_in_the_background_from_start_up(
+    pool: asyncpg.Pool, objects: ObjectStore
+) -> None:
+    from aiohttp import web
+
+    from service.reconciler import reconciler_ctx
+    from service.typedefs import OBJECTS, POOL
+
+    orphan = object_key_for(uuid.uuid4(), datetime.now(UTC))
+    await objects.put_bytes(orphan, b"ciphertext")
+    app = web.Application()
+    app[POOL] = pool
+    app[OBJECTS] = objects
+    running = reconciler_ctx(app)
+    await running.__anext__()
+    try:
+        for _ in range(100):
+            if not await objects.exists(orphan):
+                break
+            await asyncio.sleep(0.05)
+        assert not await objects.exists(orphan)
+    finally:
+        with pytest.raises(StopAsyncIteration):
+            await running.__anext__()
