@@ -1,0 +1,135 @@
+"""Copies of a customer's recordings for the right of access: a zip streamed as it is
+written, with the decrypted audio, manifest.json and SHA256SUMS; audited as an export."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from service.access_reports import customer_id_of, customer_recordings
+from service.api import routes
+from service.auth import audit, principal_of
+from service.typedefs import KEYRING, OBJECTS, POOL
+from storage import access_reports as store
+from storage import keys
+from storage.db import scoped
+from storage.errors import IntegrityError, NotFound
+from storage.recordings import Recording
+from storage.sealed_audio import iter_plaintext
+
+HELSINKI = ZoneInfo("Europe/Helsinki")
+
+
+class ZipPipe(io.RawIOBase):
+    """The write end zipfile writes into; the handler drains it to the response after each
+    chunk, so at most one chunk of audio is buffered. Not seekable: zipfile then writes data
+    descriptors instead of seeking back to the local headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._pending += data
+        return len(data)
+
+    def take(self) -> bytes:
+        out = bytes(self._pending)
+        self._pending.clear()
+        return out
+
+
+def entry_name(recording: Recording) -> str:
+    out = recording.out
+    started = out.started_at.astimezone(HELSINKI)
+    return f"recordings/{started:%Y%m%d-%H%M%S}_{out.company}_{out.id}.{out.format}"
+
+
+@routes.route(
+    "GET", "/api/v1/customers/{customer_id}/access-export.zip", action="access_report.read",
+    summary="Copies of the customer's recordings as a streamed zip with manifest and sums",
+    tag="data-subject rights",
+    response_content={"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    extra_statuses=(404,),
+)
+async def access_export(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    customer_id = customer_id_of(request)
+    master = request.app[KEYRING].master_key
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        if await store.customer_row(conn, customer_id) is None:
+            raise NotFound("no such customer")
+        recordings = [r for r in await customer_recordings(conn, customer_id)
+                      if r.out.state == "stored"]
+        data_keys = {}
+        for recording in recordings:
+            owner = await keys.owner_key(
+                conn, master, owner=recording.key_owner, company_id=recording.company_id,
+                customer_id=recording.out.customer_id, create=False,
+            )
+            data_keys[recording.id] = keys.unwrap_data_key(
+                owner, recording.id, recording.wrapped_key
+            )
+    await audit(request, "access_report.export", target_type="customer",
+                target_id=str(customer_id),
+                detail={"recordings": [str(r.id) for r in recordings],
+                        "bytes": sum(r.out.size_bytes for r in recordings)})
+
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/zip",
+        "Content-Disposition": f'attachment; filename="tallenteet-{customer_id}.zip"',
+        "Cache-Control": "private, no-store",
+    })
+    await response.prepare(request)
+    pipe = ZipPipe()
+    manifest = []
+    sums = []
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for recording in recordings:
+            out = recording.out
+            name = entry_name(recording)
+            started = out.started_at.astimezone(HELSINKI)
+            info = zipfile.ZipInfo(name, date_time=started.timetuple()[:6])
+            info.file_size = out.size_bytes
+            digest = hashlib.sha256()
+            with archive.open(info, "w") as entry:
+                async for piece in iter_plaintext(
+                    request.app[OBJECTS], recording.object_key, data_key=data_keys[out.id],
+                    object_id=out.id, size=out.size_bytes, start=0,
+                    end_inclusive=out.size_bytes - 1,
+                ):
+                    entry.write(piece)
+                    digest.update(piece)
+                    await response.write(pipe.take())
+            if digest.hexdigest() != out.sha256:
+                # The zip must never carry a copy that differs from what was recorded.
+                if request.transport is not None:
+                    request.transport.abort()
+                raise IntegrityError("a recording no longer matches its recorded SHA-256")
+            await response.write(pipe.take())
+            sums.append(f"{out.sha256}  {name}")
+            manifest.append({
+                "file": name, "recording_id": str(out.id), "company": out.company,
+                "started_at": out.started_at.isoformat(), "ended_at": out.ended_at.isoformat(),
+                "direction": out.direction, "purpose": out.purpose, "format": out.format,
+                "duration_s": out.duration_s, "size_bytes": out.size_bytes,
+                "sha256": out.sha256,
+            })
+        archive.writestr("manifest.json", json.dumps({
+            "customer_id": str(customer_id),
+            "generated_at": datetime.now(UTC).isoformat(),
+            "recordings": manifest,
+        }, indent=2, ensure_ascii=False))
+        archive.writestr("SHA256SUMS", "".join(f"{line}\n" for line in sums))
+    await response.write(pipe.take())
+    await response.write_eof()
+    return response

@@ -1,0 +1,176 @@
+"""Erasure of a customer: the customer key destroyed (crypto-shredding every recording and
+history row sealed under it), personal fields blanked, recordings reduced to tombstones, web
+events unlinked, and the erasure ledger that `tallenne restore` re-applies.
+
+The ledger is kept twice, in PostgreSQL and as one small object per customer in S3 (ids and
+times only), so a database restored from an older backup still learns of later erasures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from storage.access_reports import legal_holds
+from storage.db import Scope, apply_scope
+from storage.errors import Conflict, NotFound
+from storage.objects import ObjectStore
+
+LEDGER_PREFIX = "erasure-ledger/"
+
+
+@dataclass(frozen=True)
+class CustomerErasure:
+    customer_id: UUID
+    erased_at: datetime
+    company_ids: list[UUID]
+    recording_ids: list[UUID]
+    object_keys: list[str] = field(repr=False)
+    web_events_unlinked: int
+
+
+def ledger_object_key(customer_id: UUID) -> str:
+    return f"{LEDGER_PREFIX}{customer_id}.json"
+
+
+async def erase_customer(
+    conn: asyncpg.Connection, customer_id: UUID, *, erased_by: str, reason: str
+) -> CustomerErasure:
+    """Erase one customer across every company. The connection must be in a transaction;
+    the scope is widened to every company because the customer's key is the person's, not a
+    company's. The caller deletes `object_keys` from S3 after commit."""
+    await apply_scope(conn, Scope.everything())
+    row = await conn.fetchrow(
+        "SELECT erased_at FROM customers WHERE id = $1 FOR UPDATE", customer_id
+    )
+    if row is None or row["erased_at"] is not None:
+        raise NotFound("no such customer")
+    holds = await legal_holds(conn, customer_id)
+    if holds:
+        raise Conflict("the customer is under a legal hold and cannot be erased")
+    return await _shred(conn, customer_id, erased_by=erased_by, reason=reason)
+
+
+async def _shred(
+    conn: asyncpg.Connection, customer_id: UUID, *, erased_by: str, reason: str
+) -> CustomerErasure:
+    company_ids = [r["company_id"] for r in await conn.fetch(
+        "SELECT company_id FROM customer_memberships WHERE customer_id = $1", customer_id
+    )]
+    recording_ids: list[UUID] = []
+    object_keys: list[str] = []
+    if await conn.fetchval("SELECT to_regclass('recordings') IS NOT NULL"):
+        rows = await conn.fetch(
+            "SELECT id, object_key FROM recordings WHERE customer_id = $1 FOR UPDATE",
+            customer_id,
+        )
+        recording_ids = [r["id"] for r in rows]
+        object_keys = [r["object_key"] for r in rows]
+        await conn.execute(
+            "INSERT INTO recording_tombstones (id, company_id, external_id, erased_by, reason)"
+            " SELECT id, company_id, external_id, $2, $3 FROM recordings WHERE customer_id = $1"
+            " ON CONFLICT DO NOTHING",
+            customer_id, erased_by, reason,
+        )
+        await conn.execute("DELETE FROM recordings WHERE customer_id = $1", customer_id)
+    unlinked = await conn.fetchval(
+        "WITH changed AS (UPDATE web_events e SET customer_id = NULL, customer_number = NULL,"
+        " session_id = NULL, ip = NULL, user_agent = NULL, attributes = '{}'::jsonb"
+        " WHERE e.customer_id = $1 OR (e.customer_number, e.company_id) IN"
+        " (SELECT m.customer_number, m.company_id FROM customer_memberships m"
+        " WHERE m.customer_id = $1) RETURNING 1) SELECT count(*) FROM changed",
+        customer_id,
+    )
+    await conn.execute(
+        "UPDATE customer_history SET old_values_enc = NULL WHERE customer_id = $1", customer_id
+    )
+    await conn.execute("DELETE FROM customer_memberships WHERE customer_id = $1", customer_id)
+    erased_at: datetime = await conn.fetchval(
+        "UPDATE customers SET name = NULL, personal_id_enc = NULL, personal_id_hash = NULL,"
+        " address = '{}'::jsonb, email = NULL, phone = NULL, wrapped_key = NULL,"
+        " erased_at = coalesce(erased_at, now()), updated_at = now() WHERE id = $1"
+        " RETURNING erased_at",
+        customer_id,
+    )
+    await conn.execute(
+        "INSERT INTO erasure_ledger (customer_id, erased_at, company_ids, recording_ids)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO UPDATE SET"
+        " company_ids = ARRAY(SELECT DISTINCT unnest(erasure_ledger.company_ids"
+        " || EXCLUDED.company_ids)),"
+        " recording_ids = ARRAY(SELECT DISTINCT unnest(erasure_ledger.recording_ids"
+        " || EXCLUDED.recording_ids))",
+        customer_id, erased_at, company_ids, recording_ids,
+    )
+    return CustomerErasure(customer_id, erased_at, company_ids, recording_ids, object_keys,
+                           int(unlinked))
+
+
+def ledger_entry_json(erasure: CustomerErasure) -> bytes:
+    """The S3 copy of a ledger entry: ids and times only."""
+    return json.dumps({
+        "customer_id": str(erasure.customer_id),
+        "erased_at": erasure.erased_at.isoformat(),
+        "company_ids": [str(c) for c in erasure.company_ids],
+        "recording_ids": [str(r) for r in erasure.recording_ids],
+    }).encode()
+
+
+async def write_ledger_object(objects: ObjectStore, erasure: CustomerErasure) -> None:
+    await objects.put_bytes(ledger_object_key(erasure.customer_id), ledger_entry_json(erasure))
+
+
+async def _ledger_objects(objects: ObjectStore) -> list[dict[str, object]]:
+    entries = []
+    for key in await objects.list_keys(LEDGER_PREFIX):
+        entries.append(json.loads(await objects.get_bytes(key)))
+    return entries
+
+
+async def reapply_erasures(conn: asyncpg.Connection, objects: ObjectStore) -> int:
+    """Erase again every customer in the ledger (PostgreSQL's and S3's copy) whose data a
+    restore brought back; returns how many customers were erased again. Idempotent."""
+    from_s3 = await _ledger_objects(objects)
+    stale_keys: list[str] = []
+    erased_again = 0
+    async with conn.transaction():
+        await apply_scope(conn, Scope.everything())
+        for entry in from_s3:
+            await conn.execute(
+                "INSERT INTO erasure_ledger (customer_id, erased_at, company_ids, recording_ids)"
+                " VALUES ($1::uuid, $2::text::timestamptz, $3::uuid[], $4::uuid[])"
+                " ON CONFLICT (customer_id) DO NOTHING",
+                entry["customer_id"], entry["erased_at"], entry["company_ids"],
+                entry["recording_ids"],
+            )
+        has_recordings = await conn.fetchval("SELECT to_regclass('recordings') IS NOT NULL")
+        recordings_check = (
+            " OR EXISTS (SELECT 1 FROM recordings r WHERE r.customer_id = c.id)"
+            if has_recordings else ""
+        )
+        rows = await conn.fetch(
+            "SELECT l.customer_id, l.recording_ids FROM erasure_ledger l"
+            " JOIN customers c ON c.id = l.customer_id"
+            " WHERE c.erased_at IS NULL OR c.wrapped_key IS NOT NULL OR c.name IS NOT NULL"
+            " OR c.personal_id_hash IS NOT NULL"
+            " OR EXISTS (SELECT 1 FROM customer_memberships m WHERE m.customer_id = c.id)"
+            + recordings_check,
+        )
+        for row in rows:
+            erasure = await _shred(conn, row["customer_id"], erased_by="restore",
+                                   reason="erasure ledger re-applied after restore")
+            stale_keys.extend(erasure.object_keys)
+            erased_again += 1
+        if has_recordings:
+            # Recordings of erased customers restored without their customer link.
+            leftover = await conn.fetch(
+                "DELETE FROM recordings WHERE id IN (SELECT unnest(recording_ids)"
+                " FROM erasure_ledger) RETURNING object_key"
+            )
+            stale_keys.extend(r["object_key"] for r in leftover)
+    if stale_keys:
+        await objects.delete(stale_keys)
+    return erased_again
