@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from bench.stack import BenchStack, bench_stack
 
@@ -43,6 +44,7 @@ class Result:
     seconds: float
     total_bytes: int
     count: int
+    machine_cpu: float = 0.0  # mean utilisation of all cores during the run, percent
 
     @property
     def objects_per_s(self) -> float:
@@ -76,11 +78,13 @@ async def raw_puts(stack: BenchStack, files: list[Path], concurrency: int) -> Re
             with path.open("rb") as f:
                 await store.put_stream(f"raw/{uuid.uuid4()}", f, os.fstat(f.fileno()).st_size)
 
+    psutil.cpu_percent(None)
     started = time.perf_counter()
     await asyncio.gather(*(put(p) for p in files))
     elapsed = time.perf_counter() - started
+    cpu = psutil.cpu_percent(None)
     await store.close()
-    return Result(elapsed, sum(p.stat().st_size for p in files), len(files))
+    return Result(elapsed, sum(p.stat().st_size for p in files), len(files), cpu)
 
 
 async def product_uploads(
@@ -109,10 +113,12 @@ async def product_uploads(
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        psutil.cpu_percent(None)
         started = time.perf_counter()
         await asyncio.gather(*(post(session, i, p) for i, p in enumerate(files)))
         elapsed = time.perf_counter() - started
-    return Result(elapsed, sum(p.stat().st_size for p in files), len(files))
+        cpu = psutil.cpu_percent(None)
+    return Result(elapsed, sum(p.stat().st_size for p in files), len(files), cpu)
 
 
 async def run(rounds: list[Round]) -> int:
@@ -146,9 +152,10 @@ async def run(rounds: list[Round]) -> int:
                 ratio = product.mb_per_s / raw.mb_per_s
                 ratios.append(ratio)
                 label = f"{spec.count} x {spec.size / 1e6:.0f} MB, concurrency {spec.concurrency}"
-                print(f"{label}: raw S3 PUT {raw.objects_per_s:.1f} obj/s {raw.mb_per_s:.1f} MB/s;"
-                      f" product {product.objects_per_s:.1f} obj/s {product.mb_per_s:.1f} MB/s;"
-                      f" ratio {ratio:.2f}", flush=True)
+                print(f"{label}: raw S3 PUT {raw.objects_per_s:.1f} obj/s {raw.mb_per_s:.1f} MB/s"
+                      f" (CPU {raw.machine_cpu:.0f}% of {os.cpu_count()} cores);"
+                      f" product {product.objects_per_s:.1f} obj/s {product.mb_per_s:.1f} MB/s"
+                      f" (CPU {product.machine_cpu:.0f}%); ratio {ratio:.2f}", flush=True)
                 for path in files:
                     path.unlink()
             sampling = False
