@@ -73,8 +73,8 @@ async def access_export(request: web.Request) -> web.StreamResponse:
         data_keys = {}
         for recording in recordings:
             owner = await keys.owner_key(
-                conn, master, owner=recording.key_owner, company_id=recording.company_id,
-                customer_id=recording.out.customer_id, create=False,
+                conn, master, owner=recording.key_owner, owner_id=recording.key_owner_id,
+                create=False,
             )
             data_keys[recording.id] = keys.unwrap_data_key(
                 owner, recording.id, recording.wrapped_key

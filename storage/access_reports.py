@@ -21,7 +21,7 @@ async def record_request(
     """Record a verified access request; its deadline is one calendar month from receipt."""
     row = await conn.fetchrow(
         "INSERT INTO access_requests (customer_id, verified_by, requested_by, received_at,"
-        " due_at) VALUES ($1, $2, $3, $4, $4 + interval '1 month')"
+        " due_at) VALUES ($1, $2, $3, $4::timestamptz, $4::timestamptz + interval '1 month')"
         " RETURNING id, customer_id, verified_by, requested_by, received_at, due_at",
         customer_id, verified_by, requested_by, received_at,
     )

@@ -21,6 +21,7 @@ from storage.errors import Conflict, NotFound
 from storage.objects import ObjectStore
 
 LEDGER_PREFIX = "erasure-ledger/"
+_THEIR_RECORDINGS = "(customer_id = $1 OR (key_owner = 'customer' AND key_owner_id = $1))"
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,20 @@ async def _shred(
     recording_ids: list[UUID] = []
     object_keys: list[str] = []
     if await conn.fetchval("SELECT to_regclass('recordings') IS NOT NULL"):
+        # Calls linked to the customer, and calls whose data key their key wraps.
         rows = await conn.fetch(
-            "SELECT id, object_key FROM recordings WHERE customer_id = $1 FOR UPDATE",
+            f"SELECT id, object_key FROM recordings WHERE {_THEIR_RECORDINGS} FOR UPDATE",
             customer_id,
         )
         recording_ids = [r["id"] for r in rows]
         object_keys = [r["object_key"] for r in rows]
         await conn.execute(
             "INSERT INTO recording_tombstones (id, company_id, external_id, erased_by, reason)"
-            " SELECT id, company_id, external_id, $2, $3 FROM recordings WHERE customer_id = $1"
+            f" SELECT id, company_id, external_id, $2, $3 FROM recordings WHERE {_THEIR_RECORDINGS}"
             " ON CONFLICT DO NOTHING",
             customer_id, erased_by, reason,
         )
-        await conn.execute("DELETE FROM recordings WHERE customer_id = $1", customer_id)
+        await conn.execute(f"DELETE FROM recordings WHERE {_THEIR_RECORDINGS}", customer_id)
     unlinked = await conn.fetchval(
         "WITH changed AS (UPDATE web_events e SET customer_id = NULL, customer_number = NULL,"
         " session_id = NULL, ip = NULL, user_agent = NULL, attributes = '{}'::jsonb"

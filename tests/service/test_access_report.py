@@ -1,0 +1,129 @@
+"""Right of access: the JSON report across companies, the Finnish letter, the recordings zip."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from datetime import UTC, datetime
+
+import asyncpg
+from pypdf import PdfReader
+
+from tests.helpers import Api, bearer
+from tests.service.data_subject_factory import (
+    A,
+    B,
+    C,
+    NAME,
+    STREET,
+    customer,
+    personal_id,
+    recording_of,
+    report,
+)
+
+
+async def test_report_of_a_customer_of_three_companies_covers_all_three(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    customer_id = await customer(api, [A, B, C])
+    recording_id, _ = await recording_of(api, B, "50011")
+    quality = await api.token("quality", [B])
+    scored = await api.client.post(f"/api/v1/recordings/{recording_id}/evaluations",
+                                   json={"form": "basic", "scores": {"tone": 4}},
+                                   headers=bearer(quality))
+    assert scored.status == 201, await scored.text()
+    dpo = await api.token("dpo", all_companies=True)
+
+    response = await report(api, dpo, customer_id,
+                            request_received_at="2026-01-31T10:00:00+02:00")
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert {m["company"] for m in body["memberships"]} == {A, B, C}
+    assert body["customer"]["name"] == NAME
+    assert body["customer"]["personal_id"] == personal_id()  # unmasked for the dpo
+    assert [r["id"] for r in body["recordings"]] == [recording_id]
+    assert [e["recording_id"] for e in body["evaluations"]] == [recording_id]
+    assert body["web_events"]["total"] == 0
+    assert {k["kind"] for k in body["data_kinds"]} >= {"customer", "recording", "web_event"}
+    recording_kind = next(k for k in body["data_kinds"] if k["kind"] == "recording")
+    assert "Puhelinjärjestelmä" in recording_kind["source"]
+    assert body["due_at"].startswith("2026-02-28")  # one calendar month, clamped
+    stored = await db.fetchrow("SELECT * FROM access_requests WHERE customer_id = $1",
+                               customer_id)
+    assert stored["verified_by"] == "signed_letter"
+    assert stored["due_at"] == datetime(2026, 2, 28, 8, 0, tzinfo=UTC)
+    audited = await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'access_report.read'"
+        " AND target_id = $1", customer_id)
+    assert audited == 1
+
+
+async def test_user_of_another_company_gets_404_and_other_roles_403(api: Api) -> None:
+    customer_id = await customer(api, [A, B])
+    outsider = await api.token("dpo", ["raahen-energia"])
+    assert (await report(api, outsider, customer_id)).status == 404
+    service = await api.token("customer_service", [A])
+    assert (await report(api, service, customer_id)).status == 403
+    insider = await api.token("dpo", [B])
+    response = await report(api, insider, customer_id)
+    assert response.status == 200
+    assert [m["company"] for m in (await response.json())["memberships"]] == [B]
+
+
+async def test_report_needs_how_the_identity_was_verified(api: Api) -> None:
+    customer_id = await customer(api, [A])
+    dpo = await api.token("dpo", [A])
+    response = await api.client.get(f"/api/v1/customers/{customer_id}/access-report",
+                                    headers=bearer(dpo))
+    assert response.status == 422
+    bad = await report(api, dpo, customer_id, verified_by="phone_call")
+    assert bad.status == 422
+
+
+async def test_letter_pdf_is_finnish_with_name_address_and_headings(api: Api) -> None:
+    customer_id = await customer(api, [A, B])
+    await recording_of(api, A, "50010")
+    dpo = await api.token("dpo", all_companies=True)
+    response = await report(api, dpo, customer_id, suffix=".pdf", verified_by="in_person")
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == "application/pdf"
+    pdf = await response.read()
+    assert pdf.startswith(b"%PDF")
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    for expected in (NAME, STREET, "90100 Oulu", "Tarkastuspyyntö – rekisteriote",
+                     "Oulun Sähkönmyynti Oy", "1703296-5", "Kasarmintie 6, 90130 Oulu",
+                     "PL 116, 90101 Oulu", "Asiakastiedot", "Asiakkuudet", "Puhelutallenteet",
+                     "Kiellot", "Tietojen luovutukset", "Tallenteiden kopiot",
+                     "henkilökohtaisesti", "Kemin Energia Oy"):
+        assert expected in text, expected
+    assert personal_id() not in text  # the code is never printed on paper in full
+
+
+async def test_zip_export_holds_the_original_audio_with_manifest_and_sums(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    customer_id = await customer(api, [A, B])
+    first, first_path = await recording_of(api, A, "50010", kind="wav_pcm")
+    second, second_path = await recording_of(api, B, "50011", kind="mp3")
+    dpo = await api.token("dpo", all_companies=True)
+    response = await api.client.get(f"/api/v1/customers/{customer_id}/access-export.zip",
+                                    headers=bearer(dpo))
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(await response.read()))
+    assert archive.testzip() is None
+    manifest = json.loads(archive.read("manifest.json"))
+    by_id = {m["recording_id"]: m for m in manifest["recordings"]}
+    assert set(by_id) == {first, second}
+    sums = dict(reversed(line.split("  ", 1))
+                for line in archive.read("SHA256SUMS").decode().splitlines())
+    for recording_id, path in ((first, first_path), (second, second_path)):
+        entry = by_id[recording_id]
+        original = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert hashlib.sha256(archive.read(entry["file"])).hexdigest() == original
+        assert sums[entry["file"]] == original == entry["sha256"]
+    assert await db.fetchval("SELECT count(*) FROM audit_events"
+                             " WHERE action = 'access_report.export'") == 1
