@@ -13,11 +13,11 @@ from pypdf import PdfReader
 
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import (
+    NAME,
+    STREET,
     A,
     B,
     C,
-    NAME,
-    STREET,
     customer,
     personal_id,
     recording_of,
