@@ -53,20 +53,26 @@ def object_key(seq: int) -> str:
     return f"{PREFIX}{seq:020d}.json"
 
 
-async def _put_locked(objects: ObjectStore, key: str, data: bytes, until: datetime) -> bool:
-    """Put with COMPLIANCE retention; False (and a plain put) when the bucket has no lock."""
+async def bucket_has_object_lock(objects: ObjectStore) -> bool:
+    """Ask the bucket (a read, no body) rather than provoke a refused retention PUT."""
     try:
+        config = await objects.run(objects.client.get_object_lock_config, objects.bucket)
+    except Unavailable:
+        return False
+    return config is not None
+
+
+async def _put_checkpoint(objects: ObjectStore, key: str, data: bytes, until: datetime) -> bool:
+    """Put with COMPLIANCE retention where the bucket has object lock; True if it was locked."""
+    if await bucket_has_object_lock(objects):
         await objects.run(
             objects.client.put_object, objects.bucket, key, io.BytesIO(data), len(data),
             content_type="application/json",
             retention=Retention(COMPLIANCE, until), legal_hold=False,
         )
         return True
-    except Unavailable as exc:
-        logger.warning(
-            "the bucket refuses object-lock retention; audit checkpoint stored without it",
-            extra={"bucket": objects.bucket, "error": str(exc.detail)},
-        )
+    logger.warning("the bucket has no object lock; audit checkpoint stored without retention",
+                   extra={"bucket": objects.bucket})
     await objects.put_bytes(key, data)
     return False
 
@@ -79,7 +85,7 @@ async def write_checkpoint(pool: asyncpg.Pool, objects: ObjectStore) -> Checkpoi
         now = datetime.now(UTC)
         checkpoint = Checkpoint(seq=int(head["seq"]), hash=bytes(head["hash"]), at=now,
                                 object_key=object_key(int(head["seq"])))
-        locked = await _put_locked(objects, checkpoint.object_key, checkpoint.document(),
+        locked = await _put_checkpoint(objects, checkpoint.object_key, checkpoint.document(),
                                    now + RETENTION)
         await conn.execute(
             "INSERT INTO audit_checkpoints (seq, hash, object_key, at) VALUES ($1, $2, $3, $4)"
