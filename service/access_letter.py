@@ -71,6 +71,8 @@ USE_FI = {
 }
 CHANNEL_FI = {"phone": "puhelimitse", "email": "sähköpostitse", "post": "postitse",
               "in_person": "käynnillä"}
+CHANGE_FI = {"created": "luotu", "updated": "muutettu", "membership_added": "asiakkuus lisätty",
+             "membership_moved": "asiakasnumero siirretty"}
 FIELD_FI = {"name": "nimi", "address": "osoite", "email": "sähköposti", "phone": "puhelin",
             "customer_number": "asiakasnumero", "personal_id": "henkilötunnus"}
 
@@ -204,23 +206,30 @@ def _customer_section(pdf: Letter, report: AccessReport) -> None:
     if report.history:
         pdf.heading("Tietojen muutoshistoria")
         pdf.grid(["Aika", "Muutos", "Muuttuneet tiedot", "Aiemmat arvot"], [
-            [_datetime(h.changed_at), h.change, ", ".join(h.changed_fields) or "–",
+            [_datetime(h.changed_at), CHANGE_FI.get(h.change, h.change),
+             ", ".join(FIELD_FI.get(f, f) for f in h.changed_fields) or "–",
              "; ".join(f"{k}: {v}" for k, v in (h.old_values or {}).items()) or "–"]
             for h in report.history
         ], (30, 30, 40, 70))
 
 
 def _activity_sections(pdf: Letter, report: AccessReport) -> None:
+    names = {m.company: m.company_name for m in report.memberships}
+
+    def company(code: str) -> str:
+        return names.get(code, code)
+
     pdf.heading("3. Puhelutallenteet")
     pdf.grid(["Aika", "Yhtiö", "Suunta", "Kesto", "Käyttötarkoitus", "Säilytetään"], [
-        [_datetime(r.started_at), r.company, DIRECTION_FI.get(r.direction, r.direction),
+        [_datetime(r.started_at), company(r.company), DIRECTION_FI.get(r.direction, r.direction),
          _duration(r.duration_s), PURPOSE_FI.get(r.purpose, r.purpose),
          _date(r.retain_until) if r.retain_until else "toistaiseksi"]
         for r in report.recordings
-    ], (30, 40, 20, 20, 35, 25), empty="Teistä ei ole tallennettu puheluita.")
+    ], (28, 42, 20, 20, 35, 25), empty="Teistä ei ole tallennettu puheluita.")
     pdf.heading("4. Puheluiden laatuarvioinnit")
     pdf.grid(["Aika", "Yhtiö", "Lomake", "Kommentti"], [
-        [_date(e.created_at), e.company, e.form, e.comment or "–"] for e in report.evaluations
+        [_date(e.created_at), company(e.company), e.form, e.comment or "–"]
+        for e in report.evaluations
     ], (25, 45, 40, 60))
     pdf.heading("5. Verkkosivujen käyttötiedot")
     events = report.web_events
@@ -255,7 +264,7 @@ def _closing_sections(pdf: Letter, report: AccessReport) -> None:
     pdf.heading("8. Käyttötarkoitus, tietolähteet, luovutukset ja säilytys")
     pdf.grid(["Tiedot", "Käyttötarkoitus", "Tietolähde", "Luovutukset", "Säilytys"], [
         [k.title, k.purpose, k.source, k.recipients, k.retention] for k in report.data_kinds
-    ], (24, 34, 36, 44, 32))
+    ], (29, 33, 34, 42, 32))
     pdf.heading("9. Tallenteiden kopiot")
     pdf.paragraph(
         "Saatte pyynnöstä kopiot yllä luetelluista puhelutallenteista. Pyytäkää kopioita "
