@@ -25,18 +25,34 @@ HELSINKI = ZoneInfo("Europe/Helsinki")
 SUBJECT = "Tarkastuspyyntö – rekisteriote"
 
 
+# The controller of the register statement, section 1: the letter's sender by default.
+DEFAULT_CONTROLLER: dict[str, str] = {
+    "name": "Oulun Sähkönmyynti Oy",
+    "business_id": "1703296-5",
+    "visiting_address": "Kasarmintie 6, 90130 Oulu",
+    "postal_address": "PL 116, 90101 Oulu",
+    "phone": "08 5584 3100",
+    "email": "osm@pohjoistavoimaa.fi",
+    "city": "Oulu",
+}
+
+
 class ControllerSettings(BaseSettings):
-    """The controller named in the letter's sender block (register statement, section 1)."""
+    """The controller named in the letter's sender block; `TALLENNE_CONTROLLER_*`."""
 
     model_config = SettingsConfigDict(env_prefix="TALLENNE_CONTROLLER_", extra="ignore")
 
-    name: str = Field("Oulun Sähkönmyynti Oy", description="Controller's name.")
-    business_id: str = Field("1703296-5", description="Controller's business ID (Y-tunnus).")
-    visiting_address: str = Field("Kasarmintie 6, 90130 Oulu", description="Visiting address.")
-    postal_address: str = Field("PL 116, 90101 Oulu", description="Postal address.")
-    phone: str = Field("08 5584 3100", description="Customer service phone.")
-    email: str = Field("osm@pohjoistavoimaa.fi", description="Customer service e-mail.")
-    city: str = Field("Oulu", description="Where the letter is dated.")
+    name: str = Field(default=DEFAULT_CONTROLLER["name"], description="Controller's name.")
+    business_id: str = Field(default=DEFAULT_CONTROLLER["business_id"],
+                             description="Controller's business ID (Y-tunnus).")
+    visiting_address: str = Field(default=DEFAULT_CONTROLLER["visiting_address"],
+                                  description="Visiting address.")
+    postal_address: str = Field(default=DEFAULT_CONTROLLER["postal_address"],
+                                description="Postal address, also for prohibitions by post.")
+    phone: str = Field(default=DEFAULT_CONTROLLER["phone"], description="Customer service phone.")
+    email: str = Field(default=DEFAULT_CONTROLLER["email"],
+                       description="Customer service e-mail.")
+    city: str = Field(default=DEFAULT_CONTROLLER["city"], description="Where the letter is dated.")
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
+import asyncpg
 from aiohttp import web
 
 from schemas.access_reports import (
@@ -45,14 +46,13 @@ def customer_id_of(request: web.Request) -> UUID:
         raise NotFound("no such customer") from None
 
 
-async def customer_recordings(conn: object, customer_id: UUID) -> list[Recording]:
+async def customer_recordings(conn: asyncpg.Connection, customer_id: UUID) -> list[Recording]:
     """Every recording of the customer the connection's scope can see, newest first."""
     found: list[Recording] = []
     after = None
     while True:
         page = await recording_store.search(
-            conn,  # type: ignore[arg-type]
-            SearchFilter(customer_id=customer_id), after=after, limit=RECORDINGS_PAGE,
+            conn, SearchFilter(customer_id=customer_id), after=after, limit=RECORDINGS_PAGE,
         )
         found.extend(page)
         if len(page) < RECORDINGS_PAGE:

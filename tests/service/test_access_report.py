@@ -9,8 +9,10 @@ import zipfile
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 from pypdf import PdfReader
 
+from service.access_letter import controller
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import (
     NAME,
@@ -127,3 +129,20 @@ async def test_zip_export_holds_the_original_audio_with_manifest_and_sums(
         assert sums[entry["file"]] == original == entry["sha256"]
     assert await db.fetchval("SELECT count(*) FROM audit_events"
                              " WHERE action = 'access_report.export'") == 1
+
+
+async def test_letter_sender_comes_from_controller_environment(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TALLENNE_CONTROLLER_POSTAL_ADDRESS", "PL 999, 94101 Kemi")
+    monkeypatch.setenv("TALLENNE_CONTROLLER_CITY", "Kemi")
+    controller.cache_clear()
+    try:
+        customer_id = await customer(api, [A])
+        dpo = await api.token("dpo", [A])
+        response = await report(api, dpo, customer_id, suffix=".pdf")
+        text = PdfReader(io.BytesIO(await response.read())).pages[0].extract_text()
+    finally:
+        controller.cache_clear()
+    assert "PL 999, 94101 Kemi" in text and "Oulun Sähkönmyynti Oy" in text
+    assert "PL 116, 90101 Oulu" not in text
