@@ -20,7 +20,7 @@ from service.typedefs import KEYRING, OBJECTS, POOL
 from storage import access_reports as store
 from storage import keys
 from storage.db import scoped
-from storage.errors import NotFound
+from storage.errors import IntegrityError, NotFound
 from storage.recordings import Recording
 from storage.sealed_audio import iter_plaintext
 
@@ -103,15 +103,18 @@ async def access_export(request: web.Request) -> web.StreamResponse:
             info = zipfile.ZipInfo(name, date_time=started.timetuple()[:6])
             info.file_size = out.size_bytes
             digest = hashlib.sha256()
-            with archive.open(info, "w") as entry:
-                async for piece in iter_plaintext(
-                    request.app[OBJECTS], recording.object_key, data_key=data_keys[out.id],
-                    object_id=out.id, size=out.size_bytes, start=0,
-                    end_inclusive=out.size_bytes - 1,
-                ):
-                    entry.write(piece)
-                    digest.update(piece)
-                    await response.write(pipe.take())
+            try:
+                with archive.open(info, "w") as entry:
+                    async for piece in iter_plaintext(
+                        request.app[OBJECTS], recording.object_key, data_key=data_keys[out.id],
+                        object_id=out.id, size=out.size_bytes, start=0,
+                        end_inclusive=out.size_bytes - 1,
+                    ):
+                        entry.write(piece)
+                        digest.update(piece)
+                        await response.write(pipe.take())
+            except IntegrityError:
+                digest = hashlib.sha256(b"failed authentication")
             if digest.hexdigest() != out.sha256:
                 # The zip must never look complete with a copy that differs from the record:
                 # the client sees a truncated download.
