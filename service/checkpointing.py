@@ -15,7 +15,6 @@ from storage.checkpoints import latest_checkpoint_seq, write_checkpoint
 logger = logging.getLogger(__name__)
 
 INTERVAL_S = 300.0
-SHUTDOWN_TIMEOUT_S = 10.0
 
 
 async def checkpoint_once(app: web.Application) -> bool:
@@ -47,8 +46,3 @@ async def checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    # Pin what this instance appended since the last round, so a restart leaves no gap.
-    try:
-        await asyncio.wait_for(checkpoint_once(app), timeout=SHUTDOWN_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - shutting down must not fail on S3
-        logger.warning("no audit checkpoint at shutdown", extra={"error": repr(exc)})

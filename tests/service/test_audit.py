@@ -229,12 +229,3 @@ async def test_checkpoint_carries_object_lock_retention_where_the_bucket_has_it(
     finally:
         await locked_store.close()
 
-
-async def test_an_instance_shutting_down_leaves_a_checkpoint_of_its_head(
-        api: Api, settings: Settings) -> None:
-    other = create_app(settings)
-    async with TestClient(TestServer(other)) as client:
-        await _append(client.app, 7)
-        head = await client.app[POOL].fetchval("SELECT seq FROM audit_head")
-    keys = await api.client.app[OBJECTS].list_keys(PREFIX)
-    assert f"{PREFIX}{head:020d}.json" in keys
