@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes  # noqa: F401 - the PostgreSQL child needs it loaded before it drops root
 import itertools
 import os
 import sys

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
@@ -51,12 +52,15 @@ class StackError(RuntimeError):
     """The embedded stack cannot start; the message is meant for the person at the terminal."""
 
 
+# Loaded here, in the parent: the child runs _die_with_parent after dropping root, when it may
+# no longer be allowed to read Python's own library files.
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: the kernel sends SIGTERM when the owner dies."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_ports(count: int) -> list[int]:
@@ -347,6 +351,9 @@ class EmbeddedS3:
             "-master.telemetry=false",
             "-admin.ui=false",
             "-webdav=false",
+            # Small volumes: every bucket is a collection with volumes of its own, and the
+            # default 1 GiB volumes would cap a development disk at a few dozen buckets.
+            "-master.volumeSizeLimitMB=64",
             f"-s3.config={config}",
         ] + [f"-{flag}={port}" for flag, port in self.ports.items()]
         self._log = open(self.directory / "s3.log", "ab")  # noqa: SIM115

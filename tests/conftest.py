@@ -118,9 +118,30 @@ def database(stack: Stack) -> Iterator[str]:
     drop_database(stack, name)
 
 
+def drop_bucket(stack: Stack, bucket: str) -> None:
+    """Remove a test's bucket: S3 servers cap how many collections they hold."""
+    from minio import Minio
+    from minio.deleteobjects import DeleteObject
+
+    client = Minio(stack.info.s3_endpoint, access_key=stack.info.s3_access_key,
+                   secret_key=stack.info.s3_secret_key, secure=False, region="eu-north-1")
+    try:
+        if not client.bucket_exists(bucket):
+            return
+        names = [DeleteObject(o.object_name) for o in client.list_objects(bucket, recursive=True)
+                 if o.object_name]
+        for error in client.remove_objects(bucket, names):
+            raise AssertionError(f"could not empty {bucket}: {error}")
+        client.remove_bucket(bucket)
+    except Exception as exc:  # noqa: BLE001 - a failed clean-up must not fail the test
+        print(f"warning: bucket {bucket} left behind: {exc}")
+
+
 @pytest.fixture
-def settings(stack: Stack, database: str) -> Settings:
-    return settings_for(stack, database, "t-" + database.removeprefix("t_"))
+def settings(stack: Stack, database: str) -> Iterator[Settings]:
+    bucket = "t-" + database.removeprefix("t_")
+    yield settings_for(stack, database, bucket)
+    drop_bucket(stack, bucket)
 
 
 @pytest.fixture
