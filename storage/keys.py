@@ -87,11 +87,19 @@ async def owner_key(
     master_key: bytes,
     *,
     owner: KeyOwner,
-    owner_id: UUID,
+    owner_id: UUID | None = None,
+    company_id: UUID | None = None,
+    customer_id: UUID | None = None,
     create: bool = True,
 ) -> OwnerKey:
     """The customer's or company's key that wraps a recording's data key; `create=False`
-    for reading."""
+    for reading. Pass the recording's `key_owner_id`: a call linked to a customer later
+    keeps the key it was stored with until `rewrap_for_customer` moves it. (`company_id` /
+    `customer_id` are the older way of naming the owner.)"""
+    if owner_id is None:
+        owner_id = customer_id if owner == "customer" else company_id
+    if owner_id is None:
+        raise IntegrityError(f"the {owner} whose key wraps the data key is not named")
     if owner == "customer":
         return await customer_key(conn, master_key, owner_id, create=create)
     return await company_key(conn, master_key, owner_id, create=create)
