@@ -26,7 +26,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 # Importing the view modules registers their endpoints in api.routes.
 from service import audit_views, customers, identity, ops, recordings, replay, web_events, webui  # noqa: E402, F401
-from service import access_export, access_reports, disclosures, erasure  # noqa: E402, F401
+from service import access_export, access_reports, disclosures, erasure, webui_pages  # noqa: E402, F401
 
 
 def check_region(region: str) -> None:

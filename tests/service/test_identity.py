@@ -308,6 +308,7 @@ async def test_web_ui_shows_only_the_sign_in_form_to_strangers(api: Api) -> None
 async def test_web_ui_shows_the_signed_in_person_and_navigation(api: Api) -> None:
     await api.user("aino", "customer_service", ["tenergia", "kemin-energia"])
     await api.login("aino")
+    api.client.session.cookie_jar.update_cookies({"lang": "en"})
     page = await (await api.client.get("/")).text()
     assert 'id="me-name">aino<' in page and 'id="me-role">customer_service<' in page
     assert "kemin-energia, tenergia" in page or "tenergia, kemin-energia" in page

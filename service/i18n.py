@@ -1,0 +1,204 @@
+"""The web UI's strings in Finnish (the default) and English, and the choice between them:
+a `lang` cookie first, then the browser's Accept-Language, then Finnish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from aiohttp import web
+
+Language = Literal["fi", "en"]
+LANGUAGES: tuple[Language, ...] = ("fi", "en")
+DEFAULT: Language = "fi"
+COOKIE = "lang"
+
+STRINGS: dict[str, dict[Language, str]] = {
+    # chrome
+    "skip": {"fi": "Siirry sisältöön", "en": "Skip to content"},
+    "nav.main": {"fi": "Päävalikko", "en": "Main"},
+    "nav.home": {"fi": "Etusivu", "en": "Home"},
+    "nav.recordings": {"fi": "Puhelut", "en": "Recordings"},
+    "nav.customers": {"fi": "Asiakkaat", "en": "Customers"},
+    "lang.switch": {"fi": "In English", "en": "Suomeksi"},
+    "lang.label": {"fi": "Kieli", "en": "Language"},
+    "signout": {"fi": "Kirjaudu ulos", "en": "Sign out"},
+    "forbidden.title": {"fi": "Ei oikeutta", "en": "Not allowed"},
+    "forbidden.text": {
+        "fi": "Roolisi ei salli tämän sivun käyttöä.",
+        "en": "Your role does not allow this page.",
+    },
+    "notfound.title": {"fi": "Ei löytynyt", "en": "Not found"},
+    "notfound.text": {
+        "fi": "Tietuetta ei ole tai se ei kuulu yhtiöihisi.",
+        "en": "The record does not exist or is outside your companies.",
+    },
+    # sign-in and home
+    "signin": {"fi": "Kirjaudu sisään", "en": "Sign in"},
+    "username": {"fi": "Käyttäjätunnus", "en": "Username"},
+    "password": {"fi": "Salasana", "en": "Password"},
+    "signin.nojs": {
+        "fi": "Kirjautuminen vaatii, että JavaScript on käytössä selaimessa.",
+        "en": "Signing in needs JavaScript enabled in the browser.",
+    },
+    "signin.wrong": {"fi": "Väärä käyttäjätunnus tai salasana.",
+                     "en": "Wrong username or password."},
+    "signin.throttled": {
+        "fi": "Liian monta epäonnistunutta yritystä. Yritä uudelleen {n} s kuluttua.",
+        "en": "Too many failed attempts. Try again in {n} seconds.",
+    },
+    "unreachable": {"fi": "Palveluun ei saatu yhteyttä. Yritä uudelleen.",
+                    "en": "The service could not be reached. Try again."},
+    "signedin": {"fi": "Kirjautuneena", "en": "Signed in"},
+    "name": {"fi": "Nimi", "en": "Name"},
+    "role": {"fi": "Rooli", "en": "Role"},
+    "companies": {"fi": "Yhtiöt", "en": "Companies"},
+    "allcompanies": {"fi": "Kaikki yhtiöt", "en": "All companies"},
+    # search
+    "search.title": {"fi": "Puheluhaku", "en": "Search calls"},
+    "search.filters": {"fi": "Hakuehdot", "en": "Filters"},
+    "company": {"fi": "Yhtiö", "en": "Company"},
+    "any": {"fi": "Kaikki", "en": "Any"},
+    "from": {"fi": "Alkaen", "en": "From"},
+    "to": {"fi": "Päättyen", "en": "To"},
+    "agent": {"fi": "Asiakaspalvelija", "en": "Agent"},
+    "queue": {"fi": "Jono", "en": "Queue"},
+    "direction": {"fi": "Suunta", "en": "Direction"},
+    "direction.inbound": {"fi": "Saapuva", "en": "Inbound"},
+    "direction.outbound": {"fi": "Lähtevä", "en": "Outbound"},
+    "direction.internal": {"fi": "Sisäinen", "en": "Internal"},
+    "tag": {"fi": "Tunniste", "en": "Tag"},
+    "external_id": {"fi": "Puhelun tunnus", "en": "External id"},
+    "search": {"fi": "Hae", "en": "Search"},
+    "search.next": {"fi": "Seuraava sivu", "en": "Next page"},
+    "search.results": {"fi": "Tulokset", "en": "Results"},
+    "search.none": {"fi": "Ei hakuehtoja vastaavia puheluita.",
+                    "en": "No calls match the filters."},
+    "started": {"fi": "Alkoi", "en": "Started"},
+    "duration": {"fi": "Kesto", "en": "Duration"},
+    "tags": {"fi": "Tunnisteet", "en": "Tags"},
+    "open": {"fi": "Avaa", "en": "Open"},
+    "loading": {"fi": "Ladataan…", "en": "Loading…"},
+    # call page
+    "call.title": {"fi": "Puhelu", "en": "Call"},
+    "call.metadata": {"fi": "Puhelun tiedot", "en": "Call details"},
+    "ended": {"fi": "Päättyi", "en": "Ended"},
+    "caller": {"fi": "Soittaja", "en": "Caller"},
+    "callee": {"fi": "Vastaanottaja", "en": "Callee"},
+    "customer": {"fi": "Asiakas", "en": "Customer"},
+    "purpose": {"fi": "Käyttötarkoitus", "en": "Purpose"},
+    "purpose.quality": {"fi": "Laadun kehittäminen", "en": "Service quality"},
+    "purpose.transaction_verification": {"fi": "Asioinnin todentaminen",
+                                         "en": "Transaction verification"},
+    "format": {"fi": "Muoto", "en": "Format"},
+    "size": {"fi": "Koko", "en": "Size"},
+    "state": {"fi": "Tila", "en": "State"},
+    "retain_until": {"fi": "Säilytetään asti", "en": "Kept until"},
+    "player": {"fi": "Kuuntelu", "en": "Playback"},
+    "play": {"fi": "Kuuntele", "en": "Listen"},
+    "pause": {"fi": "Tauko", "en": "Pause"},
+    "speed": {"fi": "Nopeus", "en": "Speed"},
+    "position": {"fi": "Kohta", "en": "Position"},
+    "reason.title": {"fi": "Kuuntelun syy", "en": "Reason for listening"},
+    "reason.help": {
+        "fi": "Kerro, miksi kuuntelet puhelun. Syy tallentuu lokiin.",
+        "en": "Say why you listen to the call. The reason is kept in the audit trail.",
+    },
+    "reason.label": {"fi": "Syy", "en": "Reason"},
+    "reason.required": {"fi": "Syy on pakollinen.", "en": "A reason is required."},
+    "reason.current": {"fi": "Syy", "en": "Reason"},
+    "continue": {"fi": "Jatka", "en": "Continue"},
+    "cancel": {"fi": "Peruuta", "en": "Cancel"},
+    "audio.error": {"fi": "Äänen toisto epäonnistui.", "en": "The audio could not be played."},
+    "evaluations": {"fi": "Arvioinnit", "en": "Evaluations"},
+    "evaluations.none": {"fi": "Ei arviointeja.", "en": "No evaluations yet."},
+    "evaluation.new": {"fi": "Arvioi puhelu", "en": "Evaluate the call"},
+    "evaluation.form": {"fi": "Lomake", "en": "Form"},
+    "evaluator": {"fi": "Arvioija", "en": "Evaluator"},
+    "comment": {"fi": "Kommentti", "en": "Comment"},
+    "save": {"fi": "Tallenna", "en": "Save"},
+    "saved": {"fi": "Tallennettu.", "en": "Saved."},
+    "criterion.greeting": {"fi": "Tervehdys", "en": "Greeting"},
+    "criterion.identification": {"fi": "Tunnistaminen", "en": "Identification"},
+    "criterion.solution": {"fi": "Ratkaisu", "en": "Solution"},
+    "criterion.courtesy": {"fi": "Kohteliaisuus", "en": "Courtesy"},
+    # customers
+    "customers.title": {"fi": "Asiakashaku", "en": "Find a customer"},
+    "customer_number": {"fi": "Asiakasnumero", "en": "Customer number"},
+    "personal_id": {"fi": "Henkilötunnus", "en": "Personal identity code"},
+    "find": {"fi": "Etsi", "en": "Find"},
+    "customer.title": {"fi": "Asiakas", "en": "Customer"},
+    "address": {"fi": "Osoite", "en": "Address"},
+    "email": {"fi": "Sähköposti", "en": "E-mail"},
+    "phone": {"fi": "Puhelin", "en": "Phone"},
+    "calls": {"fi": "Puhelut", "en": "Calls"},
+    "web_events": {"fi": "Verkkosivutapahtumat", "en": "Web-site events"},
+    "web_events.none": {"fi": "Ei tapahtumia.", "en": "No events."},
+    "time": {"fi": "Aika", "en": "Time"},
+    "site": {"fi": "Sivusto", "en": "Site"},
+    "event": {"fi": "Tapahtuma", "en": "Event"},
+    "prohibitions": {"fi": "Kiellot", "en": "Prohibitions"},
+    "prohibitions.none": {"fi": "Ei voimassa olevia kieltoja.", "en": "No prohibitions in force."},
+    "prohibition.add": {"fi": "Kirjaa kielto", "en": "Record a prohibition"},
+    "prohibition.withdraw": {"fi": "Peru", "en": "Withdraw"},
+    "use": {"fi": "Käyttö", "en": "Use"},
+    "channel": {"fi": "Kanava", "en": "Channel"},
+    "received_at": {"fi": "Vastaanotettu", "en": "Received"},
+    "recorded_by": {"fi": "Kirjaaja", "en": "Recorded by"},
+    "withdrawn": {"fi": "Peruttu", "en": "Withdrawn"},
+    "use.direct_marketing": {"fi": "Suoramarkkinointi", "en": "Direct marketing"},
+    "use.distance_selling": {"fi": "Etämyynti", "en": "Distance selling"},
+    "use.other_direct_marketing": {"fi": "Muu suoramainonta", "en": "Other direct marketing"},
+    "use.market_research": {"fi": "Markkinatutkimus", "en": "Market research"},
+    "use.opinion_polls": {"fi": "Mielipidetutkimus", "en": "Opinion polls"},
+    "use.person_directories": {"fi": "Henkilömatrikkelit", "en": "Person directories"},
+    "use.genealogy": {"fi": "Sukututkimus", "en": "Genealogy"},
+    "channel.phone": {"fi": "Puhelin", "en": "Phone"},
+    "channel.email": {"fi": "Sähköposti", "en": "E-mail"},
+    "channel.post": {"fi": "Posti", "en": "Post"},
+    "channel.in_person": {"fi": "Henkilökohtaisesti", "en": "In person"},
+    "error": {"fi": "Virhe", "en": "Error"},
+}
+
+PROHIBITED_USES = (
+    "direct_marketing", "distance_selling", "other_direct_marketing", "market_research",
+    "opinion_polls", "person_directories", "genealogy",
+)
+PROHIBITION_CHANNELS = ("phone", "email", "post", "in_person")
+CRITERIA = ("greeting", "identification", "solution", "courtesy")
+
+
+def language_of(request: web.Request) -> Language:
+    """The cookie wins; otherwise the first supported language the browser asks for."""
+    chosen = request.cookies.get(COOKIE)
+    if chosen in LANGUAGES:
+        return chosen  # type: ignore[return-value]
+    preferences: list[tuple[float, str]] = []
+    for item in request.headers.get("Accept-Language", "").split(","):
+        tag, _, params = item.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                continue
+        preferences.append((quality, tag.strip().lower().split("-")[0]))
+    for _, tag in sorted(preferences, key=lambda p: -p[0]):
+        if tag in LANGUAGES:
+            return tag  # type: ignore[return-value]
+    return DEFAULT
+
+
+def translator(language: Language) -> Callable[..., str]:
+    def t(key: str, **values: object) -> str:
+        text = STRINGS[key][language]
+        return text.format(**values) if values else text
+
+    return t
+
+
+def catalogue(language: Language, prefix_keys: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every string in one language, for the page's scripts."""
+    return {key: texts[language] for key, texts in STRINGS.items()
+            if not prefix_keys or key.startswith(prefix_keys)}

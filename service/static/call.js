@@ -1,0 +1,154 @@
+"use strict";
+// The call page: the reason prompt before the first play, the ranged-audio player with a
+// seek bar and speed, and the evaluation form.
+(function () {
+  const ui = window.tallenne;
+  const REASON_KEY = "tallenne.reason.";
+  const LAST_REASON = "tallenne.reason";
+
+  const player = document.getElementById("player");
+  if (player) {
+    const recordingId = player.dataset.recording;
+    const audio = document.getElementById("audio");
+    const play = document.getElementById("play");
+    const seek = document.getElementById("seek");
+    const clock = document.getElementById("clock");
+    const speed = document.getElementById("speed");
+    const shown = document.getElementById("reason-shown");
+    const dialog = document.getElementById("reason-dialog");
+    const reasonForm = document.getElementById("reason-form");
+    const reasonInput = document.getElementById("reason");
+    const reasonError = document.getElementById("reason-error");
+    const audioError = document.getElementById("audio-error");
+    let duration = parseFloat(player.dataset.duration) || 0;
+    let dragging = false;
+
+    function reason() {
+      return sessionStorage.getItem(REASON_KEY + recordingId);
+    }
+
+    function attach(text) {
+      sessionStorage.setItem(REASON_KEY + recordingId, text);
+      sessionStorage.setItem(LAST_REASON, text);
+      shown.textContent = text;
+      // The browser asks this URL with Range headers as it plays and seeks.
+      audio.src = "/api/v1/recordings/" + encodeURIComponent(recordingId) +
+        "/audio?reason=" + encodeURIComponent(text);
+      audio.playbackRate = parseFloat(speed.value);
+      seek.disabled = false;
+    }
+
+    function askReason() {
+      reasonInput.value = reason() || sessionStorage.getItem(LAST_REASON) || "";
+      reasonError.hidden = true;
+      dialog.showModal();
+      reasonInput.focus();
+    }
+
+    function updateClock() {
+      const total = isFinite(audio.duration) && audio.duration > 0 ? audio.duration : duration;
+      clock.textContent = ui.clock(audio.currentTime) + " / " + ui.clock(total);
+      if (!dragging && total > 0) seek.value = String(Math.round(audio.currentTime / total * 1000));
+    }
+
+    if (reason()) {
+      attach(reason());
+    }
+
+    play.addEventListener("click", function () {
+      if (!reason()) {
+        askReason();
+        return;
+      }
+      if (audio.paused) audio.play().catch(function () { ui.show(audioError, ui.t("audio.error")); });
+      else audio.pause();
+    });
+
+    reasonForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const text = reasonInput.value.trim();
+      if (!text) {
+        reasonError.hidden = false;
+        reasonInput.focus();
+        return;
+      }
+      dialog.close();
+      attach(text);
+      audio.play().catch(function () { ui.show(audioError, ui.t("audio.error")); });
+    });
+    document.getElementById("reason-cancel").addEventListener("click", function () {
+      dialog.close();
+      play.focus();
+    });
+
+    audio.addEventListener("play", function () { play.textContent = ui.t("pause"); });
+    audio.addEventListener("pause", function () { play.textContent = ui.t("play"); });
+    audio.addEventListener("timeupdate", updateClock);
+    audio.addEventListener("durationchange", function () {
+      if (isFinite(audio.duration) && audio.duration > 0) duration = audio.duration;
+      updateClock();
+    });
+    audio.addEventListener("error", function () { ui.show(audioError, ui.t("audio.error")); });
+
+    seek.addEventListener("input", function () { dragging = true; });
+    seek.addEventListener("change", function () {
+      dragging = false;
+      const total = isFinite(audio.duration) && audio.duration > 0 ? audio.duration : duration;
+      audio.currentTime = parseInt(seek.value, 10) / 1000 * total;
+      updateClock();
+    });
+    speed.addEventListener("change", function () {
+      audio.playbackRate = parseFloat(speed.value);
+    });
+  }
+
+  const evaluationForm = document.getElementById("evaluation-form");
+  if (evaluationForm) {
+    const list = document.getElementById("evaluations");
+    const none = document.getElementById("evaluations-none");
+    const status = document.getElementById("evaluation-status");
+
+    function item(evaluation) {
+      const li = ui.el("li", null, { "class": "evaluation", "data-id": evaluation.id });
+      const head = ui.el("p", null, { "class": "evaluation-head" });
+      head.appendChild(ui.el("strong", evaluation.evaluator));
+      head.appendChild(document.createTextNode(" · " + evaluation.form + " · " + ui.when(evaluation.updated_at)));
+      li.appendChild(head);
+      const scores = ui.el("p", null, { "class": "scores" });
+      for (const name in evaluation.scores) {
+        scores.appendChild(ui.el("span", name + ": " + evaluation.scores[name], { "class": "score" }));
+        scores.appendChild(document.createTextNode(" "));
+      }
+      li.appendChild(scores);
+      if (evaluation.comment) li.appendChild(ui.el("p", evaluation.comment, { "class": "comment" }));
+      return li;
+    }
+
+    evaluationForm.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const scores = {};
+      for (const select of evaluationForm.querySelectorAll("select[data-criterion]")) {
+        scores[select.dataset.criterion] = parseInt(select.value, 10);
+      }
+      const comment = evaluationForm.elements.comment.value.trim();
+      const button = evaluationForm.querySelector("button[type=submit]");
+      button.disabled = true;
+      try {
+        const saved = await ui.api("POST", "/api/v1/recordings/" +
+          encodeURIComponent(evaluationForm.dataset.recording) + "/evaluations", {
+          form: evaluationForm.elements.form.value.trim(), scores: scores,
+          comment: comment || null,
+        });
+        const old = list.querySelector('[data-id="' + CSS.escape(saved.id) + '"]');
+        if (old) old.replaceWith(item(saved));
+        else list.appendChild(item(saved));
+        none.hidden = true;
+        status.textContent = ui.t("saved");
+      } catch (error) {
+        status.textContent = ui.t("error") + ": " + error.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+})();
