@@ -136,7 +136,8 @@ async def ingest_recording(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit + ENVELOPE_ALLOWANCE:
         raise TooLarge(f"the recording exceeds the limit of {limit} bytes")
     if request.content_type != "multipart/form-data":
-        raise _part_error("metadata", "the body must be multipart/form-data")
+        raise InvalidInput("the body must be multipart/form-data",
+                           [(["body"], "must be multipart/form-data")])
     reader = await request.multipart()
     metadata = await _read_metadata(await _next_part(reader, "metadata"))
     target = await resolve_target(app[POOL], principal.scope, metadata)

@@ -348,13 +348,6 @@ async def note_replay(
     return seq
 
 
-async def add_bytes_sent(conn: asyncpg.Connection, audit_seq: int, sent: int) -> None:
-    await conn.execute(
-        "UPDATE recording_replay_windows SET bytes_sent = bytes_sent + $2 WHERE audit_seq = $1",
-        audit_seq, sent,
-    )
-
-
 # --- evaluations ---------------------------------------------------------------------------
 
 
