@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,20 @@ logger = logging.getLogger(__name__)
 PENDING_GRACE = timedelta(minutes=15)
 # How long a duplicate upload waits for a concurrent one of the same call to finish.
 CONCURRENT_WAIT_S = 10.0
+# Uploads to S3 at once per object store: each holds a few S3 parts in memory, so this bounds
+# the process's memory whatever the number of clients; the others wait with their audio
+# spooled on disk.
+UPLOAD_SLOTS = 4
+_upload_slots: weakref.WeakKeyDictionary[ObjectStore, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def upload_slots(objects: ObjectStore) -> asyncio.Semaphore:
+    slots = _upload_slots.get(objects)
+    if slots is None:
+        slots = _upload_slots[objects] = asyncio.Semaphore(UPLOAD_SLOTS)
+    return slots
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,26 @@ async def store_recording(
             "the audio does not match the given sha256",
             [(["metadata", "sha256"], "does not match the audio")],
         )
+    # The slot is taken before the pending row is written, so a row never waits in a queue
+    # long enough for the reconciler to take it for a crashed upload.
+    async with upload_slots(objects):
+        return await _store_in_slot(pool, objects, master_key, scope, target, spool, info,
+                                    size=size, sha256=sha256)
+
+
+async def _store_in_slot(
+    pool: asyncpg.Pool,
+    objects: ObjectStore,
+    master_key: bytes,
+    scope: Scope,
+    target: Target,
+    spool: Path,
+    info: AudioInfo,
+    *,
+    size: int,
+    sha256: str,
+) -> Ingested:
+    m = target.metadata
     recording_id = uuid.uuid4()
     object_key = object_key_for(recording_id, datetime.now(UTC))
     data_key = new_key()
