@@ -21,6 +21,7 @@ STRINGS: dict[str, dict[Language, str]] = {
     "nav.home": {"fi": "Etusivu", "en": "Home"},
     "nav.recordings": {"fi": "Puhelut", "en": "Recordings"},
     "nav.customers": {"fi": "Asiakkaat", "en": "Customers"},
+    "nav.audit": {"fi": "Tapahtumaloki", "en": "Audit"},
     "lang.switch": {"fi": "In English", "en": "Suomeksi"},
     "lang.label": {"fi": "Kieli", "en": "Language"},
     "signout": {"fi": "Kirjaudu ulos", "en": "Sign out"},
@@ -94,6 +95,8 @@ STRINGS: dict[str, dict[Language, str]] = {
     "format": {"fi": "Muoto", "en": "Format"},
     "size": {"fi": "Koko", "en": "Size"},
     "state": {"fi": "Tila", "en": "State"},
+    "state.stored": {"fi": "Tallessa", "en": "Stored"},
+    "state.corrupt": {"fi": "Vioittunut", "en": "Corrupt"},
     "retain_until": {"fi": "Säilytetään asti", "en": "Kept until"},
     "player": {"fi": "Kuuntelu", "en": "Playback"},
     "play": {"fi": "Kuuntele", "en": "Listen"},
@@ -196,6 +199,17 @@ def translator(language: Language) -> Callable[..., str]:
         return text.format(**values) if values else text
 
     return t
+
+
+def labeller(language: Language) -> Callable[[str, str], str]:
+    """`label("criterion", name)`: the translation when there is one, else the name itself
+    (criteria and states may come from data)."""
+
+    def label(prefix: str, name: str) -> str:
+        texts = STRINGS.get(f"{prefix}.{name}")
+        return texts[language] if texts else name
+
+    return label
 
 
 def catalogue(language: Language, prefix_keys: tuple[str, ...] = ()) -> dict[str, str]:

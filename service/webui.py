@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -31,16 +33,26 @@ TEMPLATES = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
 )
+# Times are shown as people in the group read them.
+DISPLAY_ZONE = ZoneInfo("Europe/Helsinki")
+
+
+def local_time(moment: datetime, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return moment.astimezone(DISPLAY_ZONE).strftime(pattern)
+
+
+TEMPLATES.filters["local"] = local_time
 # (string key, path, action); a None path is named but not built yet.
 NAVIGATION: tuple[tuple[str, str | None, str], ...] = (
     ("nav.recordings", "/recordings", "recording.search"),
     ("nav.customers", "/customers", "customer.read"),
-    ("Audit", None, PUBLIC),
+    ("nav.audit", None, PUBLIC),
 )
 # The strings the page scripts use (by key prefix); pages carry only these.
 SCRIPT_KEYS = (
     "signin", "unreachable", "loading", "error", "search.none", "direction.", "play", "pause",
     "audio.error", "saved", "use.", "channel.", "prohibition.withdraw", "web_events.none",
+    "criterion.",
 )
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -64,11 +76,12 @@ def render(request: web.Request, template: str, *, status: int = 200,
     if principal is not None:
         for key, path, action in NAVIGATION:
             if allowed(principal.role, action):
-                label = t(key) if key in i18n.STRINGS else key
+                label = t(key)
                 navigation.append({"label": label, "path": path,
                                    "current": path is not None and request.path.startswith(path)})
     text = TEMPLATES.get_template(template).render(
-        t=t, lang=language, navigation=navigation, principal=principal, csrf_token=csrf_token,
+        t=t, label=i18n.labeller(language), lang=language, navigation=navigation,
+        principal=principal, csrf_token=csrf_token,
         strings=i18n.catalogue(language, script_keys), here=request.path_qs, **context,
     )
     return web.Response(text=text, status=status, content_type="text/html",

@@ -14,6 +14,12 @@
     return text;
   }
 
+  // A translation when the catalogue has one, else the name itself (names from data).
+  function label(prefix, name) {
+    const key = prefix + "." + name;
+    return Object.prototype.hasOwnProperty.call(strings, key) ? strings[key] : name;
+  }
+
   function csrf() {
     const meta = document.querySelector("meta[name=csrf-token]");
     return (meta && meta.content) || sessionStorage.getItem(CSRF_KEY) || "";
@@ -100,7 +106,7 @@
   }
 
   window.tallenne = {
-    t: t, api: api, el: el, cell: cell, when: when, clock: clock, rfc3339: rfc3339,
+    t: t, label: label, api: api, el: el, cell: cell, when: when, clock: clock, rfc3339: rfc3339,
     show: show, pageError: pageError,
   };
 

@@ -116,7 +116,7 @@
       li.appendChild(head);
       const scores = ui.el("p", null, { "class": "scores" });
       for (const name in evaluation.scores) {
-        scores.appendChild(ui.el("span", name + ": " + evaluation.scores[name], { "class": "score" }));
+        scores.appendChild(ui.el("span", ui.label("criterion", name) + ": " + evaluation.scores[name], { "class": "score" }));
         scores.appendChild(document.createTextNode(" "));
       }
       li.appendChild(scores);

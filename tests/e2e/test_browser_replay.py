@@ -1,0 +1,165 @@
+"""A real browser finds a call, states a reason, plays it, seeks, changes speed and scores
+it; the server answers the player's ranged requests and every tag typed in shows as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests import audiogen
+from tests.helpers import DEFAULT_PASSWORD, Api
+from tests.service.recording_factory import COMPANY, metadata, upload
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+XSS = '<script>alert("xss")</script><img src=x onerror=alert(1)>'
+REASON = "laatupoikkeama, tiketti 4711"
+
+
+async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
+    async_api = pytest.importorskip("playwright.async_api")
+    await api.user("laura.laatu", "quality", [COMPANY])
+    token = await api.token("ingest", [COMPANY], name="pbx")
+    audio = audiogen.make_audio("wav_pcm", 600.0)
+    meta = metadata(agent=XSS, queue="laskutus", external_id="pbx-call-0042",
+                    tags=["laskutus", "takaisinsoitto"])
+    uploaded = await upload(api.client, token, meta, audio)
+    assert uploaded.status == 201, await uploaded.text()
+    recording = await uploaded.json()
+    base = str(api.client.make_url("/")).rstrip("/")
+
+    audio_responses: list[dict[str, Any]] = []
+    dialogs: list[str] = []
+
+    async def note(response: Any) -> None:
+        if "/audio" in response.url:
+            audio_responses.append({"status": response.status,
+                                    "range": await response.request.header_value("range")})
+
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900},
+                                                locale="fi-FI")
+            page = await context.new_page()
+            page.on("response", note)
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+            # Not signed in: the call page sends the browser to the sign-in form.
+            await page.goto(f"{base}/recordings/{recording['id']}")
+            await page.get_by_role("heading", name="Kirjaudu sisään").wait_for()
+            await page.get_by_label("Käyttäjätunnus").fill("laura.laatu")
+            await page.get_by_label("Salasana").fill(DEFAULT_PASSWORD)
+            await page.get_by_role("button", name="Kirjaudu sisään").click()
+            await page.locator("#me-name").wait_for()
+
+            # Search
+            await page.get_by_role("link", name="Puhelut").first.click()
+            await page.get_by_role("heading", name="Puheluhaku").wait_for()
+            await page.get_by_label("Puhelun tunnus").fill("pbx-call-0042")
+            await page.get_by_role("button", name="Hae").click()
+            rows = page.locator("#results tbody tr")
+            await rows.first.wait_for()
+            assert await rows.count() == 1
+            assert XSS in await rows.first.inner_text()
+            await rows.first.get_by_role("link").click()
+
+            # Call page: the agent name is text, not markup
+            await page.locator("#call-agent").wait_for()
+            assert await page.locator("#call-agent").inner_text() == XSS
+            assert await page.locator("#call-agent img").count() == 0
+
+            # The reason is asked before the first play; an empty one is refused.
+            await page.get_by_role("button", name="Kuuntele").click()
+            dialog = page.locator("#reason-dialog")
+            await dialog.wait_for(state="visible")
+            await page.get_by_role("button", name="Jatka").click()
+            assert await page.locator("#reason-error").is_visible()
+            await page.get_by_label("Syy", exact=True).fill(REASON)
+            await page.get_by_role("button", name="Jatka").click()
+            await dialog.wait_for(state="hidden")
+            await page.wait_for_function(
+                "() => document.getElementById('audio').currentTime > 0.5", timeout=15000)
+
+            await page.get_by_label("Nopeus").select_option("1.5")
+            assert await page.evaluate("document.getElementById('audio').playbackRate") == 1.5
+
+            # Seek to 50 % with the position slider.
+            await page.evaluate(
+                "(() => { const s = document.getElementById('seek'); s.value = '500';"
+                " s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); })()")
+            half = await page.evaluate("document.getElementById('audio').duration / 2")
+            assert 290 < half < 310
+            await page.wait_for_function(
+                f"() => document.getElementById('audio').currentTime > {half + 0.5}", timeout=15000)
+            assert "/ 10:00" in await page.locator("#clock").inner_text()
+            assert await page.locator("#reason-shown").inner_text() == REASON
+
+            # Evaluate with a comment that is markup.
+            await page.get_by_label("Tervehdys").select_option("5")
+            await page.get_by_label("Kommentti").fill(XSS)
+            await page.get_by_role("button", name="Tallenna").click()
+            await page.locator("#evaluation-status").filter(has_text="Tallennettu").wait_for()
+            comment = page.locator("#evaluations .comment")
+            assert await comment.inner_text() == XSS
+            assert await page.locator("#evaluations img").count() == 0
+            assert await page.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth")
+            await page.evaluate("document.getElementById('audio').pause()")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "replay.png"), full_page=True)
+
+            # After a reload the reason is remembered for the session: no prompt again.
+            await page.reload()
+            assert await page.locator("#evaluations .comment").inner_text() == XSS
+            assert await page.locator("#reason-shown").inner_text() == REASON
+            await page.get_by_role("button", name="Kuuntele").click()
+            await page.wait_for_function(
+                "() => document.getElementById('audio').currentTime > 0.2", timeout=15000)
+            assert not await dialog.is_visible()
+
+            # English on request
+            await page.get_by_role("link", name="In English").click()
+            await page.get_by_role("heading", name="Call details").wait_for()
+        finally:
+            await browser.close()
+
+    assert dialogs == [], "a script from the data ran"
+    ranged = [r for r in audio_responses if r["range"]]
+    assert ranged and all(r["status"] == 206 for r in ranged), audio_responses
+
+    conn = await asyncpg.connect(api.superuser_url)
+    try:
+        windows = await conn.fetch(
+            "SELECT reason, requests, ranges FROM recording_replay_windows"
+            " WHERE recording_id = $1", recording["id"])
+        evaluations = await conn.fetch(
+            "SELECT evaluator, scores, comment FROM recording_evaluations"
+            " WHERE recording_id = $1", recording["id"])
+        replays = await conn.fetchval(
+            "SELECT count(*) FROM audit_events WHERE action = 'recording.replay'"
+            " AND target_id = $1 AND reason = $2", recording["id"], REASON)
+    finally:
+        await conn.close()
+    # All of the player's requests are grouped under one audit event with their ranges.
+    assert [w["reason"] for w in windows] == [REASON]
+    assert windows[0]["requests"] >= len(ranged) >= 1
+    summary = windows[0]["ranges"]
+    assert all(r.startswith("bytes ") or r == "not-modified" for r in summary), summary
+    # Seeking past what was buffered made the player ask for the middle of the file.
+    starts = [int(r.split()[1].split("-")[0]) for r in summary if r.startswith("bytes ")]
+    assert any(start > recording["size_bytes"] * 0.4 for start in starts), summary
+    assert replays == 1
+    assert [(e["evaluator"], e["comment"]) for e in evaluations] == [("laura.laatu", XSS)]
