@@ -1,0 +1,174 @@
+"""Replay through the product vs a raw S3 GET of the same stored object, same run.
+
+    .venv/bin/python -m bench.replay [--quick]
+
+The product does strictly more per request (session/token check, scope, grouped audit,
+key unwrap, AES-GCM per 64 KiB segment, SHA-256 on full reads), so the figures of merit are
+its throughput and time to first byte relative to raw S3's: for the whole file and for 100
+random 64 KiB ranges. The last line is `replay: ratio X.XX (goal >= 0.7) PASS|FAIL`, the
+worse of the two throughput ratios; the TTFB ratio (goal < 2×) is printed above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from bench.ingest import write_wav
+from bench.stack import BenchStack, bench_stack
+
+COMPANY = "oulun-sahkonmyynti"
+GOAL = 0.7
+TTFB_GOAL = 2.0
+RANGE = 64 * 1024
+RANGES = 100
+REASON = "benchmark"
+
+
+@dataclass
+class Timing:
+    ttfb_s: list[float]
+    total_s: list[float]
+    nbytes: int
+
+    @property
+    def ttfb_ms(self) -> float:
+        return statistics.median(self.ttfb_s) * 1000
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.nbytes / sum(self.total_s) / 1e6
+
+
+async def stored_object(stack: BenchStack, size: int) -> tuple[str, str, int]:
+    """Upload a WAV of `size` bytes through the product: (recording id, object key, size)."""
+    token = await stack.token("ingest", [COMPANY])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "call.wav"
+        await asyncio.to_thread(write_wav, path, size)
+        form = aiohttp.FormData()
+        form.add_field("metadata", json.dumps({
+            "company": COMPANY, "external_id": "bench-replay", "direction": "inbound",
+            "started_at": "2026-03-02T10:00:00+02:00", "ended_at": "2026-03-02T11:00:00+02:00",
+            "purpose": "quality"}), content_type="application/json")
+        with path.open("rb") as audio:
+            form.add_field("audio", audio, filename="call.wav", content_type="audio/wav")
+            async with aiohttp.ClientSession() as session, session.post(
+                    f"{stack.base_url}/api/v1/recordings", data=form,
+                    headers={"Authorization": f"Bearer {token}"}) as response:
+                assert response.status == 201, await response.text()
+                body = await response.json()
+    conn = await asyncpg.connect(stack.superuser_url)
+    try:
+        key = await conn.fetchval("SELECT object_key FROM recordings WHERE id = $1",
+                                  body["id"])
+    finally:
+        await conn.close()
+    return body["id"], key, int(body["size_bytes"])
+
+
+async def raw_reads(stack: BenchStack, key: str, spans: list[tuple[int, int | None]]) -> Timing:
+    objects = stack.objects()
+    timing = Timing([], [], 0)
+    try:
+        for offset, length in spans:
+            started = time.perf_counter()
+            first: float | None = None
+            async for chunk in objects.iter_range(key, offset, length):
+                if first is None:
+                    first = time.perf_counter()
+                timing.nbytes += len(chunk)
+            done = time.perf_counter()
+            timing.ttfb_s.append((first or done) - started)
+            timing.total_s.append(done - started)
+    finally:
+        await objects.close()
+    return timing
+
+
+async def service_reads(stack: BenchStack, recording_id: str,
+                        spans: list[tuple[int, int | None]]) -> Timing:
+    token = await stack.token("quality", [COMPANY])
+    url = f"{stack.base_url}/api/v1/recordings/{recording_id}/audio"
+    timing = Timing([], [], 0)
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        for offset, length in spans:
+            headers = {"Authorization": f"Bearer {token}"}
+            if length is not None:
+                headers["Range"] = f"bytes={offset}-{offset + length - 1}"
+            started = time.perf_counter()
+            first: float | None = None
+            async with session.get(url, params={"reason": REASON}, headers=headers) as response:
+                assert response.status in (200, 206), response.status
+                async for chunk in response.content.iter_chunked(1 << 20):
+                    if first is None:
+                        first = time.perf_counter()
+                    timing.nbytes += len(chunk)
+            done = time.perf_counter()
+            timing.ttfb_s.append((first or done) - started)
+            timing.total_s.append(done - started)
+    return timing
+
+
+async def run(size: int, full_reads: int) -> int:
+    async with bench_stack() as stack:
+        recording_id, key, plain_size = await stored_object(stack, size)
+        objects = stack.objects()
+        try:
+            stored_size = (await objects.stat(key)).size
+        finally:
+            await objects.close()
+        rng = random.Random(11)
+        plain_ranges: list[tuple[int, int | None]] = [
+            (rng.randrange(plain_size - RANGE), RANGE) for _ in range(RANGES)]
+        # The same share of the stored object at the same relative places.
+        raw_ranges: list[tuple[int, int | None]] = [
+            (offset * stored_size // plain_size, RANGE) for offset, _ in plain_ranges]
+        whole: list[tuple[int, int | None]] = [(0, None)] * full_reads
+
+        # Warm both paths once (connection pools, page cache) before measuring.
+        await raw_reads(stack, key, whole[:1])
+        await service_reads(stack, recording_id, whole[:1])
+        rows = []
+        for name, raw_spans, plain_spans in (("full file", whole, whole),
+                                             ("64 KiB ranges", raw_ranges, plain_ranges)):
+            raw = await raw_reads(stack, key, raw_spans)
+            product = await service_reads(stack, recording_id, plain_spans)
+            ratio = product.mb_per_s / raw.mb_per_s
+            ttfb_ratio = product.ttfb_ms / raw.ttfb_ms
+            rows.append((name, ratio, ttfb_ratio))
+            print(f"{name:>14}: raw {raw.mb_per_s:8.1f} MB/s TTFB {raw.ttfb_ms:6.2f} ms |"
+                  f" service {product.mb_per_s:8.1f} MB/s TTFB {product.ttfb_ms:6.2f} ms |"
+                  f" throughput ratio {ratio:.2f}, TTFB ratio {ttfb_ratio:.2f}", flush=True)
+    print(f"object: {plain_size / 1e6:.1f} MB plaintext, {stored_size / 1e6:.1f} MB stored;"
+          f" {full_reads} full reads, {RANGES} ranges of {RANGE} bytes")
+    worst_ttfb = max(r[2] for r in rows)
+    print(f"replay TTFB: ratio {worst_ttfb:.2f} (goal < {TTFB_GOAL:.0f}x)"
+          f" {'PASS' if worst_ttfb < TTFB_GOAL else 'FAIL'}")
+    worst = min(r[1] for r in rows)
+    verdict = "PASS" if worst >= GOAL else "FAIL"
+    print(f"replay: ratio {worst:.2f} (goal >= {GOAL}) {verdict}", flush=True)
+    return 0 if verdict == "PASS" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 32 MB file, 3 full reads")
+    args = parser.parse_args(argv)
+    size, reads = (32 << 20, 3) if args.quick else (256 << 20, 5)
+    return asyncio.run(run(size, reads))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
