@@ -270,7 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub",
                                                                           required=True)
     add("verify", cmd_audit_verify, "verify the hash chain; exit 0 only when intact", audit)
+    for command_module in _command_modules():
+        command_module.register(sub)
     return parser
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+    import pkgutil
+
+    from service import commands
+
+    return [
+        importlib.import_module(f"service.commands.{info.name}")
+        for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
