@@ -7,6 +7,8 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas import personal_id
@@ -228,3 +230,33 @@ def test_pydantic_error_text_does_not_echo_the_code() -> None:
         Customer(personal_id="131052-308U")
     assert "131052" not in str(caught.value)
     assert "check character" in str(caught.value)
+
+
+VALID_SIGNS = "".join(SIGNS_BY_CENTURY.values())
+
+
+@st.composite
+def valid_codes(draw: st.DrawFn) -> str:
+    century = draw(st.sampled_from(sorted(SIGNS_BY_CENTURY)))
+    sign = draw(st.sampled_from(SIGNS_BY_CENTURY[century]))
+    born = draw(st.dates(datetime.date(century, 1, 1), datetime.date(century + 99, 12, 31)))
+    individual = draw(st.integers(2, 899))
+    return make_code(born, sign, individual)
+
+
+@given(code=valid_codes(), position=st.integers(0, 10), replacement=st.characters(
+    codec="ascii", categories=("Lu", "Nd", "Pd", "Po", "Sm")))
+@settings(max_examples=400, deadline=None)
+def test_any_single_character_change_is_refused(code: str, position: int,
+                                                replacement: str) -> None:
+    assert validate_personal_id(code) == code
+    if replacement == code[position]:
+        return
+    mutated = code[:position] + replacement + code[position + 1:]
+    if position == 6 and replacement in VALID_SIGNS:
+        # Another valid century sign names a different person born a century apart; the
+        # check character does not cover the sign, so such a code can be valid too.
+        return
+    with pytest.raises(ValueError) as refused:
+        validate_personal_id(mutated, allow_test_ids=True)
+    assert mutated not in str(refused.value)
