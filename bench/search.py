@@ -54,28 +54,34 @@ def customer_ids(n: int) -> list[uuid.UUID]:
     return [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(n)]
 
 
-def rows(start: int, count: int, companies: list[uuid.UUID],
+def rows(start: int, count: int, total: int, companies: list[uuid.UUID],
          customers: list[uuid.UUID]) -> list[tuple[Any, ...]]:
+    """Calls arrive roughly in time order, as from a telephony system; companies, agents,
+    queues, customers and tags are spread at random."""
     rng = random.Random(start)
     out = []
     for i in range(start, start + count):
-        started = EPOCH + timedelta(seconds=rng.randrange(SPAN_S))
+        started = EPOCH + timedelta(seconds=i * SPAN_S // total + rng.randrange(600))
         duration = rng.randrange(20, 1800)
         customer = customers[rng.randrange(len(customers))] if rng.random() < 0.7 else None
+        company = companies[rng.randrange(len(companies))]
         out.append((
-            uuid.UUID(int=rng.getrandbits(128), version=4), companies[i % len(companies)],
+            uuid.UUID(int=rng.getrandbits(128), version=4), company,
             f"pbx-{i:010d}", "stored", started, started + timedelta(seconds=duration),
             DIRECTIONS[rng.randrange(5)], AGENTS[rng.randrange(len(AGENTS))],
             QUEUES[rng.randrange(len(QUEUES))], customer,
             "quality" if rng.random() < 0.8 else "transaction_verification",
             rng.sample(TAGS, rng.randrange(0, 3)), "wav", "pcm_mulaw", float(duration), 8000, 1,
             duration * 8000, "0" * 64, f"bench/{i}", "customer" if customer else "company",
-            customer or companies[i % len(companies)], b"\x00",
+            customer or company, b"\x00",
         ))
     return out
 
 
 async def load(stack: BenchStack, n: int) -> tuple[dict[str, uuid.UUID], list[uuid.UUID]]:
+    """COPY n rows. The secondary indexes (exactly as the migrations define them) are dropped
+    for the load and rebuilt afterwards, which is how a bulk load is done and much faster
+    than maintaining ten indexes row by row."""
     conn = await asyncpg.connect(stack.superuser_url)
     try:
         companies = {r["code"]: r["id"] for r in await conn.fetch("SELECT code, id FROM companies")}
@@ -84,15 +90,31 @@ async def load(stack: BenchStack, n: int) -> tuple[dict[str, uuid.UUID], list[uu
         await conn.copy_records_to_table(
             "customers", records=[(c, f"Asiakas {i}") for i, c in enumerate(customers)],
             columns=("id", "name"))
+        indexes = await conn.fetch(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = 'recordings'"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)")
+        for index in indexes:
+            await conn.execute(f'DROP INDEX "{index["indexname"]}"')
         started = time.perf_counter()
+        pending = asyncio.create_task(asyncio.to_thread(rows, 0, min(CHUNK, n), n, ids, customers))
         for offset in range(0, n, CHUNK):
-            batch = await asyncio.to_thread(rows, offset, min(CHUNK, n - offset), ids, customers)
+            batch = await pending
+            following = offset + CHUNK
+            if following < n:
+                pending = asyncio.create_task(asyncio.to_thread(
+                    rows, following, min(CHUNK, n - following), n, ids, customers))
             await conn.copy_records_to_table("recordings", records=batch, columns=COLUMNS)
             if offset and offset % (CHUNK * 20) == 0:
-                print(f"  copied {offset:,} rows", flush=True)
+                print(f"  copied {offset:,} rows ({time.perf_counter() - started:.0f} s)",
+                      flush=True)
+        copied = time.perf_counter() - started
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"])
         await conn.execute("VACUUM ANALYZE recordings")
-        print(f"loaded {n:,} recordings across {len(ids)} companies in"
-              f" {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"loaded {n:,} recordings across {len(ids)} companies: COPY {copied:.1f} s,"
+              f" {len(indexes)} indexes rebuilt, {time.perf_counter() - started:.1f} s in all",
+              flush=True)
     finally:
         await conn.close()
     return companies, customers
@@ -165,6 +187,11 @@ async def run(n: int) -> int:
                     await store.search(conn, where, after=None, limit=101)
             for i, (name, where) in enumerate(mix):
                 started = time.perf_counter()
+                if where.company_id is not None and not scope.allows(where.company_id):
+                    # GET /api/v1/recordings answers a company outside the scope without SQL
+                    timings.append(((time.perf_counter() - started) * 1000, name, "", ()))
+                    by_kind.setdefault(name, []).append(timings[-1][0])
+                    continue
                 async with scoped(pool, scope) as conn:
                     recorder = Recorder(conn)
                     found = await store.search(recorder, where, after=None, limit=101)  # type: ignore[arg-type]
@@ -176,8 +203,14 @@ async def run(n: int) -> int:
                 timings.append((elapsed, name, recorder.sql, recorder.args))
                 by_kind.setdefault(name, []).append(elapsed)
             slowest = max(timings, key=lambda t: t[0])
-            async with scoped(pool, scope) as conn:
-                plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + slowest[2], *slowest[3])
+            # A single slow run may be noise; also explain the kind slowest at the median.
+            worst_kind = max(by_kind, key=lambda k: statistics.median(by_kind[k]))
+            typical = next(t for t in timings if t[1] == worst_kind and t[2])
+            plans = []
+            for chosen in (slowest, typical):
+                async with scoped(pool, scope) as conn:
+                    plans.append(await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + chosen[2],
+                                                  *chosen[3]))
         finally:
             await pool.close()
 
@@ -192,10 +225,13 @@ async def run(n: int) -> int:
     print(f"p50 {p50:.2f} ms  p95 {p95:.2f} ms  p99 {p99:.2f} ms  max {max(values):.2f} ms")
     print(f"HTTP sample ({len(http_ms)} GET /api/v1/recordings): p50"
           f" {statistics.median(http_ms):.2f} ms  p95 {percentile(http_ms, 95):.2f} ms")
-    print(f"\nslowest ({slowest[1]}, {slowest[0]:.2f} ms): {slowest[2]}")
-    print("args:", [str(a) for a in slowest[3]])
-    for row in plan:
-        print("  " + row[0])
+    for title, chosen, plan in (("slowest query", slowest, plans[0]),
+                                (f"slowest kind at the median ({worst_kind})", typical,
+                                 plans[1])):
+        print(f"\n{title} ({chosen[1]}, {chosen[0]:.2f} ms): {chosen[2]}")
+        print("args:", [str(a) for a in chosen[3]])
+        for row in plan:
+            print("  " + row[0])
     ratio = GOAL_MS / p95
     verdict = "PASS" if ratio >= 1.0 else "FAIL"
     print(f"search: ratio {ratio:.2f} (goal >= 1.0) {verdict}", flush=True)
