@@ -77,11 +77,14 @@
   }
 
   const locale = document.documentElement.lang === "en" ? "en-GB" : "fi-FI";
+  // As the server renders times: in the group's own time zone, whatever the browser's is.
+  const zone = "Europe/Helsinki";
 
   function when(iso) {
     if (!iso) return "–";
     return new Date(iso).toLocaleString(locale, {
       year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      timeZone: zone,
     });
   }
 

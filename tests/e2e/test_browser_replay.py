@@ -163,3 +163,75 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
     assert any(start > recording["size_bytes"] * 0.4 for start in starts), summary
     assert replays == 1
     assert [(e["evaluator"], e["comment"]) for e in evaluations] == [("laura.laatu", XSS)]
+
+
+async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: Api) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
+    async_api = pytest.importorskip("playwright.async_api")
+    from tests.helpers import bearer
+    from tests.service.data_subject_factory import customer, recording_of
+
+    customer_id = await customer(api, [COMPANY], number="7700", name=XSS)
+    await recording_of(api, COMPANY, "77000", seconds=2.0)
+    ingest = await api.token("ingest", [COMPANY], name="web")
+    events = await api.client.post("/api/v1/web-events", headers=bearer(ingest), json=[{
+        "ts": "2026-03-02T09:00:00+02:00", "site": "oulunsahkonmyynti.fi", "event": "login",
+        "url": "https://oulunsahkonmyynti.fi/oma", "session_id": "s1", "company": COMPANY,
+        "customer_number": "77000"}])
+    assert (await events.json())["accepted"] == 1
+    await api.user("asta.asiakaspalvelu", "customer_service", [COMPANY])
+    base = str(api.client.make_url("/")).rstrip("/")
+    dialogs: list[str] = []
+
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900},
+                                                locale="en-GB")
+            page = await context.new_page()
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            await page.goto(base)
+            await page.get_by_label("Username").fill("asta.asiakaspalvelu")
+            await page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("link", name="Customers").first.click()
+            await page.get_by_label("Customer number").fill("77000")
+            await page.get_by_role("button", name="Find").click()
+            await page.locator("#lookup-results a").first.click()
+
+            await page.locator("#customer-calls tbody tr").first.wait_for()
+            assert await page.locator("#c-name").inner_text() == XSS
+            assert (await page.locator("#c-pid").inner_text()).endswith("-****")
+            await page.locator("#customer-events tbody tr").first.wait_for()
+            assert await page.locator("#customer-events tbody tr").count() == 1
+            assert await page.locator("#p-none").is_visible()
+
+            await page.get_by_label("Use").select_option("direct_marketing")
+            await page.get_by_label("Channel").select_option("phone")
+            await page.get_by_role("button", name="Save").click()
+            row = page.locator("#prohibitions tbody tr")
+            await row.first.wait_for()
+            assert "Direct marketing" in await row.first.inner_text()
+            assert await page.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "customer.png"), full_page=True)
+
+            await page.get_by_role("button", name="Withdraw: Direct marketing").click()
+            await page.locator("#p-none").wait_for(state="visible")
+            assert await row.count() == 0
+        finally:
+            await browser.close()
+    assert dialogs == []
+
+    conn = await asyncpg.connect(api.superuser_url)
+    try:
+        history = await conn.fetch(
+            "SELECT use, channel, withdrawn_at IS NOT NULL AS withdrawn FROM customer_prohibitions"
+            " WHERE customer_id = $1", customer_id)
+    finally:
+        await conn.close()
+    assert [(h["use"], h["channel"], h["withdrawn"]) for h in history] == [
+        ("direct_marketing", "phone", True)]
