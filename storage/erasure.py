@@ -15,9 +15,9 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.access_reports import legal_holds
 from storage.db import Scope, apply_scope
 from storage.errors import Conflict, NotFound
+from storage.legal_holds import cases_holding_customer
 from storage.objects import ObjectStore
 
 LEDGER_PREFIX = "erasure-ledger/"
@@ -50,7 +50,7 @@ async def erase_customer(
     )
     if row is None or row["erased_at"] is not None:
         raise NotFound("no such customer")
-    holds = await legal_holds(conn, customer_id)
+    holds = await cases_holding_customer(conn, customer_id)
     if holds:
         raise Conflict("the customer is under a legal hold and cannot be erased")
     return await _shred(conn, customer_id, erased_by=erased_by, reason=reason)

@@ -1,0 +1,141 @@
+"""Legal holds: cases that stop expiry and erasure of recordings and whole customers.
+
+The link tables are the truth; `recordings.legal_holds` mirrors the active cases of each
+recording (its own and its customer's) and is kept in sync here and by the insert trigger
+of migration 010, for the readers that need no join (recording JSON, erasure, purge).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from schemas.retention import LegalHoldIn, LegalHoldOut
+from storage.errors import Conflict, InvalidInput, NotFound
+
+_CUSTOMER_RECORDINGS = (
+    "(r.customer_id = ANY($2::uuid[])"
+    " OR (r.key_owner = 'customer' AND r.key_owner_id = ANY($2::uuid[])))"
+)
+
+
+async def place(conn: asyncpg.Connection, hold: LegalHoldIn, created_by: str) -> LegalHoldOut:
+    """Open a case (or add records to an open one). The connection sees every company and is
+    in a transaction."""
+    existing = await conn.fetchrow(
+        "SELECT released_at FROM legal_holds WHERE case_id = $1 FOR UPDATE", hold.case
+    )
+    if existing is not None and existing["released_at"] is not None:
+        raise Conflict("this case was released; open a new case id")
+    if existing is None:
+        await conn.execute(
+            "INSERT INTO legal_holds (case_id, reason, created_by) VALUES ($1, $2, $3)",
+            hold.case, hold.reason, created_by,
+        )
+    recordings = await conn.fetch(
+        "SELECT id, company_id FROM recordings WHERE id = ANY($1::uuid[]) FOR UPDATE",
+        hold.recording_ids,
+    )
+    missing = set(hold.recording_ids) - {r["id"] for r in recordings}
+    if missing:
+        raise InvalidInput("no such recording", [(["body", "recording_ids"],
+                                                  f"no such recording {sorted(missing)[0]}")])
+    customers = await conn.fetch(
+        "SELECT id FROM customers WHERE id = ANY($1::uuid[]) AND erased_at IS NULL",
+        hold.customer_ids,
+    )
+    missing = set(hold.customer_ids) - {r["id"] for r in customers}
+    if missing:
+        raise InvalidInput("no such customer", [(["body", "customer_ids"],
+                                                 f"no such customer {sorted(missing)[0]}")])
+    await conn.execute(
+        "INSERT INTO legal_hold_recordings (case_id, recording_id, company_id)"
+        " SELECT $1, r.id, r.company_id FROM recordings r WHERE r.id = ANY($2::uuid[])"
+        " ON CONFLICT DO NOTHING",
+        hold.case, hold.recording_ids,
+    )
+    await conn.execute(
+        "INSERT INTO legal_hold_customers (case_id, customer_id)"
+        " SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",
+        hold.case, hold.customer_ids,
+    )
+    await conn.execute(
+        "UPDATE recordings r SET legal_holds = ARRAY(SELECT DISTINCT unnest("
+        "r.legal_holds || ARRAY[$1::text]) ORDER BY 1)"
+        f" WHERE (r.id = ANY($3::uuid[]) OR {_CUSTOMER_RECORDINGS})"
+        " AND NOT r.legal_holds @> ARRAY[$1::text]",
+        hold.case, hold.customer_ids, hold.recording_ids,
+    )
+    return await get(conn, hold.case)
+
+
+async def release(conn: asyncpg.Connection, case_id: str, released_by: str) -> LegalHoldOut:
+    row = await conn.fetchrow(
+        "UPDATE legal_holds SET released_at = now(), released_by = $2"
+        " WHERE case_id = $1 AND released_at IS NULL RETURNING case_id",
+        case_id, released_by,
+    )
+    if row is None:
+        raise NotFound("no such open case")
+    await conn.execute(
+        "UPDATE legal_hold_recordings SET released_at = now()"
+        " WHERE case_id = $1 AND released_at IS NULL", case_id)
+    await conn.execute(
+        "UPDATE legal_hold_customers SET released_at = now()"
+        " WHERE case_id = $1 AND released_at IS NULL", case_id)
+    await conn.execute(
+        "UPDATE recordings SET legal_holds = array_remove(legal_holds, $1)"
+        " WHERE legal_holds @> ARRAY[$1::text]",
+        case_id,
+    )
+    return await get(conn, case_id)
+
+
+def _hold(row: asyncpg.Record) -> LegalHoldOut:
+    data: dict[str, Any] = dict(row)
+    data["case"] = data.pop("case_id")
+    return LegalHoldOut.model_validate(data)
+
+
+_SELECT = (
+    "SELECT h.case_id, h.reason, h.created_by, h.created_at, h.released_by, h.released_at,"
+    " ARRAY(SELECT recording_id FROM legal_hold_recordings x WHERE x.case_id = h.case_id"
+    " ORDER BY recording_id) AS recording_ids,"
+    " ARRAY(SELECT customer_id FROM legal_hold_customers x WHERE x.case_id = h.case_id"
+    " ORDER BY customer_id) AS customer_ids FROM legal_holds h"
+)
+
+
+async def get(conn: asyncpg.Connection, case_id: str) -> LegalHoldOut:
+    row = await conn.fetchrow(f"{_SELECT} WHERE h.case_id = $1", case_id)
+    if row is None:
+        raise NotFound("no such case")
+    return _hold(row)
+
+
+async def list_holds(conn: asyncpg.Connection, *, include_released: bool) -> list[LegalHoldOut]:
+    where = "" if include_released else " WHERE h.released_at IS NULL"
+    rows = await conn.fetch(f"{_SELECT}{where} ORDER BY h.created_at, h.case_id")
+    return [_hold(r) for r in rows]
+
+
+async def cases_holding_customer(conn: asyncpg.Connection, customer_id: UUID) -> list[str]:
+    """Active cases on the customer itself or on any of their recordings."""
+    rows = await conn.fetch(
+        "SELECT case_id FROM legal_hold_customers WHERE customer_id = $1"
+        " AND released_at IS NULL"
+        " UNION SELECT unnest(legal_holds) FROM recordings"
+        " WHERE customer_id = $1 OR (key_owner = 'customer' AND key_owner_id = $1)"
+        " ORDER BY 1",
+        customer_id,
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def held_customer_ids(conn: asyncpg.Connection) -> list[UUID]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT customer_id FROM legal_hold_customers WHERE released_at IS NULL"
+    )
+    return [r["customer_id"] for r in rows]

@@ -1,0 +1,427 @@
+"""Purges: what has expired (preview) and removing it in batches (real run).
+
+A real run is safe to kill and to run twice at once. Each batch locks its rows with
+`FOR UPDATE SKIP LOCKED`, deletes their S3 objects (every version), then replaces the rows
+by tombstones and `purge_log` entries in the same transaction: a run killed after the S3
+delete leaves rows whose objects are gone, which the next run picks up and finishes; a
+concurrent run skips the locked rows. Whole months of web events go by dropping their
+partition; expired customers are erased (crypto-shredded) like an erasure request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from minio.deleteobjects import DeleteObject
+
+from schemas.retention import OldestItem, PurgeBucket, PurgeReport
+from storage import erasure
+from storage.db import Scope, apply_scope, scoped
+from storage.errors import Unavailable
+from storage.objects import ObjectStore
+from storage.web_events import PARTITION_LOCK
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 200
+RUN_LOCK_SPACE = 0x7A11E60  # session lock held by a live run, keyed by hashtext(run id)
+PURGED_BY = "purge"
+
+_EXPIRED_RECORDINGS = (
+    "FROM recordings r WHERE r.retain_until <= $1 AND r.state <> 'pending'"
+)
+_EXPIRED_CUSTOMERS = (
+    "FROM customers c WHERE c.erased_at IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM customer_memberships m"
+    "                 WHERE m.customer_id = c.id AND m.active)"
+    " AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.customer_id = c.id"
+    "                 OR (r.key_owner = 'customer' AND r.key_owner_id = c.id))"
+    " AND tallenne_customer_retain_until(c.id) <= $1"
+)
+_CUSTOMER_HELD = (
+    "EXISTS (SELECT 1 FROM legal_hold_customers h WHERE h.customer_id = c.id"
+    " AND h.released_at IS NULL)"
+)
+# Each company's web events expire after the longest web_event policy of that company.
+_WEB_EVENT_CUTOFFS = (
+    "SELECT company_id, $1::timestamptz - make_interval(days => max(keep_days)) AS cutoff"
+    " FROM retention_policies WHERE kind = 'web_event' GROUP BY company_id"
+)
+
+
+@dataclass
+class Tally:
+    """Purged items and bytes by (company code, kind)."""
+
+    counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    def add(self, company: str, kind: str, items: int, size: int = 0) -> None:
+        entry = self.counts.setdefault((company, kind), [0, 0])
+        entry[0] += items
+        entry[1] += size
+
+    def buckets(self) -> list[PurgeBucket]:
+        return [PurgeBucket(company=c, kind=k, items=v[0], bytes=v[1])  # type: ignore[arg-type]
+                for (c, k), v in sorted(self.counts.items())]
+
+    @property
+    def total(self) -> int:
+        return sum(v[0] for v in self.counts.values())
+
+
+Progress = Callable[[str, str, int, int], None]  # kind, company, items, bytes
+
+
+# --- preview -------------------------------------------------------------------------------
+
+
+async def preview(conn: asyncpg.Connection, as_of: datetime) -> PurgeReport:
+    """What a real run at `as_of` would remove, and what holds keep back. Reads only."""
+    await apply_scope(conn, Scope.everything())
+    tally = Tally()
+    held = 0
+    oldest: OldestItem | None = None
+    for row in await conn.fetch(
+        "SELECT co.code, count(*) AS n, coalesce(sum(r.size_bytes), 0) AS size,"
+        " r.legal_holds <> '{}' AS held"
+        f" {_EXPIRED_RECORDINGS.replace('FROM recordings r', 'FROM recordings r JOIN companies co ON co.id = r.company_id')}"  # noqa: E501
+        " GROUP BY co.code, r.legal_holds <> '{}'",
+        as_of,
+    ):
+        if row["held"]:
+            held += int(row["n"])
+        else:
+            tally.add(row["code"], "recording", int(row["n"]), int(row["size"]))
+    first = await conn.fetchrow(
+        "SELECT r.id, co.code, r.retain_until FROM recordings r"
+        " JOIN companies co ON co.id = r.company_id"
+        " WHERE r.retain_until <= $1 AND r.state <> 'pending' AND r.legal_holds = '{}'"
+        " ORDER BY r.retain_until, r.id LIMIT 1",
+        as_of,
+    )
+    if first is not None:
+        oldest = OldestItem(kind="recording", id=str(first["id"]), company=first["code"],
+                            retain_until=first["retain_until"])
+    held_customers = await _held_customers(conn)
+    for row in await conn.fetch(
+        "SELECT co.code, count(*) AS n FROM web_events e"
+        f" JOIN ({_WEB_EVENT_CUTOFFS}) p ON p.company_id = e.company_id"
+        " JOIN companies co ON co.id = e.company_id"
+        " WHERE e.ts < p.cutoff AND (e.customer_id IS NULL OR NOT e.customer_id = ANY($2))"
+        " GROUP BY co.code",
+        as_of, held_customers,
+    ):
+        tally.add(row["code"], "web_event", int(row["n"]))
+    held += int(await conn.fetchval(
+        f"SELECT count(*) FROM web_events e JOIN ({_WEB_EVENT_CUTOFFS}) p"
+        " ON p.company_id = e.company_id WHERE e.ts < p.cutoff AND e.customer_id = ANY($2)",
+        as_of, held_customers,
+    ))
+    for row in await conn.fetch(
+        f"SELECT c.id, {_CUSTOMER_HELD} AS held,"
+        " (SELECT co.code FROM customer_memberships m JOIN companies co ON co.id = m.company_id"
+        "  WHERE m.customer_id = c.id ORDER BY m.updated_at DESC LIMIT 1) AS code"
+        f" {_EXPIRED_CUSTOMERS}",
+        as_of,
+    ):
+        if row["held"]:
+            held += 1
+        else:
+            tally.add(row["code"] or "-", "customer", 1)
+    return PurgeReport(dry_run=True, state="finished", as_of=as_of, expired=tally.buckets(),
+                       held_back=held, oldest=oldest)
+
+
+async def _held_customers(conn: asyncpg.Connection) -> list[UUID]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT customer_id FROM legal_hold_customers WHERE released_at IS NULL"
+    )
+    return [r["customer_id"] for r in rows]
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+async def start_run(
+    conn: asyncpg.Connection, run_id: UUID, *, as_of: datetime, started_by: str, dry_run: bool
+) -> None:
+    """Record the run; the caller holds `conn` (and the run's session lock) until it ends.
+    Runs left 'running' by a killed process (their lock is free) become 'interrupted'."""
+    await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", RUN_LOCK_SPACE, str(run_id))
+    await conn.execute(
+        "INSERT INTO purge_runs (id, dry_run, as_of, started_by) VALUES ($1, $2, $3, $4)",
+        run_id, dry_run, as_of, started_by,
+    )
+    for row in await conn.fetch(
+        "SELECT id FROM purge_runs WHERE state = 'running' AND id <> $1", run_id
+    ):
+        other = str(row["id"])
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
+                               RUN_LOCK_SPACE, other):
+            await conn.execute(
+                "UPDATE purge_runs SET state = 'interrupted', finished_at = now()"
+                " WHERE id = $1 AND state = 'running'", row["id"])
+            await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))",
+                               RUN_LOCK_SPACE, other)
+
+
+async def finish_run(
+    conn: asyncpg.Connection, run_id: UUID, *, state: str, counts: dict[str, Any],
+    error: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE purge_runs SET state = $2, finished_at = now(), counts = $3, error = $4"
+        " WHERE id = $1",
+        run_id, state, counts, error,
+    )
+    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", RUN_LOCK_SPACE, str(run_id))
+
+
+async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeReport | None:
+    """A run's state and what it has purged so far (from the purge log)."""
+    run = await conn.fetchrow("SELECT * FROM purge_runs WHERE id = $1", run_id)
+    if run is None:
+        return None
+    tally = Tally()
+    for row in await conn.fetch(
+        "SELECT coalesce(co.code, '-') AS code, l.item_kind, sum(l.items) AS n,"
+        " sum(l.bytes) AS size FROM purge_log l LEFT JOIN companies co ON co.id = l.company_id"
+        " WHERE l.purge_id = $1 GROUP BY 1, 2",
+        run_id,
+    ):
+        kind = "web_event" if row["item_kind"].startswith("web_event") else row["item_kind"]
+        tally.add(row["code"], kind, int(row["n"]), int(row["size"]))
+    dropped = [r["item_id"].split("/")[0] for r in await conn.fetch(
+        "SELECT item_id FROM purge_log WHERE purge_id = $1 AND item_kind = 'web_event_partition'"
+        " ORDER BY item_id", run_id)]
+    counts = run["counts"] or {}
+    return PurgeReport(
+        id=run["id"], dry_run=run["dry_run"], state=run["state"], as_of=run["as_of"],
+        started_at=run["started_at"], finished_at=run["finished_at"], purged=tally.buckets(),
+        held_back=int(counts.get("held_back", 0)), partitions_dropped=dropped,
+        error=run["error"],
+    )
+
+
+# --- S3 ------------------------------------------------------------------------------------
+
+
+async def bucket_is_versioned(objects: ObjectStore) -> bool:
+    """Whether deleting a key leaves older versions behind (then each version is deleted)."""
+    try:
+        config = await objects.run(objects.client.get_bucket_versioning, objects.bucket)
+    except Unavailable:
+        return True  # cannot tell: take the slow, complete path
+    return str(config.status) in ("Enabled", "Suspended")
+
+
+async def delete_all_versions(objects: ObjectStore, keys: list[str], versioned: bool) -> None:
+    """One multi-object delete of the keys (and of every version of them when versioned)."""
+    if not keys:
+        return
+
+    def _delete() -> list[str]:
+        targets: list[DeleteObject] = []
+        if versioned:
+            for key in keys:
+                for version in objects.client.list_objects(
+                    objects.bucket, prefix=key, include_version=True
+                ):
+                    if version.object_name == key:
+                        targets.append(DeleteObject(key, version.version_id))
+        targets.extend(DeleteObject(k) for k in keys)
+        failed: list[str] = []
+        for start in range(0, len(targets), 1000):
+            errors = objects.client.remove_objects(objects.bucket, targets[start:start + 1000])
+            failed.extend(f"{e.name}: {e.code}" for e in errors if e.code not in
+                          ("NoSuchKey", "NoSuchVersion"))
+        return failed
+
+    failed = await objects.run(_delete)
+    if failed:
+        raise Unavailable(f"the object store did not delete {len(failed)} object(s)")
+
+
+# --- real run ------------------------------------------------------------------------------
+
+
+@dataclass
+class PurgeJob:
+    pool: asyncpg.Pool
+    objects: ObjectStore
+    run_id: UUID
+    as_of: datetime
+    batch_size: int = DEFAULT_BATCH
+    on_progress: Progress | None = None
+    tally: Tally = field(default_factory=Tally)
+    dropped: list[str] = field(default_factory=list)
+    ledger: list[erasure.CustomerErasure] = field(default_factory=list)
+
+    def _note(self, kind: str, company: str, items: int, size: int = 0) -> None:
+        self.tally.add(company, kind, items, size)
+        if self.on_progress is not None:
+            self.on_progress(kind, company, items, size)
+
+    async def run(self) -> Tally:
+        versioned = await bucket_is_versioned(self.objects)
+        while await self.recording_batch(versioned):
+            pass
+        await self.web_event_partitions()
+        while await self.web_event_rows_batch():
+            pass
+        while await self.customer_batch():
+            pass
+        for erased in self.ledger:
+            await erasure.write_ledger_object(self.objects, erased)
+        return self.tally
+
+    async def recording_batch(self, versioned: bool) -> int:
+        async with scoped(self.pool, Scope.everything()) as conn:
+            rows = await conn.fetch(
+                "SELECT r.id, r.company_id, co.code, r.external_id, r.object_key,"
+                " r.size_bytes, r.purpose FROM recordings r"
+                " JOIN companies co ON co.id = r.company_id"
+                " WHERE r.retain_until <= $1 AND r.state <> 'pending' AND r.legal_holds = '{}'"
+                " ORDER BY r.retain_until, r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
+                self.as_of, self.batch_size,
+            )
+            if not rows:
+                return 0
+            # Objects first: if the process dies now the rows stay, and the next run finds
+            # them expired again and finishes the job.
+            await delete_all_versions(self.objects, [r["object_key"] for r in rows], versioned)
+            ids = [r["id"] for r in rows]
+            reasons = [f"retention: recording/{r['purpose']}" for r in rows]
+            await conn.execute(
+                "INSERT INTO recording_tombstones (id, company_id, external_id, erased_by,"
+                " reason) SELECT r.id, r.company_id, r.external_id, $2, x.reason"
+                " FROM recordings r JOIN unnest($1::uuid[], $3::text[]) AS x(id, reason)"
+                " ON x.id = r.id ON CONFLICT DO NOTHING",
+                ids, f"{PURGED_BY} {self.run_id}", reasons,
+            )
+            await conn.execute(
+                "INSERT INTO purge_log (item_kind, item_id, company_id, purge_id, bytes,"
+                " reason) SELECT 'recording', r.id::text, r.company_id, $2, r.size_bytes,"
+                " x.reason FROM recordings r JOIN unnest($1::uuid[], $3::text[])"
+                " AS x(id, reason) ON x.id = r.id",
+                ids, self.run_id, reasons,
+            )
+            await conn.execute("DELETE FROM recordings WHERE id = ANY($1::uuid[])", ids)
+        for row in rows:
+            self._note("recording", row["code"], 1, int(row["size_bytes"]))
+        return len(rows)
+
+    async def web_event_partitions(self) -> None:
+        """Drop each monthly partition whose every row is past the longest web-event policy
+        and holds no event of a held customer."""
+        async with scoped(self.pool, Scope.everything()) as conn:
+            longest = await conn.fetchval(
+                "SELECT max(keep_days) FROM retention_policies WHERE kind = 'web_event'")
+            if longest is None:
+                return
+            partitions = await conn.fetch(
+                "SELECT c.relname AS name, (regexp_match(pg_get_expr(c.relpartbound, c.oid),"
+                " 'TO \\(''([^'']+)''\\)'))[1]::timestamptz AS upper"
+                " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'web_events'::regclass"
+            )
+        horizon = self.as_of - timedelta(days=int(longest))
+        for part in partitions:
+            if part["upper"] is None or part["upper"] > horizon:
+                continue
+            await self._drop_partition(part["name"])
+
+    async def _drop_partition(self, name: str) -> None:
+        async with scoped(self.pool, Scope.everything()) as conn:
+            # The lock that creating partitions takes: one drop (or create) at a time.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+                return
+            held = await _held_customers(conn)
+            if held and await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {name} WHERE customer_id = ANY($1))", held
+            ):
+                return  # row deletes take the rest around the held customers' events
+            per_company = await conn.fetch(
+                f"SELECT e.company_id, co.code, count(*) AS n FROM {name} e"  # noqa: S608
+                " JOIN companies co ON co.id = e.company_id GROUP BY 1, 2"
+            )
+            total = sum(int(r["n"]) for r in per_company)
+            await conn.execute(
+                "INSERT INTO purge_log (item_kind, item_id, company_id, purge_id, items, reason)"
+                " VALUES ('web_event_partition', $1, NULL, $2, $3,"
+                " 'retention: web_event/site_usage, whole month expired')",
+                f"{name}/{self.run_id}", self.run_id, total,
+            )
+            await conn.execute(f"DROP TABLE {name}")
+        self.dropped.append(name)
+        for row in per_company:
+            self._note("web_event", row["code"], int(row["n"]))
+
+    async def web_event_rows_batch(self) -> int:
+        async with scoped(self.pool, Scope.everything()) as conn:
+            held = await _held_customers(conn)
+            rows = await conn.fetch(
+                f"WITH cutoffs AS ({_WEB_EVENT_CUTOFFS}),"
+                " doomed AS (SELECT e.ts, e.id FROM web_events e"
+                " JOIN cutoffs p ON p.company_id = e.company_id"
+                " WHERE e.ts < p.cutoff AND (e.customer_id IS NULL OR NOT e.customer_id = ANY($2))"
+                " LIMIT $3 FOR UPDATE OF e SKIP LOCKED)"
+                " DELETE FROM web_events e USING doomed WHERE e.ts = doomed.ts"
+                " AND e.id = doomed.id RETURNING e.company_id, e.id",
+                self.as_of, held, self.batch_size * 50,
+            )
+            if not rows:
+                return 0
+            by_company: dict[UUID, int] = {}
+            for row in rows:
+                by_company[row["company_id"]] = by_company.get(row["company_id"], 0) + 1
+            codes = {r["id"]: r["code"] for r in await conn.fetch(
+                "SELECT id, code FROM companies WHERE id = ANY($1::uuid[])", list(by_company))}
+            first = min(int(r["id"]) for r in rows)
+            for company_id, n in by_company.items():
+                await conn.execute(
+                    "INSERT INTO purge_log (item_kind, item_id, company_id, purge_id, items,"
+                    " reason) VALUES ('web_event_rows', $1, $2, $3, $4,"
+                    " 'retention: web_event/site_usage')",
+                    f"{first}:{company_id}", company_id, self.run_id, n,
+                )
+        for company_id, n in by_company.items():
+            self._note("web_event", codes[company_id], n)
+        return len(rows)
+
+    async def customer_batch(self) -> int:
+        erased_now: list[tuple[str, erasure.CustomerErasure]] = []
+        async with scoped(self.pool, Scope.everything()) as conn:
+            rows = await conn.fetch(
+                "SELECT c.id, (SELECT co.code FROM customer_memberships m"
+                " JOIN companies co ON co.id = m.company_id WHERE m.customer_id = c.id"
+                " ORDER BY m.updated_at DESC LIMIT 1) AS code,"
+                " (SELECT m.company_id FROM customer_memberships m WHERE m.customer_id = c.id"
+                " ORDER BY m.updated_at DESC LIMIT 1) AS company_id"
+                f" {_EXPIRED_CUSTOMERS} AND NOT {_CUSTOMER_HELD}"
+                " ORDER BY c.id LIMIT $2 FOR UPDATE OF c SKIP LOCKED",
+                self.as_of, self.batch_size,
+            )
+            for row in rows:
+                erased = await erasure.erase_customer(
+                    conn, row["id"], erased_by=f"{PURGED_BY} {self.run_id}",
+                    reason="retention: customer/customer_relationship",
+                )
+                await conn.execute(
+                    "INSERT INTO purge_log (item_kind, item_id, company_id, purge_id, reason)"
+                    " VALUES ('customer', $1, $2, $3,"
+                    " 'retention: customer/customer_relationship')",
+                    str(row["id"]), row["company_id"], self.run_id,
+                )
+                erased_now.append((row["code"] or "-", erased))
+        for code, erased in erased_now:
+            self.ledger.append(erased)
+            self._note("customer", code, 1)
+        return len(rows)

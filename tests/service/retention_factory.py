@@ -1,0 +1,84 @@
+"""Factories of retention tests: expired recordings written straight into PostgreSQL and S3
+(fast, many), the app behind the test client, purge processes against the test stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from service.settings import Settings
+from tests.helpers import Api
+from tests.service.recording_factory import object_store
+
+FUTURE = datetime(2040, 1, 1, tzinfo=UTC)  # every default policy has run out by then
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def app_of(api: Api) -> web.Application:
+    app: web.Application = api.client.server.app  # type: ignore[attr-defined]
+    return app
+
+
+async def expired_recordings(
+    db: asyncpg.Connection, settings: Settings, n: int, *, company: str = "oulun-sahkonmyynti",
+    object_size: int = 64,
+) -> list[uuid.UUID]:
+    """`n` stored recordings (rows plus small objects) whose policy ran out long ago."""
+    company_id = await db.fetchval("SELECT id FROM companies WHERE code = $1", company)
+    ids = [uuid.uuid4() for _ in range(n)]
+    rows: list[tuple[Any, ...]] = [
+        (rid, company_id, f"old-{rid.hex[:12]}", datetime(2020, 1, 1, tzinfo=UTC),
+         "quality", object_size, f"recordings/2020/01/01/{rid}", bytes(40))
+        for rid in ids
+    ]
+    await db.executemany(
+        "INSERT INTO recordings (id, company_id, external_id, state, started_at, ended_at,"
+        " direction, purpose, format, codec, duration_s, sample_rate, channels, size_bytes,"
+        " sha256, object_key, key_owner, wrapped_key) VALUES ($1, $2, $3, 'stored', $4, $4,"
+        " 'inbound', $5, 'wav', 'pcm_s16le', 1.0, 8000, 1, $6, repeat('0', 64), $7,"
+        " 'company', $8)",
+        rows,
+    )
+    store = object_store(settings)
+    try:
+        await store.ensure_bucket()
+        payload = os.urandom(object_size)
+        await asyncio.gather(*(store.put_bytes(r[6], payload) for r in rows))
+    finally:
+        await store.close()
+    return ids
+
+
+def purge_env(settings: Settings, **extra: str) -> dict[str, str]:
+    assert settings.database_url and settings.s3_access_key and settings.s3_secret_key
+    assert settings.master_key and settings.personal_id_key and settings.s3_endpoint
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLENNE_")}
+    env.update({
+        "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
+        "TALLENNE_S3_ENDPOINT": settings.s3_endpoint,
+        "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+        "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+        "TALLENNE_S3_BUCKET": settings.s3_bucket,
+        "TALLENNE_MASTER_KEY": settings.master_key.get_secret_value(),
+        "TALLENNE_PERSONAL_ID_KEY": settings.personal_id_key.get_secret_value(),
+        "TALLENNE_DATA_DIR": str(settings.data_dir),
+    })
+    env.update(extra)
+    return env
+
+
+def purge_process(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
+        [sys.executable, "-m", "service.cli", "purge", "--now", FUTURE.isoformat(), *args],
+        cwd=ROOT, env=purge_env(settings, **extra),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
