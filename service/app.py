@@ -27,6 +27,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 # Importing the view modules registers their endpoints in api.routes.
 from service import audit_views, customers, identity, ops, recordings, replay, web_events, webui  # noqa: E402, F401
 from service import access_export, access_reports, disclosures, erasure, webui_pages  # noqa: E402, F401
+from service import retention  # noqa: E402, F401
+from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
 
 
 def check_region(region: str) -> None:
@@ -99,7 +101,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend(
-        [keyring_ctx, database_ctx, object_store_ctx, audit_ctx, checkpoint_ctx]
+        [keyring_ctx, database_ctx, object_store_ctx, audit_ctx, checkpoint_ctx,
+         purge_scheduler_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

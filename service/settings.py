@@ -70,6 +70,20 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         20.0, description="Seconds in-flight requests may take to finish at shutdown."
     )
+    purge_enabled: bool = Field(
+        True,
+        description="Run the daily purge inside the service (one replica at a time). Turn off "
+        "where a Kubernetes CronJob runs `tallenne purge` instead.",
+    )
+    purge_at: str | None = Field(
+        "02:30",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Time of day (HH:MM, Europe/Helsinki) of the daily purge; unset: none.",
+    )
+    purge_batch_size: int = Field(
+        200, ge=1, le=5000,
+        description="Records per purge batch (one transaction and one S3 multi-delete each).",
+    )
 
     @property
     def embedded_database(self) -> bool:
