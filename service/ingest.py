@@ -23,6 +23,7 @@ from storage import keys
 from storage import recordings as store
 from storage.audio import AudioInfo, probe_audio
 from storage.crypto import new_key, stored_size
+from storage.customers import link_lock
 from storage.db import Scope, scoped
 from storage.errors import Conflict, InvalidInput, StorageError
 from storage.objects import ObjectStore
@@ -174,18 +175,19 @@ async def _store_in_slot(
             await store.lock_call(conn, target.company_id, m.external_id)
             if await store.by_external_id(conn, target.company_id, m.external_id) is not None:
                 continue  # another upload of the call won the race; answer as a retry
+            customer_id = await _customer_now(conn, target)
             owner = await keys.owner_key(
                 conn,
                 master_key,
-                owner="customer" if target.customer_id else "company",
-                owner_id=target.customer_id or target.company_id,
+                owner="customer" if customer_id else "company",
+                owner_id=customer_id or target.company_id,
             )
             await store.insert_pending(
                 conn,
                 NewRecording(
                     id=recording_id,
                     company_id=target.company_id,
-                    customer_id=target.customer_id,
+                    customer_id=customer_id,
                     metadata=m,
                     format=info.format,
                     codec=info.codec,
@@ -216,6 +218,17 @@ async def _store_in_slot(
         await _abandon(pool, objects, scope, recording_id, object_key)
         raise
     return Ingested(recording, created=True)
+
+
+async def _customer_now(conn: asyncpg.Connection, target: Target) -> uuid.UUID | None:
+    """The customer of the call, read again under the shared link lock: either a customer
+    record pushed since `resolve_target` is seen here, or its upsert (holding the lock
+    exclusively) waits for this row and moves its data key under the customer's key."""
+    number = target.metadata.customer_number
+    if number is None:
+        return None
+    await link_lock(conn, target.company_id, shared=True)
+    return await store.customer_id_by_number(conn, target.company_id, number)
 
 
 async def _abandon(

@@ -18,6 +18,7 @@ from storage.crypto import new_key, unwrap_key, wrap_key
 from storage.db import Scope, apply_scope
 from storage.errors import Conflict, NotFound
 from storage.keys import customer_key_context
+from storage.recordings import rewrap_for_customer
 
 CUSTOMER_FIELDS = ("name", "address", "email", "phone")
 _NONCE = 12
@@ -161,7 +162,7 @@ async def upsert_customer(
             customer_id, company_id, customer_number,
         )
         await _history(conn, customer_id, company_id, "created", [], None, actor)
-        await _link_records(conn, company_id, customer_number, customer_id)
+        await _link_records(conn, company_id, customer_number, customer_id, master_key)
         return UpsertResult(customer_id, True, [])
 
     if person is None:
@@ -224,20 +225,29 @@ async def upsert_customer(
             customer_id, record["name"], record["address"], record["email"], record["phone"],
         )
         await _history(conn, customer_id, company_id, "updated", changed, sealed, actor)
-    await _link_records(conn, company_id, customer_number, customer_id)
+    await _link_records(conn, company_id, customer_number, customer_id, master_key)
     return UpsertResult(customer_id, created, changed)
 
 
 async def _link_records(
-    conn: asyncpg.Connection, company_id: UUID, customer_number: str, customer_id: UUID
+    conn: asyncpg.Connection, company_id: UUID, customer_number: str, customer_id: UUID,
+    master_key: bytes,
 ) -> None:
-    """Point the company's earlier events and recordings with this number at the customer."""
+    """Point the company's earlier events and recordings with this number at the customer.
+
+    The recordings' data keys move under the customer's key in the same transaction, so
+    destroying that key on erasure covers calls stored before the customer record arrived.
+    """
     await conn.execute(
         "UPDATE web_events SET customer_id = $3 WHERE company_id = $1"
         " AND customer_number = $2 AND customer_id IS DISTINCT FROM $3",
         company_id, customer_number, customer_id,
     )
     if await _recordings_linkable(conn):
+        await rewrap_for_customer(
+            conn, master_key, company_id=company_id, customer_number=customer_number,
+            customer_id=customer_id,
+        )
         await conn.execute(
             "UPDATE recordings SET customer_id = $3 WHERE company_id = $1"
             " AND customer_number = $2 AND customer_id IS DISTINCT FROM $3",

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from schemas.personal_id import CHECK_CHARACTERS
+from service.settings import Settings
 from tests.helpers import Api, bearer
 
 A = "kemin-energia"
@@ -238,27 +239,37 @@ async def test_prohibition_recorded_withdrawn_and_kept_in_history(
     assert hidden.status == 404
 
 
-async def insert_recording(db: asyncpg.Connection, company: str, number: str) -> Any:
+async def insert_recording(db: asyncpg.Connection, settings: Settings, company: str,
+                           number: str) -> Any:
+    """A stored call with no known customer: its data key wrapped by the company's key."""
     import uuid
 
+    from storage import keys
+    from storage.crypto import load_master_key, new_key
+
+    assert settings.master_key is not None
+    master = load_master_key(settings.master_key.get_secret_value())
     recording_id = uuid.uuid4()
+    company_id = await db.fetchval("SELECT id FROM companies WHERE code = $1", company)
+    owner = await keys.company_key(db, master, company_id)
     await db.execute(
         "INSERT INTO recordings (id, company_id, external_id, started_at, ended_at, direction,"
         " customer_number, purpose, format, codec, duration_s, sample_rate, channels,"
-        " size_bytes, sha256, object_key, key_owner, wrapped_key)"
-        " SELECT $1::uuid, id, $4, now() - interval '1 minute', now(), 'inbound', $3,"
+        " size_bytes, sha256, object_key, key_owner, key_owner_id, wrapped_key)"
+        " VALUES ($1, $2, $4, now() - interval '1 minute', now(), 'inbound', $3,"
         " 'quality', 'wav', 'pcm_s16le', 60, 8000, 1, 960000, repeat('0', 64), $4,"
-        " 'company', '\\x00' FROM companies WHERE code = $2",
-        recording_id, company, number, str(recording_id),
+        " 'company', $2, $5)",
+        recording_id, company_id, number, str(recording_id),
+        keys.wrap_data_key(owner, recording_id, new_key()),
     )
     return recording_id
 
 
 async def test_recordings_before_customer_are_linked_only_in_their_company(
-    api: Api, db: asyncpg.Connection
+    api: Api, db: asyncpg.Connection, settings: Settings
 ) -> None:
-    ours = await insert_recording(db, A, "1001")
-    theirs = await insert_recording(db, B, "1001")
+    ours = await insert_recording(db, settings, A, "1001")
+    theirs = await insert_recording(db, settings, B, "1001")
     ingest = await api.token("ingest", [A])
     created = await (await put(api, ingest, A, "1001", record())).json()
     linked = {r["id"]: r["customer_id"] for r in await db.fetch(

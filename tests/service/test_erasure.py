@@ -16,9 +16,10 @@ from storage.crypto import SegmentDecryptor, load_master_key, segment_count, unw
 from storage.db import create_pool
 from storage.errors import IntegrityError
 from storage.keys import company_key_context, customer_key_context, recording_key_context
+from tests import audiogen
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import A, B, customer, recording_of
-from tests.service.recording_factory import bucket_keys, object_store
+from tests.service.recording_factory import bucket_keys, metadata, object_store, upload
 
 REASON = "customer asked for erasure, ticket 881"
 
@@ -196,3 +197,56 @@ async def test_restore_from_backup_before_erasure_is_erased_again(
     assert person["erased_at"] is not None
     assert await db.fetchval("SELECT count(*) FROM recordings") == 0
     assert await db.fetchval("SELECT count(*) FROM erasure_ledger") == 1
+
+
+async def test_call_stored_before_its_customer_is_shredded_with_the_customer_key(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    token = await api.token("ingest", [A], name="pbx")
+    path = audiogen.make_audio("wav_mulaw", 4.0)
+    response = await upload(api.client, token, metadata(company=A, customer_number="70010"),
+                            path)
+    assert response.status == 201, await response.text()
+    rid = uuid.UUID((await response.json())["id"])
+    before = await db.fetchrow("SELECT * FROM recordings WHERE id = $1", rid)
+    assert (before["key_owner"], before["customer_id"]) == ("company", None)
+
+    customer_id = await customer(api, [A], number="7001")  # number 70010 at A
+    cid = uuid.UUID(customer_id)
+    row = await db.fetchrow("SELECT * FROM recordings WHERE id = $1", rid)
+    assert (row["key_owner"], row["key_owner_id"], row["customer_id"]) == ("customer", cid, cid)
+    store = object_store(settings)
+    try:
+        copy = await store.get_bytes(row["object_key"])  # e.g. a backup of the bucket
+    finally:
+        await store.close()
+    assert settings.master_key is not None
+    master = load_master_key(settings.master_key.get_secret_value())
+    wrapped_customer = await db.fetchval("SELECT wrapped_key FROM customers WHERE id = $1", cid)
+    customer_key = unwrap_key(master, wrapped_customer, context=customer_key_context(cid))
+    data_key = unwrap_key(customer_key, row["wrapped_key"],
+                          context=recording_key_context(rid, "customer", cid))
+    assert decrypt_copy(copy, data_key, rid, row["size_bytes"]) == path.read_bytes()
+
+    dpo = await api.token("dpo", [A])
+    status, body = await erase(api, dpo, customer_id)
+    assert status == 200, body
+    assert body["recordings_erased"] == 1
+
+    company_id = row["company_id"]
+    remaining = [
+        unwrap_key(master, r["wrapped_key"], context=customer_key_context(r["id"]))
+        for r in await db.fetch("SELECT id, wrapped_key FROM customers"
+                                " WHERE wrapped_key IS NOT NULL")
+    ] + [
+        unwrap_key(master, r["wrapped_key"], context=company_key_context(r["company_id"]))
+        for r in await db.fetch("SELECT company_id, wrapped_key FROM company_keys")
+    ]
+    contexts = [recording_key_context(rid, "customer", cid),
+                recording_key_context(rid, "company", company_id)]
+    for candidate in [master, *remaining]:
+        for context in contexts:
+            with pytest.raises(IntegrityError):
+                unwrap_key(candidate, row["wrapped_key"], context=context)
+    assert await db.fetchval("SELECT count(*) FROM recordings WHERE id = $1", rid) == 0
+    assert await bucket_keys(settings) == []
