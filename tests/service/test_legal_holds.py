@@ -1,0 +1,122 @@
+"""Legal holds: a held record never expires and cannot be erased; releasing one of two
+cases keeps it; a held customer's future calls are held too."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from service import purge_scheduler
+from service.settings import Settings
+from tests import audiogen
+from tests.helpers import Api, bearer
+from tests.service.data_subject_factory import A, customer, recording_of
+from tests.service.recording_factory import COMPANY, bucket_keys, metadata, upload
+from tests.service.retention_factory import FUTURE, app_of
+
+
+async def stored_id(api: Api) -> str:
+    token = await api.token("ingest", [COMPANY], name="pbx")
+    response = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm", 1.0))
+    assert response.status == 201
+    return str((await response.json())["id"])
+
+
+async def hold(api: Api, admin: str, case: str, **records: list[str]) -> dict[str, object]:
+    response = await api.client.post("/api/v1/legal-holds", headers=bearer(admin),
+                                     json={"case": case, "reason": "court order", **records})
+    assert response.status == 201, await response.text()
+    body: dict[str, object] = await response.json()
+    return body
+
+
+async def release(api: Api, admin: str, case: str) -> int:
+    response = await api.client.delete(f"/api/v1/legal-holds/{case}", headers=bearer(admin))
+    return response.status
+
+
+async def purge(api: Api) -> None:
+    report = await purge_scheduler.run_now(app_of(api), FUTURE, actor="test")
+    assert report.state == "finished", report.error
+
+
+async def test_expired_held_recording_survives_until_both_cases_are_released(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    recording_id = await stored_id(api)
+    await hold(api, admin, "KKO-2026-1", recording_ids=[recording_id])
+    await hold(api, admin, "HO-2026-7", recording_ids=[recording_id])
+    shown = await api.client.get(f"/api/v1/recordings/{recording_id}", headers=bearer(admin))
+    assert (await shown.json())["legal_holds"] == ["HO-2026-7", "KKO-2026-1"]
+
+    await purge(api)
+    assert len(await bucket_keys(settings)) == 1
+
+    assert await release(api, admin, "KKO-2026-1") == 200
+    assert await release(api, admin, "KKO-2026-1") == 404  # released once
+    shown = await api.client.get(f"/api/v1/recordings/{recording_id}", headers=bearer(admin))
+    assert (await shown.json())["legal_holds"] == ["HO-2026-7"]
+    await purge(api)
+    assert len(await bucket_keys(settings)) == 1
+
+    assert await release(api, admin, "HO-2026-7") == 200
+    await purge(api)
+    assert await bucket_keys(settings) == []
+    assert await db.fetchval("SELECT count(*) FROM recordings") == 0
+    listed = await api.client.get("/api/v1/legal-holds", headers=bearer(admin))
+    assert (await listed.json())["items"] == []
+    everything = await api.client.get("/api/v1/legal-holds?released=true",
+                                      headers=bearer(admin))
+    assert {h["case"] for h in (await everything.json())["items"]} == {"KKO-2026-1",
+                                                                       "HO-2026-7"}
+
+
+async def test_held_recording_cannot_be_erased(api: Api) -> None:
+    admin = await api.token("admin", all_companies=True)
+    recording_id = await stored_id(api)
+    await hold(api, admin, "case-1", recording_ids=[recording_id])
+    refused = await api.client.delete(f"/api/v1/recordings/{recording_id}",
+                                      json={"reason": "asked"}, headers=bearer(admin))
+    assert refused.status == 409
+    await release(api, admin, "case-1")
+    erased = await api.client.delete(f"/api/v1/recordings/{recording_id}",
+                                     json={"reason": "asked"}, headers=bearer(admin))
+    assert erased.status == 200
+
+
+async def test_customer_hold_covers_later_calls_and_refuses_erasure(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    customer_id = await customer(api, [A])
+    await hold(api, admin, "dispute-9", customer_ids=[customer_id])
+    recording_id, _ = await recording_of(api, A, "50010")  # stored after the hold
+    shown = await api.client.get(f"/api/v1/recordings/{recording_id}", headers=bearer(admin))
+    assert (await shown.json())["legal_holds"] == ["dispute-9"]
+
+    erasure = await api.client.post(f"/api/v1/customers/{customer_id}/erasure",
+                                    json={"reason": "asked"}, headers=bearer(admin))
+    assert erasure.status == 409
+    await purge(api)
+    assert await db.fetchval("SELECT count(*) FROM recordings") == 1
+    assert await db.fetchval("SELECT erased_at FROM customers WHERE id = $1",
+                             uuid.UUID(customer_id)) is None
+
+    assert await release(api, admin, "dispute-9") == 200
+    erasure = await api.client.post(f"/api/v1/customers/{customer_id}/erasure",
+                                    json={"reason": "asked"}, headers=bearer(admin))
+    assert erasure.status == 200
+
+
+async def test_unknown_records_and_roles(api: Api) -> None:
+    admin = await api.token("admin", all_companies=True)
+    missing = await api.client.post(
+        "/api/v1/legal-holds", headers=bearer(admin),
+        json={"case": "c-1", "reason": "court order", "recording_ids": [str(uuid.uuid4())]})
+    assert missing.status == 422
+    dpo = await api.token("dpo", all_companies=True)
+    refused = await api.client.post("/api/v1/legal-holds", headers=bearer(dpo),
+                                    json={"case": "c-2", "reason": "court order"})
+    assert refused.status == 403
