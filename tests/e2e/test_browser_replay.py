@@ -74,6 +74,10 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
             await rows.first.wait_for()
             assert await rows.count() == 1
             assert XSS in await rows.first.inner_text()
+            assert await page.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
             await rows.first.get_by_role("link").click()
 
             # Call page: the agent name is text, not markup
