@@ -12,6 +12,7 @@ from schemas import personal_id
 from service import api
 from service.checkpointing import checkpoint_ctx
 from service.middlewares import authorisation, problem_documents, request_context
+from service.reconciler import reconciler_ctx
 from service.settings import Settings
 from service.typedefs import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
 from storage.audit import AuditLog
@@ -102,7 +103,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, audit_ctx, checkpoint_ctx,
-         purge_scheduler_ctx]
+         purge_scheduler_ctx, reconciler_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

@@ -66,6 +66,12 @@ class Ingested:
     recording: Recording
     created: bool
 
+    def audit_detail(self) -> dict[str, object]:
+        """What the audit event of an ingest records, whoever pushed the call."""
+        out = self.recording.out
+        return {"size_bytes": out.size_bytes, "sha256": out.sha256, "format": out.format,
+                "created": self.created}
+
 
 def unknown_company() -> InvalidInput:
     # Same answer for a company that does not exist and one outside the caller's scope.

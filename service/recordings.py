@@ -158,9 +158,7 @@ async def ingest_recording(request: web.Request) -> web.Response:
     recording = outcome.recording.out
     await audit(
         request, "recording.ingest", target_type="recording", target_id=str(recording.id),
-        company=recording.company,
-        detail={"size_bytes": recording.size_bytes, "sha256": recording.sha256,
-                "format": recording.format, "created": outcome.created},
+        company=recording.company, detail=outcome.audit_detail(),
     )
     return json_response(recording, status=201 if outcome.created else 200)
 
