@@ -52,7 +52,9 @@ async def test_every_accepted_format_is_stored_with_its_real_format(
     assert body["channels"] == 1
     assert body["size_bytes"] == path.stat().st_size
     assert body["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert body["legal_holds"] == [] and body["retain_until"] is None
+    assert body["legal_holds"] == []
+    # A quality call is kept for the default 183 days from its start.
+    assert body["retain_until"] == "2026-09-01T08:00:00Z"
     row = await db.fetchrow("SELECT state, object_key FROM recordings WHERE id = $1",
                             uuid.UUID(body["id"]))
     assert row["state"] == "stored"
