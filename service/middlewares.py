@@ -8,6 +8,7 @@ import time
 import uuid
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
@@ -84,6 +85,14 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         response = problems.from_http_exception(exc, request_id)
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # A body that cannot be read as sent (corrupt gzip, broken multipart framing) is
+        # the client's fault, not a server error.
+        logger.info("unreadable request body", extra={"error": exc.__class__.__name__})
+        response = problems.problem_response(
+            400, "Bad request", "the request body is malformed and could not be read",
+            request_id=request_id,
+        )
     except Exception:
         logger.exception("unhandled error")
         response = problems.problem_response(

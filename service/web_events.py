@@ -37,6 +37,8 @@ from storage.db import Scope, scoped
 from storage.errors import InvalidInput, TooLarge, TooManyRequests
 
 STAGE_EVERY = 5000
+# One event is a page view or a click: far below this even with long URLs and attributes.
+MAX_LINE_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
 IDEMPOTENCY_ENDPOINT = "web-events"
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -144,6 +146,8 @@ class LineConverter:
         self.months: set[Any] = set()
 
     def convert(self, raw: Any) -> tuple[Any, ...]:
+        if isinstance(raw, bytes | bytearray) and len(raw) > MAX_LINE_BYTES:
+            raise ValueError(f"the line exceeds {MAX_LINE_BYTES} bytes")
         if isinstance(raw, bytes | bytearray):
             line = WebEventLine.model_validate_json(raw)
         elif isinstance(raw, dict):
