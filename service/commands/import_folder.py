@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -184,7 +185,9 @@ def move_pair(pair: Pair, dest: Path, error: str | None = None) -> None:
     if error is not None:
         (dest / f"{stem}.error").write_text(error, encoding="utf-8")
     for path in files:
-        os.replace(path, dest / f"{stem}{path.suffix}")
+        # Gone already when another importer of the same folder moved it first.
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, dest / f"{stem}{path.suffix}")
 
 
 # --- importing -------------------------------------------------------------------------------

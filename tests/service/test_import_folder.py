@@ -194,6 +194,34 @@ async def test_running_again_or_dropping_a_stored_pair_again_stores_nothing_twic
     assert created == [True, True, False, False]
 
 
+async def test_pair_that_meets_an_unreachable_store_stays_for_the_next_run(
+    db: asyncpg.Connection, settings: Settings, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.commands import import_folder
+    from storage.errors import Unavailable
+
+    async def s3_down(*args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("the object store cannot be reached")
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    drop(folder, "call", "wav_pcm")
+    real = import_folder.store_recording
+    monkeypatch.setattr(import_folder, "store_recording", s3_down)
+    code, summary, err = await run_import(settings, folder, capsys)
+    assert code == 1
+    assert summary == {"imported": 0, "already_stored": 0, "failed": 0, "left_to_retry": 1}
+    assert "call.wav: not stored now, will retry: the object store cannot be reached" in err
+    assert names(folder) == {"call.wav", "call.json"}
+
+    monkeypatch.setattr(import_folder, "store_recording", real)
+    code, summary, err = await run_import(settings, folder, capsys)
+    assert (code, summary["imported"]) == (0, 1), err
+    assert names(folder) == {"done"}
+    assert await db.fetchval("SELECT count(*) FROM recordings WHERE state = 'stored'") == 1
+
+
 def wait_for(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
