@@ -22,6 +22,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check service storage schemas tests bench
 	$(BIN)/mypy schemas storage
 
+fuzz: $(STAMP)
+	TALLENNE_FUZZ_EXAMPLES=$${TALLENNE_FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest -q tests/service/test_fuzz_api.py tests/service/test_bad_input_corpus.py
+
 bench: $(STAMP)
 	for b in bench/*.py; do n=$$(basename $$b .py); [ $$n = __init__ ] || [ $$n = stack ] || $(BIN)/python -m bench.$$n --quick; done
 

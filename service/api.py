@@ -119,6 +119,10 @@ def parse_model(model: type[M], data: Any, where: str) -> M:
 
 
 def decode_json(raw: bytes, where: str = "body") -> Any:
+    if b"\\u0000" in raw:
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail at the insert.
+        raise InvalidInput(f"the {where} contains a NUL character (\\u0000)",
+                           [([where], "NUL characters are not accepted")])
     try:
         return json.loads(raw)
     except RecursionError as exc:
@@ -253,7 +257,13 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
             statuses.add(404)
         statuses |= set(ep.extra_statuses)
         for code in sorted(statuses):
-            op["responses"].setdefault(str(code), problem)
+            if code == 304:
+                op["responses"].setdefault("304", {"description": "Not modified"})
+            elif code < 400:
+                # Another success status (201 vs 200, 206, 202) carries the same body.
+                op["responses"].setdefault(str(code), op["responses"][str(ep.status)])
+            else:
+                op["responses"].setdefault(str(code), problem)
         op["responses"]["default"] = problem
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
     return {

@@ -63,6 +63,17 @@ def chain_hash(prev_hash: bytes, seq: int, entry: dict[str, Any]) -> bytes:
     return hashlib.sha256(prev_hash + canonical(seq, entry)).digest()
 
 
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL; a reason or filter typed by a client may."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 async def append_batch(conn: asyncpg.Connection, entries: list[AuditEntry]) -> list[int]:
     """Chain and insert entries in one transaction; returns their sequence numbers."""
     async with conn.transaction():
@@ -73,7 +84,7 @@ async def append_batch(conn: asyncpg.Connection, entries: list[AuditEntry]) -> l
         seqs = []
         for entry in entries:
             seq += 1
-            values = dict(vars(entry))
+            values = {k: _without_nul(v) for k, v in vars(entry).items()}
             values["detail"] = json.loads(json.dumps(values["detail"], default=str))
             digest = chain_hash(prev, seq, values)
             rows.append(tuple({**values, "seq": seq, "prev_hash": prev, "hash": digest}[c]
