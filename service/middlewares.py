@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 
+import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
@@ -92,6 +93,14 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
         response = problems.problem_response(
             400, "Bad request", "the request body is malformed and could not be read",
             request_id=request_id,
+        )
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as exc:
+        # PostgreSQL went away mid-request (killed, restarting, network): the client may retry.
+        logger.warning("backing service lost", extra={"error": exc.__class__.__name__})
+        response = problems.problem_response(
+            503, "Service unavailable", "a backing service is not reachable; retry later",
+            request_id=request_id, headers={"Retry-After": "2"},
         )
     except Exception:
         logger.exception("unhandled error")
