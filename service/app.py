@@ -88,11 +88,18 @@ async def keyring_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
-    log = AuditLog(app[POOL])
+    # The writer has connections of its own: handlers await an append while holding a
+    # connection of the main pool (a replay opens its audit event inside its transaction),
+    # so sharing that pool deadlocks once every connection waits on the writer.
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
+    log = AuditLog(pool)
     await log.start()
     app[AUDIT] = log
     yield
     await log.stop()
+    await pool.close()
 
 
 def create_app(settings: Settings) -> web.Application:
