@@ -10,6 +10,7 @@ partition; expired customers are erased (crypto-shredded) like an erasure reques
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from storage.web_events import PARTITION_LOCK
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 200
+WORKERS = 2
 RUN_LOCK_SPACE = 0x7A11E60  # session lock held by a live run, keyed by hashtext(run id)
 PURGED_BY = "purge"
 
@@ -258,10 +260,17 @@ class PurgeJob:
     run_id: UUID
     as_of: datetime
     batch_size: int = DEFAULT_BATCH
+    # Batches in flight at once: S3 deletes of one overlap the commit of another; SKIP LOCKED
+    # keeps their rows apart exactly as between two purge processes.
+    workers: int = 0  # 0: WORKERS
     on_progress: Progress | None = None
     tally: Tally = field(default_factory=Tally)
     dropped: list[str] = field(default_factory=list)
     ledger: list[erasure.CustomerErasure] = field(default_factory=list)
+
+    async def _recordings(self, versioned: bool) -> None:
+        while await self.recording_batch(versioned):
+            pass
 
     def _note(self, kind: str, company: str, items: int, size: int = 0) -> None:
         self.tally.add(company, kind, items, size)
@@ -270,8 +279,7 @@ class PurgeJob:
 
     async def run(self) -> Tally:
         versioned = await bucket_is_versioned(self.objects)
-        while await self.recording_batch(versioned):
-            pass
+        await asyncio.gather(*(self._recordings(versioned) for _ in range(self.workers or WORKERS)))
         await self.web_event_partitions()
         while await self.web_event_rows_batch():
             pass
@@ -293,26 +301,32 @@ class PurgeJob:
             )
             if not rows:
                 return 0
-            # Objects first: if the process dies now the rows stay, and the next run finds
-            # them expired again and finishes the job.
-            await delete_all_versions(self.objects, [r["object_key"] for r in rows], versioned)
             ids = [r["id"] for r in rows]
             reasons = [f"retention: recording/{r['purpose']}" for r in rows]
-            await conn.execute(
-                "INSERT INTO recording_tombstones (id, company_id, external_id, erased_by,"
-                " reason) SELECT r.id, r.company_id, r.external_id, $2, x.reason"
-                " FROM recordings r JOIN unnest($1::uuid[], $3::text[]) AS x(id, reason)"
-                " ON x.id = r.id ON CONFLICT DO NOTHING",
-                ids, f"{PURGED_BY} {self.run_id}", reasons,
+            # The rows go only when the transaction commits, after the S3 delete succeeded;
+            # so both can run at once. A crash before the commit (durable or not, hence
+            # synchronous_commit off) leaves expired rows whose objects may be gone, which
+            # the next run finds and finishes.
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            outcomes = await asyncio.gather(
+                delete_all_versions(self.objects, [r["object_key"] for r in rows], versioned),
+                conn.execute(
+                    "WITH gone AS (DELETE FROM recordings r USING unnest($1::uuid[], $3::text[])"
+                    " AS x(id, reason) WHERE r.id = x.id"
+                    " RETURNING r.id, r.company_id, r.external_id, r.size_bytes, x.reason),"
+                    " tombstones AS (INSERT INTO recording_tombstones (id, company_id,"
+                    " external_id, erased_by, reason) SELECT id, company_id, external_id, $4,"
+                    " reason FROM gone ON CONFLICT DO NOTHING)"
+                    " INSERT INTO purge_log (item_kind, item_id, company_id, purge_id, bytes,"
+                    " reason) SELECT 'recording', id::text, company_id, $2, size_bytes, reason"
+                    " FROM gone",
+                    ids, self.run_id, reasons, f"{PURGED_BY} {self.run_id}",
+                ),
+                return_exceptions=True,  # both finish before the transaction may end
             )
-            await conn.execute(
-                "INSERT INTO purge_log (item_kind, item_id, company_id, purge_id, bytes,"
-                " reason) SELECT 'recording', r.id::text, r.company_id, $2, r.size_bytes,"
-                " x.reason FROM recordings r JOIN unnest($1::uuid[], $3::text[])"
-                " AS x(id, reason) ON x.id = r.id",
-                ids, self.run_id, reasons,
-            )
-            await conn.execute("DELETE FROM recordings WHERE id = ANY($1::uuid[])", ids)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         for row in rows:
             self._note("recording", row["code"], 1, int(row["size_bytes"]))
         return len(rows)
