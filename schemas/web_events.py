@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -10,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.common import StrictModel
+from schemas.ip import is_ip_address
 
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE = timedelta(days=1)
@@ -47,10 +47,8 @@ class WebEventLine(BaseModel):
     def an_address(cls, value: str | None) -> str | None:
         if value in (None, "", "-"):
             return None
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError("ip is not an IPv4 or IPv6 address") from None
+        if not is_ip_address(value):
+            raise ValueError("ip is not an IPv4 or IPv6 address")
         return value
 
 

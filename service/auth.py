@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from schemas.ip import truncated_ip
 from service.typedefs import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTINGS
 from storage import accounts
 from storage.audit import AuditEntry
@@ -44,18 +44,6 @@ class Principal:
         if self.account.all_companies:
             return Scope.everything()
         return Scope.of(self.account.company_ids)
-
-
-def truncated_ip(address: str | None) -> str | None:
-    """Client IPs are kept only to /24 (IPv4) or /48 (IPv6)."""
-    if not address:
-        return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def client_ip(request: web.Request) -> str | None:

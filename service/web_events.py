@@ -21,6 +21,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import ValidationError
 
+from schemas.ip import truncated_ip
 from schemas.web_events import (
     BatchReport,
     RejectedLine,
@@ -30,7 +31,7 @@ from schemas.web_events import (
     WebEventQuery,
 )
 from service.api import decode_json, json_response, read_query, routes
-from service.auth import Principal, audit, principal_of, truncated_ip
+from service.auth import Principal, audit, principal_of
 from service.typedefs import POOL, SETTINGS
 from storage import web_events
 from storage.db import Scope, scoped
