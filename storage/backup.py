@@ -247,6 +247,34 @@ def _prepare_directory(directory: Path) -> None:
         raise Conflict(f"{directory} is not empty; give a new directory for each backup")
 
 
+BACKUP_NAME = "%Y%m%dT%H%M%SZ"
+
+
+def dated_directory(root: Path, now: datetime) -> Path:
+    """Where a rotated backup goes: one directory per run under `root`, named by UTC time."""
+    return root / now.astimezone(UTC).strftime(BACKUP_NAME)
+
+
+def prune_backups(root: Path, keep: int) -> list[Path]:
+    """Delete the oldest complete rotated backups beyond `keep`; returns what was deleted.
+    Directories that are not complete backups of this shape are never touched."""
+    import shutil
+
+    complete = []
+    for child in root.iterdir():
+        try:
+            datetime.strptime(child.name, BACKUP_NAME)
+        except ValueError:
+            continue
+        if child.is_dir() and (child / MANIFEST).is_file():
+            complete.append(child)
+    complete.sort(key=lambda p: p.name)
+    doomed = complete[:-keep] if keep > 0 else []
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as source:

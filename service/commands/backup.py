@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,21 +136,35 @@ async def run_restore(settings: Settings, directory: Path) -> dict[str, Any]:
     }
 
 
-def _command(work: Any) -> Any:
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        directory = Path(args.directory).resolve()
-        with resolved(settings) as ready:
-            report = asyncio.run(work(ready, directory))
-        print(json.dumps(report, indent=1))
-        return 0 if report["ok"] else 1
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    root = Path(args.directory).resolve()
+    if args.keep is not None and args.keep < 1:
+        raise ValueError("--keep must be at least 1")
+    directory = backup.dated_directory(root, datetime.now(UTC)) if args.keep else root
+    with resolved(settings) as ready:
+        report = asyncio.run(run_backup(ready, directory))
+    if args.keep:
+        pruned = backup.prune_backups(root, args.keep)
+        report["pruned"] = [p.name for p in pruned]
+    print(json.dumps(report, indent=1))
+    return 0 if report["ok"] else 1
 
-    return run
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    with resolved(settings) as ready:
+        report = asyncio.run(run_restore(ready, Path(args.directory).resolve()))
+    print(json.dumps(report, indent=1))
+    return 0 if report["ok"] else 1
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("backup", help="consistent backup of the metadata and the audio")
-    p.add_argument("directory", help="a new or empty directory to write the backup into")
-    p.set_defaults(func=_command(run_backup))
+    p.add_argument("directory", help="a new or empty directory to write the backup into; "
+                   "with --keep, the root of dated backup directories")
+    p.add_argument("--keep", type=int, metavar="N",
+                   help="rotate: back up into DIRECTORY/<UTC time>/ and delete the oldest "
+                   "complete backups beyond N (for cron or a scheduled job)")
+    p.set_defaults(func=cmd_backup)
     p = sub.add_parser("restore", help="restore a backup into an empty deployment")
     p.add_argument("directory", help="a directory written by `tallenne backup`")
-    p.set_defaults(func=_command(run_restore))
+    p.set_defaults(func=cmd_restore)

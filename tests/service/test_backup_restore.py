@@ -187,3 +187,20 @@ async def test_restore_refuses_a_backup_whose_object_was_altered(
     finally:
         await asyncio.to_thread(drop_database, stack, database)
         await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
+
+
+async def test_rotated_backups_keep_only_the_newest_complete_ones(
+    api: Api, settings: Settings, tmp_path: Path
+) -> None:
+    token = await api.token("ingest", [A])
+    response = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm", 1.0))
+    assert response.status == 201
+    (tmp_path / "notes").mkdir()
+    names = []
+    for _ in range(3):
+        done = await tallenne(settings, "backup", str(tmp_path), "--keep", "2")
+        assert done.returncode == 0, done.stderr
+        names.append(json.loads(done.stdout)["directory"].rsplit("/", 1)[-1])
+        await asyncio.sleep(1.1)  # one backup per second at most: names are UTC seconds
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*names[1:], "notes"])
