@@ -11,6 +11,8 @@ import asyncio
 import logging
 import uuid
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from storage.crypto import new_key, stored_size
 from storage.customers import link_lock
 from storage.db import Scope, scoped
 from storage.errors import Conflict, InvalidInput, StorageError
-from storage.objects import ObjectStore
+from storage.objects import LONG_PART_SIZE, ObjectStore
 from storage.recordings import NewRecording, Recording
 from storage.sealed_audio import EncryptingReader
 
@@ -36,20 +38,46 @@ logger = logging.getLogger(__name__)
 PENDING_GRACE = timedelta(minutes=15)
 # How long a duplicate upload waits for a concurrent one of the same call to finish.
 CONCURRENT_WAIT_S = 10.0
-# Uploads to S3 at once per object store: each holds a few S3 parts in memory, so this bounds
-# the process's memory whatever the number of clients; the others wait with their audio
-# spooled on disk.
-UPLOAD_SLOTS = 4
-_upload_slots: weakref.WeakKeyDictionary[ObjectStore, asyncio.Semaphore] = (
+# Bytes of S3 part buffers that the uploads of one process may hold at once: a short call
+# holds its whole (encrypted) size, a long one three 5 MiB parts. Memory stays bounded whatever
+# the number of clients, while many short calls still upload side by side; the others wait
+# with their audio spooled on disk.
+UPLOAD_MEMORY_BUDGET = 32 * 1024**2
+LONG_UPLOAD_BUFFER = 3 * LONG_PART_SIZE
+
+
+class ByteBudget:
+    """A semaphore counted in bytes."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def reserve(self, amount: int) -> AsyncIterator[None]:
+        amount = min(amount, self.total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= amount)
+            self.free -= amount
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += amount
+                self._changed.notify_all()
+
+
+_upload_budgets: weakref.WeakKeyDictionary[ObjectStore, ByteBudget] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def upload_slots(objects: ObjectStore) -> asyncio.Semaphore:
-    slots = _upload_slots.get(objects)
-    if slots is None:
-        slots = _upload_slots[objects] = asyncio.Semaphore(UPLOAD_SLOTS)
-    return slots
+def upload_budget(objects: ObjectStore) -> ByteBudget:
+    budget = _upload_budgets.get(objects)
+    if budget is None:
+        budget = _upload_budgets[objects] = ByteBudget(UPLOAD_MEMORY_BUDGET)
+    return budget
 
 
 @dataclass(frozen=True)
@@ -152,7 +180,7 @@ async def store_recording(
         )
     # The slot is taken before the pending row is written, so a row never waits in a queue
     # long enough for the reconciler to take it for a crashed upload.
-    async with upload_slots(objects):
+    async with upload_budget(objects).reserve(min(stored_size(size), LONG_UPLOAD_BUFFER)):
         return await _store_in_slot(pool, objects, master_key, scope, target, spool, info,
                                     size=size, sha256=sha256)
 

@@ -43,7 +43,23 @@ async def serve_until_signalled(settings: Settings, *, announce: bool = True) ->
         await runner.cleanup()
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas before any thread starts.
+
+    Each S3 worker thread would otherwise get an arena of its own, and freed audio buffers
+    stay spread over them: RSS then grows with the thread count instead of the work.
+    """
+    try:
+        import ctypes
+
+        m_arena_max = -8
+        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+    except OSError:
+        pass  # not glibc: nothing to tune
+
+
 def serve(settings: Settings) -> int:
+    limit_malloc_arenas()
     if port_in_use(settings.host, settings.port):
         raise StackError(
             f"port {settings.port} on {settings.host} is already in use (set TALLENNE_PORT)"
