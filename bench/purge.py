@@ -187,10 +187,10 @@ async def run(n: int, web_rows: int, live: int, batch: int, rounds: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="2,000 recordings, 500k web events, 100k live recordings")
+                        help="3,000 recordings, 200k web events, 100k live recordings")
     args = parser.parse_args(argv)
     if args.quick:
-        return asyncio.run(run(2000, 500_000, 100_000, 200, rounds=2))
+        return asyncio.run(run(3000, 200_000, 100_000, 200, rounds=2))
     return asyncio.run(run(10000, 10_000_000, 1_000_000, 200, rounds=3))
 
 

@@ -130,13 +130,17 @@ async def start_purge(request: web.Request) -> web.Response:
     body = await read_json(request, PurgeIn)
     app = request.app
     now = datetime.now(UTC)
-    who = {"actor": principal.name, "actor_kind": principal.kind, "role": principal.role,
-           "request_id": request.get(REQUEST_ID_KEY)}
+    request_id = request.get(REQUEST_ID_KEY)
     if body.dry_run:
-        return json_response(await purge_scheduler.preview(app, now, **who))
+        return json_response(await purge_scheduler.preview(
+            app, now, actor=principal.name, actor_kind=principal.kind, role=principal.role,
+            request_id=request_id))
     run_id, conn = await purge_scheduler.begin(app, now, actor=principal.name)
-    task = asyncio.create_task(purge_scheduler.carry_out(app, run_id, conn, now, **who),
-                               name=f"purge-{run_id}")
+    task = asyncio.create_task(
+        purge_scheduler.carry_out(app, run_id, conn, now, actor=principal.name,
+                                  actor_kind=principal.kind, role=principal.role,
+                                  request_id=request_id),
+        name=f"purge-{run_id}")
     tasks = app[purge_scheduler.PURGE_TASKS]
     tasks.add(task)  # type: ignore[arg-type]
     task.add_done_callback(tasks.discard)

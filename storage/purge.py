@@ -291,42 +291,30 @@ class PurgeJob:
 
     async def recording_batch(self, versioned: bool) -> int:
         async with scoped(self.pool, Scope.everything()) as conn:
+            # A crash before the commit (durable or not, hence synchronous_commit off) leaves
+            # the expired rows in place, whatever S3 already deleted; the next run finishes.
+            await conn.execute("SET LOCAL synchronous_commit = off")
             rows = await conn.fetch(
-                "SELECT r.id, r.company_id, co.code, r.external_id, r.object_key,"
-                " r.size_bytes, r.purpose FROM recordings r"
-                " JOIN companies co ON co.id = r.company_id"
+                "WITH doomed AS (SELECT r.id FROM recordings r"
                 " WHERE r.retain_until <= $1 AND r.state <> 'pending' AND r.legal_holds = '{}'"
-                " ORDER BY r.retain_until, r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED",
-                self.as_of, self.batch_size,
+                " ORDER BY r.retain_until, r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED),"
+                " gone AS (DELETE FROM recordings r USING doomed WHERE r.id = doomed.id"
+                " RETURNING r.id, r.company_id, r.external_id, r.object_key, r.size_bytes,"
+                " 'retention: recording/' || r.purpose AS reason),"
+                " tombstones AS (INSERT INTO recording_tombstones (id, company_id, external_id,"
+                " erased_by, reason) SELECT id, company_id, external_id, $3, reason FROM gone"
+                " ON CONFLICT DO NOTHING),"
+                " logged AS (INSERT INTO purge_log (item_kind, item_id, company_id, purge_id,"
+                " bytes, reason) SELECT 'recording', id::text, company_id, $4, size_bytes,"
+                " reason FROM gone)"
+                " SELECT gone.object_key, gone.size_bytes, co.code FROM gone"
+                " JOIN companies co ON co.id = gone.company_id",
+                self.as_of, self.batch_size, f"{PURGED_BY} {self.run_id}", self.run_id,
             )
             if not rows:
                 return 0
-            ids = [r["id"] for r in rows]
-            reasons = [f"retention: recording/{r['purpose']}" for r in rows]
-            # The rows go only when the transaction commits, after the S3 delete succeeded;
-            # so both can run at once. A crash before the commit (durable or not, hence
-            # synchronous_commit off) leaves expired rows whose objects may be gone, which
-            # the next run finds and finishes.
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            outcomes = await asyncio.gather(
-                delete_all_versions(self.objects, [r["object_key"] for r in rows], versioned),
-                conn.execute(
-                    "WITH gone AS (DELETE FROM recordings r USING unnest($1::uuid[], $3::text[])"
-                    " AS x(id, reason) WHERE r.id = x.id"
-                    " RETURNING r.id, r.company_id, r.external_id, r.size_bytes, x.reason),"
-                    " tombstones AS (INSERT INTO recording_tombstones (id, company_id,"
-                    " external_id, erased_by, reason) SELECT id, company_id, external_id, $4,"
-                    " reason FROM gone ON CONFLICT DO NOTHING)"
-                    " INSERT INTO purge_log (item_kind, item_id, company_id, purge_id, bytes,"
-                    " reason) SELECT 'recording', id::text, company_id, $2, size_bytes, reason"
-                    " FROM gone",
-                    ids, self.run_id, reasons, f"{PURGED_BY} {self.run_id}",
-                ),
-                return_exceptions=True,  # both finish before the transaction may end
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            # The rows are gone only when this transaction commits, after S3 said yes.
+            await delete_all_versions(self.objects, [r["object_key"] for r in rows], versioned)
         for row in rows:
             self._note("recording", row["code"], 1, int(row["size_bytes"]))
         return len(rows)
