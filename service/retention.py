@@ -21,7 +21,7 @@ from schemas.retention import (
 from service import purge_scheduler
 from service.api import JSON_BODY_LIMIT, decode_json, json_response, parse_model, read_json, routes
 from service.auth import audit, principal_of
-from service.typedefs import POOL, REQUEST_ID_KEY
+from service.typedefs import OBJECTS, POOL, REQUEST_ID_KEY
 from storage import legal_holds, purge, retention
 from storage.db import Scope, scoped
 from storage.errors import InvalidInput, NotFound, TooLarge
@@ -87,10 +87,14 @@ async def place_hold(request: web.Request) -> web.Response:
     body = await read_json(request, LegalHoldIn)
     async with scoped(request.app[POOL], Scope.everything()) as conn:
         hold = await legal_holds.place(conn, body, principal.name)
+        keys = await legal_holds.object_keys_held_by(conn, body.case)
+    # After commit: the database hold is the one that counts; the object's mirrors it.
+    mirrored = await legal_holds.mirror_to_objects(request.app[OBJECTS], keys, held=True)
     await audit(request, "legal_hold.place", target_type="legal_hold", target_id=body.case,
                 reason=body.reason,
                 detail={"recording_ids": [str(r) for r in body.recording_ids],
-                        "customer_ids": [str(c) for c in body.customer_ids]})
+                        "customer_ids": [str(c) for c in body.customer_ids],
+                        "objects_locked": mirrored})
     return json_response(hold, status=201)
 
 
@@ -112,8 +116,11 @@ async def list_holds(request: web.Request) -> web.Response:
 async def release_hold(request: web.Request) -> web.Response:
     case = request.match_info["case"]
     async with scoped(request.app[POOL], Scope.everything()) as conn:
+        freed = await legal_holds.object_keys_freed_by(conn, case)
         hold = await legal_holds.release(conn, case, principal_of(request).name)
-    await audit(request, "legal_hold.release", target_type="legal_hold", target_id=case)
+    unlocked = await legal_holds.mirror_to_objects(request.app[OBJECTS], freed, held=False)
+    await audit(request, "legal_hold.release", target_type="legal_hold", target_id=case,
+                detail={"objects_unlocked": unlocked})
     return json_response(hold)
 
 

@@ -13,7 +13,9 @@ from uuid import UUID
 import asyncpg
 
 from schemas.retention import LegalHoldIn, LegalHoldOut
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.checkpoints import bucket_has_object_lock
+from storage.errors import Conflict, InvalidInput, NotFound, ObjectMissing
+from storage.objects import ObjectStore
 
 _CUSTOMER_RECORDINGS = (
     "(r.customer_id = ANY($2::uuid[])"
@@ -139,3 +141,38 @@ async def held_customer_ids(conn: asyncpg.Connection) -> list[UUID]:
         "SELECT DISTINCT customer_id FROM legal_hold_customers WHERE released_at IS NULL"
     )
     return [r["customer_id"] for r in rows]
+
+
+# --- S3 object legal hold ------------------------------------------------------------------
+
+
+async def object_keys_held_by(conn: asyncpg.Connection, case_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT object_key FROM recordings WHERE legal_holds @> ARRAY[$1::text]", case_id
+    )
+    return [r["object_key"] for r in rows]
+
+
+async def object_keys_freed_by(conn: asyncpg.Connection, case_id: str) -> list[str]:
+    """Objects whose only active case is this one (call before releasing it)."""
+    rows = await conn.fetch(
+        "SELECT object_key FROM recordings WHERE legal_holds = ARRAY[$1::text]", case_id
+    )
+    return [r["object_key"] for r in rows]
+
+
+async def mirror_to_objects(objects: ObjectStore, keys: list[str], *, held: bool) -> int:
+    """Set or lift the S3 object legal hold of these objects; only on a bucket with object
+    lock (elsewhere the database hold is the only one). Returns how many were changed."""
+    if not keys or not await bucket_has_object_lock(objects):
+        return 0
+    change = (objects.client.enable_object_legal_hold if held
+              else objects.client.disable_object_legal_hold)
+    changed = 0
+    for key in keys:
+        try:
+            await objects.run(change, objects.bucket, key)
+        except ObjectMissing:
+            continue
+        changed += 1
+    return changed

@@ -231,13 +231,16 @@ async def delete_all_versions(objects: ObjectStore, keys: list[str], versioned: 
     def _delete() -> list[str]:
         targets: list[DeleteObject] = []
         if versioned:
+            # Every version and delete marker by id; a delete without a version id would
+            # only add one more marker.
             for key in keys:
                 for version in objects.client.list_objects(
                     objects.bucket, prefix=key, include_version=True
                 ):
                     if version.object_name == key:
                         targets.append(DeleteObject(key, version.version_id))
-        targets.extend(DeleteObject(k) for k in keys)
+        else:
+            targets.extend(DeleteObject(k) for k in keys)
         failed: list[str] = []
         for start in range(0, len(targets), 1000):
             errors = objects.client.remove_objects(objects.bucket, targets[start:start + 1000])

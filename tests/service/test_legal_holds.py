@@ -3,9 +3,15 @@ cases keeps it; a held customer's future calls are held too."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
+import pytest
+from minio import Minio
+from minio.error import S3Error
 
 from service import purge_scheduler
 from service.settings import Settings
@@ -13,7 +19,7 @@ from tests import audiogen
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import A, customer, recording_of
 from tests.service.recording_factory import COMPANY, bucket_keys, metadata, upload
-from tests.service.retention_factory import FUTURE, app_of
+from tests.service.retention_factory import FUTURE, app_of, purge_job_only
 
 
 async def stored_id(api: Api) -> str:
@@ -120,3 +126,62 @@ async def test_unknown_records_and_roles(api: Api) -> None:
     refused = await api.client.post("/api/v1/legal-holds", headers=bearer(dpo),
                                     json={"case": "c-2", "reason": "court order"})
     assert refused.status == 403
+
+
+@pytest.fixture
+def locked_bucket(settings: Settings) -> Iterator[Minio]:
+    """The test's bucket created with object lock (hence versioning) before the app starts."""
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    client = Minio(settings.s3_endpoint, access_key=settings.s3_access_key.get_secret_value(),
+                   secret_key=settings.s3_secret_key.get_secret_value(), secure=False,
+                   region=settings.s3_region)
+    client.make_bucket(settings.s3_bucket, settings.s3_region, object_lock=True)
+    yield client
+    for version in client.list_objects(settings.s3_bucket, recursive=True,
+                                       include_version=True):
+        assert version.object_name is not None
+        with contextlib.suppress(S3Error):
+            client.disable_object_legal_hold(settings.s3_bucket, version.object_name,
+                                             version.version_id)
+        with contextlib.suppress(S3Error):
+            client.remove_object(settings.s3_bucket, version.object_name, version.version_id)
+
+
+def versions(client: Minio, bucket: str) -> list[tuple[str, str | None]]:
+    return [(str(v.object_name), v.version_id) for v in
+            client.list_objects(bucket, prefix="recordings/", recursive=True,
+                                include_version=True)]
+
+
+async def test_hold_is_mirrored_onto_the_object_where_the_bucket_has_object_lock(
+    locked_bucket: Minio, api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    recording_id = await stored_id(api)
+    key = await db.fetchval("SELECT object_key FROM recordings WHERE id = $1",
+                            uuid.UUID(recording_id))
+    await hold(api, admin, "locked-1", recording_ids=[recording_id])
+    assert locked_bucket.is_object_legal_hold_enabled(settings.s3_bucket, key)
+    [(_, version)] = versions(locked_bucket, settings.s3_bucket)
+    # Even someone with the S3 keys cannot remove the held audio behind tallenne's back.
+    with pytest.raises(S3Error):
+        locked_bucket.remove_object(settings.s3_bucket, key, version)
+
+    assert await release(api, admin, "locked-1") == 200
+    assert not locked_bucket.is_object_legal_hold_enabled(settings.s3_bucket, key)
+    assert await purge_job_only(app_of(api)) == 1
+    # A versioned bucket: the purge removed every version, not just the latest.
+    assert versions(locked_bucket, settings.s3_bucket) == []
+
+
+async def test_without_object_lock_the_database_hold_alone_protects(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    recording_id = await stored_id(api)
+    placed = await hold(api, admin, "plain-1", recording_ids=[recording_id])
+    assert placed["recording_ids"] == [recording_id]
+    event = await db.fetchrow("SELECT detail FROM audit_events WHERE action = 'legal_hold.place'")
+    assert json.loads(event["detail"])["objects_locked"] == 0
+    await purge(api)
+    assert len(await bucket_keys(settings)) == 1  # held in PostgreSQL, kept in S3
