@@ -220,6 +220,7 @@ class DropFolder:
         self.stop = asyncio.Event()
         self._seen: dict[Path, Signature] = {}
         self._retry_at: dict[str, float] = {}
+        self._retrying: set[str] = set()
 
     async def open(self) -> None:
         async with scoped(self.app[POOL], Scope.everything()) as conn:
@@ -244,6 +245,7 @@ class DropFolder:
             if handled:
                 for signum in STOP_SIGNALS:
                     loop.remove_signal_handler(signum)
+        self.tally.retry = len(self._retrying)
         print(self.tally.as_json(), flush=True)
         if watch:
             return 0  # stopped on request; failures are in failed/ and on stderr
@@ -283,7 +285,7 @@ class DropFolder:
                     continue
                 # Interrupted moves are finished on the first steady look only, so a new file
                 # that happens to reuse an old name is never mistaken for one.
-                if polls > 2 and (pair.sidecar is None or len(pair.audio) != 1):
+                if polls > 2 and (pair.sidecar is None or not pair.audio):
                     continue  # its partner is still on the way
                 before = (self.tally.imported, self.tally.already_stored, self.tally.failed)
                 await self._settle(pair, lone_fails=False)
@@ -299,6 +301,9 @@ class DropFolder:
 
     async def _settle(self, pair: Pair, *, lone_fails: bool) -> None:
         """Import one pair and move it where it belongs."""
+        if len(pair.audio) > 1 and pair.sidecar is not None:
+            await self._fail(pair, self._pairing_problem(pair))
+            return
         sidecar = pair.sidecar
         if sidecar is None and len(pair.audio) == 1:
             # Its sidecar may have gone ahead to done/ when a move was interrupted.
@@ -316,12 +321,13 @@ class DropFolder:
             await self._fail(pair, reason_text(exc))
             return
         except Retry as exc:
-            self.tally.retry += 1
+            self._retrying.add(pair.stem)
             self._retry_at[pair.stem] = asyncio.get_running_loop().time() + RETRY_AFTER_S
             print(f"tallenne: {pair.audio[0].name}: not stored now, will retry: {exc}",
                   file=sys.stderr, flush=True)
             return
         self._retry_at.pop(pair.stem, None)
+        self._retrying.discard(pair.stem)
         if outcome.created:
             self.tally.imported += 1
         else:
@@ -340,6 +346,7 @@ class DropFolder:
 
     async def _fail(self, pair: Pair, reason: str) -> None:
         self.tally.failed += 1
+        self._retrying.discard(pair.stem)
         names = ", ".join(p.name for p in pair.files)
         at = datetime.now(UTC).isoformat(timespec="seconds")
         text = f"not imported: {names}\nat: {at}\nreason: {reason}\n"

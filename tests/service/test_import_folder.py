@@ -127,11 +127,13 @@ async def test_bad_pairs_go_to_failed_with_a_reason_and_neighbours_are_imported(
         json.dumps(metadata(company="kemin-energia")), encoding="utf-8")
     shutil.copyfile(audiogen.make_audio("mp3", 2.0), folder / "f-lonely.mp3")
     drop(folder, "g-good", "ogg_opus")
+    drop(folder, "h-twice", "wav_pcm")
+    shutil.copyfile(audiogen.make_audio("mp3", 2.0), folder / "h-twice.mp3")
 
     code, summary, err = await run_import(settings, folder, capsys)
     assert code == 1
-    assert err.strip().splitlines()[-1].startswith("tallenne: error: 5 failed")
-    assert summary == {"imported": 2, "already_stored": 0, "failed": 5, "left_to_retry": 0}
+    assert err.strip().splitlines()[-1].startswith("tallenne: error: 6 failed")
+    assert summary == {"imported": 2, "already_stored": 0, "failed": 6, "left_to_retry": 0}
     assert names(folder) == {"done", "failed"}
     assert names(folder / "done") == {"a-good.wav", "a-good.json", "g-good.opus", "g-good.json"}
     failed = folder / "failed"
@@ -141,6 +143,7 @@ async def test_bad_pairs_go_to_failed_with_a_reason_and_neighbours_are_imported(
         "d-missing.wav", "d-missing.json", "d-missing.error",
         "e-other-company.wav", "e-other-company.json", "e-other-company.error",
         "f-lonely.mp3", "f-lonely.error",
+        "h-twice.wav", "h-twice.mp3", "h-twice.json", "h-twice.error",
     }
 
     def reason(stem: str) -> str:
@@ -151,6 +154,7 @@ async def test_bad_pairs_go_to_failed_with_a_reason_and_neighbours_are_imported(
     assert "started_at" in reason("d-missing")
     assert "kemin-energia" in reason("e-other-company")
     assert "no sidecar f-lonely.json" in reason("f-lonely")
+    assert "several audio files share the sidecar h-twice.json" in reason("h-twice")
     assert "d-missing: failed: the metadata is not valid; metadata.started_at:" in err
     assert all(reason(s).startswith("not imported: ") for s in ("b-text", "f-lonely"))
     assert await db.fetchval("SELECT count(*) FROM recordings") == 2
