@@ -103,7 +103,8 @@ async def partition_drop(stack: BenchStack, rows: int) -> None:
         started = time.perf_counter()
         await conn.execute(
             "INSERT INTO web_events (ts, company_id, site, event, url, session_id)"
-            " SELECT '2020-01-01'::timestamptz + g * interval '1 second', c.id, 'www', 'view',"
+            " SELECT '2020-01-01'::timestamptz + (g * 2678399.0 / $1) * interval '1 second',"
+            " c.id, 'www', 'view',"
             " '/', 's' FROM generate_series(1, $1) g, companies c"
             " WHERE c.code = 'oulun-sahkonmyynti'", rows)
         print(f"web events: {rows:,} rows of 2020-01 written in "
