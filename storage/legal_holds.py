@@ -45,7 +45,10 @@ async def place(conn: asyncpg.Connection, hold: LegalHoldIn, created_by: str) ->
         raise InvalidInput("no such recording", [(["body", "recording_ids"],
                                                   f"no such recording {sorted(missing)[0]}")])
     customers = await conn.fetch(
-        "SELECT id FROM customers WHERE id = ANY($1::uuid[]) AND erased_at IS NULL",
+        # Locked: a purge erasing one of them either finishes first (then it is missing
+        # here) or waits and then sees the hold.
+        "SELECT id FROM customers WHERE id = ANY($1::uuid[]) AND erased_at IS NULL"
+        " FOR UPDATE",
         hold.customer_ids,
     )
     missing = set(hold.customer_ids) - {r["id"] for r in customers}
