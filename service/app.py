@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from schemas import personal_id
@@ -26,9 +28,22 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 # Importing the view modules registers their endpoints in api.routes.
-from service import audit_views, customers, identity, ops, recordings, replay, web_events, webui  # noqa: E402, F401
-from service import access_export, access_reports, disclosures, erasure, webui_pages  # noqa: E402, F401
-from service import retention  # noqa: E402, F401
+from service import (  # noqa: E402, F401  # noqa: E402, F401
+    access_export,
+    access_reports,
+    audit_views,
+    customers,
+    disclosures,
+    erasure,
+    identity,
+    ops,
+    recordings,
+    replay,
+    retention,  # noqa: E402, F401
+    web_events,
+    webui,
+    webui_pages,
+)
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
 
 
@@ -38,6 +53,19 @@ def check_region(region: str) -> None:
 
     if not region_in_eu_eea(region):
         raise ValueError(f"the S3 region {region!r} is not inside the EU/EEA")
+
+
+POOL_CLOSE_GRACE_S = 10.0
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close gracefully; a connection still held after the grace period is cut, so that a
+    stuck task can never keep the process from stopping."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_GRACE_S)
+    except TimeoutError:
+        logger.warning("database connections still in use at shutdown were terminated")
+        pool.terminate()
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -50,7 +78,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         await migrate(conn)
     app[POOL] = pool
     yield
-    await pool.close()
+    await close_pool(pool)
 
 
 async def object_store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -99,7 +127,7 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = log
     yield
     await log.stop()
-    await pool.close()
+    await close_pool(pool)
 
 
 def create_app(settings: Settings) -> web.Application:
