@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.tasks import stop_task
 from service.typedefs import OBJECTS, POOL
 from storage.checkpoints import latest_checkpoint_seq, write_checkpoint
 
@@ -43,6 +43,4 @@ async def _checkpoint_forever(app: web.Application, interval_s: float) -> None:
 async def checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_checkpoint_forever(app, INTERVAL_S), name="audit-checkpoints")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)

@@ -5,7 +5,6 @@ which only one replica at a time carries out (a PostgreSQL advisory lock)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from schemas.retention import PurgeReport
+from service.tasks import stop_task
 from service.typedefs import AUDIT, OBJECTS, POOL, SETTINGS
 from storage import purge
 from storage.audit import AuditEntry
@@ -168,10 +168,6 @@ async def purge_scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
                                    name="purge-schedule")
     yield
     running = [t for t in (task, *app[PURGE_TASKS]) if t is not None]
-    for t in running:
-        t.cancel()
-    for t in running:
-        with contextlib.suppress(asyncio.CancelledError):
-            await t
+    await asyncio.gather(*(stop_task(t) for t in running))
 
 

@@ -9,7 +9,6 @@ is gone for good.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import asyncpg
 from aiohttp import web
 
 from service.ingest import PENDING_GRACE
+from service.tasks import stop_task
 from service.typedefs import OBJECTS, POOL
 from storage import recordings as store
 from storage.audit import AuditEntry, append_batch
@@ -102,6 +102,4 @@ async def reconciler_ctx(app: web.Application) -> AsyncIterator[None]:
         reconcile_forever(app[POOL], app[OBJECTS], EVERY), name="recording-reconciler"
     )
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)

@@ -117,8 +117,8 @@ class AuditLog:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout=10)
         self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        # Bounded: shutdown must finish even if the writer is stuck on the database.
+        await asyncio.wait({self._writer}, timeout=10)
         self._writer = None
 
     async def append(self, entry: AuditEntry) -> int:

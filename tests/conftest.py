@@ -147,8 +147,17 @@ def settings(stack: Stack, database: str) -> Iterator[Settings]:
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
     app = create_app(settings)
-    async with TestClient(TestServer(app)) as test_client:
+    test_client: TestClient[object, object] = TestClient(TestServer(app))
+    await test_client.start_server()
+    try:
         yield test_client
+    finally:
+        closing = asyncio.ensure_future(test_client.close())
+        done, _ = await asyncio.wait({closing}, timeout=60)
+        if not done:
+            for task in asyncio.all_tasks():
+                task.print_stack()
+            pytest.fail("the app did not shut down within 60 s")
 
 
 @pytest.fixture
