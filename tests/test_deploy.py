@@ -45,7 +45,9 @@ def test_kubernetes_deployment_probes_and_secret_references() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     secret_keys = set(docs["secret.example.yaml"]["stringData"])
-    referenced = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
+    referenced = {
+        e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e
+    }
     assert referenced <= secret_keys
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert docs["service.yaml"]["kind"] == "Service"
