@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from service.settings import Settings
 from storage import accounts, passwords
 
 DEFAULT_PASSWORD = "correct-horse-battery-staple"
@@ -54,3 +55,20 @@ class Api:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """TALLENNE_* variables that point a CLI or service subprocess at a test's database,
+    bucket and keys."""
+    assert settings.database_url and settings.s3_access_key and settings.s3_secret_key
+    assert settings.master_key and settings.personal_id_key and settings.s3_endpoint
+    return {
+        "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
+        "TALLENNE_S3_ENDPOINT": settings.s3_endpoint,
+        "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+        "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+        "TALLENNE_S3_BUCKET": settings.s3_bucket,
+        "TALLENNE_MASTER_KEY": settings.master_key.get_secret_value(),
+        "TALLENNE_PERSONAL_ID_KEY": settings.personal_id_key.get_secret_value(),
+        "TALLENNE_DATA_DIR": str(settings.data_dir),
+    }

@@ -18,7 +18,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests import audiogen
 from tests.conftest import Stack, drop_bucket, drop_database, fresh_database, settings_for
-from tests.helpers import Api, bearer
+from tests.helpers import Api, bearer, settings_env
 from tests.service.data_subject_factory import A, customer, recording_of
 from tests.service.recording_factory import bucket_keys, metadata, upload
 
@@ -26,19 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
-    assert settings.database_url and settings.s3_access_key and settings.s3_secret_key
-    assert settings.master_key and settings.personal_id_key and settings.s3_endpoint
-    return {
-        **os.environ,
-        "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
-        "TALLENNE_S3_ENDPOINT": settings.s3_endpoint,
-        "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-        "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        "TALLENNE_S3_BUCKET": settings.s3_bucket,
-        "TALLENNE_MASTER_KEY": settings.master_key.get_secret_value(),
-        "TALLENNE_PERSONAL_ID_KEY": settings.personal_id_key.get_secret_value(),
-        "TALLENNE_ALLOW_TEST_IDS": "1",
-    }
+    return {**os.environ, **settings_env(settings), "TALLENNE_ALLOW_TEST_IDS": "1"}
 
 
 async def tallenne(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -34,7 +34,7 @@ from service.typedefs import OBJECTS, POOL
 from storage.db import create_pool
 from tests import audiogen
 from tests.conftest import Stack
-from tests.helpers import Api, bearer
+from tests.helpers import Api, bearer, settings_env
 from tests.service.recording_factory import COMPANY, bucket_keys, form, metadata, object_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,20 +182,8 @@ async def test_postgres_killed_makes_the_service_not_ready_and_it_recovers_witho
 
 
 def _service_env(settings: Settings, port: int) -> dict[str, str]:
-    assert settings.database_url and settings.s3_access_key and settings.s3_secret_key
-    assert settings.master_key and settings.personal_id_key and settings.s3_endpoint
-    return {
-        **os.environ,
-        "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
-        "TALLENNE_S3_ENDPOINT": settings.s3_endpoint,
-        "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-        "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        "TALLENNE_S3_BUCKET": settings.s3_bucket,
-        "TALLENNE_MASTER_KEY": settings.master_key.get_secret_value(),
-        "TALLENNE_PERSONAL_ID_KEY": settings.personal_id_key.get_secret_value(),
-        "TALLENNE_PORT": str(port),
-        "TALLENNE_LOG_LEVEL": "WARNING",
-    }
+    return {**os.environ, **settings_env(settings), "TALLENNE_PORT": str(port),
+            "TALLENNE_LOG_LEVEL": "WARNING"}
 
 
 async def _start_service(env: dict[str, str], base: str) -> subprocess.Popen[bytes]:

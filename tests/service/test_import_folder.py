@@ -23,6 +23,7 @@ import pytest
 from service import cli
 from service.settings import Settings
 from tests import audiogen
+from tests.helpers import settings_env
 from tests.service.recording_factory import COMPANY, bucket_keys, metadata, object_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,18 +31,7 @@ FORMATS = ["wav_pcm", "wav_mulaw", "mp3", "ogg_opus", "flac", "m4a_aac"]
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
-    assert settings.database_url and settings.s3_access_key and settings.s3_secret_key
-    assert settings.master_key and settings.personal_id_key and settings.s3_endpoint
-    return {
-        "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
-        "TALLENNE_S3_ENDPOINT": settings.s3_endpoint,
-        "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-        "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        "TALLENNE_S3_BUCKET": settings.s3_bucket,
-        "TALLENNE_MASTER_KEY": settings.master_key.get_secret_value(),
-        "TALLENNE_PERSONAL_ID_KEY": settings.personal_id_key.get_secret_value(),
-        "TALLENNE_DATA_DIR": str(settings.data_dir),
-    }
+    return settings_env(settings)
 
 
 def subprocess_env(settings: Settings) -> dict[str, str]:
