@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.common import Problem
 from service.policy import ACTIONS, AUTHENTICATED, PUBLIC
-from storage.errors import InvalidInput, TooLarge
+from storage.errors import InvalidInput, MalformedBody, TooLarge
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -126,12 +126,15 @@ def decode_json(raw: bytes, where: str = "body") -> Any:
     try:
         return json.loads(raw)
     except RecursionError as exc:
-        raise InvalidInput(f"the {where} is nested too deeply", [([where], "too deep")]) from exc
+        raise MalformedBody(f"the {where} is nested too deeply", [([where], "too deep")]) from exc
     except (UnicodeDecodeError, ValueError) as exc:
         msg = f"the {where} is not valid JSON"
         if isinstance(exc, json.JSONDecodeError):
             msg += f" (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        raise InvalidInput(msg, [([where], msg)]) from exc
+        # A whole body that is not JSON is malformed (400); a JSON part of a multipart body
+        # is one invalid field among others (422).
+        error = MalformedBody if where == "body" else InvalidInput
+        raise error(msg, [([where], msg)]) from exc
 
 
 async def read_json(request: web.Request, model: type[M], *, limit: int = JSON_BODY_LIMIT) -> M:

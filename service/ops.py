@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +19,12 @@ from storage.errors import StorageError, Unavailable
 
 READY_TIMEOUT_S = 3.0
 API_VERSION = "1.0.0"
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    """The OpenAPI document; the route table is fixed once the views are imported."""
+    return build_openapi("tallenne", API_VERSION)
 
 
 @routes.route("GET", "/healthz", action=PUBLIC, summary="The process is up", tag="operations",
@@ -64,13 +72,13 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.route("GET", "/api/v1/openapi.json", action=PUBLIC, summary="This API as OpenAPI 3.1",
               tag="operations", response_content={"application/json": {"schema": {}}})
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(build_openapi("tallenne", API_VERSION))
+    return json_response(_spec())
 
 
 @routes.route("GET", "/api/docs", action=PUBLIC, summary="Browsable API documentation",
               tag="operations", response_content={"text/html": {"schema": {"type": "string"}}})
 async def api_docs(request: web.Request) -> web.Response:
-    spec = build_openapi("tallenne", API_VERSION)
+    spec = _spec()
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>tallenne API</title>",
         "<link rel=stylesheet href=/static/app.css></head><body class=docs>",

@@ -13,6 +13,7 @@ from storage import errors
 logger = logging.getLogger(__name__)
 
 STATUS_OF: list[tuple[type[errors.StorageError], int]] = [
+    (errors.MalformedBody, 400),
     (errors.AudioRejected, 422),
     (errors.InvalidInput, 422),
     (errors.NotFound, 404),
@@ -59,11 +60,6 @@ def from_domain_error(exc: errors.StorageError, request_id: str | None) -> web.R
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="tallenne"'
     issues = exc.errors if isinstance(exc, errors.InvalidInput) else None
-    # 400 for a body that is not JSON at all; 422 for JSON that breaks the model's rules.
-    if isinstance(exc, errors.InvalidInput) and exc.detail.startswith("the body is not valid JSON"):
-        status = 400
-    if isinstance(exc, errors.InvalidInput) and "nested too deeply" in exc.detail:
-        status = 400
     return problem_response(
         status, exc.title, exc.detail, request_id=request_id, issues=issues, headers=headers
     )

@@ -7,6 +7,7 @@
     ├── Forbidden           the caller's role may not act
     ├── Unauthenticated     no valid credentials
     ├── InvalidInput        a value fails a domain rule (carries loc + msg pairs)
+    │   ├── MalformedBody   the request body cannot be parsed at all (not JSON, too deep)
     │   └── AudioRejected   the bytes are not acceptable audio
     ├── TooLarge            a body or file exceeds a configured limit
     ├── TooManyRequests     throttled; carries retry_after seconds
@@ -58,6 +59,10 @@ class InvalidInput(StorageError):
     ) -> None:
         super().__init__(detail)
         self.errors = [(list(loc), msg) for loc, msg in errors]
+
+
+class MalformedBody(InvalidInput):
+    title = "Malformed body"
 
 
 class AudioRejected(InvalidInput):

@@ -14,6 +14,7 @@ import asyncpg
 
 from schemas.recordings import EvaluationIn, EvaluationOut, RecordingMetadata, RecordingOut
 from storage import keys
+from storage.audio import AudioInfo
 from storage.errors import Conflict, NotFound
 from storage.keys import KeyOwner
 
@@ -59,11 +60,7 @@ class NewRecording:
     company_id: UUID
     customer_id: UUID | None
     metadata: RecordingMetadata
-    format: str
-    codec: str
-    duration_s: float
-    sample_rate: int
-    channels: int
+    audio: AudioInfo
     size_bytes: int
     sha256: str
     object_key: str
@@ -136,7 +133,7 @@ async def is_erased(conn: asyncpg.Connection, company_id: UUID, external_id: str
 
 
 async def insert_pending(conn: asyncpg.Connection, new: NewRecording) -> None:
-    m = new.metadata
+    m, audio = new.metadata, new.audio
     await conn.execute(
         "INSERT INTO recordings (id, company_id, external_id, state, started_at, ended_at,"
         " direction, agent, queue, caller, callee, customer_number, customer_id, purpose, tags,"
@@ -146,7 +143,8 @@ async def insert_pending(conn: asyncpg.Connection, new: NewRecording) -> None:
         " $25)",
         new.id, new.company_id, m.external_id, m.started_at, m.ended_at, m.direction, m.agent,
         m.queue, m.caller, m.callee, m.customer_number, new.customer_id, m.purpose, m.tags,
-        new.format, new.codec, new.duration_s, new.sample_rate, new.channels, new.size_bytes,
+        audio.format, audio.codec, audio.duration_s, audio.sample_rate, audio.channels,
+        new.size_bytes,
         new.sha256, new.object_key, new.key_owner, new.key_owner_id, new.wrapped_key,
     )
 

@@ -18,6 +18,7 @@ from service.reconciler import reconcile
 from service.settings import Settings
 from storage import keys
 from storage import recordings as store
+from storage.audio import AudioInfo
 from storage.crypto import SEGMENT_SIZE, new_key, stored_size
 from storage.db import Scope, create_pool, scoped
 from storage.errors import IntegrityError
@@ -62,8 +63,10 @@ async def insert(pool: asyncpg.Pool, company: uuid.UUID, *, started_at: datetime
         agent="a1" if recording_id.int % 2 else "a2",
     )
     new = NewRecording(
-        id=recording_id, company_id=company, customer_id=None, metadata=meta, format="wav",
-        codec="pcm_s16le", duration_s=120.0, sample_rate=8000, channels=1, size_bytes=10,
+        id=recording_id, company_id=company, customer_id=None, metadata=meta,
+        audio=AudioInfo(format="wav", codec="pcm_s16le", duration_s=120.0, sample_rate=8000,
+                        channels=1),
+        size_bytes=10,
         sha256="0" * 64, object_key=object_key_for(recording_id, datetime.now(UTC)),
         key_owner="company", key_owner_id=company, wrapped_key=b"\x00" * 60,
     )
