@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import asyncpg
 from aiohttp import web
 
 from schemas.recordings import ReplayQuery
 from service import problems
 from service.api import routes
 from service.auth import audit, principal_of
-from service.recordings import load_recording, recording_id_of
+from service.recordings import recording_id_of
 from service.typedefs import KEYRING, OBJECTS, POOL, REQUEST_ID_KEY
 from storage import keys
 from storage import recordings as store
@@ -75,8 +76,9 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def _audit_replay(
-    request: web.Request, recording: Recording, reason: str, byte_range: str
+async def _note_replay(
+    conn: asyncpg.Connection, request: web.Request, recording: Recording, reason: str,
+    byte_range: str,
 ) -> None:
     """One audit event per recording, principal and reason per window; later requests of
     the same listening session are summarised in the replay window row."""
@@ -89,11 +91,43 @@ async def _audit_replay(
             detail={"range": byte_range, "grouped_minutes": 10},
         )
 
-    async with scoped(request.app[POOL], principal.scope) as conn:
-        await store.note_replay(
-            conn, recording, principal=f"{principal.kind}:{principal.account.id}",
-            reason=reason, byte_range=byte_range, open_event=open_event,
-        )
+    await store.note_replay(
+        conn, recording, principal=f"{principal.kind}:{principal.account.id}",
+        reason=reason, byte_range=byte_range, open_event=open_event,
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one request gets: 304, 416, or these bytes (`ranged` answers 206)."""
+
+    status: int
+    span: ByteRange | None = None
+    ranged: bool = False
+
+    def summary(self, size: int) -> str:
+        if self.status == 304:
+            return "not-modified"
+        if self.span is None:
+            return "unsatisfiable"
+        return f"bytes {self.span.start}-{self.span.end}/{size}"
+
+
+def plan_reply(request: web.Request, size: int, etag: str) -> Plan:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and _etag_matches(if_none_match, etag):
+        return Plan(304)
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != etag:
+        range_header = None  # the client's copy is stale: send the whole file
+    try:
+        wanted = parse_range(range_header, size) if range_header else None
+    except Unsatisfiable:
+        return Plan(416)
+    if wanted is None:
+        return Plan(200, ByteRange(0, size - 1))
+    return Plan(206, wanted, ranged=True)
 
 
 async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
@@ -120,12 +154,24 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     reason = (request.query.get("reason") or "").strip()
     if not reason or len(reason) > MAX_REASON:
         raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
-    recording = await load_recording(request, recording_id)
-    out = recording.out
-    if out.state == "corrupt":
-        raise Conflict("the recording's stored audio failed verification and is withheld")
-    size = out.size_bytes
-    etag = f'"{out.sha256}"'
+    principal = principal_of(request)
+    # One transaction reads the row, notes the replay and fetches the owner key; the replay
+    # window is bookkeeping a crash may lose, so its commit does not wait for the disk.
+    async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
+        recording = await store.get(conn, recording_id)
+        out = recording.out
+        if out.state == "corrupt":
+            raise Conflict("the recording's stored audio failed verification and is withheld")
+        size = out.size_bytes
+        etag = f'"{out.sha256}"'
+        plan = plan_reply(request, size, etag)
+        await _note_replay(conn, request, recording, reason, plan.summary(size))
+        owner = None
+        if plan.span is not None:
+            owner = await keys.owner_key(
+                conn, request.app[KEYRING].master_key, owner=recording.key_owner,
+                owner_id=recording.key_owner_id, create=False,
+            )
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
@@ -133,36 +179,19 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": f'inline; filename="recording-{out.id}.{out.format}"',
         "Cache-Control": "private, no-cache",
     }
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and _etag_matches(if_none_match, etag):
-        await _audit_replay(request, recording, reason, "not-modified")
+    if plan.status == 304:
         return web.Response(status=304, headers=headers)
-
-    range_header = request.headers.get("Range")
-    if_range = request.headers.get("If-Range")
-    if if_range is not None and if_range.strip() != etag:
-        range_header = None  # the client's copy is stale: send the whole file
-    try:
-        wanted = parse_range(range_header, size) if range_header else None
-    except Unsatisfiable:
-        await _audit_replay(request, recording, reason, "unsatisfiable")
+    if plan.span is None or owner is None:
         return problems.problem_response(
             416, "Range not satisfiable", f"the recording has {size} bytes",
             request_id=request.get(REQUEST_ID_KEY), headers={"Content-Range": f"bytes */{size}"},
         )
-    full = wanted is None or wanted.length == size
-    span = wanted or ByteRange(0, size - 1)
-    await _audit_replay(request, recording, reason, f"bytes {span.start}-{span.end}/{size}")
-
-    async with scoped(request.app[POOL], principal_of(request).scope) as conn:
-        owner = await keys.owner_key(
-            conn, request.app[KEYRING].master_key, owner=recording.key_owner,
-            owner_id=recording.key_owner_id, create=False,
-        )
+    span = plan.span
+    full = span.length == size
     data_key = keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
 
-    response = web.StreamResponse(status=206 if wanted is not None else 200, headers=headers)
-    if wanted is not None:
+    response = web.StreamResponse(status=plan.status, headers=headers)
+    if plan.ranged:
         response.headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
     response.content_length = span.length
     await response.prepare(request)

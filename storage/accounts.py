@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -191,7 +191,9 @@ _CLIENT_SELECT = """
 SELECT t.id, t.name, t.role, t.all_companies, t.owner_user_id, t.expires_at, t.last_used_at,
        t.revoked_at, t.created_at,
        coalesce(array_agg(c.id ORDER BY c.code) FILTER (WHERE c.id IS NOT NULL), '{}') AS cids,
-       coalesce(array_agg(c.code ORDER BY c.code) FILTER (WHERE c.id IS NOT NULL), '{}') AS codes
+       coalesce(array_agg(c.code ORDER BY c.code) FILTER (WHERE c.id IS NOT NULL), '{}') AS codes,
+       (SELECT u.disabled FROM users u WHERE u.id = t.owner_user_id) AS owner_disabled,
+       now() AS now
 FROM api_tokens t
 LEFT JOIN token_companies tc ON tc.token_id = t.id
 LEFT JOIN companies c ON c.id = tc.company_id
@@ -280,23 +282,16 @@ async def revoke_token(
 async def account_by_token(conn: asyncpg.Connection, token: str) -> Account | None:
     """The live token with this secret, or None; marks it used (at most once a minute)."""
     row = await conn.fetchrow(
-        _CLIENT_SELECT
-        + " WHERE t.digest = $1 AND t.revoked_at IS NULL"
+        _CLIENT_SELECT + " WHERE t.digest = $1 AND t.revoked_at IS NULL"
         " AND (t.expires_at IS NULL OR t.expires_at > now()) GROUP BY t.id",
         token_digest(token),
     )
     if row is None:
         return None
-    if row["owner_user_id"] is not None:
-        owner = await conn.fetchrow(
-            "SELECT disabled FROM users WHERE id = $1", row["owner_user_id"]
-        )
-        if owner is None or owner["disabled"]:
-            return None
-    if row["last_used_at"] is None or (
-        await conn.fetchval("SELECT $1::timestamptz < now() - interval '1 minute'",
-                            row["last_used_at"])
-    ):
+    # A user's personal token dies with the user (a missing owner reads NULL, not false).
+    if row["owner_user_id"] is not None and row["owner_disabled"] is not False:
+        return None
+    if row["last_used_at"] is None or row["last_used_at"] < row["now"] - timedelta(minutes=1):
         await conn.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = $1", row["id"])
     return Account(
         kind="token",

@@ -319,7 +319,20 @@ async def note_replay(
     open_event: Callable[[], Awaitable[int]],
 ) -> int:
     """Record one replay; opens a new audit event (via `open_event`) only when no window of
-    this recording, principal and reason is open. Returns the audit event's sequence number."""
+    this recording, principal and reason is open. Returns the audit event's sequence number.
+
+    A listening session's later requests take one statement; the first one of a window takes
+    a lock so that two concurrent first requests open one window between them."""
+    seq = await conn.fetchval(
+        "UPDATE recording_replay_windows SET requests = requests + 1, last_at = now(),"
+        " ranges = CASE WHEN cardinality(ranges) < $5 THEN ranges || $6::text ELSE ranges END"
+        " WHERE id = (SELECT id FROM recording_replay_windows WHERE recording_id = $1"
+        " AND principal = $2 AND reason = $3 AND opened_at > now() - $4::interval"
+        " ORDER BY opened_at DESC LIMIT 1) RETURNING audit_seq",
+        recording.id, principal, reason, REPLAY_WINDOW, MAX_SUMMARISED_RANGES, byte_range,
+    )
+    if seq is not None:
+        return int(seq)
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))", f"replay/{recording.id}/{principal}"
     )
