@@ -23,7 +23,7 @@ from storage.audio import CONTENT_TYPES
 from storage.db import scoped
 from storage.errors import Conflict, IntegrityError
 from storage.recordings import Recording
-from storage.sealed_audio import HashCheck, iter_plaintext
+from storage.sealed_audio import iter_plaintext
 
 logger = logging.getLogger(__name__)
 
@@ -195,28 +195,17 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         response.headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
     response.content_length = span.length
     await response.prepare(request)
-    check = HashCheck(out.sha256) if full else None
-    held: bytes | None = None
     try:
         async for piece in iter_plaintext(
             request.app[OBJECTS], recording.object_key, data_key=data_key,
             object_id=recording.id, size=size, start=span.start, end_inclusive=span.end,
+            expected_sha256=out.sha256 if full else None,
         ):
-            if check is not None:
-                check.update(piece)
-            # The last piece is held back until the digest is known, so a client never
-            # receives a complete body that failed verification.
-            if held is not None:
-                await response.write(held)
-            held = piece
-        if check is not None:
-            check.verify()
+            await response.write(piece)
     except IntegrityError as exc:
         await _integrity_alarm(request, recording, exc)
         if request.transport is not None:
             request.transport.abort()  # the client sees a truncated body, not a complete one
         return response
-    if held is not None:
-        await response.write(held)
     await response.write_eof()
     return response

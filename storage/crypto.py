@@ -223,14 +223,19 @@ class SegmentDecryptor:
         self._buffer = bytearray()
         self._finalized = False
 
-    def _open(self, stored: bytes) -> bytes:
+    def _wants_whole_segment(self) -> bool:
+        # The final segment may be short, so its end is only known at finalize().
+        return self._next_index <= self._last_requested and self._next_index != self._final_index
+
+    def _open(self, stored: bytes | bytearray | memoryview) -> bytes:
         index = self._next_index
         final = index == self._final_index
         if len(stored) < SEGMENT_OVERHEAD:
             raise IntegrityError(f"audio segment {index} is truncated")
         aad = _segment_aad(self._object_id, index, final)
         try:
-            plaintext = self._aead.decrypt(stored[:NONCE_SIZE], stored[NONCE_SIZE:], aad)
+            with memoryview(stored) as view:
+                plaintext = self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
         except InvalidTag:
             raise IntegrityError(f"audio segment {index} failed authentication") from None
         self._next_index += 1
@@ -240,25 +245,29 @@ class SegmentDecryptor:
         """Plaintext of every non-final segment completed by `stored_chunk`."""
         if self._finalized:
             raise RuntimeError("decryptor already finalized")
-        self._buffer += stored_chunk
-        out = bytearray()
-        consumed = 0
-        # The final segment may be short, so its end is only known at finalize().
-        while (
-            self._next_index <= self._last_requested
-            and self._next_index != self._final_index
-            and len(self._buffer) - consumed >= STORED_SEGMENT_SIZE
-        ):
-            out += self._open(bytes(self._buffer[consumed : consumed + STORED_SEGMENT_SIZE]))
-            consumed += STORED_SEGMENT_SIZE
-        del self._buffer[:consumed]
+        pieces: list[bytes] = []
+        with memoryview(stored_chunk) as data:
+            at = 0
+            if self._buffer and self._wants_whole_segment():
+                # Complete the segment the previous chunk began, then take whole segments
+                # straight from this chunk without copying it.
+                at = min(len(data), STORED_SEGMENT_SIZE - len(self._buffer))
+                self._buffer += data[:at]
+                if len(self._buffer) == STORED_SEGMENT_SIZE:
+                    pieces.append(self._open(self._buffer))
+                    self._buffer = bytearray()
+            if not self._buffer:
+                while self._wants_whole_segment() and len(data) - at >= STORED_SEGMENT_SIZE:
+                    pieces.append(self._open(data[at : at + STORED_SEGMENT_SIZE]))
+                    at += STORED_SEGMENT_SIZE
+            self._buffer += data[at:]
         pending = len(self._buffer)
         if pending and (
             self._next_index > self._last_requested
             or (self._next_index == self._final_index and pending > STORED_SEGMENT_SIZE)
         ):
             raise IntegrityError("stored audio is longer than its recorded size")
-        return bytes(out)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def finalize(self) -> bytes:
         """Plaintext of the final segment, if requested; IntegrityError on a short read."""

@@ -79,9 +79,9 @@ class ObjectStore:
         self, timeout_s: float, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         try:
-            return await asyncio.wait_for(future, timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
         except TimeoutError as exc:
             raise Unavailable("the object store did not answer in time") from exc
         except S3Error as exc:
@@ -156,21 +156,57 @@ class ObjectStore:
         return b"".join(chunks)
 
     async def iter_range(
-        self, key: str, offset: int = 0, length: int | None = None
+        self,
+        key: str,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        chunk_size: int = READ_CHUNK,
+        first_chunk: int | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
     ) -> AsyncIterator[bytes]:
-        """Stream an object (or a byte range of it) in bounded chunks."""
-        response = await self.run(
-            self.client.get_object, self.bucket, key, offset, length or 0
+        """Stream an object (or a byte range of it) in bounded chunks.
+
+        The next chunk is read while the caller handles the current one, so at most two are
+        in memory. A smaller `first_chunk` gets the first bytes out sooner. `transform`
+        (decryption, hashing) runs on each chunk in the worker thread, in order; a chunk it
+        turns into nothing is not yielded.
+        """
+        response: Any = None
+
+        def step() -> tuple[bool, bytes]:
+            nonlocal response
+            size = chunk_size
+            if response is None:
+                response = self.client.get_object(self.bucket, key, offset, length or 0)
+                size = first_chunk or chunk_size
+            chunk = response.read(size)
+            if not chunk:
+                return False, b""
+            return True, transform(chunk) if transform is not None else chunk
+
+        def release(_: object = None) -> None:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+        pending: asyncio.Future[tuple[bool, bytes]] | None = asyncio.ensure_future(
+            self.run(step)
         )
         try:
-            while True:
-                chunk = await self.run(response.read, READ_CHUNK)
-                if not chunk:
-                    break
-                yield chunk
+            while pending is not None:
+                more, out = await pending
+                pending = asyncio.ensure_future(self.run(step)) if more else None
+                if out:
+                    yield out
         finally:
-            response.close()
-            response.release_conn()
+            if pending is not None and not pending.done():
+                # The worker still reads from the response: close it once it is done.
+                pending.add_done_callback(lambda f: (f.cancelled() or f.exception(), release()))
+            else:
+                if pending is not None and not pending.cancelled():
+                    pending.exception()  # consumed: a failure after the caller left is moot
+                release()
 
     async def delete(self, keys: Iterable[str]) -> list[str]:
         """Delete many objects at once; returns the keys the store failed to delete."""

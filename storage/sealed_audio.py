@@ -11,11 +11,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.crypto import SegmentDecryptor, SegmentEncryptor, segment_count, stored_range
+from storage.crypto import (
+    STORED_SEGMENT_SIZE,
+    SegmentDecryptor,
+    SegmentEncryptor,
+    segment_count,
+    stored_range,
+)
 from storage.errors import IntegrityError
 from storage.objects import ObjectStore
 
 SPOOL_READ = 1024 * 1024
+# Replay reads whole segments from S3 in chunks of this size (16 segments, about 1 MiB).
+READ_CHUNK = 16 * STORED_SEGMENT_SIZE
 
 
 class EncryptingReader(io.RawIOBase):
@@ -72,9 +80,17 @@ async def iter_plaintext(
     size: int,
     start: int,
     end_inclusive: int,
+    expected_sha256: str | None = None,
 ) -> AsyncIterator[bytes]:
     """Plaintext bytes start..end_inclusive, fetching and decrypting only the segments that
-    cover them. IntegrityError when a segment fails authentication or the object is short."""
+    cover them. IntegrityError when a segment fails authentication or the object is short.
+
+    With `expected_sha256` (whole-file reads only) the digest is checked before the last
+    piece is yielded, so a reader never receives a complete copy that failed verification.
+    Decryption and hashing run in the object store's worker thread, beside the event loop.
+    """
+    if expected_sha256 is not None and (start, end_inclusive) != (0, size - 1):
+        raise ValueError("the SHA-256 can only be verified on a whole-file read")
     span = stored_range(start, end_inclusive, size)
     decryptor = SegmentDecryptor(
         data_key,
@@ -83,6 +99,7 @@ async def iter_plaintext(
         segment_count(size) - 1,
         last_segment=span.last_segment,
     )
+    digest = hashlib.sha256() if expected_sha256 is not None else None
     skip = span.skip_head
     left = span.take
     length = span.stored_end_inclusive - span.stored_start + 1
@@ -93,31 +110,25 @@ async def iter_plaintext(
             cut = min(skip, len(plain))
             plain = plain[cut:]
             skip -= cut
-        plain = plain[:left]
+        if len(plain) > left:
+            plain = plain[:left]
         left -= len(plain)
+        if digest is not None:
+            digest.update(plain)
         return plain
 
-    async for stored in objects.iter_range(object_key, span.stored_start, length):
-        piece = trim(decryptor.update(stored))
-        if piece:
-            yield piece
-    piece = trim(decryptor.finalize())
-    if piece:
+    def open_chunk(stored: bytes) -> bytes:
+        return trim(decryptor.update(stored))
+
+    async for piece in objects.iter_range(
+        object_key, span.stored_start, length, chunk_size=READ_CHUNK,
+        first_chunk=STORED_SEGMENT_SIZE, transform=open_chunk,
+    ):
         yield piece
+    piece = trim(decryptor.finalize())
     if left:
         raise IntegrityError("stored audio ended before the requested range")
-
-
-class HashCheck:
-    """SHA-256 of a full read, compared with the recorded digest at the end."""
-
-    def __init__(self, expected_hex: str) -> None:
-        self._expected = expected_hex
-        self._hash = hashlib.sha256()
-
-    def update(self, data: bytes) -> None:
-        self._hash.update(data)
-
-    def verify(self) -> None:
-        if self._hash.hexdigest() != self._expected:
-            raise IntegrityError("the audio no longer matches its recorded SHA-256")
+    if digest is not None and digest.hexdigest() != expected_sha256:
+        raise IntegrityError("the audio no longer matches its recorded SHA-256")
+    if piece:
+        yield piece
