@@ -1,9 +1,10 @@
 """Makes PostgreSQL and S3 agree after a crash: removes rows left `pending` past the grace
 period (with whatever part of their object exists) and objects under recordings/ with no row.
 
-Objects are listed before rows are read: every row is inserted before its object is uploaded,
-so an object that is listed has its row visible by the time the rows are read, unless that row
-is gone for good.
+The bucket is listed a page at a time, and each page's rows are read after the page is listed:
+every row is inserted before its object is uploaded, so an object that is listed has its row
+visible by the time the rows are read, unless that row is gone for good. One instance lists
+at a time (a PostgreSQL advisory lock), so replicas do not all walk the bucket at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "recordings/"
 BATCH = 1000
+RECONCILE_LOCK = 0x7A11E62
 EVERY = timedelta(minutes=10)
 
 
@@ -38,6 +40,7 @@ class ReconcileReport:
     stale_pending_rows: list[str] = field(default_factory=list)
     orphan_objects: list[str] = field(default_factory=list)
     failed_deletes: list[str] = field(default_factory=list)
+    skipped: bool = False  # another instance was reconciling
 
     @property
     def changed(self) -> bool:
@@ -45,32 +48,46 @@ class ReconcileReport:
 
 
 async def reconcile(
-    pool: asyncpg.Pool, objects: ObjectStore, *, grace: timedelta = PENDING_GRACE
+    pool: asyncpg.Pool, objects: ObjectStore, *, grace: timedelta = PENDING_GRACE,
+    wait: bool = True,
 ) -> ReconcileReport:
-    """One pass; safe to run from several instances at once and to repeat."""
+    """One pass; safe to repeat. One instance at a time lists the bucket: the others wait
+    for it, or with `wait=False` (the replicas' background passes) skip this round."""
+    async with pool.acquire() as lock_conn:
+        if wait:
+            await lock_conn.execute("SELECT pg_advisory_lock($1)", RECONCILE_LOCK)
+        elif not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RECONCILE_LOCK):
+            return ReconcileReport(skipped=True)
+        try:
+            return await _reconcile(pool, objects, grace)
+        finally:
+            await lock_conn.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
+
+
+async def _reconcile(
+    pool: asyncpg.Pool, objects: ObjectStore, grace: timedelta
+) -> ReconcileReport:
     report = ReconcileReport()
     everything = Scope.everything()
 
-    listed = await objects.list_keys(PREFIX)
-    for start in range(0, len(listed), BATCH):
-        batch = listed[start : start + BATCH]
-        async with scoped(pool, everything) as conn:
-            known = await store.known_object_keys(conn, batch)
-        report.orphan_objects += [key for key in batch if key not in known]
-
     async with scoped(pool, everything) as conn:
         stale = await store.stale_pending(conn, grace)
+    stale_keys = {object_key for _, object_key in stale}
+    async for batch in objects.iter_keys(PREFIX, BATCH):
+        async with scoped(pool, everything) as conn:
+            known = await store.known_object_keys(conn, batch)
+        orphans = [key for key in batch if key not in known and key not in stale_keys]
+        if orphans:
+            report.failed_deletes += await objects.delete(orphans)
+            report.orphan_objects += orphans
+
     for recording_id, object_key in stale:
         # The object goes first: a crash in between leaves the row for the next pass.
         report.failed_deletes += await objects.delete([object_key])
         async with scoped(pool, everything) as conn:
             if await store.delete_pending(conn, recording_id) is not None:
                 report.stale_pending_rows.append(str(recording_id))
-        if object_key in report.orphan_objects:
-            report.orphan_objects.remove(object_key)
 
-    if report.orphan_objects:
-        report.failed_deletes += await objects.delete(report.orphan_objects)
     if report.changed:
         async with pool.acquire() as conn:
             await append_batch(conn, [AuditEntry(
@@ -90,7 +107,7 @@ async def reconcile(
 async def reconcile_forever(pool: asyncpg.Pool, objects: ObjectStore, every: timedelta) -> None:
     while True:
         try:
-            await reconcile(pool, objects)
+            await reconcile(pool, objects, wait=False)
         except (StorageError, asyncpg.PostgresError, OSError) as exc:
             logger.warning("reconciliation failed; retrying later", extra={"error": repr(exc)})
         await asyncio.sleep(every.total_seconds())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -219,6 +220,17 @@ class ObjectStore:
             return [str(e.name) for e in errors]
 
         return await self.run(_delete)
+
+    async def iter_keys(self, prefix: str, page: int = 1000) -> AsyncIterator[list[str]]:
+        """The keys under `prefix`, a page at a time, so a bucket of millions of objects is
+        never listed into memory at once."""
+        listing = iter(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+
+        def next_page() -> list[str]:
+            return [str(o.object_name) for o in itertools.islice(listing, page)]
+
+        while keys := await self.run(next_page):
+            yield keys
 
     async def list_keys(self, prefix: str) -> list[str]:
         def _list() -> list[str]:

@@ -41,7 +41,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
             report = await reconcile(app[POOL], app[OBJECTS])
         finally:
             await runner.cleanup()
-        print(json.dumps(dataclasses.asdict(report)), flush=True)
+        # The command waits for any other instance's pass, so it never reports a skip.
+        shown = {k: v for k, v in dataclasses.asdict(report).items() if k != "skipped"}
+        print(json.dumps(shown), flush=True)
         if report.failed_deletes:
             print(f"tallenne: error: {len(report.failed_deletes)} objects could not be deleted",
                   file=sys.stderr, flush=True)
