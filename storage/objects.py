@@ -1,7 +1,8 @@
 """The S3 object store: every blocking minio call runs in one bounded thread pool.
 
 Handlers never touch the minio client; they await these methods, so a slow or dead S3
-costs a thread from the pool, never the event loop.
+costs a thread from the pool, never the event loop. Object reads, the hot path of replay,
+stream over an aiohttp client on the loop itself with a URL minio signed for the service.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ import asyncio
 import io
 import itertools
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, BinaryIO, TypeVar
 
+import aiohttp
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
@@ -28,6 +33,13 @@ T = TypeVar("T")
 PART_SIZE = 16 * 1024 * 1024
 LONG_PART_SIZE = 5 * 1024 * 1024  # the S3 minimum
 READ_CHUNK = 256 * 1024
+# Reads buffer at most about twice this much from the socket ahead of the reader.
+READ_BUFFER = 1024 * 1024
+# Chunks up to this size are transformed on the event loop; larger ones in a worker thread.
+INLINE_TRANSFORM = 256 * 1024
+SIGNED_URL_TTL = timedelta(minutes=15)
+SIGNED_URL_REUSE = timedelta(minutes=10)
+SIGNED_URL_CACHE = 4096
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}
 
 
@@ -71,6 +83,10 @@ class ObjectStore:
             http_client=http,
         )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
+        self._connections = threads
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._signed: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one blocking client call in the pool, translating its errors."""
@@ -94,6 +110,8 @@ class ObjectStore:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._session is not None and self._session_loop is asyncio.get_running_loop():
+            await self._session.close()
 
     async def ensure_bucket(self, *, object_lock: bool = False) -> None:
         if not await self.run(self.client.bucket_exists, self.bucket):
@@ -168,46 +186,80 @@ class ObjectStore:
     ) -> AsyncIterator[bytes]:
         """Stream an object (or a byte range of it) in bounded chunks.
 
-        The next chunk is read while the caller handles the current one, so at most two are
-        in memory. A smaller `first_chunk` gets the first bytes out sooner. `transform`
-        (decryption, hashing) runs on each chunk in the worker thread, in order; a chunk it
-        turns into nothing is not yielded.
+        Reads go over the event loop's own HTTP client rather than through a worker thread
+        each: the socket keeps filling a bounded buffer (read-ahead) while the caller handles
+        a chunk. A smaller `first_chunk` gets the first bytes out sooner. `transform`
+        (decryption, hashing) runs on each chunk in order, in a worker thread for large
+        chunks; a chunk it turns into nothing is not yielded.
         """
-        response: Any = None
-
-        def step() -> tuple[bool, bytes]:
-            nonlocal response
-            size = chunk_size
-            if response is None:
-                response = self.client.get_object(self.bucket, key, offset, length or 0)
-                size = first_chunk or chunk_size
-            chunk = response.read(size)
-            if not chunk:
-                return False, b""
-            return True, transform(chunk) if transform is not None else chunk
-
-        def release(_: object = None) -> None:
-            if response is not None:
-                response.close()
-                response.release_conn()
-
-        pending: asyncio.Future[tuple[bool, bytes]] | None = asyncio.ensure_future(
-            self.run(step)
-        )
+        headers = {}
+        if length:
+            headers["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            headers["Range"] = f"bytes={offset}-"
+        loop = asyncio.get_running_loop()
         try:
-            while pending is not None:
-                more, out = await pending
-                pending = asyncio.ensure_future(self.run(step)) if more else None
-                if out:
-                    yield out
-        finally:
-            if pending is not None and not pending.done():
-                # The worker still reads from the response: close it once it is done.
-                pending.add_done_callback(lambda f: (f.cancelled() or f.exception(), release()))
-            else:
-                if pending is not None and not pending.cancelled():
-                    pending.exception()  # consumed: a failure after the caller left is moot
-                release()
+            async with self._reader().get(self._read_url(key), headers=headers) as response:
+                if response.status == 404:
+                    raise ObjectMissing("object is missing from the store (NoSuchKey)")
+                if response.status == 416:
+                    return  # the range starts past the end: there is nothing to read
+                if response.status not in (200, 206):
+                    raise Unavailable(
+                        f"the object store refused the request (HTTP {response.status})"
+                    )
+                left = response.content_length
+                size = first_chunk or chunk_size
+                while left is None or left > 0:
+                    if left is None:
+                        chunk = await response.content.read(size)
+                        if not chunk:
+                            break
+                    else:
+                        chunk = await response.content.readexactly(min(size, left))
+                        left -= len(chunk)
+                    size = chunk_size
+                    if transform is not None:
+                        if len(chunk) <= INLINE_TRANSFORM:
+                            chunk = transform(chunk)
+                        else:
+                            chunk = await loop.run_in_executor(self._pool, transform, chunk)
+                    if chunk:
+                        yield chunk
+        except asyncio.IncompleteReadError:
+            raise Unavailable("the object store ended the object early") from None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            # Never chained: the request URL carries a signature.
+            raise Unavailable("the object store is not reachable") from None
+
+    def _reader(self) -> aiohttp.ClientSession:
+        """The HTTP client for object reads, made on first use in the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=min(5.0, self.timeout_s), sock_read=self.timeout_s
+                ),
+                read_bufsize=READ_BUFFER,
+                auto_decompress=False,
+            )
+            self._session_loop = loop
+        return self._session
+
+    def _read_url(self, key: str) -> str:
+        """A signed GET URL of the object for this process's own reads; kept for a while so
+        a listener's many ranged requests are not each signed anew. Never leaves the
+        service: clients only ever get audio through it."""
+        now = time.monotonic()
+        found = self._signed.get(key)
+        if found is not None and found[1] > now:
+            return found[0]
+        url = self.client.presigned_get_object(self.bucket, key, expires=SIGNED_URL_TTL)
+        self._signed[key] = (url, now + SIGNED_URL_REUSE.total_seconds())
+        while len(self._signed) > SIGNED_URL_CACHE:
+            self._signed.popitem(last=False)
+        return url
 
     async def delete(self, keys: Iterable[str]) -> list[str]:
         """Delete many objects at once; returns the keys the store failed to delete."""
