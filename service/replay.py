@@ -5,7 +5,9 @@ Audio only ever flows through this endpoint; no presigned S3 URL reaches a clien
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import asyncpg
@@ -28,6 +30,7 @@ from storage.sealed_audio import iter_plaintext
 logger = logging.getLogger(__name__)
 
 MAX_REASON = 500
+WITHHELD = "the recording's stored audio failed verification and is withheld"
 
 
 class Unsatisfiable(Exception):
@@ -130,6 +133,26 @@ def plan_reply(request: web.Request, size: int, etag: str) -> Plan:
     return Plan(206, wanted, ranged=True)
 
 
+async def _first_piece(stream: AsyncGenerator[bytes, None]) -> bytes | None:
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
+async def _abandon(
+    first_piece: asyncio.Task[bytes | None] | None, stream: AsyncGenerator[bytes, None] | None
+) -> None:
+    """Drop a read started ahead of a request that failed before sending anything."""
+    if first_piece is not None:
+        first_piece.cancel()
+        await asyncio.wait([first_piece])
+        if not first_piece.cancelled():
+            first_piece.exception()  # the request's own error is the one that counts
+    if stream is not None:
+        await stream.aclose()
+
+
 async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
     logger.error(
         "integrity alarm: stored audio failed verification",
@@ -155,23 +178,38 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     if not reason or len(reason) > MAX_REASON:
         raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
     principal = principal_of(request)
-    # One transaction reads the row, notes the replay and fetches the owner key; the replay
+    stream: AsyncGenerator[bytes, None] | None = None
+    first_piece: asyncio.Task[bytes | None] | None = None
+    # One transaction reads the row with its owner key and notes the replay; the replay
     # window is bookkeeping a crash may lose, so its commit does not wait for the disk.
-    async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
-        recording = await store.get(conn, recording_id)
-        out = recording.out
-        if out.state == "corrupt":
-            raise Conflict("the recording's stored audio failed verification and is withheld")
-        size = out.size_bytes
-        etag = f'"{out.sha256}"'
-        plan = plan_reply(request, size, etag)
-        await _note_replay(conn, request, recording, reason, plan.summary(size))
-        owner = None
-        if plan.span is not None:
-            owner = await keys.owner_key(
-                conn, request.app[KEYRING].master_key, owner=recording.key_owner,
-                owner_id=recording.key_owner_id, create=False,
-            )
+    # Once the row is known the S3 read starts, overlapping the rest of the transaction,
+    # but no byte leaves before the replay is on record.
+    try:
+        async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
+            recording, wrapped_owner_key = await store.get_for_replay(conn, recording_id)
+            out = recording.out
+            if out.state == "corrupt":
+                raise Conflict(WITHHELD)
+            size = out.size_bytes
+            etag = f'"{out.sha256}"'
+            plan = plan_reply(request, size, etag)
+            if plan.span is not None:
+                owner = keys.open_owner_key(
+                    request.app[KEYRING].master_key, recording.key_owner,
+                    recording.key_owner_id, wrapped_owner_key,
+                )
+                stream = iter_plaintext(
+                    request.app[OBJECTS], recording.object_key,
+                    data_key=keys.unwrap_data_key(owner, recording.id, recording.wrapped_key),
+                    object_id=recording.id, size=size, start=plan.span.start,
+                    end_inclusive=plan.span.end,
+                    expected_sha256=out.sha256 if plan.span.length == size else None,
+                )
+                first_piece = asyncio.create_task(_first_piece(stream))
+            await _note_replay(conn, request, recording, reason, plan.summary(size))
+    except BaseException:
+        await _abandon(first_piece, stream)
+        raise
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
@@ -181,31 +219,31 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     }
     if plan.status == 304:
         return web.Response(status=304, headers=headers)
-    if plan.span is None or owner is None:
+    if plan.span is None or stream is None or first_piece is None:
         return problems.problem_response(
             416, "Range not satisfiable", f"the recording has {size} bytes",
             request_id=request.get(REQUEST_ID_KEY), headers={"Content-Range": f"bytes */{size}"},
         )
     span = plan.span
-    full = span.length == size
-    data_key = keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
-
     response = web.StreamResponse(status=plan.status, headers=headers)
     if plan.ranged:
         response.headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
     response.content_length = span.length
-    await response.prepare(request)
     try:
-        async for piece in iter_plaintext(
-            request.app[OBJECTS], recording.object_key, data_key=data_key,
-            object_id=recording.id, size=size, start=span.start, end_inclusive=span.end,
-            expected_sha256=out.sha256 if full else None,
-        ):
+        piece = await first_piece
+        await response.prepare(request)
+        if piece is not None:
             await response.write(piece)
+            async for piece in stream:
+                await response.write(piece)
     except IntegrityError as exc:
         await _integrity_alarm(request, recording, exc)
+        if not response.prepared:
+            raise Conflict(WITHHELD) from None
         if request.transport is not None:
             request.transport.abort()  # the client sees a truncated body, not a complete one
         return response
+    finally:
+        await _abandon(first_piece, stream)
     await response.write_eof()
     return response

@@ -105,6 +105,20 @@ async def owner_key(
     return await company_key(conn, master_key, owner_id, create=create)
 
 
+def open_owner_key(
+    master_key: bytes, owner: KeyOwner, owner_id: UUID, wrapped: bytes | None
+) -> OwnerKey:
+    """The plaintext owner key from its wrapped form, read alongside a recording (see
+    storage.recordings.get_for_replay); IntegrityError when it is gone."""
+    if wrapped is None:
+        if owner == "customer":
+            raise IntegrityError("the customer's key has been destroyed")
+        raise IntegrityError("the company has no key")
+    context = (customer_key_context(owner_id) if owner == "customer"
+               else company_key_context(owner_id))
+    return OwnerKey(owner, owner_id, unwrap_key(master_key, bytes(wrapped), context=context))
+
+
 def wrap_data_key(owner: OwnerKey, recording_id: UUID, data_key: bytes) -> bytes:
     context = recording_key_context(recording_id, owner.owner, owner.owner_id)
     return wrap_key(owner.key, data_key, context=context)

@@ -218,6 +218,27 @@ async def get(conn: asyncpg.Connection, recording_id: UUID) -> Recording:
     return _recording(row)
 
 
+async def get_for_replay(
+    conn: asyncpg.Connection, recording_id: UUID
+) -> tuple[Recording, bytes | None]:
+    """The recording and, in the same round trip, the wrapped key of its key owner (None
+    once that key has been destroyed)."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS}, CASE r.key_owner"
+        " WHEN 'company' THEN (SELECT k.wrapped_key FROM company_keys k"
+        " WHERE k.company_id = r.key_owner_id)"
+        " ELSE (SELECT cu.wrapped_key FROM customers cu WHERE cu.id = r.key_owner_id)"
+        " END AS owner_wrapped_key"
+        " FROM recordings r JOIN companies c ON c.id = r.company_id"
+        " WHERE r.id = $1 AND r.state <> 'pending'",
+        recording_id,
+    )
+    if row is None:
+        raise NotFound("no such recording")
+    wrapped = row["owner_wrapped_key"]
+    return _recording(row), bytes(wrapped) if wrapped is not None else None
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     company_id: UUID | None = None

@@ -175,6 +175,20 @@ async def test_flipped_byte_in_s3_fails_a_full_read_and_marks_corrupt(
     assert again.status == 409
 
 
+async def test_damage_in_the_first_segment_is_refused_before_any_byte_leaves(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    recording_id, _ = await stored(api)
+    await flip_a_byte(settings, 100)
+    token = await api.token("quality", [COMPANY])
+    response = await replay(api, token, recording_id, headers={"Range": "bytes=0-99"})
+    assert response.status == 409
+    assert response.content_type == "application/problem+json"
+    assert "failed verification" in (await response.json())["detail"]
+    assert await db.fetchval("SELECT state FROM recordings WHERE id = $1",
+                             uuid.UUID(recording_id)) == "corrupt"
+
+
 async def test_replays_are_audited_with_reason_and_grouped(
     api: Api, db: asyncpg.Connection
 ) -> None:
