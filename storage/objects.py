@@ -209,23 +209,43 @@ class ObjectStore:
                         f"the object store refused the request (HTTP {response.status})"
                     )
                 left = response.content_length
-                size = first_chunk or chunk_size
-                while left is None or left > 0:
+
+                async def read(size: int) -> bytes:
+                    nonlocal left
                     if left is None:
-                        chunk = await response.content.read(size)
-                        if not chunk:
+                        return await response.content.read(size)
+                    chunk = await response.content.readexactly(min(size, left))
+                    left -= len(chunk)
+                    return chunk
+
+                async def next_piece(size: int) -> bytes | None:
+                    chunk = await read(size)
+                    if not chunk:
+                        return None
+                    if transform is None:
+                        return chunk
+                    if len(chunk) <= INLINE_TRANSFORM:
+                        return transform(chunk)
+                    return await loop.run_in_executor(self._pool, transform, chunk)
+
+                # Chunk n+1 is read and transformed while the caller handles chunk n; the
+                # transforms run one after the other, in order.
+                pending = asyncio.ensure_future(next_piece(first_chunk or chunk_size))
+                try:
+                    while pending is not None:
+                        out = await pending
+                        if out is None:
                             break
-                    else:
-                        chunk = await response.content.readexactly(min(size, left))
-                        left -= len(chunk)
-                    size = chunk_size
-                    if transform is not None:
-                        if len(chunk) <= INLINE_TRANSFORM:
-                            chunk = transform(chunk)
-                        else:
-                            chunk = await loop.run_in_executor(self._pool, transform, chunk)
-                    if chunk:
-                        yield chunk
+                        pending = (asyncio.ensure_future(next_piece(chunk_size))
+                                   if left != 0 else None)
+                        if out:
+                            yield out
+                finally:
+                    if pending is not None and not pending.done():
+                        pending.cancel()
+                        await asyncio.wait([pending])
+                    if pending is not None and not pending.cancelled():
+                        pending.exception()  # the caller left: a late failure is moot
         except asyncio.IncompleteReadError:
             raise Unavailable("the object store ended the object early") from None
         except (aiohttp.ClientError, TimeoutError, OSError):

@@ -157,8 +157,9 @@ async def flip_a_byte(settings: Settings, offset: int) -> None:
 async def test_flipped_byte_in_s3_fails_a_full_read_and_marks_corrupt(
     api: Api, db: asyncpg.Connection, settings: Settings
 ) -> None:
-    recording_id, _ = await stored(api)
-    await flip_a_byte(settings, 2 * SEGMENT_SIZE + 100)
+    recording_id, _ = await stored(api, seconds=120.0)
+    # Past the first two chunks the service reads, so the damage shows mid-stream.
+    await flip_a_byte(settings, 20 * SEGMENT_SIZE + 100)
     token = await api.token("quality", [COMPANY])
     response = await replay(api, token, recording_id)
     assert response.status == 200  # headers went out before the damage was found
