@@ -35,6 +35,7 @@ from service import (  # noqa: E402, F401  # noqa: E402, F401
     customers,
     disclosures,
     erasure,
+    evaluation_forms,
     identity,
     ops,
     recordings,
