@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
@@ -136,18 +136,21 @@ class RecordingErasedOut(BaseModel):
 
 
 class EvaluationIn(StrictModel):
-    form: str = Field(min_length=1, max_length=100)
-    scores: dict[str, int] = Field(max_length=100)
+    form: str = Field(min_length=1, max_length=100,
+                      description="Name of an active evaluation form usable for the call.")
+    scores: dict[str, Annotated[int, Field(strict=True)]] = Field(
+        max_length=100,
+        description="A score for every criterion of the form, each 0..its max_score.",
+    )
     comment: str | None = Field(None, max_length=10_000)
 
     @field_validator("scores")
     @classmethod
-    def _scores_in_range(cls, scores: dict[str, int]) -> dict[str, int]:
-        for criterion, score in scores.items():
+    def _criteria_are_named(cls, scores: dict[str, int]) -> dict[str, int]:
+        # Which criteria and ranges fit is the form's rule (schemas.evaluation_forms).
+        for criterion in scores:
             if not criterion or len(criterion) > 100:
                 raise ValueError("each criterion name must be 1-100 characters")
-            if not 0 <= score <= 100:
-                raise ValueError(f"the score of {criterion!r} must be between 0 and 100")
         return scores
 
 
@@ -156,6 +159,9 @@ class EvaluationOut(BaseModel):
     recording_id: UUID
     evaluator: str
     form: str
+    form_version: int | None = Field(
+        description="Version of the form the call was scored with; null for evaluations "
+        "stored before forms were defined.")
     scores: dict[str, int]
     comment: str | None
     created_at: datetime

@@ -35,6 +35,7 @@ from service import (  # noqa: E402, F401  # noqa: E402, F401
     customers,
     disclosures,
     erasure,
+    evaluation_forms,
     identity,
     ops,
     recordings,
@@ -42,6 +43,7 @@ from service import (  # noqa: E402, F401  # noqa: E402, F401
     retention,  # noqa: E402, F401
     web_events,
     webui,
+    webui_forms,
     webui_pages,
 )
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402

@@ -118,6 +118,11 @@ STRINGS: dict[str, dict[Language, str]] = {
     "evaluations.none": {"fi": "Ei arviointeja.", "en": "No evaluations yet."},
     "evaluation.new": {"fi": "Arvioi puhelu", "en": "Evaluate the call"},
     "evaluation.form": {"fi": "Lomake", "en": "Form"},
+    "evaluation.noforms": {"fi": "Yhtään arviointilomaketta ei ole käytössä.",
+                           "en": "No evaluation form is in use."},
+    "evaluation.version": {"fi": "versio {n}", "en": "version {n}"},
+    "evaluation.scale": {"fi": "asteikko 0–{n}", "en": "scale 0–{n}"},
+    "evaluation.manage": {"fi": "Muokkaa arviointilomakkeita", "en": "Manage evaluation forms"},
     "evaluator": {"fi": "Arvioija", "en": "Evaluator"},
     "comment": {"fi": "Kommentti", "en": "Comment"},
     "save": {"fi": "Tallenna", "en": "Save"},
@@ -126,6 +131,50 @@ STRINGS: dict[str, dict[Language, str]] = {
     "criterion.identification": {"fi": "Tunnistaminen", "en": "Identification"},
     "criterion.solution": {"fi": "Ratkaisu", "en": "Solution"},
     "criterion.courtesy": {"fi": "Kohteliaisuus", "en": "Courtesy"},
+    # evaluation forms (admin)
+    "forms.title": {"fi": "Arviointilomakkeet", "en": "Evaluation forms"},
+    "forms.none": {"fi": "Lomakkeita ei ole.", "en": "There are no forms."},
+    "forms.name": {"fi": "Tunnus", "en": "Key"},
+    "forms.name.help": {
+        "fi": "Pienet kirjaimet a–z, numerot, - ja _. Tunnusta ei voi muuttaa myöhemmin.",
+        "en": "Lower-case letters a–z, digits, - and _. The key cannot be changed later.",
+    },
+    "forms.form_title": {"fi": "Otsikko", "en": "Title"},
+    "forms.description": {"fi": "Kuvaus", "en": "Description"},
+    "forms.company": {"fi": "Yhtiö", "en": "Company"},
+    "forms.group": {"fi": "Koko konserni", "en": "Whole group"},
+    "forms.criteria": {"fi": "Arviointikohdat", "en": "Criteria"},
+    "forms.criteria.help": {
+        "fi": "Täytä vähintään yksi rivi; tyhjät rivit jätetään pois. Pisteet annetaan "
+              "nollasta enimmäispisteisiin.",
+        "en": "Fill in at least one row; empty rows are left out. Scores run from zero to "
+              "the maximum.",
+    },
+    "forms.criterion": {"fi": "Kohta {n}", "en": "Criterion {n}"},
+    "forms.key": {"fi": "Tunnus", "en": "Key"},
+    "forms.label": {"fi": "Nimi", "en": "Label"},
+    "forms.max": {"fi": "Enimmäispisteet", "en": "Maximum score"},
+    "forms.version": {"fi": "Versio", "en": "Version"},
+    "forms.state": {"fi": "Tila", "en": "State"},
+    "forms.active": {"fi": "Käytössä", "en": "In use"},
+    "forms.inactive": {"fi": "Poistettu käytöstä", "en": "Deactivated"},
+    "forms.updated": {"fi": "Muutettu", "en": "Changed"},
+    "forms.deactivate": {"fi": "Poista käytöstä", "en": "Deactivate"},
+    "forms.activate": {"fi": "Ota käyttöön", "en": "Activate"},
+    "forms.actions": {"fi": "Toiminnot", "en": "Actions"},
+    "forms.more_rows": {"fi": "Lisää rivejä", "en": "More rows"},
+    "forms.new": {"fi": "Uusi lomake", "en": "New form"},
+    "forms.create": {"fi": "Luo lomake", "en": "Create the form"},
+    "forms.created": {"fi": "Lomake {name} luotiin.", "en": "The form {name} was created."},
+    "forms.deactivated": {"fi": "Lomake {name} poistettiin käytöstä.",
+                          "en": "The form {name} was deactivated."},
+    "forms.activated": {"fi": "Lomake {name} otettiin käyttöön.",
+                        "en": "The form {name} was activated."},
+    "forms.invalid": {"fi": "Lomaketta ei tallennettu:", "en": "The form was not saved:"},
+    "forms.csrf": {
+        "fi": "Lomakkeen istunto on vanhentunut. Lataa sivu uudelleen ja yritä uudestaan.",
+        "en": "The form's session has expired. Reload the page and try again.",
+    },
     # customers
     "customers.title": {"fi": "Asiakashaku", "en": "Find a customer"},
     "customer_number": {"fi": "Asiakasnumero", "en": "Customer number"},
@@ -169,7 +218,6 @@ PROHIBITED_USES = (
     "opinion_polls", "person_directories", "genealogy",
 )
 PROHIBITION_CHANNELS = ("phone", "email", "post", "in_person")
-CRITERIA = ("greeting", "identification", "solution", "courtesy")
 
 
 def language_of(request: web.Request) -> Language:

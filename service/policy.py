@@ -18,7 +18,8 @@ ACTIONS: dict[str, str] = {
     "recording.erase": "erase one recording",
     "evaluation.write": "score and annotate a call",
     "evaluation.read": "read evaluations of a call",
-    "evaluation_form.manage": "define evaluation forms",
+    "evaluation_form.read": "list and read evaluation forms",
+    "evaluation_form.manage": "define, change and deactivate evaluation forms",
     "customer.write": "push customer records",
     "customer.read": "look up customers and read their records",
     "prohibition.write": "record or withdraw a prohibition",
@@ -42,7 +43,13 @@ ACTIONS: dict[str, str] = {
 ROLE_ACTIONS: dict[Role, frozenset[str]] = {
     "ingest": frozenset({"recording.ingest", "customer.write", "web_event.ingest"}),
     "quality": frozenset(
-        {"recording.search", "recording.replay", "evaluation.write", "evaluation.read"}
+        {
+            "recording.search",
+            "recording.replay",
+            "evaluation.write",
+            "evaluation.read",
+            "evaluation_form.read",
+        }
     ),
     "customer_service": frozenset(
         {
@@ -50,6 +57,7 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
             "prohibition.write",
             "recording.search",
             "evaluation.read",
+            "evaluation_form.read",
             "web_event.read",
         }
     ),
@@ -63,6 +71,7 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
             "recording.replay",
             "recording.erase",
             "evaluation.read",
+            "evaluation_form.read",
             "web_event.read",
             "retention.read",
             "disclosure.create",

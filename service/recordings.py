@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from schemas.evaluation_forms import score_errors
 from schemas.recordings import (
     EvaluationIn,
     EvaluationList,
@@ -34,6 +35,7 @@ from service.api import decode_json, json_response, parse_model, read_json, read
 from service.auth import audit, principal_of
 from service.ingest import probe, resolve_target, store_recording
 from service.typedefs import KEYRING, OBJECTS, POOL, SETTINGS
+from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
 from storage.errors import InvalidInput, NotFound, TooLarge
@@ -275,10 +277,16 @@ async def evaluate_recording(request: web.Request) -> web.Response:
     body = await read_json(request, EvaluationIn)
     async with scoped(request.app[POOL], principal.scope) as conn:
         recording = await store.get(conn, recording_id)
-        evaluation, created = await store.save_evaluation(conn, recording, principal.name, body)
+        form = await evaluation_forms.usable(conn, body.form, recording.company_id)
+        errors = score_errors(form, body.scores)
+        if errors:
+            raise InvalidInput(f"the scores do not fit the form {form.name!r}: {errors[0][1]}",
+                               errors)
+        evaluation, created = await store.save_evaluation(conn, recording, principal.name, body,
+                                                          form.version)
     await audit(request, "evaluation.write", target_type="recording",
                 target_id=str(recording_id), company=recording.out.company,
-                detail={"form": body.form, "created": created})
+                detail={"form": body.form, "form_version": form.version, "created": created})
     return json_response(evaluation, status=201 if created else 200)
 
 

@@ -1,5 +1,5 @@
 """Web UI pages of the quality team and customer service: call search, one call (player,
-metadata, evaluations), customer lookup and one customer.
+metadata, evaluations on the forms in use), customer lookup and one customer.
 
 Data a page shows when it is first rendered goes through the same scoped storage calls and
 the same audit events as the JSON API; everything after that (search pages, replay,
@@ -9,17 +9,20 @@ evaluations, prohibitions) is fetched by static/*.js from the API itself.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from schemas.evaluation_forms import FormOut
+from schemas.recordings import EvaluationOut
 from service import i18n
 from service.api import routes
 from service.auth import Principal, audit
 from service.policy import PUBLIC, allowed
 from service.recordings import load_recording
 from service.typedefs import POOL
-from service.webui import not_found_page, page, render
-from storage import accounts
+from service.webui import SCRIPT_KEYS, not_found_page, page, render
+from storage import accounts, evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
 from storage.errors import NotFound
@@ -27,7 +30,7 @@ from storage.errors import NotFound
 SPEEDS = ("0.75", "1", "1.25", "1.5", "1.75", "2")
 
 
-async def _company_codes(request: web.Request, principal: Principal) -> list[str]:
+async def company_codes(request: web.Request, principal: Principal) -> list[str]:
     if not principal.account.all_companies:
         return sorted(principal.account.company_codes)
     async with request.app[POOL].acquire() as conn:
@@ -47,7 +50,7 @@ def _uuid(text: str) -> uuid.UUID | None:
 async def search_page(request: web.Request, principal: Principal, csrf: str) -> web.Response:
     t = i18n.translator(i18n.language_of(request))
     return render(request, "recordings.html", principal=principal, csrf_token=csrf,
-                  title=t("search.title"), companies=await _company_codes(request, principal),
+                  title=t("search.title"), companies=await company_codes(request, principal),
                   directions=("inbound", "outbound", "internal"),
                   may_read_customers=allowed(principal.role, "customer.read"))
 
@@ -66,22 +69,71 @@ async def call_page(request: web.Request, principal: Principal, csrf: str) -> we
     out = recording.out
     await audit(request, "recording.read", target_type="recording", target_id=str(out.id),
                 company=out.company)
-    evaluations = None
+    may_evaluate = allowed(principal.role, "evaluation.write")
+    language = i18n.language_of(request)
+    shown = None
+    forms: list[FormOut] = []
+    own: dict[str, EvaluationOut] = {}
     if allowed(principal.role, "evaluation.read"):
         async with scoped(request.app[POOL], principal.scope) as conn:
             evaluations = await store.evaluations(conn, recording.id)
+            scored_with = await evaluation_forms.versions(
+                conn, [(e.form, e.form_version) for e in evaluations if e.form_version])
+            if may_evaluate:
+                forms = await evaluation_forms.list_forms(conn, active=True,
+                                                          company_id=recording.company_id)
         await audit(request, "evaluation.read", target_type="recording",
                     target_id=str(out.id), company=out.company,
                     detail={"results": len(evaluations)})
-    t = i18n.translator(i18n.language_of(request))
+        shown = [_shown(e, scored_with, language) for e in evaluations]
+        own = {e.form: e for e in evaluations if e.evaluator == principal.name}
+    t = i18n.translator(language)
     return render(
         request, "call.html", principal=principal, csrf_token=csrf,
-        title=f"{t('call.title')} {out.external_id}", recording=out, evaluations=evaluations,
+        title=f"{t('call.title')} {out.external_id}", recording=out, evaluations=shown,
         may_replay=allowed(principal.role, "recording.replay"),
-        may_evaluate=allowed(principal.role, "evaluation.write"),
+        may_evaluate=may_evaluate,
+        may_manage_forms=allowed(principal.role, "evaluation_form.manage"),
         may_read_customers=allowed(principal.role, "customer.read"),
-        speeds=SPEEDS, criteria=i18n.CRITERIA,
+        speeds=SPEEDS, forms=forms, prefill=_prefill(forms, own),
+        script_keys=(*SCRIPT_KEYS, "evaluation.version"),
     )
+
+
+@dataclass(frozen=True)
+class ShownScore:
+    label: str
+    score: int
+    max_score: int | None
+
+
+@dataclass(frozen=True)
+class ShownEvaluation:
+    """An evaluation as the call page lists it: with the labels of the form version it was
+    scored with (or the bare criterion names of one stored before forms existed)."""
+
+    evaluation: EvaluationOut
+    form_title: str
+    scores: list[ShownScore]
+
+
+def _shown(evaluation: EvaluationOut, scored_with: dict[tuple[str, int], FormOut],
+           language: i18n.Language) -> ShownEvaluation:
+    form = scored_with.get((evaluation.form, evaluation.form_version or 0))
+    if form is None:
+        label = i18n.labeller(language)
+        return ShownEvaluation(evaluation, evaluation.form, [
+            ShownScore(label("criterion", key), score, None)
+            for key, score in evaluation.scores.items()])
+    scores = [ShownScore(c.label, evaluation.scores[c.key], c.max_score)
+              for c in form.criteria if c.key in evaluation.scores]
+    return ShownEvaluation(evaluation, form.title, scores)
+
+
+def _prefill(forms: list[FormOut], own: dict[str, EvaluationOut]) -> dict[str, dict[str, int]]:
+    """The scores the person already gave with each form's current version."""
+    return {f.name: own[f.name].scores for f in forms
+            if f.name in own and own[f.name].form_version == f.version}
 
 
 @routes.route("GET", "/customers", action=PUBLIC, summary="Customer lookup page", tag="ui",
@@ -90,7 +142,7 @@ async def call_page(request: web.Request, principal: Principal, csrf: str) -> we
 async def customers_page(request: web.Request, principal: Principal, csrf: str) -> web.Response:
     t = i18n.translator(i18n.language_of(request))
     return render(request, "customers.html", principal=principal, csrf_token=csrf,
-                  title=t("customers.title"), companies=await _company_codes(request, principal))
+                  title=t("customers.title"), companies=await company_codes(request, principal))
 
 
 @routes.route("GET", "/customers/{customer_id}", action=PUBLIC, summary="Customer page",

@@ -384,17 +384,20 @@ async def note_replay(
 
 
 async def save_evaluation(
-    conn: asyncpg.Connection, recording: Recording, evaluator: str, evaluation: EvaluationIn
+    conn: asyncpg.Connection, recording: Recording, evaluator: str, evaluation: EvaluationIn,
+    form_version: int,
 ) -> tuple[EvaluationOut, bool]:
-    """Store the evaluator's scoring of the call with this form; True when it is new."""
+    """Store the evaluator's scoring of the call with this form (checked against
+    `form_version` by the caller); True when it is new. Scoring again replaces the scores
+    and moves the evaluation to that version."""
     row = await conn.fetchrow(
-        "INSERT INTO recording_evaluations (recording_id, company_id, evaluator, form, scores,"
-        " comment) VALUES ($1, $2, $3, $4, $5, $6)"
+        "INSERT INTO recording_evaluations (recording_id, company_id, evaluator, form,"
+        " form_version, scores, comment) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         " ON CONFLICT (recording_id, evaluator, form) DO UPDATE SET scores = EXCLUDED.scores,"
-        " comment = EXCLUDED.comment, updated_at = now()"
+        " form_version = EXCLUDED.form_version, comment = EXCLUDED.comment, updated_at = now()"
         " RETURNING *, (xmax = 0) AS inserted",
-        recording.id, recording.company_id, evaluator, evaluation.form, evaluation.scores,
-        evaluation.comment,
+        recording.id, recording.company_id, evaluator, evaluation.form, form_version,
+        evaluation.scores, evaluation.comment,
     )
     return EvaluationOut.model_validate(dict(row)), bool(row["inserted"])
 

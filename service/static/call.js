@@ -107,16 +107,54 @@
     const list = document.getElementById("evaluations");
     const none = document.getElementById("evaluations-none");
     const status = document.getElementById("evaluation-status");
+    const chooser = evaluationForm.elements.form;
+    const blocks = Array.from(evaluationForm.querySelectorAll(".form-block"));
+
+    function blockOf(name) {
+      return blocks.find(function (block) { return block.dataset.form === name; });
+    }
+
+    // Only the chosen form's inputs take part: the others are hidden and disabled, so that
+    // their required scores do not stop the browser from submitting.
+    function choose(name) {
+      for (const block of blocks) {
+        const chosen = block.dataset.form === name;
+        block.hidden = !chosen;
+        for (const input of block.querySelectorAll("input")) input.disabled = !chosen;
+      }
+    }
+
+    function scoresOf(block) {
+      const scores = {};
+      for (const criterion of block.querySelectorAll("[data-criterion]")) {
+        const checked = criterion.querySelector("input[type=radio]:checked");
+        const number = criterion.querySelector("input[type=number]");
+        const value = checked ? checked.value : (number ? number.value : "");
+        if (value !== "") scores[criterion.dataset.criterion] = parseInt(value, 10);
+      }
+      return scores;
+    }
 
     function item(evaluation) {
+      const block = blockOf(evaluation.form);
       const li = ui.el("li", null, { "class": "evaluation", "data-id": evaluation.id });
       const head = ui.el("p", null, { "class": "evaluation-head" });
       head.appendChild(ui.el("strong", evaluation.evaluator));
-      head.appendChild(document.createTextNode(" · " + evaluation.form + " · " + ui.when(evaluation.updated_at)));
+      head.appendChild(document.createTextNode(
+        " · " + (block ? block.dataset.title : evaluation.form) + " "));
+      if (evaluation.form_version) {
+        head.appendChild(ui.el("span", "(" + ui.t("evaluation.version", { n: evaluation.form_version }) + ")",
+          { "class": "muted" }));
+      }
+      head.appendChild(document.createTextNode(" · " + ui.when(evaluation.updated_at)));
       li.appendChild(head);
       const scores = ui.el("p", null, { "class": "scores" });
-      for (const name in evaluation.scores) {
-        scores.appendChild(ui.el("span", ui.label("criterion", name) + ": " + evaluation.scores[name], { "class": "score" }));
+      const criteria = block ? Array.from(block.querySelectorAll("[data-criterion]")) : [];
+      for (const criterion of criteria) {
+        const key = criterion.dataset.criterion;
+        if (!(key in evaluation.scores)) continue;
+        scores.appendChild(ui.el("span", criterion.dataset.label + ": " + evaluation.scores[key] +
+          "/" + criterion.dataset.max, { "class": "score" }));
         scores.appendChild(document.createTextNode(" "));
       }
       li.appendChild(scores);
@@ -124,20 +162,22 @@
       return li;
     }
 
+    if (chooser.tagName === "SELECT") {
+      chooser.addEventListener("change", function () { choose(chooser.value); });
+      choose(chooser.value);
+    }
+
     evaluationForm.addEventListener("submit", async function (event) {
       event.preventDefault();
-      const scores = {};
-      for (const select of evaluationForm.querySelectorAll("select[data-criterion]")) {
-        scores[select.dataset.criterion] = parseInt(select.value, 10);
-      }
+      const name = chooser.value;
+      const block = blockOf(name);
       const comment = evaluationForm.elements.comment.value.trim();
       const button = evaluationForm.querySelector("button[type=submit]");
       button.disabled = true;
       try {
         const saved = await ui.api("POST", "/api/v1/recordings/" +
           encodeURIComponent(evaluationForm.dataset.recording) + "/evaluations", {
-          form: evaluationForm.elements.form.value.trim(), scores: scores,
-          comment: comment || null,
+          form: name, scores: block ? scoresOf(block) : {}, comment: comment || null,
         });
         const old = list.querySelector('[data-id="' + CSS.escape(saved.id) + '"]');
         if (old) old.replaceWith(item(saved));

@@ -3,6 +3,7 @@ it; the server answers the player's ranged requests and every tag typed in shows
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,20 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
             assert "/ 10:00" in await page.locator("#clock").inner_text()
             assert await page.locator("#reason-shown").inner_text() == REASON
 
-            # Evaluate with a comment that is markup.
-            await page.get_by_label("Tervehdys").select_option("5")
+            # Evaluate on the seeded form with a comment that is markup; every criterion
+            # needs a score before the browser submits.
+            await page.get_by_role("radiogroup", name="Tervehdys").get_by_label(
+                "5", exact=True).check()
             await page.get_by_label("Kommentti").fill(XSS)
             await page.get_by_role("button", name="Tallenna").click()
+            assert await page.locator("#evaluations .evaluation").count() == 0
+            for criterion, score in (("Tunnistaminen", "4"), ("Ratkaisu", "3"),
+                                     ("Kohteliaisuus", "5")):
+                await page.get_by_role("radiogroup", name=criterion).get_by_label(
+                    score, exact=True).check()
+            await page.get_by_role("button", name="Tallenna").click()
             await page.locator("#evaluation-status").filter(has_text="Tallennettu").wait_for()
+            assert "Tervehdys: 5/5" in await page.locator("#evaluations .scores").inner_text()
             comment = page.locator("#evaluations .comment")
             assert await comment.inner_text() == XSS
             assert await page.locator("#evaluations img").count() == 0
@@ -150,7 +160,7 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
             "SELECT reason, requests, ranges FROM recording_replay_windows"
             " WHERE recording_id = $1", recording["id"])
         evaluations = await conn.fetch(
-            "SELECT evaluator, scores, comment FROM recording_evaluations"
+            "SELECT evaluator, form, form_version, scores, comment FROM recording_evaluations"
             " WHERE recording_id = $1", recording["id"])
         replays = await conn.fetchval(
             "SELECT count(*) FROM audit_events WHERE action = 'recording.replay'"
@@ -166,7 +176,10 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
     starts = [int(r.split()[1].split("-")[0]) for r in summary if r.startswith("bytes ")]
     assert any(start > recording["size_bytes"] * 0.4 for start in starts), summary
     assert replays == 1
-    assert [(e["evaluator"], e["comment"]) for e in evaluations] == [("laura.laatu", XSS)]
+    assert [(e["evaluator"], e["form"], e["form_version"], e["comment"])
+            for e in evaluations] == [("laura.laatu", "perus", 1, XSS)]
+    assert json.loads(evaluations[0]["scores"]) == {
+        "greeting": 5, "identification": 4, "solution": 3, "courtesy": 5}
 
 
 async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: Api) -> None:

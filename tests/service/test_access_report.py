@@ -34,7 +34,9 @@ async def test_report_of_a_customer_of_three_companies_covers_all_three(
     recording_id, _ = await recording_of(api, B, "50011")
     quality = await api.token("quality", [B])
     scored = await api.client.post(f"/api/v1/recordings/{recording_id}/evaluations",
-                                   json={"form": "basic", "scores": {"tone": 4}},
+                                   json={"form": "perus", "scores": {
+                                       "greeting": 4, "identification": 5, "solution": 3,
+                                       "courtesy": 4}},
                                    headers=bearer(quality))
     assert scored.status == 201, await scored.text()
     dpo = await api.token("dpo", all_companies=True)

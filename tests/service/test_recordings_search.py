@@ -130,12 +130,13 @@ async def test_evaluations_are_stored_per_evaluator(api: Api) -> None:
     path = f"/api/v1/recordings/{call['id']}/evaluations"
     first = await api.token("quality", [COMPANY], name="eva")
     second = await api.token("quality", [COMPANY], name="otto")
-    body = {"form": "basic", "scores": {"greeting": 3, "solution": 4}, "comment": "<b>ok</b>"}
+    scores = {"greeting": 3, "identification": 5, "solution": 4, "courtesy": 5}
+    body = {"form": "perus", "scores": scores, "comment": "<b>ok</b>"}
     assert (await api.client.post(path, json=body, headers=bearer(first))).status == 201
-    body["scores"] = {"greeting": 4}
+    body["scores"] = {**scores, "greeting": 4}
     assert (await api.client.post(path, json=body, headers=bearer(first))).status == 200
     assert (await api.client.post(path, json=body, headers=bearer(second))).status == 201
-    bad = await api.client.post(path, json={"form": "basic", "scores": {"x": -1}},
+    bad = await api.client.post(path, json={"form": "perus", "scores": {"x": -1}},
                                 headers=bearer(first))
     assert bad.status == 422
     listed = await (await api.client.get(path, headers=bearer(second))).json()

@@ -160,8 +160,9 @@ async def test_company_a_never_sees_company_b_call(api: Api) -> None:
                                  headers={**bearer(token), "Range": "bytes=0-10"})
     assert audio.status == 404
     assert (await api.client.get(f"{base}/evaluations", headers=bearer(token))).status == 404
-    posted = await api.client.post(f"{base}/evaluations", json={"form": "perus",
-                                   "scores": {"greeting": 1}}, headers={"X-CSRF-Token": csrf})
+    posted = await api.client.post(f"{base}/evaluations", json={"form": "perus", "scores": {
+        "greeting": 1, "identification": 1, "solution": 1, "courtesy": 1}},
+        headers={"X-CSRF-Token": csrf})
     assert posted.status == 404
     for params in ({"external_id": external_id}, {"company": OTHER_COMPANY}, {}):
         found = await (await api.client.get("/api/v1/recordings", params=params,

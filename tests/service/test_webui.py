@@ -66,10 +66,15 @@ async def test_pages_send_a_strict_content_security_policy(api: Api) -> None:
 
 async def test_a_script_in_agent_name_and_comment_renders_as_text(api: Api) -> None:
     call = await stored_call(api, agent=XSS, queue=XSS, tags=["<b>x</b>"])
+    admin = await api.token("admin", all_companies=True)
+    form = {"name": "xss", "title": XSS, "criteria": [
+        {"key": "greeting", "label": XSS, "max_score": 5}]}
+    made = await api.client.post("/api/v1/evaluation-forms", json=form, headers=bearer(admin))
+    assert made.status == 201, await made.text()
     await api.user("aino", "quality", [COMPANY])
     csrf = await api.login("aino")
     saved = await api.client.post(f"/api/v1/recordings/{call['id']}/evaluations",
-                                  json={"form": XSS, "scores": {"greeting": 3}, "comment": XSS},
+                                  json={"form": "xss", "scores": {"greeting": 3}, "comment": XSS},
                                   headers={"X-CSRF-Token": csrf})
     assert saved.status == 201, await saved.text()
     response = await api.client.get(f"/recordings/{call['id']}")
@@ -77,7 +82,8 @@ async def test_a_script_in_agent_name_and_comment_renders_as_text(api: Api) -> N
     page = await response.text()
     assert XSS not in page and "<b>x</b>" not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
-    assert page.count("&lt;script&gt;") >= 4  # agent, queue, form name, comment
+    # agent, queue, form title and criterion label (list and form), comment
+    assert page.count("&lt;script&gt;") >= 6
 
 
 async def test_call_page_is_audited_like_the_api_and_scoped(api: Api, db: object) -> None:
