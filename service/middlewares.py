@@ -114,8 +114,22 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+def _refuse_nul(request: web.Request) -> None:
+    """PostgreSQL text cannot hold NUL: a URL carrying one is refused before any query."""
+    if "\x00" in request.path:
+        raise errors.InvalidInput("the URL path contains a NUL character (%00)",
+                                  [(["path"], "NUL characters are not accepted")])
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            raise errors.InvalidInput(
+                "a query parameter contains a NUL character (%00)",
+                [(["query", name.replace("\x00", "")], "NUL characters are not accepted")],
+            )
+
+
 @web.middleware
 async def authorisation(request: web.Request, handler: Handler) -> web.StreamResponse:
+    _refuse_nul(request)
     endpoint = endpoint_of(request)
     if endpoint is None or endpoint.action == PUBLIC:
         return await handler(request)

@@ -218,3 +218,19 @@ def test_corpus_generators_produce_what_they_name() -> None:
     assert len(corpus.gzip_bomb(8 * 1024**2)) < 64 * 1024
     assert len(corpus.ndjson_line(1024 * 1024)) > 1024 * 1024
     assert form(metadata(), b"") is not None
+
+
+@pytest.mark.parametrize("url", [
+    "/api/v1/legal-holds/case%00b",
+    "/api/v1/recordings?agent=anna%00",
+    "/api/v1/recordings?ag%00ent=anna",
+])
+async def test_a_nul_character_in_the_url_is_refused_before_any_query(
+    url: str, api: Api
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    method = "DELETE" if "legal-holds" in url else "GET"
+    response = await api.client.request(method, url, headers=bearer(admin))
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    assert "NUL character" in (await response.json())["detail"]
