@@ -18,8 +18,9 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), (folder / name).read_text()) for name in names]
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply pending migrations; returns the versions applied now. Safe to run concurrently."""
+async def migrate(conn: asyncpg.Connection, *, until: str | None = None) -> list[str]:
+    """Apply pending migrations (up to and including `until`, if given); returns the versions
+    applied now. Safe to run concurrently."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
@@ -29,9 +30,14 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for version, sql in migration_files():
+            if until is not None and version > until:
+                break
             if version in done:
                 continue
             async with conn.transaction():
+                # A data migration sees every company's rows: row-level security is forced
+                # on the owner too, and would otherwise hide them from back-fills.
+                await conn.execute("SELECT set_config('tallenne.all_companies', 'on', true)")
                 await conn.execute(sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version) VALUES ($1)", version
