@@ -21,6 +21,7 @@ STRINGS: dict[str, dict[Language, str]] = {
     "nav.home": {"fi": "Etusivu", "en": "Home"},
     "nav.recordings": {"fi": "Puhelut", "en": "Recordings"},
     "nav.customers": {"fi": "Asiakkaat", "en": "Customers"},
+    "nav.forms": {"fi": "Arviointilomakkeet", "en": "Evaluation forms"},
     "nav.audit": {"fi": "Tapahtumaloki", "en": "Audit"},
     "lang.switch": {"fi": "In English", "en": "Suomeksi"},
     "lang.label": {"fi": "Kieli", "en": "Language"},

@@ -46,6 +46,7 @@ TEMPLATES.filters["local"] = local_time
 NAVIGATION: tuple[tuple[str, str | None, str], ...] = (
     ("nav.recordings", "/recordings", "recording.search"),
     ("nav.customers", "/customers", "customer.read"),
+    ("nav.forms", "/admin/evaluation-forms", "evaluation_form.manage"),
     ("nav.audit", None, PUBLIC),
 )
 # The strings the page scripts use (by key prefix); pages carry only these.
