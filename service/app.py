@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 # Importing the view modules registers their endpoints in api.routes.
-from service import (  # noqa: E402, F401  # noqa: E402, F401
+from service import (  # noqa: E402, F401
     access_export,
     access_reports,
     audit_views,
@@ -40,7 +40,7 @@ from service import (  # noqa: E402, F401  # noqa: E402, F401
     ops,
     recordings,
     replay,
-    retention,  # noqa: E402, F401
+    retention,
     web_events,
     webui,
     webui_forms,
@@ -140,7 +140,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, audit_ctx, checkpoint_ctx,
-         purge_scheduler_ctx, reconciler_ctx]
+         purge_scheduler_ctx, reconciler_ctx, replay.replay_windows_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

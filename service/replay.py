@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -79,13 +81,60 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+WindowKey = tuple[uuid.UUID, str, str]  # recording, principal, reason
+
+
+class ReplayWindows:
+    """The replay windows this process knows to be open.
+
+    The first request of a window waits for its audit event before any byte leaves; the
+    window's later requests only add their range to it, which then runs beside the stream
+    instead of before it (a crash may lose the last few ranges, never the audit event).
+    """
+
+    MARGIN_S = 30.0  # forget a window a little before the database closes it
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._open: dict[WindowKey, float] = {}
+
+    def is_open(self, key: WindowKey) -> bool:
+        until = self._open.get(key)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._open[key]
+            return False
+        return True
+
+    def remember(self, key: WindowKey, window: store.ReplayWindow) -> None:
+        now = time.monotonic()
+        if len(self._open) >= self.LIMIT:
+            self._open = {k: t for k, t in self._open.items() if t > now}
+        if len(self._open) < self.LIMIT:
+            self._open[key] = now + window.open_for.total_seconds() - self.MARGIN_S
+
+
+REPLAY_WINDOWS = web.AppKey("replay_windows", ReplayWindows)
+
+
+async def replay_windows_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[REPLAY_WINDOWS] = ReplayWindows()
+    yield
+
+
+def _window_key(request: web.Request, recording_id: uuid.UUID, reason: str) -> WindowKey:
+    principal = principal_of(request)
+    return recording_id, f"{principal.kind}:{principal.account.id}", reason
+
+
 async def _note_replay(
     conn: asyncpg.Connection, request: web.Request, recording: Recording, reason: str,
     byte_range: str,
 ) -> None:
     """One audit event per recording, principal and reason per window; later requests of
     the same listening session are summarised in the replay window row."""
-    principal = principal_of(request)
+    key = _window_key(request, recording.id, reason)
 
     async def open_event() -> int:
         return await audit(
@@ -94,10 +143,24 @@ async def _note_replay(
             detail={"range": byte_range, "grouped_minutes": 10},
         )
 
-    await store.note_replay(
-        conn, recording, principal=f"{principal.kind}:{principal.account.id}",
-        reason=reason, byte_range=byte_range, open_event=open_event,
+    window = await store.note_replay(
+        conn, recording, principal=key[1], reason=reason, byte_range=byte_range,
+        open_event=open_event,
     )
+    request.app[REPLAY_WINDOWS].remember(key, window)
+
+
+async def _note_beside(
+    request: web.Request, recording: Recording, reason: str, byte_range: str
+) -> None:
+    """Add this request's range to its open window, while the audio is being sent."""
+    try:
+        async with scoped(request.app[POOL], principal_of(request).scope,
+                          durable=False) as conn:
+            await _note_replay(conn, request, recording, reason, byte_range)
+    except Exception as exc:  # the window's audit event is on record already
+        logger.warning("replay range not noted", extra={
+            "recording_id": str(recording.id), "error": exc.__class__.__name__})
 
 
 @dataclass(frozen=True)
@@ -178,12 +241,15 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     if not reason or len(reason) > MAX_REASON:
         raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
     principal = principal_of(request)
+    # A window already open here has its audit event on record: this request's range is
+    # noted beside the stream. Otherwise the replay is noted before any byte leaves.
+    noted_before = not request.app[REPLAY_WINDOWS].is_open(
+        _window_key(request, recording_id, reason))
     stream: AsyncGenerator[bytes, None] | None = None
     first_piece: asyncio.Task[bytes | None] | None = None
-    # One transaction reads the row with its owner key and notes the replay; the replay
+    # One transaction reads the row with its owner key (and notes the replay); the replay
     # window is bookkeeping a crash may lose, so its commit does not wait for the disk.
-    # Once the row is known the S3 read starts, overlapping the rest of the transaction,
-    # but no byte leaves before the replay is on record.
+    # Once the row is known the S3 read starts, overlapping the rest of the transaction.
     try:
         async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
             recording, wrapped_owner_key = await store.get_for_replay(conn, recording_id)
@@ -206,12 +272,28 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
                     expected_sha256=out.sha256 if plan.span.length == size else None,
                 )
                 first_piece = asyncio.create_task(_first_piece(stream))
-            await _note_replay(conn, request, recording, reason, plan.summary(size))
+            if noted_before:
+                await _note_replay(conn, request, recording, reason, plan.summary(size))
     except BaseException:
         await _abandon(first_piece, stream)
         raise
+    noting = None if noted_before else asyncio.create_task(
+        _note_beside(request, recording, reason, plan.summary(size)))
+    try:
+        return await _reply(request, recording, plan, stream, first_piece)
+    finally:
+        if noting is not None:
+            await noting
+
+
+async def _reply(
+    request: web.Request, recording: Recording, plan: Plan,
+    stream: AsyncGenerator[bytes, None] | None, first_piece: asyncio.Task[bytes | None] | None,
+) -> web.StreamResponse:
+    out = recording.out
+    size = out.size_bytes
     headers = {
-        "ETag": etag,
+        "ETag": f'"{out.sha256}"',
         "Accept-Ranges": "bytes",
         "Content-Type": CONTENT_TYPES[out.format],
         "Content-Disposition": f'inline; filename="recording-{out.id}.{out.format}"',

@@ -330,6 +330,31 @@ async def erase(
 # --- replay windows ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ReplayWindow:
+    """An open replay window: its audit event and how long it still takes requests."""
+
+    audit_seq: int
+    open_for: timedelta
+
+
+async def touch_replay_window(
+    conn: asyncpg.Connection, recording_id: UUID, *, principal: str, reason: str,
+    byte_range: str,
+) -> ReplayWindow | None:
+    """Count one more request (and its range) in the open window, if there is one."""
+    row = await conn.fetchrow(
+        "UPDATE recording_replay_windows SET requests = requests + 1, last_at = now(),"
+        " ranges = CASE WHEN cardinality(ranges) < $5 THEN ranges || $6::text ELSE ranges END"
+        " WHERE id = (SELECT id FROM recording_replay_windows WHERE recording_id = $1"
+        " AND principal = $2 AND reason = $3 AND opened_at > now() - $4::interval"
+        " ORDER BY opened_at DESC LIMIT 1)"
+        " RETURNING audit_seq, opened_at + $4::interval - now() AS open_for",
+        recording_id, principal, reason, REPLAY_WINDOW, MAX_SUMMARISED_RANGES, byte_range,
+    )
+    return None if row is None else ReplayWindow(int(row["audit_seq"]), row["open_for"])
+
+
 async def note_replay(
     conn: asyncpg.Connection,
     recording: Recording,
@@ -338,46 +363,30 @@ async def note_replay(
     reason: str,
     byte_range: str,
     open_event: Callable[[], Awaitable[int]],
-) -> int:
+) -> ReplayWindow:
     """Record one replay; opens a new audit event (via `open_event`) only when no window of
-    this recording, principal and reason is open. Returns the audit event's sequence number.
+    this recording, principal and reason is open.
 
     A listening session's later requests take one statement; the first one of a window takes
     a lock so that two concurrent first requests open one window between them."""
-    seq = await conn.fetchval(
-        "UPDATE recording_replay_windows SET requests = requests + 1, last_at = now(),"
-        " ranges = CASE WHEN cardinality(ranges) < $5 THEN ranges || $6::text ELSE ranges END"
-        " WHERE id = (SELECT id FROM recording_replay_windows WHERE recording_id = $1"
-        " AND principal = $2 AND reason = $3 AND opened_at > now() - $4::interval"
-        " ORDER BY opened_at DESC LIMIT 1) RETURNING audit_seq",
-        recording.id, principal, reason, REPLAY_WINDOW, MAX_SUMMARISED_RANGES, byte_range,
-    )
-    if seq is not None:
-        return int(seq)
+    found = await touch_replay_window(conn, recording.id, principal=principal, reason=reason,
+                                      byte_range=byte_range)
+    if found is not None:
+        return found
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))", f"replay/{recording.id}/{principal}"
     )
-    row = await conn.fetchrow(
-        "SELECT id, audit_seq FROM recording_replay_windows WHERE recording_id = $1"
-        " AND principal = $2 AND reason = $3 AND opened_at > now() - $4::interval"
-        " ORDER BY opened_at DESC LIMIT 1 FOR UPDATE",
-        recording.id, principal, reason, REPLAY_WINDOW,
-    )
-    if row is not None:
-        await conn.execute(
-            "UPDATE recording_replay_windows SET requests = requests + 1, last_at = now(),"
-            " ranges = CASE WHEN cardinality(ranges) < $2 THEN ranges || $3::text"
-            " ELSE ranges END WHERE id = $1",
-            row["id"], MAX_SUMMARISED_RANGES, byte_range,
-        )
-        return int(row["audit_seq"])
+    found = await touch_replay_window(conn, recording.id, principal=principal, reason=reason,
+                                      byte_range=byte_range)
+    if found is not None:
+        return found
     seq = await open_event()
     await conn.execute(
         "INSERT INTO recording_replay_windows (recording_id, company_id, principal, reason,"
         " audit_seq, ranges) VALUES ($1, $2, $3, $4, $5, ARRAY[$6::text])",
         recording.id, recording.company_id, principal, reason, seq, byte_range,
     )
-    return seq
+    return ReplayWindow(seq, REPLAY_WINDOW)
 
 
 # --- evaluations ---------------------------------------------------------------------------

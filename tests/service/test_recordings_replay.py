@@ -190,6 +190,30 @@ async def test_damage_in_the_first_segment_is_refused_before_any_byte_leaves(
                              uuid.UUID(recording_id)) == "corrupt"
 
 
+async def test_a_window_closed_elsewhere_opens_a_new_audit_event(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """This process remembers open windows; if the database no longer has one (closed,
+    purged), the next request still ends up with an audit event of its own."""
+    recording_id, _ = await stored(api)
+    token = await api.token("quality", [COMPANY], name="listener")
+    first = await replay(api, token, recording_id, headers={"Range": "bytes=0-9"})
+    await first.read()
+    await db.execute("DELETE FROM recording_replay_windows")
+    again = await replay(api, token, recording_id, headers={"Range": "bytes=10-19"})
+    assert again.status == 206 and len(await again.read()) == 10
+    for _ in range(50):
+        events = await db.fetch(
+            "SELECT detail FROM audit_events WHERE action = 'recording.replay'"
+            " AND target_id = $1 ORDER BY seq", recording_id)
+        if len(events) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [e["detail"].find("bytes 10-19/") >= 0 for e in events] == [False, True]
+    window = await db.fetchrow("SELECT requests, ranges FROM recording_replay_windows")
+    assert window["requests"] == 1 and window["ranges"][0].startswith("bytes 10-19/")
+
+
 async def test_replays_are_audited_with_reason_and_grouped(
     api: Api, db: asyncpg.Connection
 ) -> None:
