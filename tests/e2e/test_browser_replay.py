@@ -110,6 +110,20 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
             await page.wait_for_function(
                 f"() => document.getElementById('audio').currentTime > {half + 0.5}", timeout=15000)
             assert "/ 10:00" in await page.locator("#clock").inner_text()
+            # The waveform is drawn from the decoded call: a column per peak, the played
+            # half in the accent colour.
+            await page.wait_for_function(
+                "() => document.getElementById('waveform').dataset.peaks === '1000'",
+                timeout=30000)
+            inked, played, ahead = await page.evaluate(
+                "(() => { const c = document.getElementById('waveform');"
+                " const g = c.getContext('2d');"
+                " const d = g.getImageData(0, 0, c.width, c.height).data;"
+                " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;"
+                " const at = x => Array.from(g.getImageData(x, c.height / 2, 1, 1).data);"
+                " return [n / (c.width * c.height), at(100), at(900)]; })()")
+            assert inked > 0.05 and played[3] > 0 and ahead[3] > 0
+            assert played[:3] != ahead[:3]  # the played part is drawn in the accent colour
             assert await page.locator("#reason-shown").inner_text() == REASON
 
             # Evaluate on the seeded form with a comment that is markup; every criterion
