@@ -259,34 +259,59 @@ async def search(
     after: tuple[datetime, UUID] | None,
     limit: int,
 ) -> list[Recording]:
-    """Newest first; `after` is the (started_at, id) of the previous page's last row."""
-    clauses = ["r.state <> 'pending'"]
+    """Newest first; `after` is the (started_at, id) of the previous page's last row.
+
+    Row-level security decides what is visible, but its company test cannot be an index
+    condition: one scan across all companies would wade through the calls of companies
+    out of scope. So each company in scope gets its own scan of a company-led index
+    (migration 012), LIMITed to one page, and the pages are merged; the full rows are read
+    for the merged page only. Tags are searched in recording_tags.
+    """
+    clauses = ["k.company_id = c.id", "k.state <> 'pending'"]
+    # The policy's own test picks the companies to scan; the policy still guards each row.
+    company_clauses = ["tallenne_in_scope(c.id)"]
     args: list[Any] = []
 
-    def add(sql: str, *values: Any) -> None:
-        names = [f"${len(args) + i + 1}" for i in range(len(values))]
-        args.extend(values)
-        clauses.append(sql.format(*names))
+    def bind(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
 
+    source = "recordings k"
+    # (started_at, id) of each table whose index may give the order: the time range and
+    # the keyset go to all of them, so that whichever index the plan walks stops early.
+    keysets = [("k.started_at", "k.id")]
+    if where.tag is not None:
+        # One row per tag, indexed per company and tag newest first; joined on the start
+        # time too, so that the plan may walk either index and keep the order.
+        source += (
+            " JOIN recording_tags t ON t.recording_id = k.id AND t.company_id = k.company_id"
+            f" AND t.started_at = k.started_at AND t.tag = {bind(where.tag)}"
+        )
+        keysets.append(("t.started_at", "t.recording_id"))
     if where.company_id is not None:
-        add("r.company_id = {0}", where.company_id)
-    if where.started_from is not None:
-        add("r.started_at >= {0}", where.started_from)
-    if where.started_before is not None:
-        add("r.started_at < {0}", where.started_before)
+        company_clauses.append(f"c.id = {bind(where.company_id)}")
     for column in ("agent", "queue", "direction", "customer_id", "external_id"):
         value = getattr(where, column)
         if value is not None:
-            add(f"r.{column} = {{0}}", value)
-    if where.tag is not None:
-        add("r.tags @> ARRAY[{0}]::text[]", where.tag)
+            clauses.append(f"k.{column} = {bind(value)}")
+    span: list[str] = []
+    if where.started_from is not None:
+        span.append(f"{{0}} >= {bind(where.started_from)}")
+    if where.started_before is not None:
+        span.append(f"{{0}} < {bind(where.started_before)}")
     if after is not None:
-        add("(r.started_at, r.id) < ({0}, {1})", after[0], after[1])
-    args.append(limit)
+        span.append(f"({{0}}, {{1}}) < ({bind(after[0])}, {bind(after[1])})")
+    clauses += [sql.format(started_at, ident) for sql in span for started_at, ident in keysets]
+    page = bind(limit)
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
-        f" WHERE {' AND '.join(clauses)} ORDER BY r.started_at DESC, r.id DESC"
-        f" LIMIT ${len(args)}",
+        "WITH page AS (SELECT hit.id, hit.started_at FROM companies c CROSS JOIN LATERAL"
+        f" (SELECT k.id, k.started_at FROM {source} WHERE {' AND '.join(clauses)}"
+        f" ORDER BY k.started_at DESC, k.id DESC LIMIT {page}) hit"
+        f" WHERE {' AND '.join(company_clauses)}"
+        f" ORDER BY hit.started_at DESC, hit.id DESC LIMIT {page})"
+        f" SELECT {_COLUMNS} FROM page JOIN recordings r ON r.id = page.id"
+        " JOIN companies c ON c.id = r.company_id"
+        " ORDER BY page.started_at DESC, page.id DESC",
         *args,
     )
     return [_recording(r) for r in rows]

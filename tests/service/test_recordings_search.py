@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from datetime import datetime
 
 import asyncpg
 
@@ -71,6 +72,42 @@ async def test_search_pages_newest_first_with_filters(api: Api, db: asyncpg.Conn
     await asyncio.sleep(0.1)
     assert await db.fetchval(
         "SELECT count(*) FROM audit_events WHERE action = 'recording.search'") >= 4
+
+
+async def test_user_of_two_companies_pages_through_both_newest_first(api: Api) -> None:
+    # Each company's calls start at the same times, so pages interleave the companies.
+    ours = await ingest_calls(api, 5)
+    theirs = await ingest_calls(api, 4, OTHER_COMPANY)
+    await ingest_calls(api, 3, "tenergia")
+    token = await api.token("quality", [COMPANY, OTHER_COMPANY])
+
+    def newest_first(calls: list[dict[str, object]]) -> list[str]:
+        return [str(c["id"]) for c in sorted(
+            calls, key=lambda c: (datetime.fromisoformat(str(c["started_at"])),
+                                  uuid.UUID(str(c["id"]))), reverse=True)]
+
+    async def found(**params: str) -> list[str]:
+        ids: list[str] = []
+        cursor = None
+        while True:
+            query = {**params, "limit": "2", **({"cursor": cursor} if cursor else {})}
+            response = await api.client.get("/api/v1/recordings", params=query,
+                                            headers=bearer(token))
+            assert response.status == 200, await response.text()
+            page = await response.json()
+            ids += [item["id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return ids
+
+    assert await found() == newest_first(ours + theirs)
+    assert await found(tag="odd") == newest_first(
+        [c for c in ours + theirs if c["tags"] == ["odd"]])
+    assert await found(tag="even", company=OTHER_COMPANY) == newest_first(
+        [c for c in theirs if c["tags"] == ["even"]])
+    assert await found(tag="even", agent="bertta", direction="outbound") == newest_first(
+        [c for c in ours + theirs if c["agent"] == "bertta" and c["direction"] == "outbound"])
+    assert await found(company="tenergia") == []
 
 
 async def test_tampered_cursor_is_400(api: Api) -> None:

@@ -16,7 +16,7 @@ from schemas.recordings import RecordingMetadata
 from service.ingest import object_key_for
 from service.reconciler import reconcile
 from service.settings import Settings
-from storage import keys
+from storage import keys, purge
 from storage import recordings as store
 from storage.audio import AudioInfo
 from storage.crypto import SEGMENT_SIZE, new_key, stored_size
@@ -55,12 +55,13 @@ async def company_id(pool: asyncpg.Pool, code: str = COMPANY) -> uuid.UUID:
 
 
 async def insert(pool: asyncpg.Pool, company: uuid.UUID, *, started_at: datetime,
-                 state: str = "stored", age: timedelta = timedelta()) -> NewRecording:
+                 state: str = "stored", age: timedelta = timedelta(),
+                 tags: tuple[str, ...] = ()) -> NewRecording:
     recording_id = uuid.uuid4()
     meta = RecordingMetadata(
         company=COMPANY, external_id=f"x-{recording_id.hex[:8]}", started_at=started_at,
         ended_at=started_at + timedelta(minutes=2), direction="inbound", purpose="quality",
-        agent="a1" if recording_id.int % 2 else "a2",
+        agent="a1" if recording_id.int % 2 else "a2", tags=list(tags),
     )
     new = NewRecording(
         id=recording_id, company_id=company, customer_id=None, metadata=meta,
@@ -180,6 +181,78 @@ async def test_search_pages_newest_first_without_gaps_or_duplicates(pool: asyncp
     other = await company_id(pool, "kemin-energia")
     async with scoped(pool, Scope.of([other])) as conn:
         assert await store.search(conn, SearchFilter(), after=None, limit=10) == []
+
+
+async def test_tag_and_company_filters_find_exactly_the_matching_calls_after_erasure_and_purge(
+    pool: asyncpg.Pool, objects: ObjectStore
+) -> None:
+    ours, theirs, outside = [await company_id(pool, code) for code in (
+        COMPANY, "kemin-energia", "tenergia")]
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    tag_sets = [("billing",), ("billing", "complaint"), (), ("complaint",)]
+    calls = [
+        # Calls of different companies share start times, so the merge must break ties by id.
+        await insert(pool, (ours, theirs, outside)[i % 3], started_at=base + timedelta(
+            minutes=i // 3), tags=tag_sets[i % 4])
+        for i in range(72)
+    ]
+    scope = Scope.of([ours, theirs])
+
+    def expected(where: SearchFilter) -> list[uuid.UUID]:
+        newest_first = sorted(calls, key=lambda c: (c.metadata.started_at, c.id), reverse=True)
+        return [c.id for c in newest_first if c.id not in gone and scope.allows(c.company_id)
+                and (where.tag is None or where.tag in c.metadata.tags)
+                and (where.company_id is None or c.company_id == where.company_id)
+                and (where.agent is None or c.metadata.agent == where.agent)
+                and (where.started_from is None or c.metadata.started_at >= where.started_from)
+                and (where.started_before is None
+                     or c.metadata.started_at < where.started_before)]
+
+    async def found(where: SearchFilter) -> list[uuid.UUID]:
+        seen: list[uuid.UUID] = []
+        after = None
+        async with scoped(pool, scope) as conn:
+            while page := await store.search(conn, where, after=after, limit=5):
+                seen += [r.id for r in page]
+                after = (page[-1].out.started_at, page[-1].id)
+        return seen
+
+    filters = [
+        SearchFilter(tag="complaint"),
+        SearchFilter(tag="billing", company_id=theirs),
+        SearchFilter(company_id=ours),
+        SearchFilter(tag="complaint", agent="a1"),
+        SearchFilter(tag="billing", started_from=base + timedelta(minutes=5),
+                     started_before=base + timedelta(minutes=17)),
+        SearchFilter(tag="nothing"),
+        SearchFilter(tag="complaint", company_id=outside),
+    ]
+    gone: set[uuid.UUID] = set()
+    for where in filters:
+        assert await found(where) == expected(where), where
+    assert await found(SearchFilter(tag="complaint", company_id=outside)) == []
+
+    erased = next(c for c in calls if c.company_id == ours and "complaint" in c.metadata.tags)
+    async with scoped(pool, EVERYTHING) as conn:
+        await store.erase(conn, erased.id, erased_by="test", reason="customer request")
+    purged = next(c for c in calls if c.company_id == theirs and "complaint" in c.metadata.tags)
+    async with scoped(pool, EVERYTHING) as conn:
+        await conn.execute("UPDATE recordings SET retain_until = $2 WHERE id = $1",
+                           purged.id, datetime(2020, 1, 1, tzinfo=UTC))
+        # Judged as of 2021 so that only this call has expired.
+        run_id, as_of = uuid.uuid4(), datetime(2021, 1, 1, tzinfo=UTC)
+        await purge.start_run(conn, run_id, as_of=as_of, started_by="test", dry_run=False)
+    job = purge.PurgeJob(pool, objects, run_id, as_of)
+    assert await job.recording_batch(versioned=False) == 1
+    gone = {erased.id, purged.id}
+    for where in filters:
+        assert await found(where) == expected(where), where
+    async with scoped(pool, EVERYTHING) as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM recording_tags WHERE recording_id = ANY($1::uuid[])",
+            list(gone)) == 0
+        assert await conn.fetchval("SELECT count(*) FROM recording_tags") == sum(
+            len(c.metadata.tags) for c in calls if c.id not in gone)
 
 
 async def test_reconciler_runs_in_the_background_from_start_up(
