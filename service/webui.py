@@ -108,6 +108,23 @@ async def signed_in(request: web.Request) -> tuple[Principal, str] | None:
     return principal, str(csrf)
 
 
+async def page_principal(
+    request: web.Request, action: str, *, session_of: web.Request | None = None
+) -> tuple[Principal, str]:
+    """The signed-in person allowed `action` (with their session's CSRF token), made the
+    request's principal; strangers go to sign-in, a role without the action to the home
+    page. `session_of` is the request whose cookie is checked, when not `request` itself."""
+    found = await signed_in(session_of or request)
+    if found is None:
+        raise web.HTTPSeeOther("/")
+    principal, csrf = found
+    if not allowed(principal.role, action):
+        raise web.HTTPSeeOther("/")
+    request[PRINCIPAL_KEY] = principal
+    actor_var.set(principal.name)
+    return principal, csrf
+
+
 PageHandler = Callable[[web.Request, Principal, str], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -121,14 +138,7 @@ def page(action: str) -> Callable[[PageHandler], Handler]:
     def wrap(handler: PageHandler) -> Handler:
         @functools.wraps(handler)
         async def run(request: web.Request) -> web.StreamResponse:
-            found = await signed_in(request)
-            if found is None:
-                raise web.HTTPSeeOther("/")
-            principal, csrf = found
-            if not allowed(principal.role, action):
-                raise web.HTTPSeeOther("/")
-            request[PRINCIPAL_KEY] = principal
-            actor_var.set(principal.name)
+            principal, csrf = await page_principal(request, action)
             return await handler(request, principal, csrf)
 
         return run

@@ -17,10 +17,9 @@ from service import i18n
 from service.api import parse_model, routes
 from service.auth import Principal
 from service.evaluation_forms import create_form, form_name_of, set_form_active
-from service.logs import actor_var
-from service.policy import PUBLIC, allowed
-from service.typedefs import POOL, PRINCIPAL_KEY
-from service.webui import page, render, signed_in
+from service.policy import PUBLIC
+from service.typedefs import POOL
+from service.webui import page, page_principal, render
 from service.webui_pages import company_codes
 from storage import accounts
 from storage import evaluation_forms as store
@@ -54,14 +53,8 @@ def form_post(action: str) -> Callable[[FormPostHandler], Handler]:
         async def run(request: web.Request) -> web.StreamResponse:
             # The session is checked as for viewing a page (a GET needs no CSRF header); the
             # token is then taken from the form and compared by the API's own function.
-            found = await signed_in(request.clone(method="GET"))
-            if found is None:
-                raise web.HTTPSeeOther("/")
-            principal, csrf = found
-            if not allowed(principal.role, action):
-                raise web.HTTPSeeOther("/")
-            request[PRINCIPAL_KEY] = principal
-            actor_var.set(principal.name)
+            principal, csrf = await page_principal(
+                request, action, session_of=request.clone(method="GET"))
             fields = await request.post()
             sent = fields.get("csrf_token")
             if not isinstance(sent, str) or not accounts.csrf_matches(csrf, sent):

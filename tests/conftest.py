@@ -18,6 +18,7 @@ from service.embedded import EmbeddedStack, StackInfo, load_or_create_secrets
 from service.settings import Settings
 from storage.db import create_pool
 from storage.migrate import migrate
+from storage.objects import ObjectStore
 from tests.helpers import Api
 
 TEMPLATE_DB = "tallenne_template"
@@ -171,3 +172,26 @@ async def db(stack: Stack, database: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(stack.superuser_url(database))
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The service's own kind of pool on the test's database (row-level security applies)."""
+    assert settings.database_url is not None
+    created = await create_pool(settings.database_url.get_secret_value(), max_size=4)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+async def objects(settings: Settings) -> AsyncIterator[ObjectStore]:
+    """A client of the test's bucket, created if missing."""
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    created = ObjectStore(
+        settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
+        settings.s3_secret_key.get_secret_value(), settings.s3_bucket,
+        region=settings.s3_region, threads=4,
+    )
+    await created.ensure_bucket()
+    yield created
+    await created.close()

@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
-import pytest
 
 from service.ingest import object_key_for
 from service.reconciler import RECONCILE_LOCK, reconcile
-from service.settings import Settings
-from storage.db import create_pool
 from storage.objects import ObjectStore
-from tests.service.recording_factory import object_store
-
-
-@pytest.fixture
-async def objects(settings: Settings) -> AsyncIterator[ObjectStore]:
-    created = object_store(settings)
-    await created.ensure_bucket()
-    yield created
-    await created.close()
-
-
-@pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    assert settings.database_url is not None
-    created = await create_pool(settings.database_url.get_secret_value(), max_size=4)
-    yield created
-    await created.close()
 
 
 async def test_the_bucket_is_listed_a_page_at_a_time(objects: ObjectStore) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,36 +14,19 @@ import pytest
 from schemas.recordings import RecordingMetadata
 from service.ingest import object_key_for
 from service.reconciler import reconcile
-from service.settings import Settings
 from storage import keys, purge
 from storage import recordings as store
 from storage.audio import AudioInfo
 from storage.crypto import SEGMENT_SIZE, new_key, stored_size
-from storage.db import Scope, create_pool, scoped
+from storage.db import Scope, scoped
 from storage.errors import IntegrityError
 from storage.objects import ObjectStore
 from storage.recordings import NewRecording, SearchFilter
 from storage.sealed_audio import EncryptingReader, iter_plaintext
-from tests.service.recording_factory import COMPANY, object_store
+from tests.service.recording_factory import COMPANY
 
 MASTER = b"m" * 32
 EVERYTHING = Scope.everything()
-
-
-@pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    assert settings.database_url is not None
-    created = await create_pool(settings.database_url.get_secret_value(), max_size=4)
-    yield created
-    await created.close()
-
-
-@pytest.fixture
-async def objects(settings: Settings) -> AsyncIterator[ObjectStore]:
-    created = object_store(settings)
-    await created.ensure_bucket()
-    yield created
-    await created.close()
 
 
 async def company_id(pool: asyncpg.Pool, code: str = COMPANY) -> uuid.UUID:

@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
 from storage.crypto import SEGMENT_SIZE, new_key, stored_size
 from storage.errors import IntegrityError
 from storage.objects import ObjectStore
 from storage.sealed_audio import READ_CHUNK, EncryptingReader, iter_plaintext
-from tests.service.recording_factory import object_store
 
 KEY = "recordings/test/sealed"
-
-
-@pytest.fixture
-async def objects(settings: Settings) -> AsyncIterator[ObjectStore]:
-    created = object_store(settings)
-    await created.ensure_bucket()
-    yield created
-    await created.close()
 
 
 @pytest.fixture
