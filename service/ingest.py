@@ -159,30 +159,35 @@ async def _existing_outcome(
         await asyncio.sleep(0.2)
 
 
+@dataclass(frozen=True)
+class Spooled:
+    """A received recording on local disk, probed: its file, format, size and SHA-256."""
+
+    path: Path
+    info: AudioInfo
+    size: int
+    sha256: str
+
+
 async def store_recording(
     pool: asyncpg.Pool,
     objects: ObjectStore,
     master_key: bytes,
     scope: Scope,
     target: Target,
-    spool: Path,
-    info: AudioInfo,
-    *,
-    size: int,
-    sha256: str,
+    audio: Spooled,
 ) -> Ingested:
     """Encrypt and upload a probed spool file; idempotent on (company, external_id)."""
     m = target.metadata
-    if m.sha256 is not None and m.sha256 != sha256:
+    if m.sha256 is not None and m.sha256 != audio.sha256:
         raise InvalidInput(
             "the audio does not match the given sha256",
             [(["metadata", "sha256"], "does not match the audio")],
         )
     # The slot is taken before the pending row is written, so a row never waits in a queue
     # long enough for the reconciler to take it for a crashed upload.
-    async with upload_budget(objects).reserve(min(stored_size(size), LONG_UPLOAD_BUFFER)):
-        return await _store_in_slot(pool, objects, master_key, scope, target, spool, info,
-                                    size=size, sha256=sha256)
+    async with upload_budget(objects).reserve(min(stored_size(audio.size), LONG_UPLOAD_BUFFER)):
+        return await _store_in_slot(pool, objects, master_key, scope, target, audio)
 
 
 async def _store_in_slot(
@@ -191,18 +196,14 @@ async def _store_in_slot(
     master_key: bytes,
     scope: Scope,
     target: Target,
-    spool: Path,
-    info: AudioInfo,
-    *,
-    size: int,
-    sha256: str,
+    audio: Spooled,
 ) -> Ingested:
     m = target.metadata
     recording_id = uuid.uuid4()
     object_key = object_key_for(recording_id, datetime.now(UTC))
     data_key = new_key()
     while True:
-        found = await _existing_outcome(pool, scope, target, sha256)
+        found = await _existing_outcome(pool, scope, target, audio.sha256)
         if found is not None:
             return found
         async with scoped(pool, scope) as conn:
@@ -223,9 +224,9 @@ async def _store_in_slot(
                     company_id=target.company_id,
                     customer_id=customer_id,
                     metadata=m,
-                    audio=info,
-                    size_bytes=size,
-                    sha256=sha256,
+                    audio=audio.info,
+                    size_bytes=audio.size,
+                    sha256=audio.sha256,
                     object_key=object_key,
                     key_owner=owner.owner,
                     key_owner_id=owner.owner_id,
@@ -235,10 +236,10 @@ async def _store_in_slot(
             break
 
     try:
-        reader = EncryptingReader(spool, data_key, recording_id)
+        reader = EncryptingReader(audio.path, data_key, recording_id)
         try:
             await objects.put_long_stream(
-                object_key, cast(BinaryIO, reader), stored_size(size)
+                object_key, cast(BinaryIO, reader), stored_size(audio.size)
             )
         finally:
             reader.close()

@@ -33,7 +33,7 @@ from schemas.recordings import (
 )
 from service.api import decode_json, json_response, parse_model, read_json, read_query, routes
 from service.auth import audit, principal_of
-from service.ingest import probe, resolve_target, store_recording
+from service.ingest import Spooled, probe, resolve_target, store_recording
 from service.typedefs import KEYRING, OBJECTS, POOL, SETTINGS
 from storage import evaluation_forms
 from storage import recordings as store
@@ -153,7 +153,7 @@ async def ingest_recording(request: web.Request) -> web.Response:
         info = await probe(spool, audio.headers.get("Content-Type"), audio.filename)
         outcome = await store_recording(
             app[POOL], app[OBJECTS], app[KEYRING].master_key, principal.scope, target,
-            spool, info, size=size, sha256=sha256,
+            Spooled(spool, info, size, sha256),
         )
     finally:
         await asyncio.to_thread(spool.unlink, True)

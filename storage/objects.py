@@ -230,7 +230,8 @@ class ObjectStore:
 
                 # Chunk n+1 is read and transformed while the caller handles chunk n; the
                 # transforms run one after the other, in order.
-                pending = asyncio.ensure_future(next_piece(first_chunk or chunk_size))
+                pending: asyncio.Task[bytes | None] | None = asyncio.ensure_future(
+                    next_piece(first_chunk or chunk_size))
                 try:
                     while pending is not None:
                         out = await pending

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,7 +81,7 @@ async def iter_plaintext(
     start: int,
     end_inclusive: int,
     expected_sha256: str | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Plaintext bytes start..end_inclusive, fetching and decrypting only the segments that
     cover them. IntegrityError when a segment fails authentication or the object is short.
 

@@ -29,7 +29,7 @@ from aiohttp import web
 from schemas.recordings import RecordingMetadata
 from service.api import decode_json, parse_model
 from service.commands import Progress, with_app
-from service.ingest import Ingested, probe, resolve_target, store_recording
+from service.ingest import Ingested, Spooled, probe, resolve_target, store_recording
 from service.recordings import METADATA_LIMIT
 from service.settings import Settings
 from service.typedefs import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
@@ -366,7 +366,7 @@ class DropFolder:
             info = await probe(audio, None, audio.name)
             outcome = await store_recording(
                 app[POOL], app[OBJECTS], app[KEYRING].master_key, self.scope, target,
-                audio, info, size=size, sha256=sha256,
+                Spooled(audio, info, size, sha256),
             )
         except PERMANENT:
             raise
