@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
@@ -18,7 +19,11 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.embedded import EmbeddedS3, EmbeddedStack, StackError, load_or_create_secrets
 from service.settings import Settings
+from storage import accounts
+from tests import audiogen
+from tests.helpers import bearer
 from tests.proxy import LatencyProxy
+from tests.service.recording_factory import COMPANY, metadata, upload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,6 +87,44 @@ async def test_readiness_follows_s3_being_killed_and_restarted(
             assert (await client.get("/healthz")).status == 200
             await asyncio.to_thread(s3.start, dict(s3.ports))
             assert (await client.get("/readyz")).status == 200
+    finally:
+        await asyncio.to_thread(s3.stop)
+
+
+async def test_replay_with_s3_down_answers_503_and_shows_no_signed_url(
+    settings: Settings, tmp_path: Path, db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = load_or_create_secrets(tmp_path)
+    s3 = EmbeddedS3(tmp_path, secret)
+    await asyncio.to_thread(s3.start)
+    try:
+        app = create_app(_s3_settings(settings, s3.endpoint, secret))
+        async with TestClient(TestServer(app)) as client:
+            (company,) = await accounts.companies_by_code(db, [COMPANY])
+            _, ingest = await accounts.create_token(db, "pbx", "ingest", [company.id], False)
+            _, quality = await accounts.create_token(db, "qa", "quality", [company.id], False)
+            audio = audiogen.make_audio("wav_pcm", 5.0)
+            stored = await upload(client, ingest, metadata(), audio)
+            assert stored.status == 201, await stored.text()
+            url = f"/api/v1/recordings/{(await stored.json())['id']}/audio"
+            params = {"reason": "complaint 7"}
+            ranged = await client.get(url, params=params,
+                                      headers={**bearer(quality), "Range": "bytes=0-99"})
+            assert ranged.status == 206 and await ranged.read() == audio.read_bytes()[:100]
+
+            await asyncio.to_thread(s3.kill)
+            for headers in ({"Range": "bytes=100-199"}, {}):
+                response = await client.get(url, params=params,
+                                            headers={**bearer(quality), **headers})
+                assert response.status == 503
+                assert response.content_type == "application/problem+json"
+                text = await response.text()
+                assert "object store" in text
+                for secret_part in ("X-Amz", "Signature", s3.endpoint):
+                    assert secret_part not in text
+            logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+            assert "X-Amz-Signature" not in logged and "X-Amz-Credential" not in logged
     finally:
         await asyncio.to_thread(s3.stop)
 
