@@ -266,3 +266,52 @@ async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: 
         await conn.close()
     assert [(h["use"], h["channel"], h["withdrawn"]) for h in history] == [
         ("direct_marketing", "phone", True)]
+
+
+async def test_an_admin_defines_an_evaluation_form_in_the_browser(api: Api) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
+    async_api = pytest.importorskip("playwright.async_api")
+    await api.user("pirjo.paakayttaja", "admin", all_companies=True)
+    base = str(api.client.make_url("/")).rstrip("/")
+    dialogs: list[str] = []
+
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900},
+                                                locale="en-GB")
+            page = await context.new_page()
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            await page.goto(base)
+            await page.get_by_label("Username").fill("pirjo.paakayttaja")
+            await page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("navigation", name="Main").get_by_role(
+                "link", name="Evaluation forms").click()
+            await page.get_by_role("heading", name="New form").wait_for()
+            await page.locator("#n-name").fill("asiakaskokemus")
+            await page.locator("#n-title").fill(f"Customer experience {XSS}")
+            for i, (key, label, top) in enumerate((("empathy", XSS, "4"),
+                                                   ("accuracy", "Accuracy", "10"))):
+                await page.locator(f"#key-{i}").fill(key)
+                await page.locator(f"#label-{i}").fill(label)
+                await page.locator(f"#max-{i}").fill(top)
+            await page.get_by_role("button", name="Create the form").click()
+            await page.get_by_role("status").filter(
+                has_text="The form asiakaskokemus was created.").wait_for()
+            row = page.locator('tr[data-form="asiakaskokemus"]')
+            assert XSS in await row.inner_text()  # shown as text, not run
+            assert "(0–10)" in await row.inner_text()
+            assert await page.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "forms.png"), full_page=True)
+            await row.get_by_role("button", name="Deactivate").click()
+            await page.get_by_role("status").filter(has_text="deactivated").wait_for()
+            assert "Deactivated" in await page.locator(
+                'tr[data-form="asiakaskokemus"]').inner_text()
+        finally:
+            await browser.close()
+    assert dialogs == [], "a script from the data ran"
