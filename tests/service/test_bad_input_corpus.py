@@ -4,6 +4,7 @@ application/problem+json (never a 5xx) and leaves nothing in PostgreSQL or S3.""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -63,7 +64,9 @@ async def test_bad_metadata_is_refused_and_nothing_is_stored(
 ) -> None:
     token = await api.token("ingest", [COMPANY])
     data = aiohttp.FormData()
-    data.add_field("metadata", bad_metadata, content_type="application/json")
+    # Bytes (not valid UTF-8) go as a file-like part, as aiohttp asks.
+    metadata_part = io.BytesIO(bad_metadata) if isinstance(bad_metadata, bytes) else bad_metadata
+    data.add_field("metadata", metadata_part, content_type="application/json")
     data.add_field("audio", audiogen.make_audio("wav_mulaw", 1.0).read_bytes(),
                    filename="call.wav", content_type="audio/wav")
     response = await api.client.post("/api/v1/recordings", data=data, headers=bearer(token))

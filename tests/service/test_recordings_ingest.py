@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import re
 import uuid
 from typing import Any
@@ -174,7 +175,8 @@ async def test_upload_over_the_size_limit_is_refused_while_streaming(
         assert response.status == 413
         with_length = await client.post(
             "/api/v1/recordings", data=aiohttp.FormData(
-                {"metadata": "{}", "audio": big.read_bytes()}), headers=bearer(token))
+                {"metadata": "{}", "audio": io.BytesIO(big.read_bytes())}),
+            headers=bearer(token))
         assert with_length.status == 413
     await nothing_stored(db, small)
 
