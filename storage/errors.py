@@ -9,6 +9,7 @@
     ├── InvalidInput        a value fails a domain rule (carries loc + msg pairs)
     │   ├── MalformedBody   the request body cannot be parsed at all (not JSON, too deep)
     │   └── AudioRejected   the bytes are not acceptable audio
+    │       └── AudioTruncated  it ends before its headers say (cut off or still written)
     ├── TooLarge            a body or file exceeds a configured limit
     ├── TooManyRequests     throttled; carries retry_after seconds
     ├── Unavailable         a backing service (PostgreSQL, S3) cannot be reached
@@ -67,6 +68,10 @@ class MalformedBody(InvalidInput):
 
 class AudioRejected(InvalidInput):
     title = "Audio rejected"
+
+
+class AudioTruncated(AudioRejected):
+    """The audio ends before its own headers say it does (cut off, or still being written)."""
 
 
 class TooLarge(StorageError):

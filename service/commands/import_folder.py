@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from storage.audit import AuditEntry
 from storage.db import Scope, scoped
 from storage.errors import (
     AlreadyExists,
+    AudioTruncated,
     Conflict,
     InvalidInput,
     NotFound,
@@ -46,6 +48,8 @@ from storage.errors import (
 )
 
 POLL_S = 2.0
+# Truncated audio changed less than this long ago is retried while watching, not failed.
+UNFINISHED_GRACE_S = 120.0
 # A pair that failed for a passing reason is tried again after this long in --watch.
 RETRY_AFTER_S = 30.0
 HASH_CHUNK = 1024 * 1024
@@ -120,6 +124,22 @@ def scan(folder: Path) -> tuple[dict[str, Pair], dict[Path, Signature]]:
     for pair in pairs.values():
         pair.audio.sort()
     return pairs, signatures
+
+
+def signature_of(path: Path) -> Signature | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def written_lately(path: Path) -> bool:
+    """Whether the file changed within the last UNFINISHED_GRACE_S seconds."""
+    try:
+        return time.time() - path.stat().st_mtime < UNFINISHED_GRACE_S
+    except OSError:
+        return False
 
 
 def measure(path: Path, limit: int) -> tuple[int, str]:
@@ -220,6 +240,9 @@ class DropFolder:
         self.stop = asyncio.Event()
         self._seen: dict[Path, Signature] = {}
         self._retry_at: dict[str, float] = {}
+        # The files' signatures when a retry was put off: a pair that changes since is
+        # tried again at once (its writer was not done), else after RETRY_AFTER_S.
+        self._retry_sig: dict[str, list[Signature | None]] = {}
         self._retrying: set[str] = set()
 
     async def open(self) -> None:
@@ -281,7 +304,8 @@ class DropFolder:
                     break
                 # Still being written unless every file looks the same as one poll ago.
                 steady = all(self._seen.get(p) == signatures[p] for p in pair.files)
-                if not steady or self._retry_at.get(pair.stem, 0.0) > now:
+                changed = self._retry_sig.get(pair.stem) != [signatures[p] for p in pair.files]
+                if not steady or (self._retry_at.get(pair.stem, 0.0) > now and not changed):
                     continue
                 # Interrupted moves are finished on the first steady look only, so a new file
                 # that happens to reuse an old name is never mistaken for one.
@@ -298,6 +322,13 @@ class DropFolder:
             except TimeoutError:
                 pass
         progress.finish()
+
+    def _later(self, pair: Pair, why: str) -> None:
+        self._retrying.add(pair.stem)
+        self._retry_at[pair.stem] = asyncio.get_running_loop().time() + RETRY_AFTER_S
+        self._retry_sig[pair.stem] = [signature_of(p) for p in pair.files]
+        print(f"tallenne: {pair.audio[0].name}: not stored now, will retry: {why}",
+              file=sys.stderr, flush=True)
 
     async def _settle(self, pair: Pair, *, lone_fails: bool) -> None:
         """Import one pair and move it where it belongs."""
@@ -317,16 +348,22 @@ class DropFolder:
             return
         try:
             outcome = await self._import(pair.audio[0], sidecar)
+        except AudioTruncated as exc:
+            # While watching, audio that ends early and was written a moment ago is most
+            # likely still being copied in: it gets time before it counts as broken.
+            if lone_fails or not written_lately(pair.audio[0]):
+                await self._fail(pair, reason_text(exc))
+            else:
+                self._later(pair, f"{reason_text(exc)}; it may still be being written")
+            return
         except PERMANENT as exc:
             await self._fail(pair, reason_text(exc))
             return
         except Retry as exc:
-            self._retrying.add(pair.stem)
-            self._retry_at[pair.stem] = asyncio.get_running_loop().time() + RETRY_AFTER_S
-            print(f"tallenne: {pair.audio[0].name}: not stored now, will retry: {exc}",
-                  file=sys.stderr, flush=True)
+            self._later(pair, str(exc))
             return
         self._retry_at.pop(pair.stem, None)
+        self._retry_sig.pop(pair.stem, None)
         self._retrying.discard(pair.stem)
         if outcome.created:
             self.tally.imported += 1
@@ -346,6 +383,7 @@ class DropFolder:
 
     async def _fail(self, pair: Pair, reason: str) -> None:
         self.tally.failed += 1
+        self._retry_sig.pop(pair.stem, None)
         self._retrying.discard(pair.stem)
         names = ", ".join(p.name for p in pair.files)
         at = datetime.now(UTC).isoformat(timespec="seconds")

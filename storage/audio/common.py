@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 from mutagen import MutagenError
 
-from storage.errors import AudioRejected
+from storage.errors import AudioRejected, AudioTruncated
 
 
 def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:
@@ -16,8 +16,8 @@ def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:
     return f.read(n)
 
 
-def _truncated(detail: str) -> AudioRejected:
-    return AudioRejected(f"audio is truncated: {detail}")
+def _truncated(detail: str) -> AudioTruncated:
+    return AudioTruncated(f"audio is truncated: {detail}")
 
 
 def _skip_id3v2(f: BinaryIO, size: int) -> int:

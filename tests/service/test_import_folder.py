@@ -263,6 +263,42 @@ async def test_watch_picks_up_a_pair_added_later_and_stops_on_sigterm(
     assert stored == 1
 
 
+async def test_watch_waits_for_audio_that_is_still_being_written(
+    db: asyncpg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    """A sender that pauses mid-copy leaves a truncated file for a while: the watcher retries
+    it (once it changes) instead of setting it aside as broken."""
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    whole = audiogen.make_audio("wav_pcm", 4.0).read_bytes()
+    (folder / "slow.wav").write_bytes(whole[: len(whole) // 2])
+    values = metadata()
+    values.pop("company")
+    (folder / "slow.json").write_text(json.dumps(values), encoding="utf-8")
+    watcher = subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
+        [sys.executable, "-m", "service.cli", "import", str(folder), "--company", COMPANY,
+         "--watch"],
+        cwd=ROOT, env=subprocess_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(8)
+        assert "slow.wav" in names(folder) and not (folder / "failed").exists()
+        (folder / "slow.wav").write_bytes(whole)  # the sender finishes the copy
+        await asyncio.to_thread(wait_for, lambda: (folder / "done" / "slow.wav").exists(),
+                                30, "the finished file")
+        watcher.send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(watcher.communicate, timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+    assert "may still be being written" in err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary == {"imported": 1, "already_stored": 0, "failed": 0, "left_to_retry": 0}
+    assert await db.fetchval("SELECT size_bytes FROM recordings WHERE external_id = $1",
+                             values["external_id"]) == len(whole)
+
+
 async def test_cli_reconcile_removes_orphans_and_stale_pending_rows_and_reports_them(
     db: asyncpg.Connection, settings: Settings
 ) -> None:
