@@ -9,8 +9,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -94,9 +95,22 @@ class ReplayWindows:
 
     MARGIN_S = 30.0  # forget a window a little before the database closes it
     LIMIT = 10_000
+    DRAIN_S = 10.0  # how long shutdown waits for range notes still being written
 
     def __init__(self) -> None:
         self._open: dict[WindowKey, float] = {}
+        self._notes: set[asyncio.Task[None]] = set()
+
+    def note_later(self, note: Coroutine[Any, Any, None]) -> None:
+        """Write a range note in the background: the response (and the next request on its
+        connection) need not wait for it."""
+        task = asyncio.create_task(note)
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
+
+    async def drain(self) -> None:
+        if self._notes:
+            await asyncio.wait(set(self._notes), timeout=self.DRAIN_S)
 
     def is_open(self, key: WindowKey) -> bool:
         until = self._open.get(key)
@@ -119,8 +133,10 @@ REPLAY_WINDOWS = web.AppKey("replay_windows", ReplayWindows)
 
 
 async def replay_windows_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REPLAY_WINDOWS] = ReplayWindows()
+    windows = ReplayWindows()
+    app[REPLAY_WINDOWS] = windows
     yield
+    await windows.drain()
 
 
 def _window_key(request: web.Request, recording_id: uuid.UUID, reason: str) -> WindowKey:
@@ -277,13 +293,10 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     except BaseException:
         await _abandon(first_piece, stream)
         raise
-    noting = None if noted_before else asyncio.create_task(
-        _note_beside(request, recording, reason, plan.summary(size)))
-    try:
-        return await _reply(request, recording, plan, stream, first_piece)
-    finally:
-        if noting is not None:
-            await noting
+    if not noted_before:
+        request.app[REPLAY_WINDOWS].note_later(
+            _note_beside(request, recording, reason, plan.summary(size)))
+    return await _reply(request, recording, plan, stream, first_piece)
 
 
 async def _reply(

@@ -38,6 +38,16 @@ async def stored(api: Api, kind: str = "wav_pcm", seconds: float = 20.0) -> tupl
     return (await response.json())["id"], path
 
 
+async def eventually(db: asyncpg.Connection, query: str, *args: Any) -> asyncpg.Record:
+    """The first row of `query` once there is one (within five seconds)."""
+    for _ in range(100):
+        row = await db.fetchrow(query, *args)
+        if row is not None:
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no row for {query!r} within five seconds")
+
+
 async def replay(api: Api, token: str, recording_id: str, reason: str | None = REASON,
                  headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
     params = {"reason": reason} if reason is not None else {}
@@ -202,16 +212,13 @@ async def test_a_window_closed_elsewhere_opens_a_new_audit_event(
     await db.execute("DELETE FROM recording_replay_windows")
     again = await replay(api, token, recording_id, headers={"Range": "bytes=10-19"})
     assert again.status == 206 and len(await again.read()) == 10
-    for _ in range(50):
-        events = await db.fetch(
-            "SELECT detail FROM audit_events WHERE action = 'recording.replay'"
-            " AND target_id = $1 ORDER BY seq", recording_id)
-        if len(events) == 2:
-            break
-        await asyncio.sleep(0.1)
-    assert [e["detail"].find("bytes 10-19/") >= 0 for e in events] == [False, True]
-    window = await db.fetchrow("SELECT requests, ranges FROM recording_replay_windows")
+    # The range is noted beside the stream, so the new window appears a moment later.
+    window = await eventually(db, "SELECT requests, ranges FROM recording_replay_windows")
     assert window["requests"] == 1 and window["ranges"][0].startswith("bytes 10-19/")
+    events = await db.fetch(
+        "SELECT detail FROM audit_events WHERE action = 'recording.replay'"
+        " AND target_id = $1 ORDER BY seq", recording_id)
+    assert [e["detail"].find("bytes 10-19/") >= 0 for e in events] == [False, True]
 
 
 async def test_replays_are_audited_with_reason_and_grouped(
@@ -226,15 +233,14 @@ async def test_replays_are_audited_with_reason_and_grouped(
     other_reason = await replay(api, token, recording_id, reason="complaint 99",
                                 headers={"Range": "bytes=0-9"})
     await other_reason.read()
-    await asyncio.sleep(0.1)
+    window = await eventually(
+        db, "SELECT requests, ranges FROM recording_replay_windows WHERE reason = $1"
+        " AND requests = 3", REASON)
     events: list[Any] = await db.fetch(
         "SELECT reason, detail FROM audit_events WHERE action = 'recording.replay'"
         " AND target_id = $1 ORDER BY seq", recording_id)
     assert [e["reason"] for e in events] == [REASON, "complaint 99"]
     assert events[0]["detail"].find("bytes 0-999/") >= 0
-    window = await db.fetchrow(
-        "SELECT requests, ranges FROM recording_replay_windows WHERE reason = $1", REASON)
-    assert window["requests"] == 3
     assert window["ranges"][0].startswith("bytes 0-999/") and len(window["ranges"]) == 3
 
 
