@@ -60,9 +60,18 @@ async def begin(
     try:
         await purge.start_run(conn, run_id, as_of=as_of, started_by=actor, dry_run=False)
     except BaseException:
-        await app[POOL].release(conn)
+        await _give_back(app, conn)
         raise
     return run_id, conn
+
+
+async def _give_back(app: web.Application, conn: asyncpg.Connection) -> None:
+    """Return a run's connection to the pool without any session lock it may still hold
+    (the pool does not reset sessions: storage.db.create_pool)."""
+    try:
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+    finally:
+        await app[POOL].release(conn)
 
 
 async def carry_out(
@@ -90,7 +99,7 @@ async def carry_out(
         try:
             await purge.finish_run(conn, run_id, state=state, counts=counts, error=error)
         finally:
-            await app[POOL].release(conn)
+            await _give_back(app, conn)
     await app[AUDIT].append(AuditEntry(
         actor=actor, actor_kind=actor_kind, role=role, action="purge.run",
         target_type="purge", target_id=str(run_id), request_id=request_id,
@@ -133,9 +142,9 @@ def next_run_after(now: datetime, at: str) -> datetime:
 async def scheduled_once(app: web.Application) -> PurgeReport | None:
     """Run today's purge unless another replica holds the lock or already ran it today."""
     async with app[POOL].acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULE_LOCK):
-            return None
         try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULE_LOCK):
+                return None
             today = datetime.now(HELSINKI).date()
             start = datetime.combine(today, time(0), HELSINKI)
             if await conn.fetchval(
@@ -145,7 +154,7 @@ async def scheduled_once(app: web.Application) -> PurgeReport | None:
                 return None
             return await run_now(app, actor="scheduler")
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULE_LOCK)
+            await conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 async def _schedule_forever(app: web.Application, at: str) -> None:

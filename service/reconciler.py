@@ -54,14 +54,17 @@ async def reconcile(
     """One pass; safe to repeat. One instance at a time lists the bucket: the others wait
     for it, or with `wait=False` (the replicas' background passes) skip this round."""
     async with pool.acquire() as lock_conn:
-        if wait:
-            await lock_conn.execute("SELECT pg_advisory_lock($1)", RECONCILE_LOCK)
-        elif not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RECONCILE_LOCK):
-            return ReconcileReport(skipped=True)
         try:
+            if wait:
+                await lock_conn.execute("SELECT pg_advisory_lock($1)", RECONCILE_LOCK)
+            elif not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
+                                              RECONCILE_LOCK):
+                return ReconcileReport(skipped=True)
             return await _reconcile(pool, objects, grace)
         finally:
-            await lock_conn.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
+            # Also when the wait for the lock was cut short: the pool keeps sessions as
+            # they are (storage.db.create_pool), so nothing may be left held.
+            await lock_conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 async def _reconcile(

@@ -22,8 +22,8 @@ async def migrate(conn: asyncpg.Connection, *, until: str | None = None) -> list
     """Apply pending migrations (up to and including `until`, if given); returns the versions
     applied now. Safe to run concurrently."""
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
