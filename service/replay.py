@@ -89,8 +89,8 @@ class ReplayWindows:
     """The replay windows this process knows to be open.
 
     The first request of a window waits for its audit event before any byte leaves; the
-    window's later requests only add their range to it, which then runs beside the stream
-    instead of before it (a crash may lose the last few ranges, never the audit event).
+    window's later requests only add their range to it, in the background (a crash may lose
+    the last few ranges, never the audit event).
     """
 
     MARGIN_S = 30.0  # forget a window a little before the database closes it
@@ -169,7 +169,7 @@ async def _note_replay(
 async def _note_beside(
     request: web.Request, recording: Recording, reason: str, byte_range: str
 ) -> None:
-    """Add this request's range to its open window, while the audio is being sent."""
+    """Add this request's range to its open window, in the background."""
     try:
         async with scoped(request.app[POOL], principal_of(request).scope,
                           durable=False) as conn:
@@ -258,8 +258,8 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
     principal = principal_of(request)
     # A window already open here has its audit event on record: this request's range is
-    # noted beside the stream. Otherwise the replay is noted before any byte leaves.
-    noted_before = not request.app[REPLAY_WINDOWS].is_open(
+    # noted in the background. Otherwise the replay is noted before any byte leaves.
+    note_first = not request.app[REPLAY_WINDOWS].is_open(
         _window_key(request, recording_id, reason))
     stream: AsyncGenerator[bytes, None] | None = None
     first_piece: asyncio.Task[bytes | None] | None = None
@@ -288,12 +288,12 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
                     expected_sha256=out.sha256 if plan.span.length == size else None,
                 )
                 first_piece = asyncio.create_task(_first_piece(stream))
-            if noted_before:
+            if note_first:
                 await _note_replay(conn, request, recording, reason, plan.summary(size))
     except BaseException:
         await _abandon(first_piece, stream)
         raise
-    if not noted_before:
+    if not note_first:
         request.app[REPLAY_WINDOWS].note_later(
             _note_beside(request, recording, reason, plan.summary(size)))
     return await _reply(request, recording, plan, stream, first_piece)
