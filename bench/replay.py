@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 
 from bench.ingest import write_wav
 from bench.stack import BenchStack, bench_stack
@@ -141,8 +145,19 @@ class ServiceReader:
         timing.total_s.append(done - started)
 
 
+def sha256_ms(nbytes: int) -> float:
+    """What SHA-256 alone costs on this machine for `nbytes`: the floor of a verified read."""
+    block = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    started = time.process_time()
+    for _ in range(64):
+        digest.update(block)
+    return (time.process_time() - started) / 64 / (1 << 20) * nbytes * 1000
+
+
 async def measure(raw: RawReader, product: ServiceReader, plain_size: int, stored_size: int,
-                  full_reads: int) -> list[tuple[str, float, float]]:
+                  full_reads: int, service_cpu: Callable[[], float],
+                  ) -> list[tuple[str, float, float]]:
     """Raw and product reads alternate, one by one, so both see the same machine."""
     rng = random.Random(11)
     plain_ranges = [(rng.randrange(plain_size - RANGE), RANGE) for _ in range(RANGES)]
@@ -156,16 +171,23 @@ async def measure(raw: RawReader, product: ServiceReader, plain_size: int, store
     for name, raw_spans, plain_spans in (("full file", whole, whole),
                                          ("64 KiB ranges", raw_ranges, plain_ranges)):
         raw_t, product_t = Timing([], [], 0), Timing([], [], 0)
+        cpu_s = 0.0
         for (raw_offset, raw_length), (offset, length) in zip(raw_spans, plain_spans,
                                                               strict=True):
             await raw.read(raw_offset, raw_length, raw_t)
+            before = service_cpu()
             await product.read(offset, length, product_t)
+            cpu_s += service_cpu() - before
         ratio = product_t.mb_per_s / raw_t.mb_per_s
         ttfb_ratio = product_t.ttfb_ms / raw_t.ttfb_ms
         rows.append((name, ratio, ttfb_ratio))
         print(f"{name:>14}: raw {raw_t.mb_per_s:8.1f} MB/s TTFB {raw_t.ttfb_ms:6.2f} ms |"
               f" service {product_t.mb_per_s:8.1f} MB/s TTFB {product_t.ttfb_ms:6.2f} ms |"
               f" throughput ratio {ratio:.2f}, TTFB ratio {ttfb_ratio:.2f}", flush=True)
+        per_read = cpu_s / len(plain_spans) * 1000
+        floor = (f"; SHA-256 alone {sha256_ms(plain_size):.1f} ms"
+                 if plain_spans[0][1] is None else "")
+        print(f"{'':>14}  service CPU {per_read:.2f} ms per read{floor}", flush=True)
     return rows
 
 
@@ -180,7 +202,14 @@ async def run(size: int, full_reads: int) -> int:
                 raw = RawReader(objects, key)
                 product = ServiceReader(
                     session, f"{stack.base_url}/api/v1/recordings/{recording_id}/audio", token)
-                rows = await measure(raw, product, plain_size, stored_size, full_reads)
+                service = psutil.Process(stack.service.pid)
+
+                def service_cpu() -> float:
+                    times = service.cpu_times()
+                    return float(times.user + times.system)
+
+                rows = await measure(raw, product, plain_size, stored_size, full_reads,
+                                     service_cpu)
         finally:
             await objects.close()
     print(f"object: {plain_size / 1e6:.1f} MB plaintext, {stored_size / 1e6:.1f} MB stored;"
