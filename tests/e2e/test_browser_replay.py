@@ -4,6 +4,8 @@ it; the server answers the player's ranged requests and every tag typed in shows
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,32 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 XSS = '<script>alert("xss")</script><img src=x onerror=alert(1)>'
 REASON = "laatupoikkeama, tiketti 4711"
+
+
+@asynccontextmanager
+async def signed_in(api: Api, username: str) -> AsyncIterator[tuple[Any, list[str]]]:
+    """A headless Chromium page at 1280 px, in English, signed in as `username`; also the
+    messages of any dialog a page script opened (there should be none)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
+    async_api = pytest.importorskip("playwright.async_api")
+    base = str(api.client.make_url("/")).rstrip("/")
+    dialogs: list[str] = []
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                   args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900},
+                                                locale="en-GB")
+            page = await context.new_page()
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            await page.goto(base)
+            await page.get_by_label("Username").fill(username)
+            await page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            yield page, dialogs
+        finally:
+            await browser.close()
 
 
 async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
@@ -197,9 +225,6 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
 
 
 async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: Api) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
-    async_api = pytest.importorskip("playwright.async_api")
     from tests.helpers import bearer
     from tests.service.data_subject_factory import customer, recording_of
 
@@ -212,49 +237,34 @@ async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: 
         "customer_number": "77000"}])
     assert (await events.json())["accepted"] == 1
     await api.user("asta.asiakaspalvelu", "customer_service", [COMPANY])
-    base = str(api.client.make_url("/")).rstrip("/")
-    dialogs: list[str] = []
 
-    async with async_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                   args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900},
-                                                locale="en-GB")
-            page = await context.new_page()
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            await page.goto(base)
-            await page.get_by_label("Username").fill("asta.asiakaspalvelu")
-            await page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-            await page.get_by_role("button", name="Sign in").click()
-            await page.get_by_role("link", name="Customers").first.click()
-            await page.get_by_label("Customer number").fill("77000")
-            await page.get_by_role("button", name="Find").click()
-            await page.locator("#lookup-results a").first.click()
+    async with signed_in(api, "asta.asiakaspalvelu") as (page, dialogs):
+        await page.get_by_role("link", name="Customers").first.click()
+        await page.get_by_label("Customer number").fill("77000")
+        await page.get_by_role("button", name="Find").click()
+        await page.locator("#lookup-results a").first.click()
 
-            await page.locator("#customer-calls tbody tr").first.wait_for()
-            assert await page.locator("#c-name").inner_text() == XSS
-            assert (await page.locator("#c-pid").inner_text()).endswith("-****")
-            await page.locator("#customer-events tbody tr").first.wait_for()
-            assert await page.locator("#customer-events tbody tr").count() == 1
-            assert await page.locator("#p-none").is_visible()
+        await page.locator("#customer-calls tbody tr").first.wait_for()
+        assert await page.locator("#c-name").inner_text() == XSS
+        assert (await page.locator("#c-pid").inner_text()).endswith("-****")
+        await page.locator("#customer-events tbody tr").first.wait_for()
+        assert await page.locator("#customer-events tbody tr").count() == 1
+        assert await page.locator("#p-none").is_visible()
 
-            await page.get_by_label("Use").select_option("direct_marketing")
-            await page.get_by_label("Channel").select_option("phone")
-            await page.get_by_role("button", name="Save").click()
-            row = page.locator("#prohibitions tbody tr")
-            await row.first.wait_for()
-            assert "Direct marketing" in await row.first.inner_text()
-            assert await page.evaluate(
-                "document.documentElement.scrollWidth <= window.innerWidth")
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "customer.png"), full_page=True)
+        await page.get_by_label("Use").select_option("direct_marketing")
+        await page.get_by_label("Channel").select_option("phone")
+        await page.get_by_role("button", name="Save").click()
+        row = page.locator("#prohibitions tbody tr")
+        await row.first.wait_for()
+        assert "Direct marketing" in await row.first.inner_text()
+        assert await page.evaluate(
+            "document.documentElement.scrollWidth <= window.innerWidth")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "customer.png"), full_page=True)
 
-            await page.get_by_role("button", name="Withdraw: Direct marketing").click()
-            await page.locator("#p-none").wait_for(state="visible")
-            assert await row.count() == 0
-        finally:
-            await browser.close()
+        await page.get_by_role("button", name="Withdraw: Direct marketing").click()
+        await page.locator("#p-none").wait_for(state="visible")
+        assert await row.count() == 0
     assert dialogs == []
 
     conn = await asyncpg.connect(api.superuser_url)
@@ -269,49 +279,31 @@ async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: 
 
 
 async def test_an_admin_defines_an_evaluation_form_in_the_browser(api: Api) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
-    async_api = pytest.importorskip("playwright.async_api")
     await api.user("pirjo.paakayttaja", "admin", all_companies=True)
-    base = str(api.client.make_url("/")).rstrip("/")
-    dialogs: list[str] = []
 
-    async with async_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                   args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900},
-                                                locale="en-GB")
-            page = await context.new_page()
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            await page.goto(base)
-            await page.get_by_label("Username").fill("pirjo.paakayttaja")
-            await page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-            await page.get_by_role("button", name="Sign in").click()
-            await page.get_by_role("navigation", name="Main").get_by_role(
-                "link", name="Evaluation forms").click()
-            await page.get_by_role("heading", name="New form").wait_for()
-            await page.locator("#n-name").fill("asiakaskokemus")
-            await page.locator("#n-title").fill(f"Customer experience {XSS}")
-            for i, (key, label, top) in enumerate((("empathy", XSS, "4"),
-                                                   ("accuracy", "Accuracy", "10"))):
-                await page.locator(f"#key-{i}").fill(key)
-                await page.locator(f"#label-{i}").fill(label)
-                await page.locator(f"#max-{i}").fill(top)
-            await page.get_by_role("button", name="Create the form").click()
-            await page.get_by_role("status").filter(
-                has_text="The form asiakaskokemus was created.").wait_for()
-            row = page.locator('tr[data-form="asiakaskokemus"]')
-            assert XSS in await row.inner_text()  # shown as text, not run
-            assert "(0–10)" in await row.inner_text()
-            assert await page.evaluate(
-                "document.documentElement.scrollWidth <= window.innerWidth")
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "forms.png"), full_page=True)
-            await row.get_by_role("button", name="Deactivate").click()
-            await page.get_by_role("status").filter(has_text="deactivated").wait_for()
-            assert "Deactivated" in await page.locator(
-                'tr[data-form="asiakaskokemus"]').inner_text()
-        finally:
-            await browser.close()
+    async with signed_in(api, "pirjo.paakayttaja") as (page, dialogs):
+        await page.get_by_role("navigation", name="Main").get_by_role(
+            "link", name="Evaluation forms").click()
+        await page.get_by_role("heading", name="New form").wait_for()
+        await page.locator("#n-name").fill("asiakaskokemus")
+        await page.locator("#n-title").fill(f"Customer experience {XSS}")
+        for i, (key, label, top) in enumerate((("empathy", XSS, "4"),
+                                               ("accuracy", "Accuracy", "10"))):
+            await page.locator(f"#key-{i}").fill(key)
+            await page.locator(f"#label-{i}").fill(label)
+            await page.locator(f"#max-{i}").fill(top)
+        await page.get_by_role("button", name="Create the form").click()
+        await page.get_by_role("status").filter(
+            has_text="The form asiakaskokemus was created.").wait_for()
+        row = page.locator('tr[data-form="asiakaskokemus"]')
+        assert XSS in await row.inner_text()  # shown as text, not run
+        assert "(0–10)" in await row.inner_text()
+        assert await page.evaluate(
+            "document.documentElement.scrollWidth <= window.innerWidth")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "forms.png"), full_page=True)
+        await row.get_by_role("button", name="Deactivate").click()
+        await page.get_by_role("status").filter(has_text="deactivated").wait_for()
+        assert "Deactivated" in await page.locator(
+            'tr[data-form="asiakaskokemus"]').inner_text()
     assert dialogs == [], "a script from the data ran"

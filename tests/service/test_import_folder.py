@@ -13,6 +13,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -224,18 +227,40 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@dataclass
+class Watcher:
+    process: subprocess.Popen[bytes]
+    out: bytes = b""
+    err: bytes = b""
+
+
+@asynccontextmanager
+async def watching(settings: Settings, folder: Path) -> AsyncIterator[Watcher]:
+    """`tallenne import FOLDER --watch` running for the block, then stopped with SIGTERM;
+    its output is on the Watcher afterwards."""
+    process = subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
+        [sys.executable, "-m", "service.cli", "import", str(folder), "--company", COMPANY,
+         "--watch"],
+        cwd=ROOT, env=subprocess_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    watcher = Watcher(process)
+    try:
+        yield watcher
+        process.send_signal(signal.SIGTERM)
+        watcher.out, watcher.err = await asyncio.to_thread(process.communicate, timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 async def test_watch_picks_up_a_pair_added_later_and_stops_on_sigterm(
     db: asyncpg.Connection, settings: Settings, tmp_path: Path
 ) -> None:
     folder = tmp_path / "watched"
     folder.mkdir()
     drop(folder, "early", "wav_mulaw")
-    watcher = subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
-        [sys.executable, "-m", "service.cli", "import", str(folder), "--company", COMPANY,
-         "--watch"],
-        cwd=ROOT, env=subprocess_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
+    async with watching(settings, folder) as watcher:
         await asyncio.to_thread(wait_for, lambda: (folder / "done" / "early.json").exists(),
                                 60, "the pair present at start")
         # Audio whose sidecar has not arrived yet is waited for, not failed.
@@ -247,15 +272,9 @@ async def test_watch_picks_up_a_pair_added_later_and_stops_on_sigterm(
         (folder / "late.json").write_text(json.dumps(late), encoding="utf-8")
         await asyncio.to_thread(wait_for, lambda: (folder / "done" / "late.json").exists(),
                                 30, "the pair added later")
-        assert watcher.poll() is None
-        watcher.send_signal(signal.SIGTERM)
-        out, err = await asyncio.to_thread(watcher.communicate, timeout=30)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.communicate()
-    assert watcher.returncode == 0, err.decode()
-    summary = json.loads(out.decode().strip().splitlines()[-1])
+        assert watcher.process.poll() is None
+    assert watcher.process.returncode == 0, watcher.err.decode()
+    summary = json.loads(watcher.out.decode().strip().splitlines()[-1])
     assert summary == {"imported": 2, "already_stored": 0, "failed": 0, "left_to_retry": 0}
     assert names(folder / "done") == {"early.wav", "early.json", "late.m4a", "late.json"}
     stored = await db.fetchval("SELECT count(*) FROM recordings WHERE state = 'stored'"
@@ -275,25 +294,14 @@ async def test_watch_waits_for_audio_that_is_still_being_written(
     values = metadata()
     values.pop("company")
     (folder / "slow.json").write_text(json.dumps(values), encoding="utf-8")
-    watcher = subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
-        [sys.executable, "-m", "service.cli", "import", str(folder), "--company", COMPANY,
-         "--watch"],
-        cwd=ROOT, env=subprocess_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
+    async with watching(settings, folder) as watcher:
         await asyncio.sleep(8)
         assert "slow.wav" in names(folder) and not (folder / "failed").exists()
         (folder / "slow.wav").write_bytes(whole)  # the sender finishes the copy
         await asyncio.to_thread(wait_for, lambda: (folder / "done" / "slow.wav").exists(),
                                 30, "the finished file")
-        watcher.send_signal(signal.SIGTERM)
-        out, err = await asyncio.to_thread(watcher.communicate, timeout=30)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.communicate()
-    assert "may still be being written" in err.decode()
-    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert "may still be being written" in watcher.err.decode()
+    summary = json.loads(watcher.out.decode().strip().splitlines()[-1])
     assert summary == {"imported": 1, "already_stored": 0, "failed": 0, "left_to_retry": 0}
     assert await db.fetchval("SELECT size_bytes FROM recordings WHERE external_id = $1",
                              values["external_id"]) == len(whole)
