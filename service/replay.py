@@ -1,6 +1,6 @@
 """Replay of recorded audio: reasoned, ranged, decrypted on the fly, verified and audited.
 
-Audio only ever flows through this endpoint; no presigned S3 URL reaches a client.
+Audio only ever flows through this endpoint; no S3 URL or credential reaches a client.
 """
 
 from __future__ import annotations

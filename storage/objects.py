@@ -8,22 +8,26 @@ stream over an aiohttp client on the loop itself with a URL minio signed for the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import itertools
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import urllib3
+import yarl
 from minio import Minio
+from minio.credentials.credentials import Credentials
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
+from minio.helpers import DictType
+from minio.signer import sign_v4_s3
 
 from storage.errors import ObjectMissing, Unavailable
 
@@ -37,9 +41,7 @@ READ_CHUNK = 256 * 1024
 READ_BUFFER = 1024 * 1024
 # Chunks up to this size are transformed on the event loop; larger ones in a worker thread.
 INLINE_TRANSFORM = 256 * 1024
-SIGNED_URL_TTL = timedelta(minutes=15)
-SIGNED_URL_REUSE = timedelta(minutes=10)
-SIGNED_URL_CACHE = 4096
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # of a GET's (empty) body
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}
 
 
@@ -86,7 +88,8 @@ class ObjectStore:
         self._connections = threads
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
-        self._signed: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._credentials = Credentials(access_key, secret_key)
+        self._base = f"{'https' if secure else 'http'}://{endpoint}/{quote(bucket)}/"
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one blocking client call in the pool, translating its errors."""
@@ -199,7 +202,9 @@ class ObjectStore:
             headers["Range"] = f"bytes={offset}-"
         loop = asyncio.get_running_loop()
         try:
-            async with self._reader().get(self._read_url(key), headers=headers) as response:
+            url = self._base + quote(key, safe="/")
+            async with self._reader().get(yarl.URL(url, encoded=True),
+                                          headers=self._signed_headers(url, headers)) as response:
                 if response.status == 404:
                     raise ObjectMissing("object is missing from the store (NoSuchKey)")
                 if response.status == 416:
@@ -250,7 +255,7 @@ class ObjectStore:
         except asyncio.IncompleteReadError:
             raise Unavailable("the object store ended the object early") from None
         except (aiohttp.ClientError, TimeoutError, OSError):
-            # Never chained: the request URL carries a signature.
+            # Never chained: the request carries a signature.
             raise Unavailable("the object store is not reachable") from None
 
     def _reader(self) -> aiohttp.ClientSession:
@@ -268,19 +273,18 @@ class ObjectStore:
             self._session_loop = loop
         return self._session
 
-    def _read_url(self, key: str) -> str:
-        """A signed GET URL of the object for this process's own reads; kept for a while so
-        a listener's many ranged requests are not each signed anew. Never leaves the
-        service: clients only ever get audio through it."""
-        now = time.monotonic()
-        found = self._signed.get(key)
-        if found is not None and found[1] > now:
-            return found[0]
-        url = self.client.presigned_get_object(self.bucket, key, expires=SIGNED_URL_TTL)
-        self._signed[key] = (url, now + SIGNED_URL_REUSE.total_seconds())
-        while len(self._signed) > SIGNED_URL_CACHE:
-            self._signed.popitem(last=False)
-        return url
+    def _signed_headers(self, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """The headers of a GET signed (AWS signature V4, in the Authorization header) by the
+        minio client's own signer; nothing signed is put in the URL."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        request: DictType = {**headers, "Host": urlsplit(url).netloc,
+                             "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"),
+                             "x-amz-content-sha256": EMPTY_SHA256}
+        signed = sign_v4_s3(
+            method="GET", url=urlsplit(url), region=self.region, headers=request,
+            credentials=self._credentials, content_sha256=EMPTY_SHA256, date=now,
+        )
+        return {name: str(value) for name, value in signed.items()}
 
     async def delete(self, keys: Iterable[str]) -> list[str]:
         """Delete many objects at once; returns the keys the store failed to delete."""

@@ -91,7 +91,7 @@ async def test_readiness_follows_s3_being_killed_and_restarted(
         await asyncio.to_thread(s3.stop)
 
 
-async def test_replay_with_s3_down_answers_503_and_shows_no_signed_url(
+async def test_replay_with_s3_down_answers_503_and_shows_no_s3_credentials(
     settings: Settings, tmp_path: Path, db: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
