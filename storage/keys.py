@@ -54,10 +54,7 @@ async def company_key(
     wrapped = await conn.fetchval(
         "SELECT wrapped_key FROM company_keys WHERE company_id = $1", company_id
     )
-    if wrapped is None:
-        raise IntegrityError("the company has no key")
-    key = unwrap_key(master_key, bytes(wrapped), context=company_key_context(company_id))
-    return OwnerKey("company", company_id, key)
+    return open_owner_key(master_key, "company", company_id, wrapped)
 
 
 async def customer_key(
@@ -78,8 +75,7 @@ async def customer_key(
         await conn.execute(
             "UPDATE customers SET wrapped_key = $2 WHERE id = $1", customer_id, wrapped
         )
-    key = unwrap_key(master_key, bytes(wrapped), context=customer_key_context(customer_id))
-    return OwnerKey("customer", customer_id, key)
+    return open_owner_key(master_key, "customer", customer_id, wrapped)
 
 
 async def owner_key(
@@ -108,8 +104,8 @@ async def owner_key(
 def open_owner_key(
     master_key: bytes, owner: KeyOwner, owner_id: UUID, wrapped: bytes | None
 ) -> OwnerKey:
-    """The plaintext owner key from its wrapped form, read alongside a recording (see
-    storage.recordings.get_for_replay); IntegrityError when it is gone."""
+    """The plaintext owner key from its wrapped form (as stored, or read alongside a
+    recording by storage.recordings.get_for_replay); IntegrityError when it is gone."""
     if wrapped is None:
         if owner == "customer":
             raise IntegrityError("the customer's key has been destroyed")

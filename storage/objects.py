@@ -310,10 +310,5 @@ class ObjectStore:
             yield keys
 
     async def list_keys(self, prefix: str) -> list[str]:
-        def _list() -> list[str]:
-            return [
-                str(o.object_name)
-                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
-            ]
-
-        return await self.run(_list)
+        """Every key under `prefix`, for the small prefixes (ledger, checkpoints)."""
+        return [key async for page in self.iter_keys(prefix) for key in page]
