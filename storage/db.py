@@ -70,18 +70,17 @@ class Scope:
 
 
 async def apply_scope(conn: asyncpg.Connection, scope: Scope, *, durable: bool = True) -> None:
-    """Write the scope into transaction-local settings that the RLS policies read.
+    """Write the scope into transaction-local settings that the RLS policies read (by the
+    database's own `tallenne_set_scope`, which single self-scoping statements call too).
 
     `durable=False` lets the commit return before its WAL reaches disk (for bookkeeping a
     crash may lose, such as replay windows); it rides on the same round trip.
     """
-    ids = "{" + ",".join(str(c) for c in sorted(scope.company_ids, key=str)) + "}"
     await conn.execute(
-        "SELECT set_config('tallenne.all_companies', $1, true),"
-        " set_config('tallenne.company_ids', $2, true)"
+        "SELECT tallenne_set_scope($1, $2)"
         + ("" if durable else ", set_config('synchronous_commit', 'off', true)"),
-        "on" if scope.all_companies else "off",
-        ids,
+        scope.all_companies,
+        sorted(scope.company_ids),
     )
 
 

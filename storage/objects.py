@@ -186,6 +186,7 @@ class ObjectStore:
         chunk_size: int = READ_CHUNK,
         first_chunk: int | None = None,
         transform: Callable[[bytes], bytes] | None = None,
+        transform_after: asyncio.Future[Any] | None = None,
     ) -> AsyncIterator[bytes]:
         """Stream an object (or a byte range of it) in bounded chunks.
 
@@ -193,7 +194,8 @@ class ObjectStore:
         each: the socket keeps filling a bounded buffer (read-ahead) while the caller handles
         a chunk. A smaller `first_chunk` gets the first bytes out sooner. `transform`
         (decryption, hashing) runs on each chunk in order, in a worker thread for large
-        chunks; a chunk it turns into nothing is not yielded.
+        chunks; a chunk it turns into nothing is not yielded. With `transform_after`, the
+        read starts at once but no chunk is transformed before that future is done.
         """
         headers = {}
         if length:
@@ -229,6 +231,8 @@ class ObjectStore:
                         return None
                     if transform is None:
                         return chunk
+                    if transform_after is not None:
+                        await transform_after
                     if len(chunk) <= INLINE_TRANSFORM:
                         return transform(chunk)
                     return await loop.run_in_executor(self._pool, transform, chunk)

@@ -4,7 +4,7 @@ evaluations and what the reconciler needs. Every function takes a scoped connect
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +15,7 @@ import asyncpg
 from schemas.recordings import EvaluationIn, EvaluationOut, RecordingMetadata, RecordingOut
 from storage import keys
 from storage.audio import AudioInfo
+from storage.db import Scope
 from storage.errors import Conflict, NotFound
 from storage.keys import KeyOwner
 
@@ -219,19 +220,15 @@ async def get(conn: asyncpg.Connection, recording_id: UUID) -> Recording:
 
 
 async def get_for_replay(
-    conn: asyncpg.Connection, recording_id: UUID
+    conn: asyncpg.Connection, scope: Scope, recording_id: UUID
 ) -> tuple[Recording, bytes | None]:
-    """The recording and, in the same round trip, the wrapped key of its key owner (None
-    once that key has been destroyed)."""
+    """The recording and the wrapped key of its key owner (None once that key has been
+    destroyed), read in `scope` by one statement that scopes itself: `conn` need not be in a
+    transaction, and replay's hot path saves the round trips of one."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS}, CASE r.key_owner"
-        " WHEN 'company' THEN (SELECT k.wrapped_key FROM company_keys k"
-        " WHERE k.company_id = r.key_owner_id)"
-        " ELSE (SELECT cu.wrapped_key FROM customers cu WHERE cu.id = r.key_owner_id)"
-        " END AS owner_wrapped_key"
-        " FROM recordings r JOIN companies c ON c.id = r.company_id"
-        " WHERE r.id = $1 AND r.state <> 'pending'",
-        recording_id,
+        "SELECT (f.recording).*, f.company, f.owner_wrapped_key"
+        " FROM tallenne_recording_for_replay($1, $2, $3) f",
+        scope.all_companies, sorted(scope.company_ids), recording_id,
     )
     if row is None:
         raise NotFound("no such recording")
@@ -378,6 +375,44 @@ async def touch_replay_window(
         recording_id, principal, reason, REPLAY_WINDOW, MAX_SUMMARISED_RANGES, byte_range,
     )
     return None if row is None else ReplayWindow(int(row["audit_seq"]), row["open_for"])
+
+
+@dataclass(frozen=True)
+class ReplayRanges:
+    """Requests of one listening session to add to its open window at once."""
+
+    recording_id: UUID
+    principal: str
+    reason: str
+    requests: int
+    ranges: tuple[str, ...]  # range summaries ("bytes a-b/size"); they hold no comma
+
+
+async def add_replay_ranges(
+    conn: asyncpg.Connection, batch: Sequence[ReplayRanges]
+) -> list[ReplayRanges]:
+    """Add each entry's requests and ranges to its open window in one statement; returns the
+    entries whose window is no longer open (closed or removed elsewhere)."""
+    if not batch:
+        return []
+    rows = await conn.fetch(
+        "WITH n AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[],"
+        " $5::text[]) AS n(recording_id, principal, reason, requests, ranges)),"
+        " open AS (SELECT DISTINCT ON (n.recording_id, n.principal, n.reason) w.id,"
+        " n.recording_id, n.principal, n.reason, n.requests, n.ranges"
+        " FROM n JOIN recording_replay_windows w USING (recording_id, principal, reason)"
+        " WHERE w.opened_at > now() - $6::interval"
+        " ORDER BY n.recording_id, n.principal, n.reason, w.opened_at DESC)"
+        " UPDATE recording_replay_windows w SET requests = w.requests + open.requests,"
+        " last_at = now(), ranges = (w.ranges || string_to_array(open.ranges, ','))[1:$7]"
+        " FROM open WHERE w.id = open.id"
+        " RETURNING open.recording_id, open.principal, open.reason",
+        [e.recording_id for e in batch], [e.principal for e in batch],
+        [e.reason for e in batch], [e.requests for e in batch],
+        [",".join(e.ranges) for e in batch], REPLAY_WINDOW, MAX_SUMMARISED_RANGES,
+    )
+    noted = {(r["recording_id"], r["principal"], r["reason"]) for r in rows}
+    return [e for e in batch if (e.recording_id, e.principal, e.reason) not in noted]
 
 
 async def note_replay(

@@ -4,6 +4,7 @@ segment by segment for a byte range, never held whole in memory.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import uuid
@@ -75,7 +76,7 @@ async def iter_plaintext(
     objects: ObjectStore,
     object_key: str,
     *,
-    data_key: bytes,
+    data_key: bytes | asyncio.Future[bytes],
     object_id: uuid.UUID,
     size: int,
     start: int,
@@ -88,17 +89,31 @@ async def iter_plaintext(
     With `expected_sha256` (whole-file reads only) the digest is checked before the last
     piece is yielded, so a reader never receives a complete copy that failed verification.
     Decryption and hashing run in the object store's worker thread, beside the event loop.
+    A `data_key` still to come (a future) lets the S3 read start before the key is known:
+    the stored bytes wait, unopened, in the bounded read-ahead until it is set.
     """
     if expected_sha256 is not None and (start, end_inclusive) != (0, size - 1):
         raise ValueError("the SHA-256 can only be verified on a whole-file read")
     span = stored_range(start, end_inclusive, size)
-    decryptor = SegmentDecryptor(
-        data_key,
-        object_id,
-        span.first_segment,
-        segment_count(size) - 1,
-        last_segment=span.last_segment,
-    )
+    if isinstance(data_key, asyncio.Future):
+        key_known = data_key
+    else:
+        key_known = asyncio.get_running_loop().create_future()
+        key_known.set_result(data_key)
+    decryptor: SegmentDecryptor | None = None
+
+    def opened() -> SegmentDecryptor:
+        nonlocal decryptor
+        if decryptor is None:
+            decryptor = SegmentDecryptor(
+                key_known.result(),
+                object_id,
+                span.first_segment,
+                segment_count(size) - 1,
+                last_segment=span.last_segment,
+            )
+        return decryptor
+
     digest = hashlib.sha256() if expected_sha256 is not None else None
     skip = span.skip_head
     left = span.take
@@ -118,14 +133,18 @@ async def iter_plaintext(
         return plain
 
     def open_chunk(stored: bytes) -> bytes:
-        return trim(decryptor.update(stored))
+        return trim(opened().update(stored))
 
     async for piece in objects.iter_range(
         object_key, span.stored_start, length, chunk_size=READ_CHUNK,
-        first_chunk=STORED_SEGMENT_SIZE, transform=open_chunk,
+        # A small range comes in one read; a long one starts with a single segment so that
+        # its first bytes leave sooner.
+        first_chunk=READ_CHUNK if length <= READ_CHUNK else STORED_SEGMENT_SIZE,
+        transform=open_chunk, transform_after=key_known,
     ):
         yield piece
-    piece = trim(decryptor.finalize())
+    await key_known
+    piece = trim(opened().finalize())
     if left:
         raise IntegrityError("stored audio ended before the requested range")
     if digest is not None and digest.hexdigest() != expected_sha256:
