@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -18,6 +18,16 @@ from service.policy import ACTIONS, AUTHENTICATED, PUBLIC
 from storage.errors import InvalidInput, MalformedBody, TooLarge
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Ahead(Protocol):
+    """Work an endpoint starts before its caller is authenticated (see `before_auth`)."""
+
+    async def abandon(self) -> None: ...
+
+
+# Where the handler finds the work its endpoint started ahead; it owns it from then on.
+AHEAD_KEY = web.RequestKey("ahead", Ahead)
 M = TypeVar("M", bound=BaseModel)
 JSON_BODY_LIMIT = 1024 * 1024
 
@@ -39,6 +49,9 @@ class Endpoint:
     extra_statuses: tuple[int, ...] = ()
     operation_id: str = ""
     in_schema: bool = True
+    # Work that needs no authority and reveals nothing (a read of ciphertext, say), started
+    # while the caller is authenticated; abandoned if authentication or the policy refuses.
+    before_auth: Callable[[web.Request], Ahead | None] | None = None
 
 
 @dataclass
@@ -61,6 +74,7 @@ class RouteTable:
         response_content: dict[str, Any] | None = None,
         extra_statuses: tuple[int, ...] = (),
         in_schema: bool = True,
+        before_auth: Callable[[web.Request], Ahead | None] | None = None,
     ) -> Callable[[Handler], Handler]:
         if action not in ACTIONS and action not in (PUBLIC, AUTHENTICATED):
             raise ValueError(f"{method} {path}: action {action!r} is not in the policy table")
@@ -83,6 +97,7 @@ class RouteTable:
                     extra_statuses=extra_statuses,
                     operation_id=handler.__name__,
                     in_schema=in_schema,
+                    before_auth=before_auth,
                 )
             )
             return handler

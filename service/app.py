@@ -47,6 +47,7 @@ from service import (  # noqa: E402, F401
     webui_pages,
 )
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
+from service.replay_windows import replay_windows_ctx  # noqa: E402
 
 
 def check_region(region: str) -> None:
@@ -138,9 +139,10 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=1024**2,
     )
     app[SETTINGS] = settings
+    app[replay.LOCATORS] = replay.Locators()
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, audit_ctx, checkpoint_ctx,
-         purge_scheduler_ctx, reconciler_ctx, replay.replay_windows_ctx]
+         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

@@ -14,7 +14,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
 from service import problems
-from service.api import endpoint_of
+from service.api import AHEAD_KEY, endpoint_of
 from service.auth import authenticate
 from service.logs import actor_var, request_id_var
 from service.policy import PUBLIC, allowed
@@ -133,9 +133,17 @@ async def authorisation(request: web.Request, handler: Handler) -> web.StreamRes
     endpoint = endpoint_of(request)
     if endpoint is None or endpoint.action == PUBLIC:
         return await handler(request)
-    principal = await authenticate(request, endpoint)
-    request[PRINCIPAL_KEY] = principal
-    actor_var.set(principal.name)
-    if not allowed(principal.role, endpoint.action):
-        raise errors.Forbidden(f"the role {principal.role} may not {endpoint.action}")
+    ahead = endpoint.before_auth(request) if endpoint.before_auth is not None else None
+    try:
+        principal = await authenticate(request, endpoint)
+        request[PRINCIPAL_KEY] = principal
+        actor_var.set(principal.name)
+        if not allowed(principal.role, endpoint.action):
+            raise errors.Forbidden(f"the role {principal.role} may not {endpoint.action}")
+    except BaseException:
+        if ahead is not None:
+            await ahead.abandon()
+        raise
+    if ahead is not None:
+        request[AHEAD_KEY] = ahead
     return await handler(request)

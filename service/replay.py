@@ -6,33 +6,35 @@ Audio only ever flows through this endpoint; no S3 URL or credential reaches a c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from schemas.recordings import ReplayQuery
 from service import problems
-from service.api import routes
-from service.auth import audit, principal_of
+from service.api import AHEAD_KEY, routes
+from service.auth import SESSION_COOKIE, audit, principal_of
 from service.recordings import recording_id_of
+from service.replay_windows import REPLAY_WINDOWS, note_replay, window_key
 from service.typedefs import KEYRING, OBJECTS, POOL, REQUEST_ID_KEY
 from storage import keys
 from storage import recordings as store
 from storage.audio import CONTENT_TYPES
 from storage.db import scoped
 from storage.errors import Conflict, IntegrityError
+from storage.objects import ObjectStore
 from storage.recordings import Recording
 from storage.sealed_audio import iter_plaintext
 
 logger = logging.getLogger(__name__)
 
 MAX_REASON = 500
+SMALL_BODY = 256 * 1024  # ranges up to this size are sent whole, with their headers
 WITHHELD = "the recording's stored audio failed verification and is withheld"
 
 
@@ -82,103 +84,6 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-WindowKey = tuple[uuid.UUID, str, str]  # recording, principal, reason
-
-
-class ReplayWindows:
-    """The replay windows this process knows to be open.
-
-    The first request of a window waits for its audit event before any byte leaves; the
-    window's later requests only add their range to it, in the background (a crash may lose
-    the last few ranges, never the audit event).
-    """
-
-    MARGIN_S = 30.0  # forget a window a little before the database closes it
-    LIMIT = 10_000
-    DRAIN_S = 10.0  # how long shutdown waits for range notes still being written
-
-    def __init__(self) -> None:
-        self._open: dict[WindowKey, float] = {}
-        self._notes: set[asyncio.Task[None]] = set()
-
-    def note_later(self, note: Coroutine[Any, Any, None]) -> None:
-        """Write a range note in the background: the response (and the next request on its
-        connection) need not wait for it."""
-        task = asyncio.create_task(note)
-        self._notes.add(task)
-        task.add_done_callback(self._notes.discard)
-
-    async def drain(self) -> None:
-        if self._notes:
-            await asyncio.wait(set(self._notes), timeout=self.DRAIN_S)
-
-    def is_open(self, key: WindowKey) -> bool:
-        until = self._open.get(key)
-        if until is None:
-            return False
-        if until <= time.monotonic():
-            del self._open[key]
-            return False
-        return True
-
-    def remember(self, key: WindowKey, window: store.ReplayWindow) -> None:
-        now = time.monotonic()
-        if len(self._open) >= self.LIMIT:
-            self._open = {k: t for k, t in self._open.items() if t > now}
-        if len(self._open) < self.LIMIT:
-            self._open[key] = now + window.open_for.total_seconds() - self.MARGIN_S
-
-
-REPLAY_WINDOWS = web.AppKey("replay_windows", ReplayWindows)
-
-
-async def replay_windows_ctx(app: web.Application) -> AsyncIterator[None]:
-    windows = ReplayWindows()
-    app[REPLAY_WINDOWS] = windows
-    yield
-    await windows.drain()
-
-
-def _window_key(request: web.Request, recording_id: uuid.UUID, reason: str) -> WindowKey:
-    principal = principal_of(request)
-    return recording_id, f"{principal.kind}:{principal.account.id}", reason
-
-
-async def _note_replay(
-    conn: asyncpg.Connection, request: web.Request, recording: Recording, reason: str,
-    byte_range: str,
-) -> None:
-    """One audit event per recording, principal and reason per window; later requests of
-    the same listening session are summarised in the replay window row."""
-    key = _window_key(request, recording.id, reason)
-
-    async def open_event() -> int:
-        return await audit(
-            request, "recording.replay", target_type="recording",
-            target_id=str(recording.id), company=recording.out.company, reason=reason,
-            detail={"range": byte_range, "grouped_minutes": 10},
-        )
-
-    window = await store.note_replay(
-        conn, recording, principal=key[1], reason=reason, byte_range=byte_range,
-        open_event=open_event,
-    )
-    request.app[REPLAY_WINDOWS].remember(key, window)
-
-
-async def _note_beside(
-    request: web.Request, recording: Recording, reason: str, byte_range: str
-) -> None:
-    """Add this request's range to its open window, in the background."""
-    try:
-        async with scoped(request.app[POOL], principal_of(request).scope,
-                          durable=False) as conn:
-            await _note_replay(conn, request, recording, reason, byte_range)
-    except Exception as exc:  # the window's audit event is on record already
-        logger.warning("replay range not noted", extra={
-            "recording_id": str(recording.id), "error": exc.__class__.__name__})
-
-
 @dataclass(frozen=True)
 class Plan:
     """What one request gets: 304, 416, or these bytes (`ranged` answers 206)."""
@@ -212,24 +117,92 @@ def plan_reply(request: web.Request, size: int, etag: str) -> Plan:
     return Plan(206, wanted, ranged=True)
 
 
-async def _first_piece(stream: AsyncGenerator[bytes, None]) -> bytes | None:
-    try:
-        return await anext(stream)
-    except StopAsyncIteration:
-        return None
+@dataclass(frozen=True)
+class Locator:
+    """Where a recording's stored audio lies and what it is; fixed once it is stored."""
+
+    object_key: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, recording: Recording) -> Locator:
+        return cls(recording.object_key, recording.out.size_bytes, recording.out.sha256)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.sha256}"'
 
 
-async def _abandon(
-    first_piece: asyncio.Task[bytes | None] | None, stream: AsyncGenerator[bytes, None] | None
-) -> None:
-    """Drop a read started ahead of a request that failed before sending anything."""
-    if first_piece is not None:
-        first_piece.cancel()
-        await asyncio.wait([first_piece])
-        if not first_piece.cancelled():
-            first_piece.exception()  # the request's own error is the one that counts
-    if stream is not None:
-        await stream.aclose()
+class Locators:
+    """Locators of the recordings that a credential (a bearer token or a session) replayed
+    here lately, so that the same listener's next request starts its S3 read while the
+    caller is authenticated and the row is read. What is read ahead is ciphertext only:
+    nothing is opened or sent before the row, read in the caller's scope, agrees. Only a
+    credential that has read the recording before starts such a read."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[tuple[bytes, uuid.UUID], Locator] = OrderedDict()
+
+    def get(self, credential: bytes, recording_id: uuid.UUID) -> Locator | None:
+        return self._known.get((credential, recording_id))
+
+    def remember(self, credential: bytes, recording_id: uuid.UUID, locator: Locator) -> None:
+        key = (credential, recording_id)
+        self._known[key] = locator
+        self._known.move_to_end(key)
+        if len(self._known) > self.LIMIT:
+            self._known.popitem(last=False)
+
+
+def credential_of(request: web.Request) -> bytes | None:
+    """A digest of the request's credential (never the credential itself), if it has one."""
+    presented = request.headers.get("Authorization") or request.cookies.get(SESSION_COOKIE)
+    return hashlib.sha256(presented.encode()).digest() if presented else None
+
+
+LOCATORS = web.AppKey("replay_locators", Locators)
+
+
+@dataclass
+class StoredRead:
+    """A read of stored audio under way: the S3 read starts at once and fills a bounded
+    read-ahead; its segments are opened once `data_key` is set."""
+
+    locator: Locator
+    span: ByteRange
+    data_key: asyncio.Future[bytes]
+    stream: AsyncGenerator[bytes, None]
+    first_piece: asyncio.Task[bytes | None]
+
+    @classmethod
+    def start(
+        cls, objects: ObjectStore, recording_id: uuid.UUID, locator: Locator, span: ByteRange
+    ) -> StoredRead:
+        data_key: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        stream = iter_plaintext(
+            objects, locator.object_key, data_key=data_key, object_id=recording_id,
+            size=locator.size, start=span.start, end_inclusive=span.end,
+            expected_sha256=locator.sha256 if span.length == locator.size else None,
+        )
+        return cls(locator, span, data_key, stream, asyncio.create_task(cls._first(stream)))
+
+    @staticmethod
+    async def _first(stream: AsyncGenerator[bytes, None]) -> bytes | None:
+        try:
+            return await anext(stream)
+        except StopAsyncIteration:
+            return None
+
+    async def abandon(self) -> None:
+        """Drop the read (the request failed before sending anything, or is done)."""
+        self.first_piece.cancel()
+        await asyncio.wait([self.first_piece])
+        if not self.first_piece.cancelled():
+            self.first_piece.exception()  # the request's own error is the one that counts
+        await self.stream.aclose()
 
 
 async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
@@ -244,64 +217,88 @@ async def _integrity_alarm(request: web.Request, recording: Recording, exc: Inte
                 outcome="failure", detail={"error": exc.detail})
 
 
+def read_ahead(request: web.Request) -> StoredRead | None:
+    """Before authentication: start the S3 read of a recording this request's credential
+    replayed here lately (see `Locators`)."""
+    credential = credential_of(request)
+    try:
+        recording_id = uuid.UUID(request.match_info["id"])
+    except ValueError:
+        return None
+    known = request.app[LOCATORS].get(credential, recording_id) if credential else None
+    if known is None or not request.query.get("reason"):
+        return None
+    plan = plan_reply(request, known.size, known.etag)
+    if plan.span is None:
+        return None
+    return StoredRead.start(request.app[OBJECTS], recording_id, known, plan.span)
+
+
 @routes.route(
     "GET", "/api/v1/recordings/{id}/audio", action="recording.replay", tag="recordings",
     summary="Stream the original audio (Range, If-Range, If-None-Match); reason required",
     query=ReplayQuery,
     response_content={"audio/*": {"schema": {"type": "string", "format": "binary"}}},
     extra_statuses=(206, 304, 409, 416),
+    before_auth=read_ahead,
 )
 async def replay_audio(request: web.Request) -> web.StreamResponse:
-    recording_id = recording_id_of(request)
-    reason = (request.query.get("reason") or "").strip()
-    if not reason or len(reason) > MAX_REASON:
-        raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
-    principal = principal_of(request)
-    # A window already open here has its audit event on record: this request's range is
-    # noted in the background. Otherwise the replay is noted before any byte leaves.
-    note_first = not request.app[REPLAY_WINDOWS].is_open(
-        _window_key(request, recording_id, reason))
-    stream: AsyncGenerator[bytes, None] | None = None
-    first_piece: asyncio.Task[bytes | None] | None = None
-    # One transaction reads the row with its owner key (and notes the replay); the replay
-    # window is bookkeeping a crash may lose, so its commit does not wait for the disk.
-    # Once the row is known the S3 read starts, overlapping the rest of the transaction.
+    # A read started ahead (see `read_ahead`) is used only if the row agrees with it.
+    ahead = request.pop(AHEAD_KEY, None)
+    read = ahead if isinstance(ahead, StoredRead) else None
     try:
-        async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
-            recording, wrapped_owner_key = await store.get_for_replay(conn, recording_id)
-            out = recording.out
-            if out.state == "corrupt":
-                raise Conflict(WITHHELD)
-            size = out.size_bytes
-            etag = f'"{out.sha256}"'
-            plan = plan_reply(request, size, etag)
-            if plan.span is not None:
-                owner = keys.open_owner_key(
-                    request.app[KEYRING].master_key, recording.key_owner,
-                    recording.key_owner_id, wrapped_owner_key,
-                )
-                stream = iter_plaintext(
-                    request.app[OBJECTS], recording.object_key,
-                    data_key=keys.unwrap_data_key(owner, recording.id, recording.wrapped_key),
-                    object_id=recording.id, size=size, start=plan.span.start,
-                    end_inclusive=plan.span.end,
-                    expected_sha256=out.sha256 if plan.span.length == size else None,
-                )
-                first_piece = asyncio.create_task(_first_piece(stream))
-            if note_first:
-                await _note_replay(conn, request, recording, reason, plan.summary(size))
+        recording_id = recording_id_of(request)
+        reason = (request.query.get("reason") or "").strip()
+        if not reason or len(reason) > MAX_REASON:
+            raise web.HTTPBadRequest(
+                text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
+        principal = principal_of(request)
+        # A window already open here has its audit event on record: this request's range
+        # is noted in the background. Otherwise the replay is noted before any byte leaves.
+        note_first = not request.app[REPLAY_WINDOWS].is_open(
+            window_key(request, recording_id, reason))
+        # One self-scoping statement reads the row with its owner key; the S3 read starts
+        # once it is known, unless it started ahead.
+        async with request.app[POOL].acquire() as conn:
+            recording, wrapped_owner_key = await store.get_for_replay(
+                conn, principal.scope, recording_id)
+        out = recording.out
+        if out.state == "corrupt":
+            raise Conflict(WITHHELD)
+        locator = Locator.of(recording)
+        credential = credential_of(request)
+        if credential is not None:
+            request.app[LOCATORS].remember(credential, recording.id, locator)
+        plan = plan_reply(request, locator.size, locator.etag)
+        if read is not None and (read.locator, read.span) != (locator, plan.span):
+            await read.abandon()
+            read = None
+        if plan.span is not None:
+            if read is None:
+                read = StoredRead.start(request.app[OBJECTS], recording.id, locator, plan.span)
+            owner = keys.open_owner_key(
+                request.app[KEYRING].master_key, recording.key_owner, recording.key_owner_id,
+                wrapped_owner_key,
+            )
+            read.data_key.set_result(
+                keys.unwrap_data_key(owner, recording.id, recording.wrapped_key))
+        if note_first:
+            # The replay window is bookkeeping a crash may lose: its commit does not wait
+            # for the disk. Its audit event is committed before any byte leaves.
+            async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
+                await note_replay(conn, request, recording, reason, plan.summary(out.size_bytes))
     except BaseException:
-        await _abandon(first_piece, stream)
+        if read is not None:
+            await read.abandon()
         raise
     if not note_first:
         request.app[REPLAY_WINDOWS].note_later(
-            _note_beside(request, recording, reason, plan.summary(size)))
-    return await _reply(request, recording, plan, stream, first_piece)
+            request, recording, reason, plan.summary(out.size_bytes))
+    return await _reply(request, recording, plan, read)
 
 
 async def _reply(
-    request: web.Request, recording: Recording, plan: Plan,
-    stream: AsyncGenerator[bytes, None] | None, first_piece: asyncio.Task[bytes | None] | None,
+    request: web.Request, recording: Recording, plan: Plan, read: StoredRead | None
 ) -> web.StreamResponse:
     out = recording.out
     size = out.size_bytes
@@ -314,31 +311,43 @@ async def _reply(
     }
     if plan.status == 304:
         return web.Response(status=304, headers=headers)
-    if plan.span is None or stream is None or first_piece is None:
+    if plan.span is None or read is None:
         return problems.problem_response(
             416, "Range not satisfiable", f"the recording has {size} bytes",
             request_id=request.get(REQUEST_ID_KEY), headers={"Content-Range": f"bytes */{size}"},
         )
     span = plan.span
-    response = web.StreamResponse(status=plan.status, headers=headers)
     if plan.ranged:
-        response.headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
-    response.content_length = span.length
+        headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
+    response: web.StreamResponse | None = None
     try:
-        piece = await first_piece
-        await response.prepare(request)
-        if piece is not None:
+        if span.length <= SMALL_BODY:
+            # A player's typical range: read whole, then sent with its headers in one write.
+            pieces = [piece async for piece in _pieces(read)]
+            return web.Response(status=plan.status, headers=headers, body=b"".join(pieces))
+        response = web.StreamResponse(status=plan.status, headers=headers)
+        response.content_length = span.length
+        async for piece in _pieces(read):
+            if not response.prepared:
+                await response.prepare(request)  # only once the first piece is verified
             await response.write(piece)
-            async for piece in stream:
-                await response.write(piece)
     except IntegrityError as exc:
         await _integrity_alarm(request, recording, exc)
-        if not response.prepared:
+        if response is None or not response.prepared:
             raise Conflict(WITHHELD) from None
         if request.transport is not None:
             request.transport.abort()  # the client sees a truncated body, not a complete one
         return response
     finally:
-        await _abandon(first_piece, stream)
+        await read.abandon()
     await response.write_eof()
     return response
+
+
+async def _pieces(read: StoredRead) -> AsyncGenerator[bytes, None]:
+    piece = await read.first_piece
+    if piece is None:
+        return
+    yield piece
+    async for piece in read.stream:
+        yield piece

@@ -276,3 +276,79 @@ async def test_linking_a_customer_later_rewraps_the_key_and_replay_still_works(
     quality = await api.token("quality", [COMPANY])
     replayed = await replay(api, quality, recording_id)
     assert await replayed.read() == path.read_bytes()
+
+
+async def test_the_replay_row_is_read_in_the_callers_scope_only(
+    api: Api, db: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """Replay reads its row with one statement that scopes itself: the scope covers that
+    statement and is gone after it, on a connection outside any transaction."""
+    from storage import recordings as store
+    from storage.db import Scope
+    from storage.errors import NotFound
+
+    recording_id, _ = await stored(api, seconds=2.0)
+    wanted = uuid.UUID(recording_id)
+    company, other = [r["id"] for r in await db.fetch(
+        "SELECT id FROM companies WHERE code = ANY($1) ORDER BY code = $2 DESC",
+        [COMPANY, OTHER_COMPANY], COMPANY)]
+    async with pool.acquire() as conn:
+        recording, owner_key = await store.get_for_replay(conn, Scope.of([company]), wanted)
+        assert recording.id == wanted and recording.out.company == COMPANY
+        assert owner_key is not None
+        with pytest.raises(NotFound):
+            await store.get_for_replay(conn, Scope.of([other]), wanted)
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT count(*) FROM recordings") == 0  # no scope left
+        assert (await store.get_for_replay(conn, Scope.everything(), wanted))[0].id == wanted
+
+
+async def listened(api: Api, recording_id: str, path: Path) -> str:
+    """A token that has just replayed the recording's first bytes (so its next request of
+    that recording starts its S3 read ahead of the checks)."""
+    token = await api.token("quality", [COMPANY], name="listener")
+    first = await replay(api, token, recording_id, headers={"Range": "bytes=0-99"})
+    assert first.status == 206 and await first.read() == path.read_bytes()[:100]
+    return token
+
+
+async def test_a_token_revoked_mid_session_gets_nothing_more(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    recording_id, path = await stored(api)
+    token = await listened(api, recording_id, path)
+    await db.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = 'listener'")
+    again = await replay(api, token, recording_id, headers={"Range": "bytes=0-99"})
+    assert again.status == 401
+    assert again.content_type == "application/problem+json"
+    assert b"RIFF" not in await again.read()
+
+
+async def test_a_recording_erased_mid_session_is_404(api: Api, db: asyncpg.Connection) -> None:
+    recording_id, path = await stored(api)
+    token = await listened(api, recording_id, path)
+    await db.execute("DELETE FROM recordings WHERE id = $1", uuid.UUID(recording_id))
+    again = await replay(api, token, recording_id, headers={"Range": "bytes=0-99"})
+    assert again.status == 404
+    assert again.content_type == "application/problem+json"
+
+
+async def test_a_recording_whose_object_moved_is_read_from_its_new_place(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """A read started ahead from where the recording lay is dropped when the row says
+    otherwise; the audio comes from where the row points."""
+    recording_id, path = await stored(api)
+    token = await listened(api, recording_id, path)
+    (old_key,) = await bucket_keys(settings)
+    objects = object_store(settings)
+    try:
+        await objects.put_bytes(old_key + "-moved", await objects.get_bytes(old_key))
+        await db.execute("UPDATE recordings SET object_key = $1 WHERE id = $2",
+                         old_key + "-moved", uuid.UUID(recording_id))
+        await objects.delete([old_key])
+    finally:
+        await objects.close()
+    again = await replay(api, token, recording_id, headers={"Range": "bytes=100-4099"})
+    assert again.status == 206
+    assert await again.read() == path.read_bytes()[100:4100]
