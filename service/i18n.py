@@ -225,7 +225,7 @@ def language_of(request: web.Request) -> Language:
     """The cookie wins; otherwise the first supported language the browser asks for."""
     chosen = request.cookies.get(COOKIE)
     if chosen in LANGUAGES:
-        return chosen  # type: ignore[return-value]
+        return chosen
     preferences: list[tuple[float, str]] = []
     for item in request.headers.get("Accept-Language", "").split(","):
         tag, _, params = item.strip().partition(";")
@@ -238,7 +238,7 @@ def language_of(request: web.Request) -> Language:
         preferences.append((quality, tag.strip().lower().split("-")[0]))
     for _, tag in sorted(preferences, key=lambda p: -p[0]):
         if tag in LANGUAGES:
-            return tag  # type: ignore[return-value]
+            return tag
     return DEFAULT
 
 

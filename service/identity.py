@@ -135,7 +135,7 @@ async def me(request: web.Request) -> web.Response:
     if account.all_companies:
         async with request.app[POOL].acquire() as conn:
             companies = [c.code for c in await accounts.list_companies(conn)]
-    return json_response(MeOut(kind=account.kind, name=account.name, role=account.role,  # type: ignore[arg-type]
+    return json_response(MeOut(kind=account.kind, name=account.name, role=account.role,
                                companies=companies, all_companies=account.all_companies))
 
 
@@ -161,7 +161,7 @@ async def change_own_password(request: web.Request) -> web.Response:
 
 def _token_out(record: accounts.TokenRecord) -> TokenOut:
     return TokenOut(
-        id=record.id, name=record.name, role=record.role,  # type: ignore[arg-type]
+        id=record.id, name=record.name, role=record.role,
         companies=list(record.company_codes), all_companies=record.all_companies,
         created_at=record.created_at, expires_at=record.expires_at,
         last_used_at=record.last_used_at, revoked_at=record.revoked_at,
@@ -229,7 +229,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 
 def _user_out(account: accounts.Account) -> UserOut:
-    return UserOut(id=account.id, username=account.name, role=account.role,  # type: ignore[arg-type]
+    return UserOut(id=account.id, username=account.name, role=account.role,
                    companies=list(account.company_codes), all_companies=account.all_companies,
                    disabled=account.disabled)
 

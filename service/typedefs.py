@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 OBJECTS = web.AppKey("objects", ObjectStore)
-AUDIT = web.AppKey("audit", "AuditLog")
-KEYRING = web.AppKey("keyring", "KeyRing")
-PRINCIPAL_KEY = web.RequestKey("principal", "Principal")
+AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
+KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 __all__ = ["AUDIT", "KEYRING", "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "SETTINGS"]

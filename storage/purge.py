@@ -69,7 +69,7 @@ class Tally:
         entry[1] += size
 
     def buckets(self) -> list[PurgeBucket]:
-        return [PurgeBucket(company=c, kind=k, items=v[0], bytes=v[1])  # type: ignore[arg-type]
+        return [PurgeBucket(company=c, kind=k, items=v[0], bytes=v[1])
                 for (c, k), v in sorted(self.counts.items())]
 
     @property
