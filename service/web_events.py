@@ -232,9 +232,10 @@ async def _ingest(
                 rows = []
         await web_events.stage(conn, rows)
         this_month = web_events.month_of(datetime.now(UTC))
-        await _ensure_partitions(
-            pool, converter.months | {this_month, web_events.next_month(this_month)}
-        )
+        missing = await web_events.missing_partitions(
+            conn, converter.months | {this_month, web_events.next_month(this_month)})
+        if missing:  # about once a month: a connection of its own creates them
+            await _ensure_partitions(pool, set(missing))
         accepted = await web_events.publish_staged(conn)
         report = BatchReport(accepted=accepted, rejected=rejected).model_dump()
         if key is not None:

@@ -47,27 +47,29 @@ def next_month(month: date) -> date:
     return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
+async def missing_partitions(conn: asyncpg.Connection, months: Iterable[date]) -> list[date]:
+    """The months among these that have no partition yet (a read; takes no lock)."""
+    wanted = sorted(set(months))
+    if not wanted:
+        return []
+    rows = await conn.fetch(
+        "SELECT m FROM unnest($1::text[]) AS m WHERE to_regclass(m) IS NULL",
+        [partition_name(m) for m in wanted],
+    )
+    names = {r["m"] for r in rows}
+    return [m for m in wanted if partition_name(m) in names]
+
+
 async def ensure_partitions(pool: asyncpg.Pool, months: Iterable[date]) -> None:
     """Create the partitions of these months if missing, each in its own short transaction.
 
     Runs on a connection of its own, never inside a batch's transaction, so that the brief
-    lock the DDL takes on `web_events` is not held while a batch is being read.
+    lock the DDL takes on `web_events` is not held while a batch is being read. A batch asks
+    `missing_partitions` on its own connection first, so this runs about once a month.
     """
-    wanted = sorted(set(months))
-    if not wanted:
-        return
     async with pool.acquire() as conn:
-        missing = await conn.fetch(
-            "SELECT m FROM unnest($1::text[]) AS m WHERE to_regclass(m) IS NULL",
-            [partition_name(m) for m in wanted],
-        )
-        if not missing:
-            return
-        names = {r["m"] for r in missing}
-        for month in wanted:
+        for month in await missing_partitions(conn, months):
             name = partition_name(month)
-            if name not in names:
-                continue
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
                 try:
