@@ -23,7 +23,7 @@ from service.tasks import stop_task
 from service.typedefs import OBJECTS, POOL
 from storage import recordings as store
 from storage.audit import AuditEntry, append_batch
-from storage.db import Scope, scoped
+from storage.db import Scope, scoped_on
 from storage.errors import StorageError
 from storage.objects import ObjectStore
 
@@ -60,7 +60,7 @@ async def reconcile(
             elif not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
                                               RECONCILE_LOCK):
                 return ReconcileReport(skipped=True)
-            return await _reconcile(pool, objects, grace)
+            return await _reconcile(lock_conn, objects, grace)
         finally:
             # Also when the wait for the lock was cut short: the pool keeps sessions as
             # they are (storage.db.create_pool), so nothing may be left held.
@@ -68,16 +68,18 @@ async def reconcile(
 
 
 async def _reconcile(
-    pool: asyncpg.Pool, objects: ObjectStore, grace: timedelta
+    conn: asyncpg.Connection, objects: ObjectStore, grace: timedelta
 ) -> ReconcileReport:
+    """The pass itself, on the connection that holds the lock: it needs no second one, so it
+    cannot wait on a pool it is itself holding a connection of."""
     report = ReconcileReport()
     everything = Scope.everything()
 
-    async with scoped(pool, everything) as conn:
+    async with scoped_on(conn, everything):
         stale = await store.stale_pending(conn, grace)
     stale_keys = {object_key for _, object_key in stale}
     async for batch in objects.iter_keys(PREFIX, BATCH):
-        async with scoped(pool, everything) as conn:
+        async with scoped_on(conn, everything):
             known = await store.known_object_keys(conn, batch)
         orphans = [key for key in batch if key not in known and key not in stale_keys]
         if orphans:
@@ -87,18 +89,17 @@ async def _reconcile(
     for recording_id, object_key in stale:
         # The object goes first: a crash in between leaves the row for the next pass.
         report.failed_deletes += await objects.delete([object_key])
-        async with scoped(pool, everything) as conn:
+        async with scoped_on(conn, everything):
             if await store.delete_pending(conn, recording_id) is not None:
                 report.stale_pending_rows.append(str(recording_id))
 
     if report.changed:
-        async with pool.acquire() as conn:
-            await append_batch(conn, [AuditEntry(
-                actor="reconciler", actor_kind="system", action="recording.reconcile",
-                detail={"stale_pending_rows": report.stale_pending_rows,
-                        "orphan_objects": report.orphan_objects,
-                        "failed_deletes": report.failed_deletes},
-            )])
+        await append_batch(conn, [AuditEntry(
+            actor="reconciler", actor_kind="system", action="recording.reconcile",
+            detail={"stale_pending_rows": report.stale_pending_rows,
+                    "orphan_objects": report.orphan_objects,
+                    "failed_deletes": report.failed_deletes},
+        )])
         logger.warning(
             "reconciled recordings",
             extra={"stale_pending_rows": len(report.stale_pending_rows),

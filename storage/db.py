@@ -89,7 +89,17 @@ async def scoped(
     pool: asyncpg.Pool, scope: Scope, *, durable: bool = True
 ) -> AsyncIterator[asyncpg.Connection]:
     """A connection inside a transaction that sees only the scope's companies."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, scoped_on(conn, scope, durable=durable):
+        yield conn
+
+
+@asynccontextmanager
+async def scoped_on(
+    conn: asyncpg.Connection, scope: Scope, *, durable: bool = True
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a connection the caller already holds, seeing only the scope's
+    companies (for work that must not take a second connection of the pool)."""
+    async with conn.transaction():
         await apply_scope(conn, scope, durable=durable)
         yield conn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -9,6 +10,8 @@ import asyncpg
 
 from service.ingest import object_key_for
 from service.reconciler import RECONCILE_LOCK, reconcile
+from service.settings import Settings
+from storage.db import create_pool
 from storage.objects import ObjectStore
 
 
@@ -36,3 +39,21 @@ async def test_a_background_pass_skips_while_another_instance_reconciles(
     done = await reconcile(pool, objects, wait=False)
     assert not done.skipped and done.orphan_objects == [orphan]
     assert not await objects.exists(orphan)
+
+
+async def test_a_pass_needs_one_connection(
+    settings: Settings, objects: ObjectStore, db: asyncpg.Connection
+) -> None:
+    """The pass works on the connection that holds its lock: even a pool of one connection
+    (every other one busy) cannot leave it waiting on itself."""
+    orphan = object_key_for(uuid.uuid4(), datetime.now(UTC))
+    await objects.put_bytes(orphan, b"ciphertext")
+    assert settings.database_url is not None
+    single = await create_pool(settings.database_url.get_secret_value(), max_size=1)
+    try:
+        done = await asyncio.wait_for(reconcile(single, objects), 30)
+    finally:
+        await single.close()
+    assert done.orphan_objects == [orphan] and not await objects.exists(orphan)
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_events WHERE action = 'recording.reconcile'") == 1
