@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
 from service.embedded import StackError
 from service.environment import resolved
@@ -290,7 +291,13 @@ def _command_modules() -> list[Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # the input itself is left out: it may be a secret
+        for error in exc.errors(include_input=False):
+            name = "TALLENNE_" + "_".join(str(part) for part in error["loc"]).upper()
+            print(f"tallenne: error: {name}: {error['msg']}", file=sys.stderr)
+        return 2
     configure_logging("WARNING" if args.command != "serve" else settings.log_level)
     try:
         return int(args.func(args, settings))

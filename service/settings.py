@@ -25,7 +25,11 @@ class Settings(BaseSettings):
         description="PostgreSQL URL (postgresql://user:pass@host:port/db). Unset: an embedded "
         "PostgreSQL is started in data_dir.",
     )
-    database_pool_size: int = Field(10, description="Maximum connections in the asyncpg pool.")
+    database_pool_size: int = Field(
+        10, ge=4,
+        description="Maximum connections in the asyncpg pool (at least 4: a scheduled purge"
+        " holds up to four at once).",
+    )
     s3_endpoint: str | None = Field(
         None,
         description="S3 endpoint host:port (MinIO in production). Unset: an embedded S3 server "

@@ -179,6 +179,18 @@ def test_serve_refuses_a_taken_port_naming_it(tmp_path: Path) -> None:
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
 
 
+def test_a_bad_setting_is_named_without_a_traceback_or_its_value(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        env={**os.environ, "TALLENNE_DATABASE_POOL_SIZE": "2", "TALLENNE_DATA_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 2
+    assert "TALLENNE_DATABASE_POOL_SIZE" in result.stderr
+    assert "greater than or equal to 4" in result.stderr
+    assert "Traceback" not in result.stderr and "input_value" not in result.stderr
+
+
 def test_serve_starts_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     import urllib.request
 
