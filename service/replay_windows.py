@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 from aiohttp import web
@@ -144,22 +144,22 @@ class ReplayWindows:
             async with scoped(self._app[POOL], scope, durable=False) as conn:
                 closed = await store.add_replay_ranges(conn, entries)
             for entry in closed:
-                await self._reopen(batch[(entry.recording_id, entry.principal, entry.reason)])
+                await self._reopen(entry, batch[(entry.recording_id, entry.principal,
+                                                 entry.reason)])
         except Exception as exc:
             logger.warning("replay ranges not noted", extra={
                 "windows": len(entries), "error": exc.__class__.__name__})
 
-    async def _reopen(self, pending: PendingRanges) -> None:
+    async def _reopen(self, entry: store.ReplayRanges, pending: PendingRanges) -> None:
         """A window closed elsewhere (or removed): open a new one, with its audit event,
         for the requests this process still had to note."""
-        request, recording = pending.request, pending.recording
-        first, *rest = pending.ranges
-        async with scoped(self._app[POOL], principal_of(request).scope, durable=False) as conn:
-            await note_replay(conn, request, recording, pending.reason, first)
-            if pending.requests > 1:
-                key = window_key(request, recording.id, pending.reason)
-                await store.add_replay_ranges(conn, [store.ReplayRanges(
-                    key[0], key[1], key[2], pending.requests - 1, tuple(rest))])
+        first, *rest = entry.ranges
+        async with scoped(self._app[POOL], principal_of(pending.request).scope,
+                          durable=False) as conn:
+            await note_replay(conn, pending.request, pending.recording, entry.reason, first)
+            if entry.requests > 1:
+                await store.add_replay_ranges(conn, [replace(
+                    entry, requests=entry.requests - 1, ranges=tuple(rest))])
 
     async def drain(self) -> None:
         """Write what is pending now and wait (a bounded time) for the writes."""

@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from service.settings import Settings
-from tests.helpers import Api
+from tests.helpers import Api, settings_env
 from tests.service.recording_factory import object_store
 
 FUTURE = datetime(2040, 1, 1, tzinfo=UTC)  # every default policy has run out by then
@@ -59,19 +59,8 @@ async def expired_recordings(
 
 
 def purge_env(settings: Settings, **extra: str) -> dict[str, str]:
-    assert settings.database_url and settings.s3_access_key and settings.s3_secret_key
-    assert settings.master_key and settings.personal_id_key and settings.s3_endpoint
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLENNE_")}
-    env.update({
-        "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
-        "TALLENNE_S3_ENDPOINT": settings.s3_endpoint,
-        "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-        "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        "TALLENNE_S3_BUCKET": settings.s3_bucket,
-        "TALLENNE_MASTER_KEY": settings.master_key.get_secret_value(),
-        "TALLENNE_PERSONAL_ID_KEY": settings.personal_id_key.get_secret_value(),
-        "TALLENNE_DATA_DIR": str(settings.data_dir),
-    })
+    env.update(settings_env(settings))
     env.update(extra)
     return env
 

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -68,65 +70,65 @@ def _s3_settings(settings: Settings, endpoint: str, secret: dict[str, str]) -> S
     })
 
 
-async def test_readiness_follows_s3_being_killed_and_restarted(
-    settings: Settings, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def own_s3(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[EmbeddedS3, Settings]]:
+    """An S3 server of the test's own (to kill and restart) and settings pointing at it."""
     secret = load_or_create_secrets(tmp_path)
     s3 = EmbeddedS3(tmp_path, secret)
     await asyncio.to_thread(s3.start)
     try:
-        app = create_app(_s3_settings(settings, s3.endpoint, secret))
-        async with TestClient(TestServer(app)) as client:
-            assert (await client.get("/readyz")).status == 200
-            await asyncio.to_thread(s3.kill)
-            response = await client.get("/readyz")
-            assert response.status == 503
-            assert response.content_type == "application/problem+json"
-            assert "S3" in (await response.json())["detail"]
-            assert "Retry-After" in response.headers
-            assert (await client.get("/healthz")).status == 200
-            await asyncio.to_thread(s3.start, dict(s3.ports))
-            assert (await client.get("/readyz")).status == 200
+        yield s3, _s3_settings(settings, s3.endpoint, secret)
     finally:
         await asyncio.to_thread(s3.stop)
+
+
+async def test_readiness_follows_s3_being_killed_and_restarted(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with own_s3(settings, tmp_path) as (s3, s3_settings), \
+            TestClient(TestServer(create_app(s3_settings))) as client:
+        assert (await client.get("/readyz")).status == 200
+        await asyncio.to_thread(s3.kill)
+        response = await client.get("/readyz")
+        assert response.status == 503
+        assert response.content_type == "application/problem+json"
+        assert "S3" in (await response.json())["detail"]
+        assert "Retry-After" in response.headers
+        assert (await client.get("/healthz")).status == 200
+        await asyncio.to_thread(s3.start, dict(s3.ports))
+        assert (await client.get("/readyz")).status == 200
 
 
 async def test_replay_with_s3_down_answers_503_and_shows_no_s3_credentials(
     settings: Settings, tmp_path: Path, db: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    secret = load_or_create_secrets(tmp_path)
-    s3 = EmbeddedS3(tmp_path, secret)
-    await asyncio.to_thread(s3.start)
-    try:
-        app = create_app(_s3_settings(settings, s3.endpoint, secret))
-        async with TestClient(TestServer(app)) as client:
-            (company,) = await accounts.companies_by_code(db, [COMPANY])
-            _, ingest = await accounts.create_token(db, "pbx", "ingest", [company.id], False)
-            _, quality = await accounts.create_token(db, "qa", "quality", [company.id], False)
-            audio = audiogen.make_audio("wav_pcm", 5.0)
-            stored = await upload(client, ingest, metadata(), audio)
-            assert stored.status == 201, await stored.text()
-            url = f"/api/v1/recordings/{(await stored.json())['id']}/audio"
-            params = {"reason": "complaint 7"}
-            ranged = await client.get(url, params=params,
-                                      headers={**bearer(quality), "Range": "bytes=0-99"})
-            assert ranged.status == 206 and await ranged.read() == audio.read_bytes()[:100]
+    async with own_s3(settings, tmp_path) as (s3, s3_settings), \
+            TestClient(TestServer(create_app(s3_settings))) as client:
+        (company,) = await accounts.companies_by_code(db, [COMPANY])
+        _, ingest = await accounts.create_token(db, "pbx", "ingest", [company.id], False)
+        _, quality = await accounts.create_token(db, "qa", "quality", [company.id], False)
+        audio = audiogen.make_audio("wav_pcm", 5.0)
+        stored = await upload(client, ingest, metadata(), audio)
+        assert stored.status == 201, await stored.text()
+        url = f"/api/v1/recordings/{(await stored.json())['id']}/audio"
+        params = {"reason": "complaint 7"}
+        ranged = await client.get(url, params=params,
+                                  headers={**bearer(quality), "Range": "bytes=0-99"})
+        assert ranged.status == 206 and await ranged.read() == audio.read_bytes()[:100]
 
-            await asyncio.to_thread(s3.kill)
-            for headers in ({"Range": "bytes=100-199"}, {}):
-                response = await client.get(url, params=params,
-                                            headers={**bearer(quality), **headers})
-                assert response.status == 503
-                assert response.content_type == "application/problem+json"
-                text = await response.text()
-                assert "object store" in text
-                for secret_part in ("X-Amz", "Signature", s3.endpoint):
-                    assert secret_part not in text
-            logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
-            assert "X-Amz-Signature" not in logged and "X-Amz-Credential" not in logged
-    finally:
-        await asyncio.to_thread(s3.stop)
+        await asyncio.to_thread(s3.kill)
+        for headers in ({"Range": "bytes=100-199"}, {}):
+            response = await client.get(url, params=params,
+                                        headers={**bearer(quality), **headers})
+            assert response.status == 503
+            assert response.content_type == "application/problem+json"
+            text = await response.text()
+            assert "object store" in text
+            for secret_part in ("X-Amz", "Signature", s3.endpoint):
+                assert secret_part not in text
+        logged = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+        assert "X-Amz-Signature" not in logged and "X-Amz-Credential" not in logged
 
 
 async def test_slow_s3_does_not_stall_the_event_loop(settings: Settings, stack) -> None:  # type: ignore[no-untyped-def]
