@@ -65,7 +65,7 @@ def entry_name(recording: Recording) -> str:
 async def access_export(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     customer_id = customer_id_of(request)
-    master = request.app[KEYRING].master_key
+    masters = request.app[KEYRING].masters
     async with scoped(request.app[POOL], principal.scope) as conn:
         if await store.customer_row(conn, customer_id) is None:
             raise NotFound("no such customer")
@@ -74,7 +74,7 @@ async def access_export(request: web.Request) -> web.StreamResponse:
         data_keys = {}
         for recording in recordings:
             owner = await keys.owner_key(
-                conn, master, owner=recording.key_owner, owner_id=recording.key_owner_id,
+                conn, masters, owner=recording.key_owner, owner_id=recording.key_owner_id,
                 create=False,
             )
             data_keys[recording.id] = keys.unwrap_data_key(

@@ -34,6 +34,7 @@ from storage import customers
 from storage import recordings as recording_store
 from storage.db import scoped
 from storage.errors import NotFound
+from storage.keys import OwnerKey, find_customer_key
 from storage.recordings import Recording, SearchFilter
 
 RECORDINGS_PAGE = 1000
@@ -60,13 +61,11 @@ async def customer_recordings(conn: asyncpg.Connection, customer_id: UUID) -> li
         after = (page[-1].out.started_at, page[-1].id)
 
 
-def _history_values(request: web.Request, customer_id: UUID, wrapped: bytes | None,
+def _history_values(key: OwnerKey | None, customer_id: UUID,
                     sealed: bytes | None) -> dict[str, object] | None:
-    if sealed is None or wrapped is None:
+    if sealed is None or key is None:
         return None
-    values = customers.open_history_values(
-        request.app[KEYRING].master_key, customer_id, bytes(wrapped), bytes(sealed)
-    )
+    values = customers.open_history_values(key.key, customer_id, bytes(sealed))
     values.pop("personal_id_enc", None)  # an old identity code stays sealed
     return values
 
@@ -90,6 +89,7 @@ async def build_report(
             )
         memberships = await store.memberships(conn, customer_id)
         history = await store.history(conn, customer_id)
+        key = await find_customer_key(conn, request.app[KEYRING].masters, customer_id)
         recordings = await customer_recordings(conn, customer_id)
         evaluations = await store.evaluations(conn, customer_id)
         events_total, events = await store.web_events(conn, customer_id)
@@ -117,8 +117,7 @@ async def build_report(
         history=[
             ReportHistoryEntry(
                 company=h["company"], change=h["change"], changed_fields=h["changed_fields"],
-                old_values=_history_values(request, customer_id, row["wrapped_key"],
-                                           h["old_values_enc"]),
+                old_values=_history_values(key, customer_id, h["old_values_enc"]),
                 changed_at=h["changed_at"],
             )
             for h in history

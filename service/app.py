@@ -21,6 +21,7 @@ from storage.audit import AuditLog
 from storage.crypto import PersonalIdCipher, load_master_key
 from storage.db import create_pool
 from storage.keyring import KeyRing
+from storage.keys import load_master_keys
 from storage.migrate import migrate
 from storage.objects import ObjectStore
 
@@ -46,6 +47,7 @@ from service import (  # noqa: E402, F401
     webui_forms,
     webui_pages,
 )
+from service.key_store import key_store_ctx  # noqa: E402
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
 from service.replay_windows import replay_windows_ctx  # noqa: E402
 
@@ -108,8 +110,11 @@ async def keyring_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.master_key is None or settings.personal_id_key is None:
         raise ValueError("TALLENNE_MASTER_KEY and TALLENNE_PERSONAL_ID_KEY must be set")
+    previous = settings.previous_master_keys
     app[KEYRING] = KeyRing(
-        master_key=load_master_key(settings.master_key.get_secret_value()),
+        masters=load_master_keys(settings.master_key.get_secret_value(),
+                                 settings.master_key_version,
+                                 previous.get_secret_value() if previous else None),
         personal_ids=PersonalIdCipher(
             load_master_key(settings.personal_id_key.get_secret_value())
         ),
@@ -141,7 +146,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[replay.LOCATORS] = replay.Locators()
     app.cleanup_ctx.extend(
-        [keyring_ctx, database_ctx, object_store_ctx, audit_ctx, checkpoint_ctx,
+        [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
          purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx]
     )
     api.add_routes(app)

@@ -81,7 +81,7 @@ async def put_customer(request: web.Request) -> web.Response:
             conn, principal.scope, company_id, number, record,
             personal_id_enc=ring.personal_ids.encrypt(body.personal_id),
             personal_id_hash=ring.personal_ids.lookup_hash(body.personal_id),
-            master_key=ring.master_key, actor=principal.name,
+            masters=ring.masters, actor=principal.name,
         )
         rows = await customers.customer_rows(conn, [result.customer_id])
     await audit(

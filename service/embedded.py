@@ -91,13 +91,17 @@ def _b64key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
+def load_secrets(data_dir: Path) -> dict[str, str]:
+    """The secrets of a data directory if it has any (never creates them)."""
+    path = data_dir / "secrets.json"
+    loaded: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    return loaded
+
+
 def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
     """Secrets generated once per data directory and kept there (never committed)."""
     path = data_dir / "secrets.json"
-    if path.exists():
-        loaded: dict[str, str] = json.loads(path.read_text())
-        return loaded
-    data_dir.mkdir(parents=True, exist_ok=True)
+    loaded: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     generated = {
         "pg_superuser_password": secrets.token_urlsafe(24),
         "pg_app_password": secrets.token_urlsafe(24),
@@ -105,7 +109,13 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
         "s3_secret_key": secrets.token_urlsafe(30),
         "master_key": _b64key(),
         "personal_id_key": _b64key(),
+        "backup_key": _b64key(),
     }
+    if loaded and set(generated) <= set(loaded):
+        return loaded
+    # A data directory from before a secret existed gets that secret added, the rest kept.
+    generated.update(loaded)
+    data_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

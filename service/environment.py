@@ -28,6 +28,8 @@ def with_stack(settings: Settings, info: StackInfo) -> Settings:
         update["master_key"] = SecretStr(secret["master_key"])
     if settings.personal_id_key is None:
         update["personal_id_key"] = SecretStr(secret["personal_id_key"])
+    if settings.backup_key is None:
+        update["backup_key"] = SecretStr(secret["backup_key"])
     return settings.model_copy(update=update)
 
 

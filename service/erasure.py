@@ -8,6 +8,7 @@ from schemas.access_reports import ErasureIn, ErasureOut
 from service.access_reports import customer_id_of
 from service.api import json_response, read_json, routes
 from service.auth import audit, principal_of
+from service.key_store import follow_erasures
 from service.typedefs import OBJECTS, POOL
 from storage import customers
 from storage import erasure as store
@@ -38,12 +39,15 @@ async def erase_customer(request: web.Request) -> web.Response:
     # After commit; an object left by a crash has no row and the reconciler removes it.
     left = await request.app[OBJECTS].delete(erasure.object_keys)
     await store.write_ledger_object(request.app[OBJECTS], erasure)
+    # At once: the key snapshot that restores need must no longer hold the destroyed key.
+    snapshot = await follow_erasures(request.app)
     await audit(request, "customer.erase", target_type="customer", target_id=str(customer_id),
                 reason=body.reason,
                 detail={"recordings": len(erasure.recording_ids),
                         "companies": len(erasure.company_ids),
                         "web_events_unlinked": erasure.web_events_unlinked,
-                        "objects_not_deleted": len(left)})
+                        "objects_not_deleted": len(left),
+                        "key_snapshot": snapshot.snapshot_id if snapshot else None})
     return json_response(ErasureOut(
         customer_id=customer_id, erased_at=erasure.erased_at,
         recordings_erased=len(erasure.recording_ids),

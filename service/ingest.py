@@ -172,7 +172,7 @@ class Spooled:
 async def store_recording(
     pool: asyncpg.Pool,
     objects: ObjectStore,
-    master_key: bytes,
+    masters: keys.MasterKeys,
     scope: Scope,
     target: Target,
     audio: Spooled,
@@ -187,13 +187,13 @@ async def store_recording(
     # The slot is taken before the pending row is written, so a row never waits in a queue
     # long enough for the reconciler to take it for a crashed upload.
     async with upload_budget(objects).reserve(min(stored_size(audio.size), LONG_UPLOAD_BUFFER)):
-        return await _store_in_slot(pool, objects, master_key, scope, target, audio)
+        return await _store_in_slot(pool, objects, masters, scope, target, audio)
 
 
 async def _store_in_slot(
     pool: asyncpg.Pool,
     objects: ObjectStore,
-    master_key: bytes,
+    masters: keys.MasterKeys,
     scope: Scope,
     target: Target,
     audio: Spooled,
@@ -213,7 +213,7 @@ async def _store_in_slot(
             customer_id = await _customer_now(conn, target)
             owner = await keys.owner_key(
                 conn,
-                master_key,
+                masters,
                 owner="customer" if customer_id else "company",
                 owner_id=customer_id or target.company_id,
             )

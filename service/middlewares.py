@@ -79,7 +79,8 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except errors.StorageError as exc:
-        if isinstance(exc, errors.Unavailable | errors.ObjectMissing | errors.IntegrityError):
+        if isinstance(exc, errors.Unavailable | errors.ObjectMissing | errors.IntegrityError) \
+                and not isinstance(exc, errors.KeyDestroyed):
             logger.warning("backing service problem", extra={"error": exc.detail})
         response = problems.from_domain_error(exc, request_id)
     except web.HTTPException as exc:

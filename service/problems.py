@@ -25,6 +25,7 @@ STATUS_OF: list[tuple[type[errors.StorageError], int]] = [
     (errors.TooManyRequests, 429),
     (errors.Unavailable, 503),
     (errors.ObjectMissing, 503),
+    (errors.KeyDestroyed, 410),
     (errors.IntegrityError, 500),
 ]
 

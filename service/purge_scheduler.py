@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from schemas.retention import PurgeReport
+from service.key_store import follow_erasures
 from service.tasks import stop_task
 from service.typedefs import AUDIT, OBJECTS, POOL, SETTINGS
 from storage import purge
@@ -111,6 +112,7 @@ async def carry_out(
         await write_checkpoint(app[POOL], app[OBJECTS])
     except Exception as exc:  # noqa: BLE001 - the purge is done; the periodic task retries
         logger.warning("audit checkpoint after purge failed", extra={"error": repr(exc)})
+    await follow_erasures(app)  # expired customers' keys leave the key snapshot too
     async with app[POOL].acquire() as reader:
         report = await purge.run_report(reader, run_id)
     assert report is not None

@@ -152,7 +152,7 @@ async def ingest_recording(request: web.Request) -> web.Response:
         size, sha256 = await _spool_audio(audio, spool, limit)
         info = await probe(spool, audio.headers.get("Content-Type"), audio.filename)
         outcome = await store_recording(
-            app[POOL], app[OBJECTS], app[KEYRING].master_key, principal.scope, target,
+            app[POOL], app[OBJECTS], app[KEYRING].masters, principal.scope, target,
             Spooled(spool, info, size, sha256),
         )
     finally:

@@ -260,7 +260,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         # One self-scoping statement reads the row with its owner key; the S3 read starts
         # once it is known, unless it started ahead.
         async with request.app[POOL].acquire() as conn:
-            recording, wrapped_owner_key = await store.get_for_replay(
+            recording, owner_kek_version, wrapped_owner_key = await store.get_for_replay(
                 conn, principal.scope, recording_id)
         out = recording.out
         if out.state == "corrupt":
@@ -277,8 +277,8 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
             if read is None:
                 read = StoredRead.start(request.app[OBJECTS], recording.id, locator, plan.span)
             owner = keys.open_owner_key(
-                request.app[KEYRING].master_key, recording.key_owner, recording.key_owner_id,
-                wrapped_owner_key,
+                request.app[KEYRING].masters, recording.key_owner, recording.key_owner_id,
+                owner_kek_version, wrapped_owner_key,
             )
             read.data_key.set_result(
                 keys.unwrap_data_key(owner, recording.id, recording.wrapped_key))

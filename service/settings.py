@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     s3_access_key: SecretStr | None = Field(None, description="S3 access key.")
     s3_secret_key: SecretStr | None = Field(None, description="S3 secret key.")
     s3_bucket: str = Field("tallenne", description="Bucket holding the encrypted audio.")
+    s3_key_bucket: str | None = Field(
+        None,
+        description="Bucket holding the key snapshot (the customer and company keys, wrapped; "
+        "overwritten on every erasure). Must not be versioned. Unset: the audio bucket's name "
+        "with `-keys` appended.",
+    )
     s3_region: str = Field(
         "eu-north-1",
         description="Region of the bucket; must be inside the EU/EEA or start-up is refused.",
@@ -53,6 +59,22 @@ class Settings(BaseSettings):
         None,
         description="Base64 of 32 bytes: wraps every customer and company key. Unset in "
         "embedded mode: generated once into data_dir/secrets.json.",
+    )
+    master_key_version: int = Field(
+        1, ge=1,
+        description="Version of TALLENNE_MASTER_KEY; new wraps record it. Raise it with a new "
+        "key to rotate (`tallenne keys rotate`).",
+    )
+    previous_master_keys: SecretStr | None = Field(
+        None,
+        description="Earlier master keys still accepted for unwrapping while a rotation runs: "
+        "`VERSION:BASE64` items, comma-separated.",
+    )
+    backup_key: SecretStr | None = Field(
+        None,
+        description="Base64 of 32 bytes, not the master key: encrypts and authenticates "
+        "backups (AES-256-GCM). Unset in embedded mode: generated once into "
+        "data_dir/secrets.json.",
     )
     personal_id_key: SecretStr | None = Field(
         None,
@@ -88,6 +110,10 @@ class Settings(BaseSettings):
         200, ge=1, le=5000,
         description="Records per purge batch (one transaction and one S3 multi-delete each).",
     )
+
+    @property
+    def key_bucket(self) -> str:
+        return self.s3_key_bucket or f"{self.s3_bucket}-keys"
 
     @property
     def embedded_database(self) -> bool:

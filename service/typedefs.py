@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 OBJECTS = web.AppKey("objects", ObjectStore)
+KEY_OBJECTS = web.AppKey("key_objects", ObjectStore)  # the key bucket (key snapshot)
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
 KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
-__all__ = ["AUDIT", "KEYRING", "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "SETTINGS"]
+__all__ = ["AUDIT", "KEY_OBJECTS", "KEYRING", "OBJECTS", "POOL", "PRINCIPAL_KEY",
+           "REQUEST_ID_KEY", "SETTINGS"]
 if TYPE_CHECKING:
     __all__ += ["AuditLog", "KeyRing", "Principal"]

@@ -43,7 +43,7 @@ async def recorded_request(
 
 async def customer_row(conn: asyncpg.Connection, customer_id: UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow(
-        "SELECT id, name, personal_id_enc, address, email, phone, wrapped_key, created_at,"
+        "SELECT id, name, personal_id_enc, address, email, phone, created_at,"
         " updated_at FROM customers WHERE id = $1 AND erased_at IS NULL",
         customer_id,
     )

@@ -68,23 +68,22 @@ def unwrap_key(kek: bytes, wrapped: bytes, *, context: bytes) -> bytes:
         raise IntegrityError("wrapped key failed authentication") from None
 
 
-def load_master_key(text: str) -> bytes:
-    """Parse the configured master key: standard or URL-safe base64 of 32 bytes.
-
-    Messages never quote the input; it is the root secret.
+def load_master_key(text: str, what: str = "master key") -> bytes:
+    """Parse a configured key (`what` names it in errors): standard or URL-safe base64 of
+    32 bytes. Messages never quote the input; it is a secret.
     """
     encoded = "".join(text.split())
     if ("-" in encoded or "_" in encoded) and ("+" in encoded or "/" in encoded):
-        raise ValueError("master key mixes standard and URL-safe base64")
+        raise ValueError(f"{what} mixes standard and URL-safe base64")
     encoded = encoded.replace("-", "+").replace("_", "/")
     # Operators often paste keys without padding.
     encoded += "=" * (-len(encoded) % 4)
     try:
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("master key is not valid base64") from None
+        raise ValueError(f"{what} is not valid base64") from None
     if len(key) != KEY_SIZE:
-        raise ValueError(f"master key must decode to {KEY_SIZE} bytes")
+        raise ValueError(f"{what} must decode to {KEY_SIZE} bytes")
     return key
 
 
@@ -101,6 +100,16 @@ def segment_count(plaintext_size: int) -> int:
 def stored_size(plaintext_size: int) -> int:
     """Bytes in S3 for an object of `plaintext_size` audio bytes."""
     return plaintext_size + segment_count(plaintext_size) * SEGMENT_OVERHEAD
+
+
+def plaintext_size(stored: int) -> int:
+    """Inverse of `stored_size`: the audio bytes of an object of `stored` bytes in S3 (or of
+    a file in the same segmented form); IntegrityError when no plaintext has that size."""
+    count = max(1, -(-stored // STORED_SEGMENT_SIZE))
+    plain = stored - count * SEGMENT_OVERHEAD
+    if plain < 0 or stored_size(plain) != stored:
+        raise IntegrityError(f"{stored} bytes is not the size of any segmented ciphertext")
+    return plain
 
 
 def _segment_aad(object_id: uuid.UUID, index: int, final: bool) -> bytes:
@@ -328,6 +337,12 @@ class PersonalIdCipher:
 
 def _derive(key: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info).derive(key)
+
+
+def derive_key(key: bytes, info: bytes, *, salt: bytes) -> bytes:
+    """A sub-key of `key` for one purpose (`info`) and one object (`salt`), by HKDF-SHA256."""
+    _require_key(key, "key")
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=salt, info=info).derive(key)
 
 
 # --- tokens ----------------------------------------------------------------

@@ -14,10 +14,9 @@ from uuid import UUID, uuid4
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from storage.crypto import new_key, unwrap_key, wrap_key
 from storage.db import Scope, apply_scope
 from storage.errors import Conflict, NotFound
-from storage.keys import customer_key_context
+from storage.keys import MasterKeys, create_customer_key, find_customer_key
 from storage.recordings import rewrap_for_customer
 
 CUSTOMER_FIELDS = ("name", "address", "email", "phone")
@@ -92,18 +91,15 @@ async def _attach_membership(
     return str(old) if old is not None and old != number else None
 
 
-def _seal(master_key: bytes, customer_id: UUID, wrapped: bytes, values: dict[str, Any]) -> bytes:
-    key = unwrap_key(master_key, wrapped, context=customer_key_context(customer_id))
+def _seal(key: bytes, customer_id: UUID, values: dict[str, Any]) -> bytes:
     nonce = os.urandom(_NONCE)
     plaintext = json.dumps(values, default=str).encode()
     return nonce + AESGCM(key).encrypt(nonce, plaintext, customer_id.bytes)
 
 
-def open_history_values(
-    master_key: bytes, customer_id: UUID, wrapped: bytes, sealed: bytes
-) -> dict[str, Any]:
-    """Old values of one history row (for the access report and rectification review)."""
-    key = unwrap_key(master_key, wrapped, context=customer_key_context(customer_id))
+def open_history_values(key: bytes, customer_id: UUID, sealed: bytes) -> dict[str, Any]:
+    """Old values of one history row (for the access report and rectification review),
+    opened with the customer's key (storage.keys.find_customer_key)."""
     plain = AESGCM(key).decrypt(sealed[:_NONCE], sealed[_NONCE:], customer_id.bytes)
     values: dict[str, Any] = json.loads(plain)
     return values
@@ -129,7 +125,7 @@ async def upsert_customer(
     *,
     personal_id_enc: bytes,
     personal_id_hash: bytes,
-    master_key: bytes,
+    masters: MasterKeys,
     actor: str,
 ) -> UpsertResult:
     """Create or update the customer behind `company_id`/`customer_number`.
@@ -149,20 +145,20 @@ async def upsert_customer(
     created = False
     if person is None and holder is None:
         customer_id = uuid4()
-        wrapped = wrap_key(master_key, new_key(), context=customer_key_context(customer_id))
         await conn.execute(
             "INSERT INTO customers (id, personal_id_enc, personal_id_hash, name, address,"
-            " email, phone, wrapped_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            " email, phone) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             customer_id, personal_id_enc, personal_id_hash, record["name"], record["address"],
-            record["email"], record["phone"], wrapped,
+            record["email"], record["phone"],
         )
         await conn.execute(
             "INSERT INTO customer_memberships (customer_id, company_id, customer_number)"
             " VALUES ($1, $2, $3)",
             customer_id, company_id, customer_number,
         )
+        await create_customer_key(conn, masters, customer_id)
         await _history(conn, customer_id, company_id, "created", [], None, actor)
-        await _link_records(conn, company_id, customer_number, customer_id, master_key)
+        await _link_records(conn, company_id, customer_number, customer_id, masters)
         return UpsertResult(customer_id, True, [])
 
     if person is None:
@@ -203,7 +199,7 @@ async def upsert_customer(
             )
 
     row = await conn.fetchrow(
-        "SELECT name, address, email, phone, wrapped_key, personal_id_enc FROM customers"
+        "SELECT name, address, email, phone, personal_id_enc FROM customers"
         " WHERE id = $1 FOR UPDATE",
         customer_id,
     )
@@ -215,23 +211,21 @@ async def upsert_customer(
         if "personal_id" in changed:
             # Only the old ciphertext, re-sealed: the code itself is never decrypted here.
             sealed_values["personal_id_enc"] = row["personal_id_enc"].hex()
-        sealed = (
-            _seal(master_key, customer_id, row["wrapped_key"], sealed_values)
-            if row["wrapped_key"] is not None else None
-        )
+        key = await find_customer_key(conn, masters, customer_id)
+        sealed = _seal(key.key, customer_id, sealed_values) if key is not None else None
         await conn.execute(
             "UPDATE customers SET name = $2, address = $3, email = $4, phone = $5,"
             " updated_at = now() WHERE id = $1",
             customer_id, record["name"], record["address"], record["email"], record["phone"],
         )
         await _history(conn, customer_id, company_id, "updated", changed, sealed, actor)
-    await _link_records(conn, company_id, customer_number, customer_id, master_key)
+    await _link_records(conn, company_id, customer_number, customer_id, masters)
     return UpsertResult(customer_id, created, changed)
 
 
 async def _link_records(
     conn: asyncpg.Connection, company_id: UUID, customer_number: str, customer_id: UUID,
-    master_key: bytes,
+    masters: MasterKeys,
 ) -> None:
     """Point the company's earlier events and recordings with this number at the customer.
 
@@ -245,7 +239,7 @@ async def _link_records(
     )
     if await _recordings_linkable(conn):
         await rewrap_for_customer(
-            conn, master_key, company_id=company_id, customer_number=customer_number,
+            conn, masters, company_id=company_id, customer_number=customer_number,
             customer_id=customer_id,
         )
         await conn.execute(

@@ -2,8 +2,9 @@
 history row sealed under it), personal fields blanked, recordings reduced to tombstones, web
 events unlinked, and the erasure ledger that `tallenne restore` re-applies.
 
-The ledger is kept twice, in PostgreSQL and as one small object per customer in S3 (ids and
-times only), so a database restored from an older backup still learns of later erasures.
+The ledger is kept three times: in PostgreSQL, as one small object per customer in S3 (ids
+and times only), and in the key snapshot (storage.key_snapshot), so a database restored from
+an older backup still learns of later erasures, even into a new bucket.
 """
 
 from __future__ import annotations
@@ -90,10 +91,13 @@ async def _shred(
     await conn.execute(
         "UPDATE customer_history SET old_values_enc = NULL WHERE customer_id = $1", customer_id
     )
+    # The key goes first, while the memberships still show it to a scoped caller; deleting
+    # it marks the key snapshot due (a trigger), which the caller then overwrites.
+    await conn.execute("DELETE FROM customer_keys WHERE customer_id = $1", customer_id)
     await conn.execute("DELETE FROM customer_memberships WHERE customer_id = $1", customer_id)
     erased_at: datetime = await conn.fetchval(
         "UPDATE customers SET name = NULL, personal_id_enc = NULL, personal_id_hash = NULL,"
-        " address = '{}'::jsonb, email = NULL, phone = NULL, wrapped_key = NULL,"
+        " address = '{}'::jsonb, email = NULL, phone = NULL,"
         " erased_at = coalesce(erased_at, now()), updated_at = now() WHERE id = $1"
         " RETURNING erased_at",
         customer_id,
@@ -132,10 +136,16 @@ async def _ledger_objects(objects: ObjectStore) -> list[dict[str, object]]:
     return entries
 
 
-async def reapply_erasures(conn: asyncpg.Connection, objects: ObjectStore) -> int:
-    """Erase again every customer in the ledger (PostgreSQL's and S3's copy) whose data a
-    restore brought back; returns how many customers were erased again. Idempotent."""
+async def reapply_erasures(
+    conn: asyncpg.Connection, objects: ObjectStore, *, also: dict[UUID, str] | None = None
+) -> int:
+    """Erase again every customer in the ledger (PostgreSQL's and S3's copy, and `also`:
+    customer id → erasure time, from the key snapshot) whose data a restore brought back;
+    returns how many customers were erased again. Idempotent."""
     from_s3 = await _ledger_objects(objects)
+    known = {str(e["customer_id"]) for e in from_s3}
+    from_s3 += [{"customer_id": str(c), "erased_at": at, "company_ids": [],
+                 "recording_ids": []} for c, at in (also or {}).items() if str(c) not in known]
     stale_keys: list[str] = []
     erased_again = 0
     async with conn.transaction():
@@ -156,7 +166,8 @@ async def reapply_erasures(conn: asyncpg.Connection, objects: ObjectStore) -> in
         rows = await conn.fetch(
             "SELECT l.customer_id, l.recording_ids FROM erasure_ledger l"
             " JOIN customers c ON c.id = l.customer_id"
-            " WHERE c.erased_at IS NULL OR c.wrapped_key IS NOT NULL OR c.name IS NOT NULL"
+            " WHERE c.erased_at IS NULL OR c.name IS NOT NULL"
+            " OR EXISTS (SELECT 1 FROM customer_keys k WHERE k.customer_id = c.id)"
             " OR c.personal_id_hash IS NOT NULL"
             " OR EXISTS (SELECT 1 FROM customer_memberships m WHERE m.customer_id = c.id)"
             + recordings_check,

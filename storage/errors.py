@@ -15,6 +15,7 @@
     ├── Unavailable         a backing service (PostgreSQL, S3) cannot be reached
     ├── ObjectMissing       an object expected in S3 is not there
     └── IntegrityError      stored bytes no longer match their recorded hash
+        └── KeyDestroyed    the key that opens a record is gone (its customer was erased)
 """
 
 from __future__ import annotations
@@ -100,3 +101,9 @@ class ObjectMissing(StorageError):
 
 class IntegrityError(StorageError):
     title = "Integrity error"
+
+
+class KeyDestroyed(IntegrityError):
+    """The record exists but its key does not: crypto-shredded, never to be read again."""
+
+    title = "Gone"

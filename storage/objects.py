@@ -96,7 +96,7 @@ class ObjectStore:
         return await self._run_within(self.timeout_s, fn, *args, **kwargs)
 
     async def _run_within(
-        self, timeout_s: float, fn: Callable[..., T], *args: Any, **kwargs: Any
+        self, timeout_s: float | None, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T:
         loop = asyncio.get_running_loop()
         try:
@@ -157,6 +157,37 @@ class ObjectStore:
             part_size=LONG_PART_SIZE,
             num_parallel_uploads=2,
         )
+        return str(result.etag)
+
+    async def put_chunks(self, key: str, chunks: AsyncIterator[bytes]) -> str:
+        """Upload what an async iterator yields, its length unknown beforehand: the S3
+        client reads it in its worker thread through a bounded queue, in parts of
+        LONG_PART_SIZE, so neither the whole object nor a spool file of it ever exists.
+        No overall deadline: each S3 request has the client's timeouts, and the reader gives
+        up when the iterator yields nothing for `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=4)
+        reader = _QueueReader(loop, queue, self.timeout_s)
+
+        async def feed() -> None:
+            try:
+                async for chunk in chunks:
+                    if chunk:
+                        await queue.put(chunk)
+                await queue.put(None)
+            except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
+                await queue.put(exc)
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            result = await self._run_within(
+                None, self.client.put_object, self.bucket, key, reader, -1,
+                part_size=LONG_PART_SIZE,
+            )
+        finally:
+            reader.abandoned = True
+            feeder.cancel()
+            await asyncio.wait([feeder])
         return str(result.etag)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
@@ -316,3 +347,52 @@ class ObjectStore:
     async def list_keys(self, prefix: str) -> list[str]:
         """Every key under `prefix`, for the small prefixes (ledger, checkpoints)."""
         return [key async for page in self.iter_keys(prefix) for key in page]
+
+
+class _QueueReader(io.RawIOBase):
+    """A blocking file-like view (for the S3 client's worker thread) of chunks an event-loop
+    task puts into an asyncio queue; an exception put there is raised to the reader."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 queue: asyncio.Queue[bytes | BaseException | None], wait_s: float) -> None:
+        super().__init__()
+        self._loop = loop
+        self._queue = queue
+        self._wait_s = wait_s
+        self._pending = bytearray()
+        self._done = False
+        self.abandoned = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bytes | BaseException | None:
+        future = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop)
+        try:
+            return future.result(timeout=self._wait_s)
+        except TimeoutError:
+            future.cancel()
+            return Unavailable("the data to upload stopped coming")
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = 1 << 62
+        while len(self._pending) < size and not self._done:
+            if self.abandoned:
+                raise Unavailable("the upload was abandoned")
+            item = self._next()
+            if item is None:
+                self._done = True
+            elif isinstance(item, BaseException):
+                self._done = True
+                raise item
+            else:
+                self._pending += item
+        out = bytes(self._pending[:size])
+        del self._pending[:size]
+        return out
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -174,7 +174,7 @@ async def mark_corrupt(conn: asyncpg.Connection, recording_id: UUID) -> None:
 
 async def rewrap_for_customer(
     conn: asyncpg.Connection,
-    master_key: bytes,
+    masters: keys.MasterKeys,
     *,
     company_id: UUID,
     customer_number: str,
@@ -191,10 +191,10 @@ async def rewrap_for_customer(
     )
     if not rows:
         return 0
-    target = await keys.customer_key(conn, master_key, customer_id)
+    target = await keys.customer_key(conn, masters, customer_id)
     for row in rows:
         current = await keys.owner_key(
-            conn, master_key, owner=row["key_owner"], owner_id=row["key_owner_id"], create=False
+            conn, masters, owner=row["key_owner"], owner_id=row["key_owner_id"], create=False
         )
         data_key = keys.unwrap_data_key(current, row["id"], bytes(row["wrapped_key"]))
         await conn.execute(
@@ -221,19 +221,21 @@ async def get(conn: asyncpg.Connection, recording_id: UUID) -> Recording:
 
 async def get_for_replay(
     conn: asyncpg.Connection, scope: Scope, recording_id: UUID
-) -> tuple[Recording, bytes | None]:
-    """The recording and the wrapped key of its key owner (None once that key has been
-    destroyed), read in `scope` by one statement that scopes itself: `conn` need not be in a
-    transaction, and replay's hot path saves the round trips of one."""
+) -> tuple[Recording, int | None, bytes | None]:
+    """The recording and its key owner's wrapped key with the master-key version that wraps
+    it (both None once that key has been destroyed), read in `scope` by one statement that
+    scopes itself: `conn` need not be in a transaction, and replay's hot path saves the
+    round trips of one."""
     row = await conn.fetchrow(
-        "SELECT (f.recording).*, f.company, f.owner_wrapped_key"
+        "SELECT (f.recording).*, f.company, f.owner_kek_version, f.owner_wrapped_key"
         " FROM tallenne_recording_for_replay($1, $2, $3) f",
         scope.all_companies, sorted(scope.company_ids), recording_id,
     )
     if row is None:
         raise NotFound("no such recording")
     wrapped = row["owner_wrapped_key"]
-    return _recording(row), bytes(wrapped) if wrapped is not None else None
+    return (_recording(row), row["owner_kek_version"],
+            bytes(wrapped) if wrapped is not None else None)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ def settings_for(stack: Stack, database: str, bucket: str, **overrides: object) 
         "s3_bucket": bucket,
         "master_key": SecretStr(stack.secret["master_key"]),
         "personal_id_key": SecretStr(stack.secret["personal_id_key"]),
+        "backup_key": SecretStr(stack.secret["backup_key"]),
         "data_dir": Path(stack.embedded.data_dir),
         "allow_test_ids": True,
     }
@@ -141,8 +142,10 @@ def drop_bucket(stack: Stack, bucket: str) -> None:
 @pytest.fixture
 def settings(stack: Stack, database: str) -> Iterator[Settings]:
     bucket = "t-" + database.removeprefix("t_")
-    yield settings_for(stack, database, bucket)
+    made = settings_for(stack, database, bucket)
+    yield made
     drop_bucket(stack, bucket)
+    drop_bucket(stack, made.key_bucket)
 
 
 @pytest.fixture

@@ -71,4 +71,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TALLENNE_MASTER_KEY": settings.master_key.get_secret_value(),
         "TALLENNE_PERSONAL_ID_KEY": settings.personal_id_key.get_secret_value(),
         "TALLENNE_DATA_DIR": str(settings.data_dir),
+        "TALLENNE_MASTER_KEY_VERSION": str(settings.master_key_version),
+        "TALLENNE_S3_KEY_BUCKET": settings.key_bucket,
+        **({"TALLENNE_BACKUP_KEY": settings.backup_key.get_secret_value()}
+           if settings.backup_key else {}),
+        **({"TALLENNE_PREVIOUS_MASTER_KEYS": settings.previous_master_keys.get_secret_value()}
+           if settings.previous_master_keys else {}),
     }

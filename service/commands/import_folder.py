@@ -403,7 +403,7 @@ class DropFolder:
             )
             info = await probe(audio, None, audio.name)
             outcome = await store_recording(
-                app[POOL], app[OBJECTS], app[KEYRING].master_key, self.scope, target,
+                app[POOL], app[OBJECTS], app[KEYRING].masters, self.scope, target,
                 Spooled(audio, info, size, sha256),
             )
         except PERMANENT:

@@ -1,26 +1,44 @@
-"""`tallenne backup` and `tallenne restore` run as a user runs them (the CLI in a subprocess):
-the restored deployment replays every call byte-identical, keeps later erasures erased and
-has an intact audit chain; a deployment with data is refused."""
+"""`tallenne backup`, `backup --verify` and `restore` run as a user runs them (the CLI in a
+subprocess): backups are encrypted, private and hold no owner key; a backup taken before an
+erasure, restored with every secret and the current key snapshot into a new database and a new
+bucket, never opens the erased customer's calls while everyone else's replay byte-identical;
+restore works on a never-migrated database and onto a surviving bucket; a deployment with
+data and an altered backup are refused."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.app import create_app
+from service.commands.backup import pg_tools
 from service.settings import Settings
+from storage import key_snapshot
+from storage.backup import BackupCipher, Manifest, decrypted_chunks, dump_path
+from storage.crypto import load_master_key, unwrap_key
+from storage.errors import IntegrityError
+from storage.keys import (
+    MasterKeys,
+    company_key_context,
+    customer_key_context,
+    recording_key_context,
+)
 from tests import audiogen
 from tests.conftest import Stack, drop_bucket, drop_database, fresh_database, settings_for
 from tests.helpers import Api, bearer, settings_env
-from tests.service.data_subject_factory import A, customer, recording_of
-from tests.service.recording_factory import bucket_keys, metadata, upload
+from tests.service.data_subject_factory import A, customer, personal_id, recording_of
+from tests.service.recording_factory import bucket_keys, metadata, object_store, upload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +50,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
 async def tallenne(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "service.cli", *args], env=cli_env(settings),
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
     )
 
 
@@ -43,9 +61,27 @@ async def replay(client: TestClient[Any, Any], token: str, recording_id: str) ->
     return await response.read()
 
 
-async def test_restore_into_an_empty_deployment_replays_every_call_byte_identical(
-    api: Api, settings: Settings, stack: Stack, tmp_path: Path
-) -> None:
+def never_migrated_database(stack: Stack) -> str:
+    """A new database with nothing in it: no schema of ours, no function, no row."""
+    name = "t_new_" + uuid.uuid4().hex[:10]
+
+    async def create() -> None:
+        admin = await asyncpg.connect(stack.superuser_url("postgres"))
+        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne")
+        await admin.close()
+
+    asyncio.run(create())
+    return name
+
+
+async def backed_up(settings: Settings, directory: Path) -> dict[str, Any]:
+    done = await tallenne(settings, "backup", str(directory))
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+async def stored_calls(api: Api) -> dict[str, bytes]:
     token = await api.token("ingest", [A])
     originals: dict[str, bytes] = {}
     for kind in ("wav_mulaw", "mp3", "flac"):
@@ -53,16 +89,21 @@ async def test_restore_into_an_empty_deployment_replays_every_call_byte_identica
         response = await upload(api.client, token, metadata(), path)
         assert response.status == 201, await response.text()
         originals[(await response.json())["id"]] = path.read_bytes()
+    return originals
 
-    done = await tallenne(settings, "backup", str(tmp_path / "b"))
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+
+async def test_restore_into_a_never_migrated_database_replays_every_call_byte_identical(
+    api: Api, settings: Settings, stack: Stack, tmp_path: Path
+) -> None:
+    originals = await stored_calls(api)
+    report = await backed_up(settings, tmp_path / "b")
     assert report["objects"]["recording"] == 3
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert all(len(o["sha256"]) == 64 for o in manifest["objects"])
+    assert report["key_snapshot"]["bucket"] == settings.key_bucket
 
-    database = await asyncio.to_thread(fresh_database, stack)
-    target = settings_for(stack, database, "t-" + database.removeprefix("t_"))
+    database = await asyncio.to_thread(never_migrated_database, stack)
+    # A new audio bucket; the key bucket is the one that survived.
+    target = settings_for(stack, database, "t-" + database.removeprefix("t_").replace("_", "-"),
+                          s3_key_bucket=settings.key_bucket)
     try:
         restored = await tallenne(target, "restore", str(tmp_path / "b"))
         assert restored.returncode == 0, restored.stderr
@@ -72,14 +113,17 @@ async def test_restore_into_an_empty_deployment_replays_every_call_byte_identica
         assert result["objects_uploaded"] >= 3
         assert result["audit"]["ok"] is True
         assert result["reconcile"]["orphan_objects"] == 0
+        assert result["keys"]["company_keys"] >= 1 and result["recordings_without_key"] == 0
+        assert "restore: loading the database dump" in restored.stderr
         async with TestClient(TestServer(create_app(target))) as client:
-            quality = await Api(client, stack.superuser_url(database)).token("quality", [A])
+            target_api = Api(client, stack.superuser_url(database))
+            quality = await target_api.token("quality", [A])
             for recording_id, original in originals.items():
                 assert await replay(client, quality, recording_id) == original
             verify = await client.get("/api/v1/audit/verify", headers=bearer(
-                await Api(client, stack.superuser_url(database)).token(
-                    "admin", all_companies=True)))
+                await target_api.token("admin", all_companies=True)))
             assert (await verify.json())["ok"] is True
+        manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
         assert sorted(await bucket_keys(target)) == sorted(
             o["key"] for o in manifest["objects"] if o["kind"] == "recording")
     finally:
@@ -87,19 +131,201 @@ async def test_restore_into_an_empty_deployment_replays_every_call_byte_identica
         await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
 
 
-async def test_restore_reapplies_an_erasure_made_after_the_backup(
+async def test_backup_files_are_encrypted_private_and_verified_without_a_restore(
+    api: Api, settings: Settings, tmp_path: Path
+) -> None:
+    await stored_calls(api)
+    await backed_up(settings, tmp_path / "b")
+    directory = tmp_path / "b"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for path in directory.rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["encryption"]["cipher"] == "AES-256-GCM"
+    assert not dump_path(directory).read_bytes().startswith(b"PGDMP")  # not a bare dump
+    store = object_store(settings)
+    try:
+        entry = next(o for o in manifest["objects"] if o["kind"] == "recording")
+        as_stored = await store.get_bytes(entry["key"])
+    finally:
+        await store.close()
+    copy = (directory / "objects" / (entry["key"] + ".enc")).read_bytes()
+    assert as_stored[:4096] not in copy  # sealed again under the backup key
+
+    checked = await tallenne(settings, "backup", "--verify", str(directory))
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] is True and report["problems"] == []
+    assert report["files_verified"] == report["files"] == len(manifest["objects"]) + 1
+
+    wrong = settings.model_copy(update={"backup_key": settings.master_key})
+    refused = await tallenne(wrong, "backup", "--verify", str(directory))
+    assert refused.returncode == 1
+    assert "fails authentication" in refused.stderr
+
+
+async def test_backup_verify_reports_an_altered_or_missing_file(
+    api: Api, settings: Settings, tmp_path: Path
+) -> None:
+    await stored_calls(api)
+    await backed_up(settings, tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    first, second = [o["key"] for o in manifest["objects"] if o["kind"] == "recording"][:2]
+    victim = tmp_path / "b" / "objects" / (first + ".enc")
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    (tmp_path / "b" / "objects" / (second + ".enc")).unlink()
+    checked = await tallenne(settings, "backup", "--verify", str(tmp_path / "b"))
+    assert checked.returncode == 1
+    report = json.loads(checked.stdout)
+    assert report["ok"] is False and len(report["problems"]) == 2
+    assert any(first in p and "fails authentication" in p for p in report["problems"])
+    assert any(second in p and "lacks" in p for p in report["problems"])
+
+
+async def test_backup_before_an_erasure_never_opens_the_erased_calls_after_a_restore(
+    api: Api, settings: Settings, stack: Stack, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """The claim of the key store: a backup taken before an erasure, restored with every
+    secret of the deployment and the key snapshot as it is after the erasure, into a new
+    database and a new bucket: the erased customer's calls are never audio again, everyone
+    else's replay byte-identical."""
+    erased_id = await customer(api, [A], number="7001")
+    kept_id = await customer(api, [A], number="8001", personal_id=personal_id("020390"))
+    erased_calls = [await recording_of(api, A, "70010", kind=k, seconds=2.0)
+                    for k in ("wav_pcm", "mp3")]
+    kept_call, kept_path = await recording_of(api, A, "80010", kind="flac", seconds=2.0)
+    anonymous = audiogen.make_audio("wav_alaw", 2.0)
+    response = await upload(api.client, await api.token("ingest", [A]), metadata(), anonymous)
+    assert response.status == 201, await response.text()
+    anonymous_call = (await response.json())["id"]
+    erased_rows = [await db.fetchrow("SELECT * FROM recordings WHERE id = $1", uuid.UUID(r))
+                   for r, _ in erased_calls]
+    erased_key = await db.fetchval(
+        "SELECT wrapped_key FROM customer_keys WHERE customer_id = $1", uuid.UUID(erased_id))
+
+    await backed_up(settings, tmp_path / "b")
+    dpo = await api.token("dpo", [A])
+    response = await api.client.post(f"/api/v1/customers/{erased_id}/erasure",
+                                     json={"reason": "data subject's request"},
+                                     headers=bearer(dpo))
+    assert response.status == 200, await response.text()
+
+    # The operator carries the current key snapshot to the new site.
+    keys_store = object_store(settings.model_copy(update={"s3_bucket": settings.key_bucket}))
+    try:
+        (tmp_path / "key-snapshot").write_bytes(await keys_store.get_bytes("key-snapshot"))
+    finally:
+        await keys_store.close()
+
+    # The backup itself holds no key: its dump's key store tables are empty.
+    assert settings.backup_key is not None and settings.master_key is not None
+    manifest, cipher = Manifest.load(tmp_path / "b",
+                                     load_master_key(settings.backup_key.get_secret_value()))
+    script = await dump_as_sql(tmp_path, manifest, cipher)
+    for table in ("customer_keys", "company_keys"):
+        assert f"CREATE TABLE public.{table} " in script  # the table, without its rows
+        assert f"COPY public.{table} " not in script
+    assert "COPY public.customers " in script
+    assert bytes(erased_key).hex() not in script
+
+    database = await asyncio.to_thread(never_migrated_database, stack)
+    suffix = database.removeprefix("t_").replace("_", "-")
+    target = settings_for(stack, database, "t-" + suffix, s3_key_bucket=f"k-{suffix}")
+    try:
+        restored = await tallenne(target, "restore", str(tmp_path / "b"),
+                                  "--key-snapshot", str(tmp_path / "key-snapshot"))
+        assert restored.returncode == 0, restored.stderr
+        result = json.loads(restored.stdout)
+        assert result["ok"] is True, result
+        assert result["customers_erased_again"] == 1
+        assert result["recordings_skipped_as_erased"] == 2
+        async with TestClient(TestServer(create_app(target))) as client:
+            target_api = Api(client, stack.superuser_url(database))
+            quality = await target_api.token("quality", [A])
+            for recording_id, _ in erased_calls:
+                gone = await client.get(f"/api/v1/recordings/{recording_id}/audio",
+                                        params={"reason": "restore drill"},
+                                        headers=bearer(quality))
+                assert gone.status in (404, 410), await gone.text()
+                assert gone.content_type == "application/problem+json"
+            assert await replay(client, quality, kept_call) == kept_path.read_bytes()
+            assert await replay(client, quality, anonymous_call) == anonymous.read_bytes()
+            service = await target_api.token("customer_service", [A])
+            found = await client.get(f"/api/v1/customers/{kept_id}", headers=bearer(service))
+            assert found.status == 200
+
+        # With everything the restored deployment holds, the erased calls' data keys stay
+        # shut: no key of the store (nor the master key) unwraps them.
+        masters = MasterKeys.single(load_master_key(settings.master_key.get_secret_value()))
+        conn = await asyncpg.connect(stack.superuser_url(database))
+        try:
+            candidates = [masters.current] + [
+                masters.unwrap(r["kek_version"], r["wrapped_key"],
+                               context=customer_key_context(r["customer_id"]))
+                for r in await conn.fetch("SELECT * FROM customer_keys")] + [
+                masters.unwrap(r["kek_version"], r["wrapped_key"],
+                               context=company_key_context(r["company_id"]))
+                for r in await conn.fetch("SELECT * FROM company_keys")]
+            person = await conn.fetchrow("SELECT name, erased_at FROM customers WHERE id = $1",
+                                         uuid.UUID(erased_id))
+        finally:
+            await conn.close()
+        assert person["name"] is None and person["erased_at"] is not None
+        assert len(candidates) >= 3
+        for row in erased_rows:
+            for candidate in candidates:
+                for owner, owner_id in (("customer", row["key_owner_id"]),
+                                        ("company", row["company_id"])):
+                    with pytest.raises(IntegrityError):
+                        unwrap_key(candidate, row["wrapped_key"],
+                                   context=recording_key_context(row["id"], owner, owner_id))
+        # Nor does the key snapshot the restore was given hold the erased customer's key.
+        source = key_snapshot.SnapshotSource(path=tmp_path / "key-snapshot")
+        held: list[uuid.UUID] = []
+
+        async def sink(batch: key_snapshot.KeyBatch) -> None:
+            held.extend(owner_id for _, owner_id, _, _ in batch)
+
+        contents = await source.read(masters, sink)
+        assert uuid.UUID(erased_id) not in held and uuid.UUID(kept_id) in held
+        assert uuid.UUID(erased_id) in contents.erased
+    finally:
+        await asyncio.to_thread(drop_database, stack, database)
+        await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
+        await asyncio.to_thread(drop_bucket, stack, target.key_bucket)
+
+
+async def dump_as_sql(tmp_path: Path, manifest: Manifest, cipher: BackupCipher) -> str:
+    """The backup's dump as the SQL script pg_restore would run (decrypted with the backup
+    key, converted without any database)."""
+    db = manifest.database
+    plain = tmp_path / "dump.plain"
+    with plain.open("wb") as out:
+        for chunk in decrypted_chunks(dump_path(tmp_path / "b"), db["dump"], int(db["size"]),
+                                      db["sha256"], cipher):
+            out.write(chunk)
+    done = await asyncio.to_thread(
+        subprocess.run, [pg_tools().command("pg_restore"), "-f", "-", str(plain)],
+        capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
+async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after_the_backup(
     api: Api, settings: Settings, stack: Stack, tmp_path: Path
 ) -> None:
-    """The database is lost and restored from an older backup; the bucket survived and its
-    erasure ledger erases the customer again, audio included."""
+    """The database is lost and restored from an older backup; the bucket and the key bucket
+    survived: the erasure ledger erases the customer again, audio included, and the objects
+    already there are kept."""
     customer_id = await customer(api, [A], number="7001")
     erased_call, _ = await recording_of(api, A, "70010", kind="wav_pcm", seconds=2.0)
     kept_path = audiogen.make_audio("wav_alaw", 2.0)
     response = await upload(api.client, await api.token("ingest", [A]), metadata(), kept_path)
     assert response.status == 201, await response.text()
     kept_call = (await response.json())["id"]
-    done = await tallenne(settings, "backup", str(tmp_path / "b"))
-    assert done.returncode == 0, done.stderr
+    await backed_up(settings, tmp_path / "b")
 
     dpo = await api.token("dpo", [A])
     response = await api.client.post(f"/api/v1/customers/{customer_id}/erasure",
@@ -113,8 +339,10 @@ async def test_restore_reapplies_an_erasure_made_after_the_backup(
         restored = await tallenne(target, "restore", str(tmp_path / "b"))
         assert restored.returncode == 0, restored.stderr
         result = json.loads(restored.stdout)
+        assert result["ok"] is True, result
         assert result["customers_erased_again"] == 1
         assert result["recordings_skipped_as_erased"] == 1
+        assert result["objects_already_present"] >= 1 and result["objects_uploaded"] == 0
         async with TestClient(TestServer(create_app(target))) as client:
             target_api = Api(client, stack.superuser_url(database))
             quality = await target_api.token("quality", [A])
@@ -123,16 +351,16 @@ async def test_restore_reapplies_an_erasure_made_after_the_backup(
             assert await replay(client, quality, kept_call) == kept_path.read_bytes()
         keys = await bucket_keys(target)
         assert len(keys) == 1
-        import asyncpg
-
         conn = await asyncpg.connect(stack.superuser_url(database))
         try:
-            row = await conn.fetchrow("SELECT name, wrapped_key, erased_at FROM customers"
-                                      " WHERE id = $1", __import__("uuid").UUID(customer_id))
+            row = await conn.fetchrow("SELECT name, erased_at FROM customers WHERE id = $1",
+                                      uuid.UUID(customer_id))
+            key_left = await conn.fetchval(
+                "SELECT count(*) FROM customer_keys WHERE customer_id = $1",
+                uuid.UUID(customer_id))
         finally:
             await conn.close()
-        assert row["name"] is None and row["wrapped_key"] is None
-        assert row["erased_at"] is not None
+        assert row["name"] is None and row["erased_at"] is not None and key_left == 0
     finally:
         await asyncio.to_thread(drop_database, stack, database)
 
@@ -143,8 +371,7 @@ async def test_restore_refuses_a_deployment_that_holds_data(
     token = await api.token("ingest", [A])
     response = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm", 1.0))
     assert response.status == 201
-    done = await tallenne(settings, "backup", str(tmp_path / "b"))
-    assert done.returncode == 0, done.stderr
+    await backed_up(settings, tmp_path / "b")
     refused = await tallenne(settings, "restore", str(tmp_path / "b"))
     assert refused.returncode == 1
     assert "not empty" in refused.stderr
@@ -157,21 +384,46 @@ async def test_restore_refuses_a_backup_whose_object_was_altered(
     token = await api.token("ingest", [A])
     response = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm", 1.0))
     assert response.status == 201
-    done = await tallenne(settings, "backup", str(tmp_path / "b"))
-    assert done.returncode == 0, done.stderr
+    await backed_up(settings, tmp_path / "b")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     key = next(o["key"] for o in manifest["objects"] if o["kind"] == "recording")
-    victim = tmp_path / "b" / "objects" / key
+    victim = tmp_path / "b" / "objects" / (key + ".enc")
     data = bytearray(victim.read_bytes())
     data[100] ^= 0xFF
     victim.write_bytes(bytes(data))
 
     database = await asyncio.to_thread(fresh_database, stack)
-    target = settings_for(stack, database, "t-" + database.removeprefix("t_"))
+    target = settings_for(stack, database, "t-" + database.removeprefix("t_"),
+                          s3_key_bucket=settings.key_bucket)
     try:
         refused = await tallenne(target, "restore", str(tmp_path / "b"))
         assert refused.returncode == 1
-        assert "does not match the manifest" in refused.stderr
+        assert "fails authentication" in refused.stderr
+        assert await bucket_keys(target) == []  # the altered copy never reached the bucket
+    finally:
+        await asyncio.to_thread(drop_database, stack, database)
+        await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
+
+
+async def test_restore_refuses_a_key_snapshot_older_than_the_backup(
+    api: Api, settings: Settings, stack: Stack, tmp_path: Path
+) -> None:
+    await customer(api, [A], number="7001")
+    written = await tallenne(settings, "keys", "snapshot")
+    assert written.returncode == 0, written.stderr
+    keys_store = object_store(settings.model_copy(update={"s3_bucket": settings.key_bucket}))
+    try:
+        (tmp_path / "old-snapshot").write_bytes(await keys_store.get_bytes("key-snapshot"))
+    finally:
+        await keys_store.close()
+    await backed_up(settings, tmp_path / "b")
+    database = await asyncio.to_thread(fresh_database, stack)
+    target = settings_for(stack, database, "t-" + database.removeprefix("t_"))
+    try:
+        refused = await tallenne(target, "restore", str(tmp_path / "b"),
+                                 "--key-snapshot", str(tmp_path / "old-snapshot"))
+        assert refused.returncode == 1
+        assert "older than" in refused.stderr
     finally:
         await asyncio.to_thread(drop_database, stack, database)
         await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)

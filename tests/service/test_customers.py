@@ -248,7 +248,7 @@ async def insert_recording(db: asyncpg.Connection, settings: Settings, company: 
     from storage.crypto import load_master_key, new_key
 
     assert settings.master_key is not None
-    master = load_master_key(settings.master_key.get_secret_value())
+    master = keys.MasterKeys.single(load_master_key(settings.master_key.get_secret_value()))
     recording_id = uuid.uuid4()
     company_id = await db.fetchval("SELECT id FROM companies WHERE code = $1", company)
     owner = await keys.company_key(db, master, company_id)

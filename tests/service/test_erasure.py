@@ -59,7 +59,8 @@ async def test_copy_taken_before_erasure_cannot_be_decrypted_with_what_remains(
     size = row["size_bytes"]
 
     # Before: the key chain in PostgreSQL opens the copy.
-    wrapped_customer = await db.fetchval("SELECT wrapped_key FROM customers WHERE id = $1", cid)
+    wrapped_customer = await db.fetchval(
+        "SELECT wrapped_key FROM customer_keys WHERE customer_id = $1", cid)
     customer_key = unwrap_key(master, wrapped_customer, context=customer_key_context(cid))
     data_key = unwrap_key(customer_key, row["wrapped_key"], context=context)
     assert decrypt_copy(copy, data_key, rid, size) == path.read_bytes()
@@ -70,11 +71,11 @@ async def test_copy_taken_before_erasure_cannot_be_decrypted_with_what_remains(
     assert body["recordings_erased"] == 1
 
     # After: every key left in PostgreSQL, tried against the data key wrapped in the old row.
-    assert await db.fetchval("SELECT wrapped_key FROM customers WHERE id = $1", cid) is None
+    assert await db.fetchval(
+        "SELECT count(*) FROM customer_keys WHERE customer_id = $1", cid) == 0
     remaining = [
-        unwrap_key(master, r["wrapped_key"], context=customer_key_context(r["id"]))
-        for r in await db.fetch("SELECT id, wrapped_key FROM customers"
-                                " WHERE wrapped_key IS NOT NULL")
+        unwrap_key(master, r["wrapped_key"], context=customer_key_context(r["customer_id"]))
+        for r in await db.fetch("SELECT customer_id, wrapped_key FROM customer_keys")
     ] + [
         unwrap_key(master, r["wrapped_key"], context=company_key_context(r["company_id"]))
         for r in await db.fetch("SELECT company_id, wrapped_key FROM company_keys")
@@ -102,9 +103,10 @@ async def test_erasure_blanks_person_keeps_tombstones_and_ledger(
     assert status == 200, body
     cid = uuid.UUID(customer_id)
     person = await db.fetchrow("SELECT * FROM customers WHERE id = $1", cid)
-    for column in ("name", "personal_id_enc", "personal_id_hash", "email", "phone",
-                   "wrapped_key"):
+    for column in ("name", "personal_id_enc", "personal_id_hash", "email", "phone"):
         assert person[column] is None, column
+    assert await db.fetchval(
+        "SELECT count(*) FROM customer_keys WHERE customer_id = $1", cid) == 0
     assert person["erased_at"] is not None
     assert await db.fetchval("SELECT count(*) FROM customer_memberships"
                              " WHERE customer_id = $1", cid) == 0
@@ -138,8 +140,8 @@ async def test_erasure_is_refused_while_under_a_legal_hold(
     dpo = await api.token("dpo", [A])
     status, _ = await erase(api, dpo, customer_id)
     assert status == 409
-    assert await db.fetchval("SELECT wrapped_key IS NOT NULL FROM customers WHERE id = $1",
-                             uuid.UUID(customer_id))
+    assert await db.fetchval("SELECT count(*) FROM customer_keys WHERE customer_id = $1",
+                             uuid.UUID(customer_id)) == 1
     assert len(await bucket_keys(settings)) == 1
     refused = await db.fetchrow("SELECT * FROM audit_events WHERE action = 'customer.erase'")
     assert refused["outcome"] == "refused"
@@ -159,6 +161,7 @@ async def test_restore_from_backup_before_erasure_is_erased_again(
     customer_id, recording_id, _, row = await stored_call(api, db)
     cid = uuid.UUID(customer_id)
     before = await db.fetchrow("SELECT * FROM customers WHERE id = $1", cid)
+    key = await db.fetchrow("SELECT * FROM customer_keys WHERE customer_id = $1", cid)
     memberships = await db.fetch("SELECT * FROM customer_memberships WHERE customer_id = $1",
                                  cid)
     dpo = await api.token("dpo", [A])
@@ -168,9 +171,11 @@ async def test_restore_from_backup_before_erasure_is_erased_again(
     # recording row are back, and the database's own ledger does not know of the erasure.
     await db.execute(
         "UPDATE customers SET name = $2, personal_id_enc = $3, personal_id_hash = $4,"
-        " email = $5, wrapped_key = $6, erased_at = NULL WHERE id = $1",
+        " email = $5, erased_at = NULL WHERE id = $1",
         cid, before["name"], before["personal_id_enc"], before["personal_id_hash"],
-        before["email"], before["wrapped_key"])
+        before["email"])
+    await db.execute("INSERT INTO customer_keys (customer_id, kek_version, wrapped_key)"
+                     " VALUES ($1, $2, $3)", cid, key["kek_version"], key["wrapped_key"])
     for m in memberships:
         await db.execute("INSERT INTO customer_memberships (customer_id, company_id,"
                          " customer_number) VALUES ($1, $2, $3)",
@@ -193,8 +198,8 @@ async def test_restore_from_backup_before_erasure_is_erased_again(
         await pool.close()
         await store.close()
     person = await db.fetchrow("SELECT * FROM customers WHERE id = $1", cid)
-    assert person["name"] is None and person["wrapped_key"] is None
-    assert person["erased_at"] is not None
+    assert person["name"] is None and person["erased_at"] is not None
+    assert await db.fetchval("SELECT count(*) FROM customer_keys") == 0
     assert await db.fetchval("SELECT count(*) FROM recordings") == 0
     assert await db.fetchval("SELECT count(*) FROM erasure_ledger") == 1
 
@@ -222,7 +227,8 @@ async def test_call_stored_before_its_customer_is_shredded_with_the_customer_key
         await store.close()
     assert settings.master_key is not None
     master = load_master_key(settings.master_key.get_secret_value())
-    wrapped_customer = await db.fetchval("SELECT wrapped_key FROM customers WHERE id = $1", cid)
+    wrapped_customer = await db.fetchval(
+        "SELECT wrapped_key FROM customer_keys WHERE customer_id = $1", cid)
     customer_key = unwrap_key(master, wrapped_customer, context=customer_key_context(cid))
     data_key = unwrap_key(customer_key, row["wrapped_key"],
                           context=recording_key_context(rid, "customer", cid))
@@ -235,9 +241,8 @@ async def test_call_stored_before_its_customer_is_shredded_with_the_customer_key
 
     company_id = row["company_id"]
     remaining = [
-        unwrap_key(master, r["wrapped_key"], context=customer_key_context(r["id"]))
-        for r in await db.fetch("SELECT id, wrapped_key FROM customers"
-                                " WHERE wrapped_key IS NOT NULL")
+        unwrap_key(master, r["wrapped_key"], context=customer_key_context(r["customer_id"]))
+        for r in await db.fetch("SELECT customer_id, wrapped_key FROM customer_keys")
     ] + [
         unwrap_key(master, r["wrapped_key"], context=company_key_context(r["company_id"]))
         for r in await db.fetch("SELECT company_id, wrapped_key FROM company_keys")

@@ -250,6 +250,7 @@ async def test_linking_a_customer_later_rewraps_the_key_and_replay_still_works(
     from storage import recordings as store
     from storage.crypto import load_master_key
     from storage.db import Scope, create_pool, scoped
+    from storage.keys import MasterKeys
 
     token = await api.token("ingest", [COMPANY])
     path = audiogen.make_audio("wav_alaw", 3.0)
@@ -266,7 +267,7 @@ async def test_linking_a_customer_later_rewraps_the_key_and_replay_still_works(
     try:
         async with scoped(pool, Scope.everything()) as conn:
             moved = await store.rewrap_for_customer(
-                conn, load_master_key(settings.master_key.get_secret_value()),
+                conn, MasterKeys.single(load_master_key(settings.master_key.get_secret_value())),
                 company_id=company_id, customer_number="C-5", customer_id=customer_id)
     finally:
         await pool.close()
@@ -293,9 +294,10 @@ async def test_the_replay_row_is_read_in_the_callers_scope_only(
         "SELECT id FROM companies WHERE code = ANY($1) ORDER BY code = $2 DESC",
         [COMPANY, OTHER_COMPANY], COMPANY)]
     async with pool.acquire() as conn:
-        recording, owner_key = await store.get_for_replay(conn, Scope.of([company]), wanted)
+        recording, version, owner_key = await store.get_for_replay(
+            conn, Scope.of([company]), wanted)
         assert recording.id == wanted and recording.out.company == COMPANY
-        assert owner_key is not None
+        assert owner_key is not None and version == 1
         with pytest.raises(NotFound):
             await store.get_for_replay(conn, Scope.of([other]), wanted)
         assert not conn.is_in_transaction()
