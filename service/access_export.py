@@ -60,7 +60,7 @@ def entry_name(recording: Recording) -> str:
     summary="Copies of the customer's recordings as a streamed zip with manifest and sums",
     tag="data-subject rights",
     response_content={"application/zip": {"schema": {"type": "string", "format": "binary"}}},
-    extra_statuses=(404,),
+    extra_statuses=(404, 410),
 )
 async def access_export(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)

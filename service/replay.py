@@ -239,7 +239,7 @@ def read_ahead(request: web.Request) -> StoredRead | None:
     summary="Stream the original audio (Range, If-Range, If-None-Match); reason required",
     query=ReplayQuery,
     response_content={"audio/*": {"schema": {"type": "string", "format": "binary"}}},
-    extra_statuses=(206, 304, 409, 416),
+    extra_statuses=(206, 304, 409, 410, 416),
     before_auth=read_ahead,
 )
 async def replay_audio(request: web.Request) -> web.StreamResponse:
