@@ -50,13 +50,23 @@ INSERT INTO key_snapshot_state DEFAULT VALUES;
 CREATE FUNCTION tallenne_key_store_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE key_snapshot_state SET due = due + 1;
+    IF EXISTS (SELECT 1 FROM changed) THEN
+        UPDATE key_snapshot_state SET due = due + 1;
+    END IF;
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER customer_keys_changed AFTER DELETE OR UPDATE ON customer_keys
+CREATE TRIGGER customer_keys_deleted AFTER DELETE ON customer_keys
+    REFERENCING OLD TABLE AS changed
     FOR EACH STATEMENT EXECUTE FUNCTION tallenne_key_store_changed();
-CREATE TRIGGER company_keys_changed AFTER DELETE OR UPDATE ON company_keys
+CREATE TRIGGER customer_keys_rewrapped AFTER UPDATE ON customer_keys
+    REFERENCING OLD TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION tallenne_key_store_changed();
+CREATE TRIGGER company_keys_deleted AFTER DELETE ON company_keys
+    REFERENCING OLD TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION tallenne_key_store_changed();
+CREATE TRIGGER company_keys_rewrapped AFTER UPDATE ON company_keys
+    REFERENCING OLD TABLE AS changed
     FOR EACH STATEMENT EXECUTE FUNCTION tallenne_key_store_changed();
 
 -- Replay's hot path (a new version of 013's): the recording, its company code and its key
