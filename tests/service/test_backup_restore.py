@@ -276,12 +276,12 @@ async def test_backup_before_an_erasure_never_opens_the_erased_calls_after_a_res
         assert person["name"] is None and person["erased_at"] is not None
         assert len(candidates) >= 3
         for row in erased_rows:
+            contexts = [recording_key_context(row["id"], "customer", row["key_owner_id"]),
+                        recording_key_context(row["id"], "company", row["company_id"])]
             for candidate in candidates:
-                for owner, owner_id in (("customer", row["key_owner_id"]),
-                                        ("company", row["company_id"])):
+                for context in contexts:
                     with pytest.raises(IntegrityError):
-                        unwrap_key(candidate, row["wrapped_key"],
-                                   context=recording_key_context(row["id"], owner, owner_id))
+                        unwrap_key(candidate, row["wrapped_key"], context=context)
         # Nor does the key snapshot the restore was given hold the erased customer's key.
         source = key_snapshot.SnapshotSource(path=tmp_path / "key-snapshot")
         held: list[uuid.UUID] = []

@@ -25,7 +25,7 @@ from storage.recordings import NewRecording, SearchFilter
 from storage.sealed_audio import EncryptingReader, iter_plaintext
 from tests.service.recording_factory import COMPANY
 
-MASTER = b"m" * 32
+MASTER = keys.MasterKeys.single(b"m" * 32)
 EVERYTHING = Scope.everything()
 
 
@@ -135,7 +135,8 @@ async def test_data_key_is_bound_to_its_recording_and_owner(pool: asyncpg.Pool) 
         keys.unwrap_data_key(owner, uuid.uuid4(), wrapped)
     with pytest.raises(IntegrityError):
         async with scoped(pool, EVERYTHING) as conn:
-            await keys.company_key(conn, b"x" * 32, company, create=False)
+            await keys.company_key(conn, keys.MasterKeys.single(b"x" * 32), company,
+                                   create=False)
 
 
 async def test_search_pages_newest_first_without_gaps_or_duplicates(pool: asyncpg.Pool) -> None:
