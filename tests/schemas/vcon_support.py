@@ -1,5 +1,10 @@
 """Shared by the vCon and export tests: the draft's JSON schema, a recording factory and
-identity codes with a correct check character."""
+identity codes with a correct check character.
+
+drafts/vcon-core-04.schema.json is the unsigned-form JSON schema of
+draft-ietf-vcon-vcon-core-04 (appendix "vCon JSON Schema"; vcon_json_schema.json in the IETF
+vCon working group's draft repository), unchanged apart from layout.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import jsonschema
 
 from schemas.personal_id import CHECK_CHARACTERS
 
-SCHEMA_PATH = Path(__file__).parent / "data" / "vcon-core-04.schema.json"
+SCHEMA_PATH = Path(__file__).parent / "drafts" / "vcon-core-04.schema.json"
 COMPANY = "oulun-sahkonmyynti"
 
 
