@@ -100,6 +100,26 @@ def mask_personal_id(code: str) -> str:
     return canonical[:7] + _MASK
 
 
+_IN_TEXT = re.compile(
+    r"(?<![0-9A-Za-z])[0-9]{6}[-+A-FU-Y][0-9]{3}[0-9A-Ya-y](?![0-9A-Za-z])", re.IGNORECASE
+)
+
+
+def mask_personal_ids_in(text: str) -> str:
+    """Free text with every valid identity code in it (test codes too) masked as by
+    `mask_personal_id`; for text that leaves the register, such as a call's notes in an
+    export. Shapes that fail the check character are left alone: they are not codes."""
+
+    def mask(match: re.Match[str]) -> str:
+        try:
+            _parse(match[0], allow_test_ids=True)
+        except ValueError:
+            return match[0]
+        return mask_personal_id(match[0])
+
+    return _IN_TEXT.sub(mask, text)
+
+
 def birth_date(code: str) -> datetime.date:
     """Birth date encoded in a valid code; test codes have one too."""
     _, born = _parse(code, allow_test_ids=True)

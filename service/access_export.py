@@ -3,7 +3,6 @@ written, with the decrypted audio, manifest.json and SHA256SUMS; audited as an e
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import zipfile
@@ -22,31 +21,10 @@ from storage.db import scoped
 from storage.errors import IntegrityError, NotFound
 from storage.recordings import Recording
 from storage.sealed_audio import iter_plaintext
+from storage.zip_stream import ZipPipe
 
 logger = logging.getLogger(__name__)
 HELSINKI = ZoneInfo("Europe/Helsinki")
-
-
-class ZipPipe(io.RawIOBase):
-    """The write end zipfile writes into; the handler drains it to the response after each
-    chunk, so at most one chunk of audio is buffered. Not seekable: zipfile then writes data
-    descriptors instead of seeking back to the local headers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pending = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._pending += data
-        return len(data)
-
-    def take(self) -> bytes:
-        out = bytes(self._pending)
-        self._pending.clear()
-        return out
 
 
 def entry_name(recording: Recording) -> str:

@@ -1,0 +1,28 @@
+"""Zip archives written as a stream: the non-seekable sink zipfile writes into, drained by
+the caller after every chunk, so no more than one chunk of an entry is ever buffered."""
+
+from __future__ import annotations
+
+import io
+
+
+class ZipPipe(io.RawIOBase):
+    """The write end zipfile writes into; the handler drains it to the response after each
+    chunk, so at most one chunk of audio is buffered. Not seekable: zipfile then writes data
+    descriptors instead of seeking back to the local headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._pending += data
+        return len(data)
+
+    def take(self) -> bytes:
+        out = bytes(self._pending)
+        self._pending.clear()
+        return out
