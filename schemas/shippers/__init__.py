@@ -1,4 +1,4 @@
-"""Wire formats of log shippers (OTLP/HTTP logs) decoded into web-event line dicts.
+"""Wire formats of log shippers (OTLP/HTTP logs, Loki push) decoded into web-event line dicts.
 
 Pure: bytes and a Content-Type in, a `DecodedBatch` out. Each line dict is what
 `schemas.web_events.WebEventLine` validates; a record that cannot be mapped is a
@@ -13,6 +13,7 @@ from schemas.shippers.errors import (
     ShipperRequestError,
     UnsupportedMediaType,
 )
+from schemas.shippers.loki import decode_loki_push, loki_format
 from schemas.shippers.otlp import (
     RESPONSE_CONTENT_TYPES,
     decode_otlp_logs,
@@ -31,8 +32,10 @@ __all__ = [
     "RequestTooLarge",
     "ShipperRequestError",
     "UnsupportedMediaType",
+    "decode_loki_push",
     "decode_otlp_logs",
     "encode_otlp_response",
+    "loki_format",
     "otlp_format",
     "rejection_message",
 ]
