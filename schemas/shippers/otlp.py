@@ -136,6 +136,8 @@ def _decode_json(body: bytes, limits: Limits) -> DecodedBatch:
     for resource_json, scopes_records in tree:
         context: _ResourceContext | str
         try:
+            if not isinstance(resource_json, dict | None):
+                raise RecordRejected("must be a JSON object")
             resource = json_format.ParseDict(
                 resource_json or {}, Resource(), ignore_unknown_fields=True
             )

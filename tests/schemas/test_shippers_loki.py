@@ -10,11 +10,14 @@ from typing import Any
 
 import cramjam
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.shippers import (
     Limits,
     MalformedRequest,
     RequestTooLarge,
+    ShipperRequestError,
     UnsupportedMediaType,
     decode_loki_push,
 )
@@ -254,3 +257,31 @@ def test_label_sets_parse_as_prometheus_writes_them(text: str, labels: dict[str,
 def test_text_that_is_no_label_set_is_refused(text: str) -> None:
     with pytest.raises(LabelSyntaxError):
         parse_labels(text)
+
+
+_LOKI_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["streams", "stream", "values", "site", "event"]),
+                      inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LOKI_JSON)
+def test_any_json_body_gives_a_batch_or_one_request_error(document: Any) -> None:
+    try:
+        decode_loki_push(json.dumps(document).encode(), "application/json")
+    except ShipperRequestError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_snappy_body_gives_a_batch_or_one_request_error(payload: bytes) -> None:
+    for body in (payload, bytes(cramjam.snappy.compress_raw(payload))):
+        try:
+            decode_loki_push(body, "application/x-protobuf")
+        except ShipperRequestError:
+            pass

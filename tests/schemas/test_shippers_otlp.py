@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -29,6 +31,7 @@ from schemas.shippers import (
     Limits,
     MalformedRequest,
     RequestTooLarge,
+    ShipperRequestError,
     UnsupportedMediaType,
     decode_otlp_logs,
     encode_otlp_response,
@@ -313,3 +316,52 @@ async def test_site_falls_back_to_server_address_when_service_name_is_the_sdk_de
         2: "no site: the resource has no service.name or server.address",
         3: "no site: the resource has no service.name or server.address",
     }
+
+
+
+async def test_url_is_built_from_path_and_query_when_url_full_is_absent(
+    collector: Collector,
+) -> None:
+    content_type, body = await shipped(collector, 2)
+    request = ExportLogsServiceRequest.FromString(body)
+    for record in request.resource_logs[0].scope_logs[0].log_records:
+        assert record.attributes[0].key == "url.full"
+        del record.attributes[0]
+        record.attributes.add(key="url.path").value.string_value = "/kirjaudu"
+    records = request.resource_logs[0].scope_logs[0].log_records
+    records[0].attributes.add(key="url.query").value.string_value = "paluu=%2Fsahko"
+
+    batch = decode_otlp_logs(request.SerializeToString(), content_type)
+
+    assert [line["url"] for _, line in batch.lines] == ["/kirjaudu?paluu=%2Fsahko", "/kirjaudu"]
+    assert all("url.path" not in line["attributes"] for _, line in batch.lines)
+
+_OTLP_KEYS = st.sampled_from([
+    "resourceLogs", "resource", "scopeLogs", "logRecords", "attributes", "key", "value",
+    "stringValue", "intValue", "kvlistValue", "arrayValue", "values", "timeUnixNano",
+    "observedTimeUnixNano", "traceId", "spanId", "body", "eventName",
+])
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_OTLP_KEYS, inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES)
+def test_any_json_body_gives_a_batch_or_one_request_error(document: Any) -> None:
+    try:
+        batch = decode_otlp_logs(json.dumps(document).encode(), "application/json")
+    except ShipperRequestError:
+        return
+    assert all(isinstance(line, dict) for _, line in batch.lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_protobuf_body_gives_a_batch_or_one_request_error(body: bytes) -> None:
+    try:
+        decode_otlp_logs(body, "application/x-protobuf")
+    except ShipperRequestError:
+        pass
