@@ -41,6 +41,11 @@ READ_CHUNK = 256 * 1024
 READ_BUFFER = 1024 * 1024
 # Chunks up to this size are transformed on the event loop; larger ones in a worker thread.
 INLINE_TRANSFORM = 256 * 1024
+# A read the store refuses with a server error (a gateway whose volume server is still coming
+# up, a restarted node) or cannot take at all is tried again after these pauses before the
+# caller is told the store is unavailable. GET is idempotent and nothing has been sent yet.
+READ_RETRY_PAUSES_S = (0.1, 0.3, 0.9)
+RETRYABLE_READ_STATUS = frozenset({500, 502, 503, 504})
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # of a GET's (empty) body
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}
 
@@ -236,8 +241,7 @@ class ObjectStore:
         loop = asyncio.get_running_loop()
         try:
             url = self._base + quote(key, safe="/")
-            async with self._reader().get(yarl.URL(url, encoded=True),
-                                          headers=self._signed_headers(url, headers)) as response:
+            async with await self._open_read(url, headers) as response:
                 if response.status == 404:
                     raise ObjectMissing("object is missing from the store (NoSuchKey)")
                 if response.status == 416:
@@ -292,6 +296,24 @@ class ObjectStore:
         except (aiohttp.ClientError, TimeoutError, OSError):
             # Never chained: the request carries a signature.
             raise Unavailable("the object store is not reachable") from None
+
+    async def _open_read(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """The store's answer to a GET, tried again on a server error or a refused
+        connection (see READ_RETRY_PAUSES_S); the last answer or error is the caller's."""
+        target = yarl.URL(url, encoded=True)
+        for pause in (*READ_RETRY_PAUSES_S, None):
+            try:
+                response = await self._reader().get(
+                    target, headers=self._signed_headers(url, headers))
+            except (aiohttp.ClientConnectionError, TimeoutError, OSError):
+                if pause is None:
+                    raise
+            else:
+                if response.status not in RETRYABLE_READ_STATUS or pause is None:
+                    return response
+                response.release()
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _reader(self) -> aiohttp.ClientSession:
         """The HTTP client for object reads, made on first use in the running loop."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +25,28 @@ from tests.helpers import Api
 
 TEMPLATE_DB = "tallenne_template"
 REQUIRE_E2E = os.environ.get("TALLENNE_REQUIRE_E2E") == "1"
+_OWN_BASETEMP = pytest.StashKey[Path]()
+_PASSED = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's shared numbered temp folders keep only the newest few and delete the rest, so a
+    # second checkout's (or a parallel) run would delete this run's live database and S3
+    # folders under it. Each run gets a folder of its own, removed when the run passes.
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        own = Path(tempfile.mkdtemp(prefix="tallenne-tests-"))
+        config.option.basetemp = str(own)
+        config.stash[_OWN_BASETEMP] = own
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None and config.stash.get(_PASSED, False):
+        shutil.rmtree(own, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_PASSED] = exitstatus == 0
 
 
 @pytest.hookimpl(hookwrapper=True)
