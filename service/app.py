@@ -42,6 +42,8 @@ from service import (  # noqa: E402, F401
     recordings,
     replay,
     retention,
+    shippers,
+    sites,
     web_events,
     webui,
     webui_forms,
