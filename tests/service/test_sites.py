@@ -3,12 +3,15 @@ site's company, and a token still writes only to companies it covers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import asyncpg
 
-from tests.helpers import Api, bearer
+from service import cli
+from service.settings import Settings
+from tests.helpers import Api, bearer, settings_env
 from tests.service.test_web_events import event, ndjson, post
 
 A = "kemin-energia"
@@ -127,3 +130,26 @@ async def test_a_token_cannot_write_to_a_sites_company_it_does_not_cover(
     assert "does not cover" in report["rejected"][0]["error"]
     # A token of one company keeps writing its unregistered sites into that company.
     assert await stored_companies(db) == {"own-unregistered": A}
+
+
+async def test_cli_sets_lists_and_removes_sites(
+    settings: Settings, db: asyncpg.Connection, capsys: Any, monkeypatch: Any
+) -> None:
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    assert await asyncio.to_thread(cli.main, ["site", "set", "kemin-energia.fi",
+                                              "--company", A]) == 0
+    assert await asyncio.to_thread(cli.main, ["site", "set", "www.tenergia.fi",
+                                              "--company", "tenergia"]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["site", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"kemin-energia.fi\t{A}", "www.tenergia.fi\ttenergia"]
+    assert await asyncio.to_thread(cli.main, ["site", "set", "x.fi", "--company", "nope"]) == 1
+    assert "unknown company code nope" in capsys.readouterr().err
+    assert await asyncio.to_thread(cli.main, ["site", "remove", "www.tenergia.fi"]) == 0
+    assert capsys.readouterr().out.strip() == "www.tenergia.fi removed"
+    assert [r["site"] for r in await db.fetch("SELECT site FROM web_sites")] == [
+        "kemin-energia.fi"]
+    assert await db.fetchval("SELECT count(*) FROM audit_events"
+                             " WHERE action = 'site.change' AND actor = 'cli'") == 3
