@@ -12,6 +12,7 @@ import asyncpg
 from service import cli
 from service.settings import Settings
 from tests.helpers import Api, bearer, settings_env
+from tests.service.test_evaluation_forms import hidden_csrf
 from tests.service.test_web_events import event, ndjson, post
 
 A = "kemin-energia"
@@ -153,3 +154,50 @@ async def test_cli_sets_lists_and_removes_sites(
         "kemin-energia.fi"]
     assert await db.fetchval("SELECT count(*) FROM audit_events"
                              " WHERE action = 'site.change' AND actor = 'cli'") == 3
+
+
+async def test_admin_web_page_adds_moves_and_removes_sites(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    await api.user("sanni", "admin", all_companies=True)
+    await api.login("sanni")
+    page = await api.client.get("/admin/sites")
+    assert page.status == 200
+    text = await page.text()
+    nav = text.split("<nav")[1].split("</nav>")[0]
+    assert 'href="/admin/sites"' in nav and "Verkkosivustot" in nav
+    csrf = hidden_csrf(text)
+    forged = await api.client.post("/admin/sites", allow_redirects=False, data={
+        "csrf_token": "guess", "site": "kemin-energia.fi", "company": A})
+    assert forged.status == 400
+    bad = await api.client.post("/admin/sites", allow_redirects=False, data={
+        "csrf_token": csrf, "site": "<b>x</b>.fi", "company": "no-such"})
+    assert bad.status == 422
+    bad_text = await bad.text()
+    assert 'id="site-problems"' in bad_text and "unknown company code no-such" in bad_text
+    assert "<b>x</b>" not in bad_text and "&lt;b&gt;x&lt;/b&gt;.fi" in bad_text
+    made = await api.client.post("/admin/sites", allow_redirects=False, data={
+        "csrf_token": csrf, "site": "kemin-energia.fi", "company": A})
+    assert made.status == 303, await made.text()
+    listed = await (await api.client.get(made.headers["Location"])).text()
+    assert "Sivusto kemin-energia.fi tallennettiin." in listed
+    assert 'data-site="kemin-energia.fi"' in listed
+    await api.client.post("/admin/sites", data={
+        "csrf_token": csrf, "site": "kemin-energia.fi", "company": C})
+    assert await db.fetchval("SELECT c.code FROM web_sites s JOIN companies c"
+                             " ON c.id = s.company_id") == C
+    removed = await api.client.post("/admin/sites/remove", allow_redirects=False, data={
+        "csrf_token": csrf, "site": "kemin-energia.fi"})
+    assert removed.status == 303
+    assert await db.fetchval("SELECT count(*) FROM web_sites") == 0
+    assert await db.fetchval("SELECT count(*) FROM audit_events WHERE action = 'site.change'"
+                             " AND actor = 'sanni'") == 3
+
+
+async def test_a_role_without_the_site_registry_is_sent_home(api: Api) -> None:
+    await api.user("outi", "customer_service", [A])
+    await api.login("outi")
+    response = await api.client.get("/admin/sites", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/"
+    home = await (await api.client.get("/")).text()
+    assert 'href="/admin/sites"' not in home
