@@ -145,7 +145,6 @@ class LineConverter:
 
     def __init__(self, scope: Scope, companies: dict[str, UUID], sites: dict[str, UUID]) -> None:
         self.companies = {c: i for c, i in companies.items() if scope.allows(i)}
-        self.codes = {i: c for c, i in companies.items()}
         self.scope = scope
         self.sites = sites
         own = list(scope.company_ids) if not scope.all_companies else []
@@ -179,8 +178,7 @@ class LineConverter:
         if site_company is not None:
             if not self.scope.allows(site_company):
                 raise ValueError(
-                    f"site {line.site!r} belongs to company {self.codes.get(site_company)},"
-                    " which the token does not cover")
+                    f"site {line.site!r} belongs to a company the token does not cover")
             return site_company
         if self.default_company is not None:
             return self.default_company
