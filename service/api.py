@@ -277,6 +277,8 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
         for code in sorted(statuses):
             if code == 304:
                 op["responses"].setdefault("304", {"description": "Not modified"})
+            elif code == 204:
+                op["responses"].setdefault("204", {"description": "No content"})
             elif code < 400:
                 # Another success status (201 vs 200, 206, 202) carries the same body.
                 op["responses"].setdefault(str(code), op["responses"][str(ep.status)])

@@ -42,10 +42,13 @@ from service import (  # noqa: E402, F401
     recordings,
     replay,
     retention,
+    shippers,
+    sites,
     web_events,
     webui,
     webui_forms,
     webui_pages,
+    webui_sites,
 )
 from service.key_store import key_store_ctx  # noqa: E402
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402

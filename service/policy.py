@@ -27,6 +27,7 @@ ACTIONS: dict[str, str] = {
     "customer.erase": "erase a customer",
     "web_event.ingest": "push web-site usage events",
     "web_event.read": "read web-site usage events",
+    "site.manage": "read and change the site registry (which company a web site belongs to)",
     "retention.read": "read retention policies",
     "retention.write": "change retention policies",
     "legal_hold.manage": "place and release legal holds",

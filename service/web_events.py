@@ -1,9 +1,11 @@
-"""Web-site event endpoints: streamed batch ingest (NDJSON or JSON array, gzip) and reads.
+"""Web-site event endpoints: streamed batch ingest (NDJSON or JSON array, gzip) and reads,
+and the one ingest path (validation, company rule, IP truncation, idempotency, COPY) that the
+OTLP and Loki endpoints (service/shippers.py) share.
 
-Company rule: every event belongs to one company. A line naming `company` must name one of
-the posting token's companies; a line without it (anonymous visitors, or a site that only
-sends customer numbers) belongs to the token's company when the token has exactly one, and
-is rejected when the token covers several.
+Company rule: every event belongs to one company, which the posting token must cover. A line
+naming `company` belongs to it; a line without it belongs to its site's company in the site
+registry (service/sites.py); a line of an unregistered site belongs to the token's company
+when the token has exactly one, and is rejected, naming the site, when it covers several.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 import re
 import weakref
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -33,7 +36,7 @@ from schemas.web_events import (
 from service.api import decode_json, json_response, read_query, routes
 from service.auth import Principal, audit, principal_of
 from service.typedefs import POOL, SETTINGS
-from storage import web_events
+from storage import sites, web_events
 from storage.db import Scope, scoped
 from storage.errors import InvalidInput, TooLarge, TooManyRequests
 
@@ -140,8 +143,10 @@ def _error_text(exc: ValidationError) -> str:
 class LineConverter:
     """Validates one line and turns it into a staging row, applying the company rule."""
 
-    def __init__(self, scope: Scope, companies: dict[str, UUID]) -> None:
+    def __init__(self, scope: Scope, companies: dict[str, UUID], sites: dict[str, UUID]) -> None:
         self.companies = {c: i for c, i in companies.items() if scope.allows(i)}
+        self.scope = scope
+        self.sites = sites
         own = list(scope.company_ids) if not scope.all_companies else []
         self.default_company = own[0] if len(own) == 1 else None
         self.months: set[Any] = set()
@@ -155,20 +160,31 @@ class LineConverter:
             line = WebEventLine.model_validate(raw)
         else:
             raise ValueError("the element is not a JSON object")
-        if line.company is not None:
-            company_id = self.companies.get(line.company)
-            if company_id is None:
-                raise ValueError("company is not one of the token's companies")
-        elif self.default_company is not None:
-            company_id = self.default_company
-        else:
-            raise ValueError("company is required: the token covers several companies")
+        company_id = self.company_of(line)
         self.months.add(web_events.month_of(line.ts))
         return (
             line.ts, company_id, line.site, line.event, line.url, line.session_id,
             line.customer_number, truncated_ip(line.ip), line.user_agent, line.referrer,
             json.dumps(line.attributes, separators=(",", ":")),
         )
+
+    def company_of(self, line: WebEventLine) -> UUID:
+        if line.company is not None:
+            company_id = self.companies.get(line.company)
+            if company_id is None:
+                raise ValueError("company is not one of the token's companies")
+            return company_id
+        site_company = self.sites.get(line.site)
+        if site_company is not None:
+            if not self.scope.allows(site_company):
+                raise ValueError(
+                    f"site {line.site!r} belongs to a company the token does not cover")
+            return site_company
+        if self.default_company is not None:
+            return self.default_company
+        raise ValueError(
+            f"unknown site {line.site!r}: the site registry (/api/v1/sites) does not name its"
+            " company and the line gives none")
 
 
 @routes.route(
@@ -182,45 +198,73 @@ class LineConverter:
     extra_statuses=(413, 429),
 )
 async def post_web_events(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not _KEY_SHAPE.match(key):
-        raise InvalidInput("the Idempotency-Key header is not valid",
-                           [(["header", "Idempotency-Key"], "1-200 printable characters")])
-    app = request.app
-    if _inflight.get(app, 0) >= batch_slots(app):
-        raise TooManyRequests("too many batches in progress; retry shortly", retry_after=1)
-    _inflight[app] = _inflight.get(app, 0) + 1
-    try:
-        report, replayed = await _ingest(request, principal, key)
-    finally:
-        _inflight[app] -= 1
-    await audit(request, "web_event.ingest", target_type="web_events",
-                detail={"accepted": report["accepted"], "rejected": len(report["rejected"]),
-                        "replayed": replayed})
+    async with batch_slot(request.app):
+        limit = request.app[SETTINGS].max_batch_bytes
+        report, replayed = await ingest(request, IDEMPOTENCY_ENDPOINT, body_lines(request, limit))
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return json_response(report, headers=headers)
 
 
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _KEY_SHAPE.match(key):
+        raise InvalidInput("the Idempotency-Key header is not valid",
+                           [(["header", "Idempotency-Key"], "1-200 printable characters")])
+    return key
+
+
+@asynccontextmanager
+async def batch_slot(app: web.Application) -> AsyncIterator[None]:
+    """One of the concurrent batch slots, or 429 with Retry-After when all are taken."""
+    if _inflight.get(app, 0) >= batch_slots(app):
+        raise TooManyRequests("too many batches in progress; retry shortly", retry_after=1)
+    _inflight[app] = _inflight.get(app, 0) + 1
+    try:
+        yield
+    finally:
+        _inflight[app] -= 1
+
+
+async def ingest(
+    request: web.Request, endpoint: str, lines: AsyncIterable[tuple[int, Any]],
+    rejected_before: Iterable[RejectedLine] = (),
+) -> tuple[dict[str, Any], bool]:
+    """Store the lines of one request, each failing alone; (the BatchReport, replayed).
+
+    `rejected_before` are lines a decoder already refused (a shipper's record that maps to no
+    line); they join the report in line order. Audited with counts only.
+    """
+    principal = principal_of(request)
+    key = idempotency_key(request)
+    report, replayed = await _ingest(request, principal, key, endpoint, lines, rejected_before)
+    await audit(request, "web_event.ingest", target_type="web_events",
+                detail={"accepted": report["accepted"], "rejected": len(report["rejected"]),
+                        "replayed": replayed,
+                        **({"via": endpoint} if endpoint != IDEMPOTENCY_ENDPOINT else {})})
+    return report, replayed
+
+
 async def _ingest(
-    request: web.Request, principal: Principal, key: str | None
+    request: web.Request, principal: Principal, key: str | None, endpoint: str,
+    lines: AsyncIterable[tuple[int, Any]], rejected_before: Iterable[RejectedLine],
 ) -> tuple[dict[str, Any], bool]:
     pool = request.app[POOL]
     account = principal.account
     async with pool.acquire() as conn:
         companies = {r["code"]: r["id"] for r in await conn.fetch("SELECT id, code FROM companies")}
-    converter = LineConverter(principal.scope, companies)
+        registry = await sites.site_companies(conn)
+    converter = LineConverter(principal.scope, companies, registry)
     async with scoped(pool, principal.scope) as conn:
         if key is not None:
             stored = await web_events.claim_idempotency_key(
-                conn, account.kind, account.id, IDEMPOTENCY_ENDPOINT, key
+                conn, account.kind, account.id, endpoint, key
             )
             if stored is not None:
                 return stored[1], True
         await web_events.prepare_staging(conn)
-        rejected: list[RejectedLine] = []
+        rejected: list[RejectedLine] = list(rejected_before)
         rows: list[tuple[Any, ...]] = []
-        async for number, raw in body_lines(request, request.app[SETTINGS].max_batch_bytes):
+        async for number, raw in lines:
             try:
                 rows.append(converter.convert(raw))
             except ValidationError as exc:
@@ -237,10 +281,11 @@ async def _ingest(
         if missing:  # about once a month: a connection of its own creates them
             await _ensure_partitions(pool, set(missing))
         accepted = await web_events.publish_staged(conn)
+        rejected.sort(key=lambda r: r.line)
         report = BatchReport(accepted=accepted, rejected=rejected).model_dump()
         if key is not None:
             await web_events.store_idempotent_answer(
-                conn, account.kind, account.id, IDEMPOTENCY_ENDPOINT, key, 200, report
+                conn, account.kind, account.id, endpoint, key, 200, report
             )
     return report, False
 
