@@ -199,6 +199,8 @@ async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Rec
             read += len(piece)
             await pace.spend(len(piece))
     except ObjectMissing as exc:
+        if not await _still_stored(conn, recording.id):
+            return  # erased or purged while it was read: its object went with it
         # Not marked: a bucket pointed at by mistake must not condemn every recording.
         report.missing.append(str(recording.id))
         SCRUBBED_OBJECTS.labels(outcome="missing").inc()
@@ -206,6 +208,8 @@ async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Rec
         await _audit_alarm(app, recording, exc.detail, actor, marked=False)
         return
     except IntegrityError as exc:
+        if not await _still_stored(conn, recording.id):
+            return
         report.corrupt.append(str(recording.id))
         report.checked += 1
         SCRUBBED_OBJECTS.labels(outcome="corrupt").inc()
@@ -221,6 +225,14 @@ async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Rec
     SCRUBBED_OBJECTS.labels(outcome="verified").inc()
     async with scoped_on(conn, Scope.everything()):
         await scrub_store.note_verified(conn, recording)
+
+
+async def _still_stored(conn: asyncpg.Connection, recording_id: UUID) -> bool:
+    try:
+        recording, _, _ = await store.get_for_replay(conn, Scope.everything(), recording_id)
+    except NotFound:
+        return False
+    return recording.out.state == "stored"
 
 
 async def _audit_alarm(app: web.Application, recording: Recording, error: str, actor: str,

@@ -291,3 +291,20 @@ async def test_tallenne_scrub_reports_progress_and_findings(
     assert "1 recordings failed verification" in found.stderr
     assert await state_of(db, damaged) == "corrupt" and await state_of(db, intact) == "stored"
     assert [a["actor"] for a in await alarms(db, damaged)] == ["cli"]
+
+
+async def test_a_missing_object_is_alarmed_but_not_marked(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    recording_id, _ = await stored(api, seconds=3.0)
+    objects = object_store(settings)
+    try:
+        assert await objects.delete([await object_key(db, recording_id)]) == []
+    finally:
+        await objects.close()
+    report = await scrub(app_of(api), verified_before=datetime.now(UTC) + timedelta(hours=1))
+    assert (report.checked, report.corrupt, report.missing) == (0, [], [recording_id])
+    # A bucket configured by mistake must not condemn every recording.
+    assert await state_of(db, recording_id) == "stored"
+    assert [(a["found_by"], a["marked_corrupt"]) for a in await alarms(db, recording_id)
+            ] == [("scrub", False)]
