@@ -54,10 +54,3 @@ async def note_verified(conn: asyncpg.Connection, recording: Recording) -> None:
         recording.id, recording.company_id,
     )
 
-
-async def oldest_verification(conn: asyncpg.Connection) -> datetime | None:
-    """When the stored recording verified longest ago was last verified (or stored)."""
-    value: datetime | None = await conn.fetchval(
-        "SELECT min(coalesce(s.verified_at, r.stored_at, r.created_at)) FROM recordings r"
-        " LEFT JOIN recording_scrubs s ON s.recording_id = r.id WHERE r.state = 'stored'")
-    return value
