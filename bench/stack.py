@@ -142,3 +142,98 @@ async def bench_stack(**env_overrides: str) -> AsyncIterator[BenchStack]:
                 service.kill()
         await asyncio.to_thread(embedded.stop)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# --- nginx in front of the same S3: the fastest thing a user could put in the path instead ---
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream s3 {{ server {upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        keepalive_requests 100000;
+        location / {{
+            proxy_pass http://s3;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host "{upstream}";
+            proxy_buffers 16 64k;
+            proxy_max_temp_file_size 0;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class NginxProxy:
+    """nginx (one worker, as the service is one process) reverse-proxying the S3 endpoint;
+    a URL presigned for S3 works through it with the host part swapped."""
+
+    base_url: str
+    upstream: str
+    master: psutil.Process
+
+    def url(self, presigned: str) -> str:
+        return presigned.replace(f"http://{self.upstream}", self.base_url, 1)
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the master and its workers so far."""
+        total = 0.0
+        for process in (self.master, *self.master.children()):
+            times = process.cpu_times()
+            total += times.user + times.system
+        return total
+
+
+@asynccontextmanager
+async def nginx_proxy(upstream: str) -> AsyncIterator[NginxProxy]:
+    """Run the Debian package's nginx on a free loopback port with a config of its own in
+    a temporary directory, in front of `upstream` (host:port)."""
+    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if binary is None:
+        raise RuntimeError("nginx is not installed: apt-get install nginx")
+    tmp = Path(tempfile.mkdtemp(prefix="tallenne-nginx-"))
+    (port,) = free_ports(1)
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, upstream=upstream, port=port))
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
+         "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                error = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"nginx exited with {process.returncode}: {error}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nginx did not start listening") from None
+                await asyncio.sleep(0.1)
+        yield NginxProxy(base_url, upstream, psutil.Process(process.pid))
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                await asyncio.to_thread(process.wait, 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from service import integrity
 from service.access_reports import customer_id_of, customer_recordings
 from service.api import routes
 from service.auth import audit, principal_of
@@ -88,11 +89,14 @@ async def access_export(request: web.Request) -> web.StreamResponse:
                     ):
                         entry.write(piece)
                         await response.write(pipe.take())
-            except IntegrityError:
+            except IntegrityError as exc:
                 # The zip must never look complete with a copy that differs from the record:
-                # the client sees a truncated download.
-                logger.error("integrity alarm: exported audio failed verification",
-                             extra={"recording_id": str(out.id)})
+                # the client sees a truncated download, and the recording is marked.
+                await integrity.mark_corrupt(request.app[POOL], principal.scope, out.id,
+                                             exc.detail, found_by="download")
+                await audit(request, integrity.ALARM_ACTION, target_type="recording",
+                            target_id=str(out.id), company=out.company, outcome="failure",
+                            detail={"error": exc.detail, "found_by": "download"})
                 if request.transport is not None:
                     request.transport.abort()
                 return response

@@ -53,6 +53,7 @@ from service import (  # noqa: E402, F401
 from service.key_store import key_store_ctx  # noqa: E402
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
 from service.replay_windows import replay_windows_ctx  # noqa: E402
+from service.scrub import scrub_ctx  # noqa: E402
 
 
 def check_region(region: str) -> None:
@@ -150,7 +151,7 @@ def create_app(settings: Settings) -> web.Application:
     app[replay.LOCATORS] = replay.Locators()
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
-         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx]
+         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, scrub_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

@@ -1,6 +1,11 @@
 """Replay of recorded audio: reasoned, ranged, decrypted on the fly, verified and audited.
 
 Audio only ever flows through this endpoint; no S3 URL or credential reaches a client.
+Every stored segment is AES-GCM-authenticated with the recording's id, its index and whether
+it is the last one bound in, so a segment that was altered, moved, swapped in from another
+recording or cut short fails before any of its bytes leave. The whole-file SHA-256 is not
+recomputed here: downloads that hand the client a digest check it, and the scrub
+(service/scrub.py) re-verifies every stored object on a schedule.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from schemas.recordings import ReplayQuery
-from service import problems
+from service import integrity, problems
 from service.api import AHEAD_KEY, routes
 from service.auth import SESSION_COOKIE, audit, principal_of
 from service.recordings import recording_id_of
@@ -185,7 +190,6 @@ class StoredRead:
         stream = iter_plaintext(
             objects, locator.object_key, data_key=data_key, object_id=recording_id,
             size=locator.size, start=span.start, end_inclusive=span.end,
-            expected_sha256=locator.sha256 if span.length == locator.size else None,
         )
         return cls(locator, span, data_key, stream, asyncio.create_task(cls._first(stream)))
 
@@ -206,15 +210,11 @@ class StoredRead:
 
 
 async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
-    logger.error(
-        "integrity alarm: stored audio failed verification",
-        extra={"recording_id": str(recording.id), "error": exc.detail},
-    )
-    async with scoped(request.app[POOL], principal_of(request).scope) as conn:
-        await store.mark_corrupt(conn, recording.id)
-    await audit(request, "recording.integrity_alarm", target_type="recording",
+    await integrity.mark_corrupt(request.app[POOL], principal_of(request).scope, recording.id,
+                                 exc.detail, found_by="replay")
+    await audit(request, integrity.ALARM_ACTION, target_type="recording",
                 target_id=str(recording.id), company=recording.out.company,
-                outcome="failure", detail={"error": exc.detail})
+                outcome="failure", detail={"error": exc.detail, "found_by": "replay"})
 
 
 def read_ahead(request: web.Request) -> StoredRead | None:

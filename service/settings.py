@@ -111,6 +111,24 @@ class Settings(BaseSettings):
         description="Records per purge batch (one transaction and one S3 multi-delete each).",
     )
 
+    scrub_enabled: bool = Field(
+        True,
+        description="Run the scrub inside the service (one replica at a time): it re-reads "
+        "every stored recording, verifies its SHA-256, marks failures `corrupt` and raises "
+        "the integrity alarm. `tallenne scrub` runs a full pass on demand.",
+    )
+    scrub_every_hours: float = Field(
+        168.0, gt=0,
+        description="Hours after which a recording's stored audio is due to be re-verified "
+        "(counted from when it was stored or last verified); replicas look for due "
+        "recordings every ten minutes.",
+    )
+    scrub_rate_mb_s: float = Field(
+        20.0, gt=0,
+        description="Most audio (MB per second) the scheduled scrub reads, so that replay "
+        "keeps the bandwidth.",
+    )
+
     @property
     def key_bucket(self) -> str:
         return self.s3_key_bucket or f"{self.s3_bucket}-keys"

@@ -86,8 +86,11 @@ async def iter_plaintext(
     """Plaintext bytes start..end_inclusive, fetching and decrypting only the segments that
     cover them. IntegrityError when a segment fails authentication or the object is short.
 
-    With `expected_sha256` (whole-file reads only) the digest is checked before the last
-    piece is yielded, so a reader never receives a complete copy that failed verification.
+    Every segment is authenticated (AES-GCM, with the object id, its index and the final
+    flag bound in) before its bytes are yielded. With `expected_sha256` (whole-file reads
+    only: downloads that hand the client a digest, and the scrub) the digest of the
+    plaintext is checked too, before the last piece is yielded, so a reader never receives
+    a complete copy that failed verification. Replay leaves it out.
     Decryption and hashing run in the object store's worker thread, beside the event loop.
     A `data_key` still to come (a future) lets the S3 read start before the key is known:
     the stored bytes wait, unopened, in the bounded read-ahead until it is set.

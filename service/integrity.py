@@ -1,0 +1,39 @@
+"""The integrity alarm: stored audio that failed verification is marked `corrupt` (withheld
+from replay and export from then on), logged as an error and counted in /metrics. Whoever
+found it (replay, a download, the scrub) writes the audit event with its own actor."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import asyncpg
+from prometheus_client import Counter
+
+from storage import recordings as store
+from storage.db import Scope, scoped
+
+logger = logging.getLogger(__name__)
+
+INTEGRITY_ALARMS = Counter(
+    "tallenne_integrity_alarms",
+    "Recordings whose stored audio failed verification, by what found it", ["found_by"])
+ALARM_ACTION = "recording.integrity_alarm"
+
+
+def raise_alarm(recording_id: uuid.UUID, error: str, *, found_by: str) -> None:
+    """The error log line and the metric (the caller marks the recording and audits)."""
+    logger.error(
+        "integrity alarm: stored audio failed verification",
+        extra={"recording_id": str(recording_id), "error": error, "found_by": found_by},
+    )
+    INTEGRITY_ALARMS.labels(found_by=found_by).inc()
+
+
+async def mark_corrupt(
+    pool: asyncpg.Pool, scope: Scope, recording_id: uuid.UUID, error: str, *, found_by: str
+) -> None:
+    """Raise the alarm and mark the recording `corrupt` (in the finder's scope)."""
+    raise_alarm(recording_id, error, found_by=found_by)
+    async with scoped(pool, scope) as conn:
+        await store.mark_corrupt(conn, recording_id)
