@@ -290,6 +290,17 @@ class WeedCluster:
         _wait("SeaweedFS S3 gateway", lambda: _get(f"http://{self.s3_endpoint}/")[0]
               in (200, 403), [self.s3])
 
+    def shell(self, script: Path) -> str:
+        """Run a `weed shell` script (deploy/seaweedfs/buckets.weed) against the cluster."""
+        result = subprocess.run([str(_weed_bin()), "shell", f"-master={self.master_peers}"],
+                                stdin=script.open(), capture_output=True, text=True,
+                                timeout=60, check=False)
+        output = result.stdout + result.stderr
+        refused = ("unknown command", "flag provided but not defined", "error")
+        if result.returncode != 0 or any(word in output.lower() for word in refused):
+            raise StackError(f"weed shell {script.name} failed:\n{output}")
+        return output
+
     def _leader_known(self) -> bool:
         status, body = _get(f"http://127.0.0.1:{self.ports['master0']}/cluster/status")
         return status == 200 and bool(json.loads(body).get("Leader"))
@@ -522,6 +533,9 @@ class Cluster:
                 initdb = pool.submit(self._initdb)
                 self.weed.start()
                 initdb.result()
+            if self.bucket == "tallenne":
+                # The buckets and their replication as deploy/ configures them.
+                self.weed.shell(DEPLOY / "seaweedfs" / "buckets.weed")
             self._start_postgres(holder)
             self._start_services()
         except BaseException:
