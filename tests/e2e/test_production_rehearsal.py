@@ -39,7 +39,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     why = missing_tools()
     if why:
         pytest.skip(why)
-    started = Cluster(tmp_path / "cluster", replicas=2,
+    started = Cluster(tmp_path / "cluster", replicas=2, masters=3,
                       service_overrides={"TALLENNE_S3_TIMEOUT_S": "10"})
     started.start()
     try:
@@ -236,9 +236,9 @@ async def test_production_rehearsal(cluster: Cluster) -> None:
 
         # --- kill -9 a volume server while uploads are under way -----------------------------
         assert cluster.weed is not None
-        # Two long calls (19 MB each) keep the store busy when the kill lands.
+        # Two long calls (9.6 MB each) keep the store busy when the kill lands.
         burst = audio_set(6, 60.0) + [
-            audiogen.make_audio("wav_pcm", 600.0, sample_rate=16000, tone_hz=250.0 + i)
+            audiogen.make_audio("wav_pcm", 300.0, sample_rate=16000, tone_hz=250.0 + i)
             .read_bytes() for i in range(2)]
         metas = [metadata() for _ in burst]
         tasks = [asyncio.create_task(post(session, url, ingest, m, a))
