@@ -13,7 +13,12 @@ from aiohttp import web
 from schemas import personal_id
 from service import api
 from service.checkpointing import checkpoint_ctx
-from service.middlewares import authorisation, problem_documents, request_context
+from service.middlewares import (
+    authorisation,
+    mark_response_started,
+    problem_documents,
+    request_context,
+)
 from service.reconciler import reconciler_ctx
 from service.settings import Settings
 from service.typedefs import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
@@ -149,6 +154,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[replay.LOCATORS] = replay.Locators()
+    app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
          purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, scrub_ctx]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
 
-import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
@@ -20,6 +20,7 @@ from service.logs import actor_var, request_id_var
 from service.policy import PUBLIC, allowed
 from service.typedefs import PRINCIPAL_KEY, REQUEST_ID_KEY
 from storage import errors
+from storage.db import CONNECTION_LOST
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,50 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id_var.reset(token)
 
 
+RESPONSE_STARTED_KEY = web.RequestKey("response_started", bool)
+READ_RETRY_PAUSE_S = 0.3
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def mark_response_started(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: from here on, a request can no longer be answered afresh."""
+    request[RESPONSE_STARTED_KEY] = True
+
+
+async def _drop_stale_connections(request: web.Request) -> None:
+    """Pool health check after a lost connection: every pooled connection is replaced by a
+    fresh one on its next use, so connections to a primary that is gone (or became a
+    standby) are not handed out one failed request at a time."""
+    from service.typedefs import AUDIT, POOL
+
+    pools = [request.app.get(POOL)]
+    audit = request.app.get(AUDIT)
+    if audit is not None:
+        pools.append(audit.pool)
+    for pool in pools:
+        if pool is not None:
+            await pool.expire_connections()
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer; an idempotent read that lost its database connection before
+    its answer began is tried once more on a fresh connection (a failover in progress
+    often completes within that pause)."""
+    try:
+        return await handler(request)
+    except CONNECTION_LOST:
+        await _drop_stale_connections(request)
+        if request.method not in IDEMPOTENT or request.get(RESPONSE_STARTED_KEY):
+            raise
+    await asyncio.sleep(READ_RETRY_PAUSE_S)
+    return await handler(request)
+
+
 @web.middleware
 async def problem_documents(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.get(REQUEST_ID_KEY)
     try:
-        return await handler(request)
+        return await _answer(request, handler)
     except errors.StorageError as exc:
         if isinstance(exc, errors.Unavailable | errors.ObjectMissing | errors.IntegrityError) \
                 and not isinstance(exc, errors.KeyDestroyed):
@@ -95,9 +135,9 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
             400, "Bad request", "the request body is malformed and could not be read",
             request_id=request_id,
         )
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-            asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as exc:
-        # PostgreSQL went away mid-request (killed, restarting, network): the client may retry.
+    except CONNECTION_LOST as exc:
+        # PostgreSQL went away mid-request (killed, restarting, failing over to a standby,
+        # network): the client may retry.
         logger.warning("backing service lost", extra={"error": exc.__class__.__name__})
         response = problems.problem_response(
             503, "Service unavailable", "a backing service is not reachable; retry later",

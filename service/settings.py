@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     )
     s3_endpoint: str | None = Field(
         None,
-        description="S3 endpoint host:port (MinIO in production). Unset: an embedded S3 server "
-        "is started in data_dir.",
+        description="S3 endpoint host:port (any S3 API: the SeaweedFS gateways of deploy/, AWS "
+        "S3, Ceph RGW, Garage). Unset: an embedded S3 server is started in data_dir.",
     )
     s3_access_key: SecretStr | None = Field(None, description="S3 access key.")
     s3_secret_key: SecretStr | None = Field(None, description="S3 secret key.")

@@ -33,7 +33,29 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     Skipping `RESET ALL` & co. saves a round trip on every request."""
 
 
+# What a lost or read-only primary looks like to a client: the server went away (killed,
+# restarting, network), refuses connections while it starts or recovers, or answers as a
+# standby (a failover not yet finished, or a DSN listing hosts of which none is writable).
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True when `exc` says no writable PostgreSQL answers (retrying later may succeed)."""
+    return isinstance(exc, CONNECTION_LOST)
+
+
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """A pool of the service's connections. `dsn` may list several hosts
+    (`postgresql://u:p@primary:5432,standby:5432/db?target_session_attrs=read-write`):
+    connections then go to whichever of them is the writable primary, also after a
+    failover."""
     try:
         pool = await asyncpg.create_pool(
             dsn,

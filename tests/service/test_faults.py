@@ -256,3 +256,94 @@ async def test_service_killed_mid_upload_leaves_postgres_and_s3_in_agreement(
         if process.poll() is None:
             process.terminate()
             process.wait(30)
+
+
+def _standby_of(primary: EmbeddedPostgres, directory: Path) -> EmbeddedPostgres:
+    """A streaming standby of `primary`, cloned by pg_basebackup (-R: it follows the primary)."""
+    from service.embedded import _pg_bin
+
+    standby = EmbeddedPostgres(directory, primary.secret)
+    directory.mkdir(parents=True, exist_ok=True)
+    standby._prepare_user()
+    standby._chown(directory)
+    subprocess.run(
+        [str(_pg_bin("pg_basebackup")), "-h", "127.0.0.1", "-p", str(primary.port),
+         "-U", "postgres", "-D", str(standby.pgdata), "-R", "-X", "stream", "-c", "fast"],
+        check=True, capture_output=True,
+        env={**os.environ, "PGPASSWORD": primary.secret["pg_superuser_password"]},
+        **standby._as_user_kwargs(),
+    )
+    return standby
+
+
+async def test_postgres_failover_to_a_standby_answers_503_meanwhile_and_loses_no_upload(
+    settings: Settings, tmp_path: Path
+) -> None:
+    holder = EmbeddedStack(tmp_path / "primary")
+    holder.secret = load_or_create_secrets(holder.data_dir)
+    primary = EmbeddedPostgres(holder.data_dir, holder.secret)
+    holder.postgres = primary
+    standby: EmbeddedPostgres | None = None
+    await asyncio.to_thread(primary.start)
+    try:
+        await asyncio.to_thread(holder._ensure_app_database)
+        standby = await asyncio.to_thread(_standby_of, primary, tmp_path / "standby")
+        await asyncio.to_thread(standby.start)
+        # Synchronous replication: a commit (an acknowledged upload) is on the standby too.
+        admin = await asyncpg.connect(primary.superuser_url())
+        await admin.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+        password = holder.secret["pg_app_password"]
+        dsn = (f"postgresql://tallenne:{password}@127.0.0.1:{primary.port},"
+               f"127.0.0.1:{standby.port}/tallenne?target_session_attrs=read-write")
+        own = settings.model_copy(update={"database_url": SecretStr(dsn)})
+        audios = distinct_audio(8, seconds=2.0)
+        metas = [metadata() for _ in audios]
+        async with TestClient(TestServer(create_app(own))) as client:
+            api = Api(client, primary.superuser_url("tallenne"))
+            token = await api.token("ingest", [COMPANY])
+            quality = await api.token("quality", [COMPANY])
+            base = str(client.make_url("")).rstrip("/")
+            tasks = [asyncio.create_task(post_recording(client.session, base, token, m, a))
+                     for m, a in zip(metas, audios, strict=True)]
+            deadline = time.monotonic() + 20
+            while sum(t.done() for t in tasks) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(primary.kill)
+            statuses = await asyncio.gather(*tasks)
+            assert all(s in (200, 201, 503) for s in statuses), statuses
+
+            # No primary answers (the standby is read-only): 503 with Retry-After, never 500.
+            for method, path, kwargs in (
+                ("GET", "/api/v1/recordings", {}),
+                ("POST", "/api/v1/recordings", {"data": form(metadata(), audios[0],
+                                                             filename="call.wav",
+                                                             content_type="audio/wav")}),
+                ("GET", "/readyz", {}),
+            ):
+                response = await client.request(method, path, headers=bearer(quality if
+                                                 method == "GET" else token), **kwargs)
+                assert response.status == 503, (path, await response.text())
+                assert response.content_type == "application/problem+json"
+                assert int(response.headers["Retry-After"]) > 0
+
+            # The standby is promoted; the service finds it through the same DSN.
+            promoter = await asyncpg.connect(standby.superuser_url())
+            await promoter.execute("SELECT pg_promote()")
+            await promoter.close()
+            deadline = time.monotonic() + 30
+            while (await client.get("/readyz")).status != 200:
+                assert time.monotonic() < deadline, "the service did not find the new primary"
+                await asyncio.sleep(0.2)
+            listed = await client.get("/api/v1/recordings", headers=bearer(quality))
+            assert listed.status == 200, await listed.text()
+            await reconcile(client.app[POOL], client.app[OBJECTS], grace=timedelta(0))
+            stored = await assert_consistent(standby.superuser_url("tallenne"), own)
+            await check_outcomes(client, quality, metas, audios, statuses, stored)
+            assert await post_recording(client.session, base, token, metadata(),
+                                        audios[0]) == 201
+    finally:
+        if standby is not None:
+            await asyncio.to_thread(standby.stop)
+        await asyncio.to_thread(primary.stop)
