@@ -4,6 +4,7 @@ Shared by the service's background worker, `tallenne export` and bench.export.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -270,26 +271,41 @@ async def _current(ctx: ExportContext, job_id: uuid.UUID) -> ExportJob:
     return found
 
 
+async def _keep_lease(ctx: ExportContext, job_id: uuid.UUID, owner: str,
+                      lost: asyncio.Event) -> None:
+    """Renew the lease a third of its length at a time; set `lost` once the job is no longer
+    this worker's (cancelled, or taken over)."""
+    while True:
+        await asyncio.sleep(ctx.lease.total_seconds() / 3)
+        try:
+            async with scoped(ctx.pool, Scope.everything()) as conn:
+                if not await store.renew(conn, job_id, owner, ctx.lease):
+                    lost.set()
+                    return
+        except (OSError, asyncpg.PostgresError):
+            logger.warning("could not renew an export lease", extra={"export_id": str(job_id)})
+
+
 async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
     """Carry out a claimed job to its end, or until it is cancelled or its lease is lost;
     returns the job's state as this worker leaves it. A cancellation of this task (the
     process going down) leaves the lease to run out, and another replica resumes."""
+    lost = asyncio.Event()
+    heartbeat = asyncio.create_task(_keep_lease(ctx, job.id, owner, lost))
     try:
         if job.total is None:
             await plan_job(ctx, job)
         while True:
-            async with scoped(ctx.pool, Scope.everything()) as conn:
-                if not await store.renew(conn, job.id, owner, ctx.lease):
-                    current = await store.get_job(conn, job.id)
-                    state = current.state if current else "cancelled"
-                    if state == "cancelled" and job.format == "s3":
-                        await remove_s3(ctx, job)
-                    return state
             async with scoped(ctx.pool, job.scope) as conn:
                 calls = await store.pending_calls(conn, job.id, CALL_BATCH)
             if not calls:
                 break
             for call in calls:
+                if lost.is_set():
+                    state = (await _current(ctx, job.id)).state
+                    if state == "cancelled" and job.format == "s3":
+                        await remove_s3(ctx, job)
+                    return state
                 await export_call(ctx, job, call)
                 if ctx.progress is not None:
                     ctx.progress(await _current(ctx, job.id))
@@ -303,21 +319,28 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
     except Exception as exc:
         logger.exception("export job failed", extra={"export_id": str(job.id)})
         state, error = "failed", exc.__class__.__name__
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
     async with scoped(ctx.pool, Scope.everything()) as conn:
-        finished = await store.finish_job(conn, job.id, owner, state, error)
-    if finished:
-        final = await _current(ctx, job.id)
-        if ctx.progress is not None:
-            ctx.progress(final)
-        await ctx.audit.append(AuditEntry(
-            actor=job.created_by, actor_kind=job.created_by_kind, role=job.created_by_role,
-            action="export.finish", target_type="export", target_id=str(job.id),
-            reason=job.reason, outcome="ok" if state == "done" else "failure",
-            detail={"format": job.format, "calls": final.total, "held_back": final.held_back,
-                    "bytes": final.bytes, "error": error,
-                    **({"recipient": job.recipient, "recipient_country": job.recipient_country}
-                       if job.recipient else {})},
-        ))
+        if not await store.renew(conn, job.id, owner, ctx.lease):
+            return (await _current(ctx, job.id)).state
+    # Audited before the job shows as finished, so that a download is never on record
+    # ahead of the export it downloads.
+    final = await _current(ctx, job.id)
+    await ctx.audit.append(AuditEntry(
+        actor=job.created_by, actor_kind=job.created_by_kind, role=job.created_by_role,
+        action="export.finish", target_type="export", target_id=str(job.id),
+        reason=job.reason, outcome="ok" if state == "done" else "failure",
+        detail={"format": job.format, "calls": final.total, "held_back": final.held_back,
+                "bytes": final.bytes, "error": error,
+                **({"recipient": job.recipient, "recipient_country": job.recipient_country}
+                   if job.recipient else {})},
+    ))
+    async with scoped(ctx.pool, Scope.everything()) as conn:
+        await store.finish_job(conn, job.id, owner, state, error)
+    if ctx.progress is not None:
+        ctx.progress(await _current(ctx, job.id))
     return state
 
 
