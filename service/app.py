@@ -49,6 +49,7 @@ from service import (  # noqa: E402, F401
     webui,
     webui_forms,
     webui_pages,
+    webui_subjects,
 )
 from service.exports import export_worker_ctx  # noqa: E402
 from service.key_store import key_store_ctx  # noqa: E402

@@ -65,8 +65,15 @@ async def load_job(request: web.Request) -> ExportJob:
     body=ExportIn, response=ExportCreated, status=202,
 )
 async def create_export(request: web.Request) -> web.Response:
-    principal = principal_of(request)
     body = await read_json(request, ExportIn)
+    job_id = await begin_export(request, body)
+    return json_response(ExportCreated(id=job_id), status=202,
+                         headers={"Location": f"/api/v1/exports/{job_id}"})
+
+
+async def begin_export(request: web.Request, body: ExportIn) -> uuid.UUID:
+    """Register the job (refused outside the EU/EEA), audit it and wake the local worker."""
+    principal = principal_of(request)
     settings = request.app[SETTINGS]
     wanted: dict[str, Any] = body.filter.model_dump(mode="json", by_alias=True,
                                                     exclude_none=True)
@@ -100,8 +107,7 @@ async def create_export(request: web.Request) -> web.Response:
     wake = request.app.get(EXPORT_WAKE)
     if wake is not None:
         wake.set()
-    return json_response(ExportCreated(id=job_id), status=202,
-                         headers={"Location": f"/api/v1/exports/{job_id}"})
+    return job_id
 
 
 @routes.route(

@@ -47,6 +47,7 @@ NAVIGATION: tuple[tuple[str, str | None, str], ...] = (
     ("nav.recordings", "/recordings", "recording.search"),
     ("nav.customers", "/customers", "customer.read"),
     ("nav.forms", "/admin/evaluation-forms", "evaluation_form.manage"),
+    ("nav.subjects", "/subjects", "subject.search"),
     ("nav.audit", None, PUBLIC),
 )
 # The strings the page scripts use (by key prefix); pages carry only these.

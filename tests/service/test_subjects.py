@@ -72,3 +72,36 @@ async def test_identity_code_search_gathers_the_persons_records_without_the_code
     logged = await db.fetch("SELECT detail::text AS detail FROM audit_events"
                             " WHERE action = 'subject.search'")
     assert personal_id() not in logged[0]["detail"]
+
+
+async def test_subject_page_posts_the_identity_code_and_starts_an_export_of_the_calls(
+        api: Api) -> None:
+    customer_id = await customer(api, [A], number="8001")
+    linked, _ = await recording_of(api, A, "80010", seconds=1.0)
+    await api.user("dpo-person", "dpo", [A])
+    csrf = await api.login("dpo-person")
+
+    page = await api.client.get("/subjects")
+    assert page.status == 200
+    assert 'method="post" action="/subjects"' in await page.text()
+    response = await api.client.post("/subjects", data={
+        "csrf_token": csrf, "personal_id": personal_id(), "phone": ""})
+    assert response.status == 200
+    assert personal_id() not in str(response.url)
+    text = await response.text()
+    assert f'data-customer="{customer_id}"' in text
+    assert f'data-recording="{linked}"' in text
+
+    response = await api.client.post("/subjects", data={
+        "csrf_token": csrf, "personal_id": "131052-308X"})
+    assert response.status == 422
+    assert "131052-308X" not in await response.text()
+
+    response = await api.client.post("/subjects/export", data={
+        "csrf_token": csrf, "customer_id": customer_id, "reason": "tarkastuspyyntö"})
+    assert response.status == 200, await response.text()
+    text = await response.text()
+    export_id = text.split("/api/v1/exports/", 1)[1].split('"', 1)[0]
+    progress = await api.client.get(f"/api/v1/exports/{export_id}")
+    assert progress.status == 200
+    assert (await progress.json())["format"] == "zip"
