@@ -344,10 +344,11 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
     return state
 
 
-async def run_next(ctx: ExportContext, owner: str) -> bool:
-    """Claim and carry out one job; False when none was waiting."""
+async def run_next(ctx: ExportContext, owner: str, job_id: uuid.UUID | None = None) -> bool:
+    """Claim and carry out one job (the oldest waiting, or `job_id`); False when none was
+    waiting (or `job_id` is another replica's)."""
     async with scoped(ctx.pool, Scope.everything()) as conn:
-        job = await store.claim(conn, owner, ctx.lease)
+        job = await store.claim(conn, owner, ctx.lease, job_id)
     if job is None:
         return False
     await run_job(ctx, job, owner)

@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.tasks import stop_task
 from service.typedefs import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
 from storage import exports as store
-from storage.db import scoped
+from storage.db import Scope, scoped
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.exports import ExportJob, NewExportJob
 from storage.objects import ObjectStore
@@ -71,27 +71,20 @@ async def create_export(request: web.Request) -> web.Response:
                          headers={"Location": f"/api/v1/exports/{job_id}"})
 
 
-async def begin_export(request: web.Request, body: ExportIn) -> uuid.UUID:
-    """Register the job (refused outside the EU/EEA), audit it and wake the local worker."""
-    principal = principal_of(request)
-    settings = request.app[SETTINGS]
+def new_job(settings: Settings, body: ExportIn, *, name: str, kind: str, role: str,
+            scope: Scope) -> tuple[NewExportJob, dict[str, object]]:
+    """The job a request describes, with the summary its audit events carry; InvalidInput
+    (after which the caller audits the refusal) for a recipient outside the EU/EEA."""
     wanted: dict[str, Any] = body.filter.model_dump(mode="json", by_alias=True,
                                                     exclude_none=True)
     summary: dict[str, object] = {"format": body.format, "filter": wanted}
     if body.leaves_controller:
         summary |= {"recipient": body.recipient, "recipient_country": body.recipient_country,
                     "legal_basis": body.legal_basis, "purpose": body.purpose}
-        if not country_in_eu_eea(body.recipient_country or ""):
-            await audit(request, "export.create", target_type="export", reason=body.reason,
-                        outcome="refused",
-                        detail={**summary, "refused": "recipient outside the EU/EEA"})
-            raise InvalidInput("no data is exported outside the EU/EEA",
-                               [(["body", "recipient_country"], "not an EU/EEA country")])
     job_id = uuid.uuid4()
-    new = NewExportJob(
-        id=job_id, created_by=principal.name, created_by_kind=principal.kind,
-        created_by_role=principal.role, scope=principal.scope, filter=wanted,
-        reason=body.reason, format=body.format, recipient=body.recipient,
+    job = NewExportJob(
+        id=job_id, created_by=name, created_by_kind=kind, created_by_role=role, scope=scope,
+        filter=wanted, reason=body.reason, format=body.format, recipient=body.recipient,
         recipient_country=body.recipient_country, legal_basis=body.legal_basis,
         purpose=body.purpose if body.leaves_controller else None,
         recipient_public_key=body.recipient_public_key,
@@ -100,14 +93,35 @@ async def begin_export(request: web.Request, body: ExportIn) -> uuid.UUID:
         if body.format == "s3" else None,
         keep_for=timedelta(hours=settings.export_keep_hours),
     )
+    return job, summary
+
+
+def outside_eu_eea(body: ExportIn) -> InvalidInput | None:
+    if body.leaves_controller and not country_in_eu_eea(body.recipient_country or ""):
+        return InvalidInput("no data is exported outside the EU/EEA",
+                            [(["body", "recipient_country"], "not an EU/EEA country")])
+    return None
+
+
+async def begin_export(request: web.Request, body: ExportIn) -> uuid.UUID:
+    """Register the job (refused outside the EU/EEA), audit it and wake the local worker."""
+    principal = principal_of(request)
+    job, summary = new_job(request.app[SETTINGS], body, name=principal.name,
+                           kind=principal.kind, role=principal.role, scope=principal.scope)
+    refusal = outside_eu_eea(body)
+    if refusal is not None:
+        await audit(request, "export.create", target_type="export", reason=body.reason,
+                    outcome="refused", detail={**summary, "refused": "recipient outside the "
+                                                                     "EU/EEA"})
+        raise refusal
     async with scoped(request.app[POOL], principal.scope) as conn:
-        await store.create_job(conn, new)
-    await audit(request, "export.create", target_type="export", target_id=str(job_id),
+        await store.create_job(conn, job)
+    await audit(request, "export.create", target_type="export", target_id=str(job.id),
                 reason=body.reason, detail=summary)
     wake = request.app.get(EXPORT_WAKE)
     if wake is not None:
         wake.set()
-    return job_id
+    return job.id
 
 
 @routes.route(

@@ -116,17 +116,20 @@ async def get_job(conn: asyncpg.Connection, job_id: UUID) -> ExportJob | None:
     return None if row is None else _job(row)
 
 
-async def claim(conn: asyncpg.Connection, owner: str, lease: timedelta) -> ExportJob | None:
-    """Take the oldest open job whose lease is free or ran out (a replica died holding it);
-    a job another replica is claiming at this moment is skipped, not waited for."""
+async def claim(conn: asyncpg.Connection, owner: str, lease: timedelta,
+                job_id: UUID | None = None) -> ExportJob | None:
+    """Take the oldest open job (or `job_id`) whose lease is free or ran out (a replica died
+    holding it); a job another replica is claiming at this moment is skipped, not waited
+    for."""
     row = await conn.fetchrow(
         "UPDATE export_jobs SET state = 'running', lease_owner = $1,"
         " lease_until = now() + $2::interval, attempts = attempts + 1,"
         " started_at = coalesce(started_at, now())"
         " WHERE id = (SELECT id FROM export_jobs WHERE state IN ('queued', 'running')"
-        " AND (lease_until IS NULL OR lease_until < now()) ORDER BY created_at"
+        " AND (lease_until IS NULL OR lease_until < now())"
+        " AND ($3::uuid IS NULL OR id = $3) ORDER BY created_at"
         " FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING *",
-        owner, lease,
+        owner, lease, job_id,
     )
     return None if row is None else _job(row)
 
