@@ -20,6 +20,7 @@ import asyncpg
 
 from schemas.disclosures import EXCLUDED_BY
 from schemas.exports import ExportFilter
+from schemas.recordings import EvaluationOut
 from schemas.vcon import VconRecording, build_vcon, vcon_json
 from storage import exports as store
 from storage import keys
@@ -183,13 +184,52 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def export_call(ctx: ExportContext, job: ExportJob, call: PendingCall) -> None:
-    """Write one call's files and mark it handled, in one transaction that holds the call's
-    row (an erasure waits until the call is written; an erased call is never written)."""
+def listed_files(ctx: ExportContext, job: ExportJob, call: PendingCall, recording: Recording,
+                 evaluations: Sequence[EvaluationOut]) -> list[ExportFile]:
+    """A `zip` or `vcon` call's files: the small ones with their bytes, the audio by its
+    stored size and SHA-256 (re-read when the result is downloaded)."""
+    out = recording.out
+    audio = ExportFile("", call.seq, call.recording_id, call.company_id, "audio",
+                       out.size_bytes, out.sha256)
+    if job.format == "zip":
+        names = zip_files(out)
+        return [replace(audio, name=names.audio),
+                _small(names.metadata, call, "metadata", call_metadata(recording, evaluations))]
+    names = vcon_files(out)
+    document = vcon_json(build_vcon(
+        VconRecording.model_validate(out), host=_host(ctx.public_url), evaluations=evaluations,
+        audio_url=f"{ctx.public_url.rstrip('/')}/api/v1/recordings/{out.id}/audio"))
+    return [replace(audio, name=names.audio), _small(names.metadata, call, "vcon", document)]
+
+
+async def export_listed_calls(ctx: ExportContext, job: ExportJob,
+                              calls: Sequence[PendingCall]) -> None:
+    """`zip`/`vcon`: a batch of calls listed in one transaction that holds their rows (an
+    erasure waits until they are listed; an erased call is never listed)."""
+    ids = [c.recording_id for c in calls]
     async with scoped(ctx.pool, job.scope) as conn:
-        present = await conn.fetchval(
-            "SELECT true FROM recordings WHERE id = $1 AND state <> 'pending' FOR SHARE",
-            call.recording_id)
+        present = await store.lock_calls(conn, ids)
+        found = await store.recordings_by_ids(conn, [i for i in ids if i in present])
+        evaluations = await store.evaluations_by_call(conn, list(found))
+        handled: list[tuple[int, str, Sequence[ExportFile]]] = []
+        for call in calls:
+            recording = found.get(call.recording_id)
+            if recording is None:
+                handled.append((call.seq, "erased", []))
+            elif _held_back(recording, set()):
+                handled.append((call.seq, "held_back", []))
+            else:
+                handled.append((call.seq, "done", listed_files(
+                    ctx, job, call, recording, evaluations.get(recording.id, []))))
+        await store.finish_calls(conn, job.id, handled)
+
+
+async def export_call(ctx: ExportContext, job: ExportJob, call: PendingCall) -> None:
+    """`s3`: write one call's files and mark it handled, in one transaction that holds the
+    call's row (an erasure waits until the call is written; an erased call is never
+    written). A call written but not committed is written again under the same keys."""
+    async with scoped(ctx.pool, job.scope) as conn:
+        present = await store.lock_calls(conn, [call.recording_id])
         if not present:
             await store.finish_call(conn, job.id, call.seq, "erased", [])
             return
@@ -199,35 +239,18 @@ async def export_call(ctx: ExportContext, job: ExportJob, call: PendingCall) -> 
             return
         evaluations = await recordings_store.evaluations(conn, recording.id)
         out = recording.out
-        metadata = call_metadata(recording, evaluations)
-        audio = ExportFile("", call.seq, call.recording_id, call.company_id, "audio",
-                           out.size_bytes, out.sha256)
-        files: list[ExportFile]
-        if job.format == "zip":
-            names = zip_files(out)
-            files = [replace(audio, name=names.audio),
-                     _small(names.metadata, call, "metadata", metadata)]
-        elif job.format == "vcon":
-            names = vcon_files(out)
-            document = vcon_json(build_vcon(
-                VconRecording.model_validate(out), host=_host(ctx.public_url),
-                evaluations=evaluations,
-                audio_url=f"{ctx.public_url.rstrip('/')}/api/v1/recordings/{out.id}/audio"))
-            files = [replace(audio, name=names.audio),
-                     _small(names.metadata, call, "vcon", document)]
-        else:
-            try:
-                data_key = await data_key_of(conn, ctx.masters, recording)
-            except KeyDestroyed:
-                await store.finish_call(conn, job.id, call.seq, "erased", [])
-                return
-            prefix = s3_key("", out, "metadata.json").rsplit("/", 1)[0]
-            files = [
-                await _put_s3(ctx, job, call, f"{prefix}/audio.{out.format}", "audio",
-                              audio_of(ctx.objects, recording, data_key)),
-                await _put_s3(ctx, job, call, f"{prefix}/metadata.json", "metadata",
-                              _one(metadata)),
-            ]
+        try:
+            data_key = await data_key_of(conn, ctx.masters, recording)
+        except KeyDestroyed:
+            await store.finish_call(conn, job.id, call.seq, "erased", [])
+            return
+        prefix = s3_key("", out, "metadata.json").rsplit("/", 1)[0]
+        files = [
+            await _put_s3(ctx, job, call, f"{prefix}/audio.{out.format}", "audio",
+                          audio_of(ctx.objects, recording, data_key)),
+            await _put_s3(ctx, job, call, f"{prefix}/metadata.json", "metadata",
+                          _one(call_metadata(recording, evaluations))),
+        ]
         await store.finish_call(conn, job.id, call.seq, "done", files)
 
 
@@ -300,13 +323,18 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
                 calls = await store.pending_calls(conn, job.id, CALL_BATCH)
             if not calls:
                 break
-            for call in calls:
+            # Small files are listed a batch per transaction; s3 writes a call at a time.
+            steps = [calls] if job.format != "s3" else [[call] for call in calls]
+            for step in steps:
                 if lost.is_set():
                     state = (await _current(ctx, job.id)).state
                     if state == "cancelled" and job.format == "s3":
                         await remove_s3(ctx, job)
                     return state
-                await export_call(ctx, job, call)
+                if job.format == "s3":
+                    await export_call(ctx, job, step[0])
+                else:
+                    await export_listed_calls(ctx, job, step)
                 if ctx.progress is not None:
                     ctx.progress(await _current(ctx, job.id))
         if job.format == "s3":
@@ -366,35 +394,97 @@ class Withdrawn:
     calls: int = 0
 
 
+class Prefetched:
+    """An audio stream whose first piece is already being read (while the file before it
+    still streams), so that consecutive calls follow one another without a pause."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._first = asyncio.create_task(self._read_first())
+
+    async def _read_first(self) -> bytes | None:
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            return None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        first = await self._first
+        if first is None:
+            return
+        yield first
+        async for chunk in self._chunks:
+            yield chunk
+
+    async def abandon(self) -> None:
+        self._first.cancel()
+        await asyncio.gather(self._first, return_exceptions=True)
+
+
+LOOKUP_BATCH = 100
+
+
+async def _readable(ctx: ExportContext, job: ExportJob, ids: Sequence[uuid.UUID],
+                    ) -> dict[uuid.UUID, tuple[Recording, bytes]]:
+    """The calls still exportable now, with their data keys, in one transaction."""
+    readable: dict[uuid.UUID, tuple[Recording, bytes]] = {}
+    owners: dict[tuple[str, uuid.UUID], keys.OwnerKey | None] = {}
+    async with scoped(ctx.pool, job.scope) as conn:
+        found = await store.recordings_by_ids(conn, ids)
+        for recording in found.values():
+            if _held_back(recording, set()):
+                continue
+            owner_ref = (recording.key_owner, recording.key_owner_id)
+            if owner_ref not in owners:
+                try:
+                    owners[owner_ref] = await keys.owner_key(
+                        conn, ctx.masters, owner=recording.key_owner,
+                        owner_id=recording.key_owner_id, create=False)
+                except KeyDestroyed:
+                    owners[owner_ref] = None
+            owner = owners[owner_ref]
+            if owner is not None:
+                readable[recording.id] = (recording, keys.unwrap_data_key(
+                    owner, recording.id, recording.wrapped_key))
+    return readable
+
+
 async def bundle_entries(ctx: ExportContext, job: ExportJob,
                          withdrawn: Withdrawn) -> AsyncIterator[BundleEntry]:
     """The job's files, each call re-checked and its audio re-read and verified as it
     streams; a call erased or held since the job ran is left out whole."""
-    async with scoped(ctx.pool, job.scope) as conn:
-        batches = [batch async for batch in store.iter_files(conn, job.id)]
-    # The listing is small (names and digests); the audio is what streams.
     groups: dict[int, list[ExportFile]] = {}
-    for batch in batches:
-        for file in batch:
-            groups.setdefault(file.seq, []).append(file)
-    for seq in sorted(groups):
-        files = groups[seq]
-        async with scoped(ctx.pool, job.scope) as conn:
-            try:
-                recording = await recordings_store.get(conn, files[0].recording_id)
-                data_key = await data_key_of(conn, ctx.masters, recording)
-            except (NotFound, KeyDestroyed):
-                recording = None
-        if recording is None or _held_back(recording, set()):
-            withdrawn.calls += 1
-            continue
-        started = recording.out.started_at
-        for file in files:
-            if file.content is not None:
-                yield BundleEntry(file.name, file.size, _one(file.content), started, file.sha256)
-            else:
-                yield BundleEntry(file.name, file.size, audio_of(ctx.objects, recording,
-                                                                 data_key), started, file.sha256)
+    async with scoped(ctx.pool, job.scope) as conn:
+        async for batch in store.iter_files(conn, job.id):
+            for file in batch:
+                # The listing is names and digests; what streams is the audio.
+                groups.setdefault(file.seq, []).append(file)
+    seqs = sorted(groups)
+    ahead: Prefetched | None = None
+    try:
+        for start in range(0, len(seqs), LOOKUP_BATCH):
+            chunk = seqs[start:start + LOOKUP_BATCH]
+            readable = await _readable(ctx, job, [groups[s][0].recording_id for s in chunk])
+            calls = [(s, readable.get(groups[s][0].recording_id)) for s in chunk]
+            withdrawn.calls += sum(found is None for _, found in calls)
+            calls_left = [(s, found) for s, found in calls if found is not None]
+            for index, (seq, (recording, data_key)) in enumerate(calls_left):
+                current = ahead or Prefetched(audio_of(ctx.objects, recording, data_key))
+                ahead = None
+                if index + 1 < len(calls_left):
+                    following, following_key = calls_left[index + 1][1]
+                    ahead = Prefetched(audio_of(ctx.objects, following, following_key))
+                started = recording.out.started_at
+                for file in groups[seq]:
+                    if file.content is not None:
+                        yield BundleEntry(file.name, file.size, _one(file.content), started,
+                                          file.sha256)
+                    else:
+                        yield BundleEntry(file.name, file.size, current, started,
+                                          file.sha256, verified=True)
+    finally:
+        if ahead is not None:
+            await ahead.abandon()
 
 
 def download_stream(ctx: ExportContext, job: ExportJob) -> AsyncIterator[bytes]:

@@ -14,7 +14,9 @@ from uuid import UUID
 import asyncpg
 
 from schemas.exports import ExportOut
+from schemas.recordings import EvaluationOut
 from storage.db import Scope
+from storage.recordings import _COLUMNS, Recording, _recording
 
 FILE_BATCH = 500
 
@@ -301,3 +303,66 @@ async def prohibited(conn: asyncpg.Connection, customer_ids: Sequence[UUID],
         list(customer_ids), list(uses),
     )
     return {r["customer_id"] for r in rows}
+
+
+async def recordings_by_ids(conn: asyncpg.Connection,
+                            ids: Sequence[UUID]) -> dict[UUID, Recording]:
+    """The stored calls among `ids` that the scope sees (erased ones are simply absent)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
+        " WHERE r.id = ANY($1::uuid[]) AND r.state <> 'pending'",
+        list(ids),
+    )
+    found = [_recording(r) for r in rows]
+    return {r.id: r for r in found}
+
+
+async def lock_calls(conn: asyncpg.Connection, ids: Sequence[UUID]) -> set[UUID]:
+    """Hold the rows of the calls being written until the transaction ends (an erasure waits
+    for them); returns the ids still there."""
+    rows = await conn.fetch(
+        "SELECT id FROM recordings WHERE id = ANY($1::uuid[]) AND state <> 'pending'"
+        " ORDER BY id FOR SHARE",
+        list(ids),
+    )
+    return {r["id"] for r in rows}
+
+
+async def evaluations_by_call(conn: asyncpg.Connection,
+                              ids: Sequence[UUID]) -> dict[UUID, list[EvaluationOut]]:
+    rows = await conn.fetch(
+        "SELECT * FROM recording_evaluations WHERE recording_id = ANY($1::uuid[])"
+        " ORDER BY created_at, id",
+        list(ids),
+    )
+    found: dict[UUID, list[EvaluationOut]] = {}
+    for row in rows:
+        found.setdefault(row["recording_id"], []).append(EvaluationOut.model_validate(dict(row)))
+    return found
+
+
+async def finish_calls(conn: asyncpg.Connection, job_id: UUID,
+                       handled: Sequence[tuple[int, str, Sequence[ExportFile]]]) -> None:
+    """`finish_call` for many calls at once: (seq, state, files) each."""
+    files = [f for _, _, fs in handled for f in fs]
+    if files:
+        await conn.executemany(
+            "INSERT INTO export_files (job_id, name, seq, recording_id, company_id, kind, size,"
+            " sha256, content, object_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (job_id, name) DO UPDATE SET size = EXCLUDED.size,"
+            " sha256 = EXCLUDED.sha256, content = EXCLUDED.content,"
+            " object_key = EXCLUDED.object_key",
+            [(job_id, f.name, f.seq, f.recording_id, f.company_id, f.kind, f.size, f.sha256,
+              f.content, f.object_key) for f in files],
+        )
+    await conn.execute(
+        "UPDATE export_items i SET state = s.state FROM unnest($2::int[], $3::text[])"
+        " AS s(seq, state) WHERE i.job_id = $1 AND i.seq = s.seq",
+        job_id, [seq for seq, _, _ in handled], [state for _, state, _ in handled],
+    )
+    await conn.execute(
+        "UPDATE export_jobs SET done = done + $2, bytes = bytes + $3,"
+        " held_back = held_back + $4 WHERE id = $1",
+        job_id, len(handled), sum(f.size for f in files),
+        sum(state == "held_back" for _, state, _ in handled),
+    )
