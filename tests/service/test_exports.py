@@ -15,8 +15,10 @@ from typing import Any
 
 import asyncpg
 import psutil
+import pyrage
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pyrage import x25519
 
 from service.app import create_app
 from service.exports import EXPORT_WORKER
@@ -281,12 +283,26 @@ async def test_export_to_a_recipient_is_a_disclosure_and_refused_outside_the_eu(
         (OTHER_COMPANY, "Puhelinpalvelu Oy", "SE"), (COMPANY, "Puhelinpalvelu Oy", "SE")]
 
 
-async def test_jobs_are_their_creators_and_a_cancelled_one_cannot_be_downloaded(
-        api: Api) -> None:
+async def test_jobs_are_their_creators_results_expire_and_a_cancelled_one_is_withdrawn(
+        api: Api, db: asyncpg.Connection) -> None:
     await ingest(api, COMPANY, 1)
     token = await exporter(api)
-    export_id = await start(api, token, format="zip")
+    identity = x25519.Identity.generate()
+    export_id = await start(api, token, format="zip",
+                            recipient_public_key=str(identity.to_public()))
     assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    sealed = await download(api, token, export_id)
+    archive = zipfile.ZipFile(io.BytesIO(pyrage.decrypt(sealed, [identity])))
+    assert archive.testzip() is None
+    assert archive.namelist()[-2:] == ["manifest.json", "SHA256SUMS"]
+
+    await db.execute("UPDATE export_jobs SET expires_at = now() - interval '1 second'"
+                     " WHERE id = $1", uuid.UUID(export_id))
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 410
+    await db.execute("UPDATE export_jobs SET expires_at = now() + interval '1 hour'"
+                     " WHERE id = $1", uuid.UUID(export_id))
     stranger = await api.token("quality", [COMPANY], name="another-quality")
     response = await api.client.get(f"/api/v1/exports/{export_id}", headers=bearer(stranger))
     assert response.status == 404
