@@ -45,7 +45,8 @@ def export_id_of(request: web.Request) -> uuid.UUID:
 def _visible_to(job: ExportJob, principal: Principal) -> bool:
     """A job is its creator's; an admin whose companies cover it sees it too (row-level
     security has checked the cover)."""
-    return (job.created_by, job.created_by_kind) == (principal.name, principal.kind) or (
+    return (job.created_by_kind, job.created_by_id) == (principal.kind,
+                                                         principal.account.id) or (
         principal.role == "admin")
 
 
@@ -72,7 +73,7 @@ async def create_export(request: web.Request) -> web.Response:
 
 
 def new_job(settings: Settings, body: ExportIn, *, name: str, kind: str, role: str,
-            scope: Scope) -> tuple[NewExportJob, dict[str, object]]:
+            scope: Scope, account_id: uuid.UUID | None) -> tuple[NewExportJob, dict[str, object]]:
     """The job a request describes, with the summary its audit events carry; InvalidInput
     (after which the caller audits the refusal) for a recipient outside the EU/EEA."""
     wanted: dict[str, Any] = body.filter.model_dump(mode="json", by_alias=True,
@@ -83,7 +84,8 @@ def new_job(settings: Settings, body: ExportIn, *, name: str, kind: str, role: s
                     "legal_basis": body.legal_basis, "purpose": body.purpose}
     job_id = uuid.uuid4()
     job = NewExportJob(
-        id=job_id, created_by=name, created_by_kind=kind, created_by_role=role, scope=scope,
+        id=job_id, created_by=name, created_by_kind=kind, created_by_role=role,
+        created_by_id=account_id, scope=scope,
         filter=wanted, reason=body.reason, format=body.format, recipient=body.recipient,
         recipient_country=body.recipient_country, legal_basis=body.legal_basis,
         purpose=body.purpose if body.leaves_controller else None,
@@ -107,7 +109,8 @@ async def begin_export(request: web.Request, body: ExportIn) -> uuid.UUID:
     """Register the job (refused outside the EU/EEA), audit it and wake the local worker."""
     principal = principal_of(request)
     job, summary = new_job(request.app[SETTINGS], body, name=principal.name,
-                           kind=principal.kind, role=principal.role, scope=principal.scope)
+                           kind=principal.kind, role=principal.role, scope=principal.scope,
+                           account_id=principal.account.id)
     refusal = outside_eu_eea(body)
     if refusal is not None:
         await audit(request, "export.create", target_type="export", reason=body.reason,

@@ -29,6 +29,7 @@ class ExportJob:
     created_by: str
     created_by_kind: str
     created_by_role: str
+    created_by_id: UUID | None
     scope: Scope
     filter: dict[str, Any]
     reason: str
@@ -84,6 +85,7 @@ class NewExportJob:
     created_by: str
     created_by_kind: str
     created_by_role: str
+    created_by_id: UUID | None
     scope: Scope
     filter: dict[str, Any]
     reason: str
@@ -102,13 +104,14 @@ async def create_job(conn: asyncpg.Connection, job: NewExportJob) -> ExportJob:
     row = await conn.fetchrow(
         "INSERT INTO export_jobs (id, created_by, created_by_kind, created_by_role,"
         " all_companies, company_ids, filter, reason, format, recipient, recipient_country,"
-        " legal_basis, purpose, recipient_public_key, target_bucket, target_prefix, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-        " now() + $17::interval) RETURNING *",
+        " legal_basis, purpose, recipient_public_key, target_bucket, target_prefix, expires_at,"
+        " created_by_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+        " $15, $16, now() + $17::interval, $18) RETURNING *",
         job.id, job.created_by, job.created_by_kind, job.created_by_role,
         job.scope.all_companies, sorted(job.scope.company_ids), job.filter, job.reason,
         job.format, job.recipient, job.recipient_country, job.legal_basis, job.purpose,
         job.recipient_public_key, job.target_bucket, job.target_prefix, job.keep_for,
+        job.created_by_id,
     )
     return _job(row)
 

@@ -73,7 +73,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(app: web.Application) -> int:
         job_new, summary = new_job(app[SETTINGS], body, name=ACTOR, kind="system",
-                                   role="admin", scope=Scope.everything())
+                                   role="admin", scope=Scope.everything(), account_id=None)
         refusal = outside_eu_eea(body)
         if refusal is not None:
             await app[AUDIT].append(AuditEntry(

@@ -18,6 +18,7 @@ CREATE TABLE export_jobs (
     created_by text NOT NULL,
     created_by_kind text NOT NULL,
     created_by_role text NOT NULL,
+    created_by_id uuid,          -- the account (user or token); NULL for `tallenne export`
     -- The creator's scope when the job was made: what the job may read, and who may see it.
     all_companies boolean NOT NULL,
     company_ids uuid[] NOT NULL,
