@@ -29,7 +29,7 @@ from storage.age_stream import encrypt_to_age
 from storage.audit import AuditEntry, AuditLog
 from storage.db import Scope, scoped
 from storage.disclosures import log_disclosure
-from storage.errors import KeyDestroyed, NotFound
+from storage.errors import KeyDestroyed, StorageError
 from storage.export_bundle import BundleEntry, BundleFile, iter_export, manifest_json, sha256sums
 from storage.export_layout import s3_export_key, s3_key, vcon_files, zip_files
 from storage.exports import ExportFile, ExportJob, PendingCall, PlannedCall
@@ -341,7 +341,7 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
             await finish_s3(ctx, job)
         state = "done"
         error = None
-    except (NotFound, KeyDestroyed, ValueError, OSError) as exc:
+    except (StorageError, ValueError, OSError) as exc:
         logger.exception("export job failed", extra={"export_id": str(job.id)})
         state, error = "failed", f"{exc.__class__.__name__}: {exc}"
     except Exception as exc:

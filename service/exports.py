@@ -119,8 +119,10 @@ async def begin_export(request: web.Request, body: ExportIn) -> uuid.UUID:
         raise refusal
     async with scoped(request.app[POOL], principal.scope) as conn:
         await store.create_job(conn, job)
-    await audit(request, "export.create", target_type="export", target_id=str(job.id),
-                reason=body.reason, detail=summary)
+    seq = await audit(request, "export.create", target_type="export", target_id=str(job.id),
+                      reason=body.reason, detail=summary)
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        await store.note_audit_event(conn, job.id, seq)
     wake = request.app.get(EXPORT_WAKE)
     if wake is not None:
         wake.set()

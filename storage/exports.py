@@ -47,6 +47,7 @@ class ExportJob:
     bytes: int
     held_back: int
     error: str | None
+    audit_seq: int | None
     created_at: datetime
     finished_at: datetime | None
     expires_at: datetime
@@ -67,7 +68,8 @@ class ExportJob:
                 "created_at": self.created_at.isoformat(), "recipient": self.recipient,
                 "recipient_country": self.recipient_country, "legal_basis": self.legal_basis,
                 "purpose": self.purpose if self.recipient else None,
-                "calls": self.total, "held_back": self.held_back}
+                "calls": self.total, "held_back": self.held_back,
+                "audit_event": self.audit_seq}
 
 
 def _job(row: asyncpg.Record) -> ExportJob:
@@ -114,6 +116,11 @@ async def create_job(conn: asyncpg.Connection, job: NewExportJob) -> ExportJob:
         job.created_by_id,
     )
     return _job(row)
+
+
+async def note_audit_event(conn: asyncpg.Connection, job_id: UUID, seq: int) -> None:
+    """The sequence number of the export's own audit event, stated in its manifest."""
+    await conn.execute("UPDATE export_jobs SET audit_seq = $2 WHERE id = $1", job_id, seq)
 
 
 async def get_job(conn: asyncpg.Connection, job_id: UUID) -> ExportJob | None:

@@ -83,7 +83,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             raise refusal
         async with scoped(app[POOL], Scope.everything()) as conn:
             job = await store.create_job(conn, job_new)
-        await app[AUDIT].append(_entry(job, "export.create", **summary))
+        seq = await app[AUDIT].append(_entry(job, "export.create", **summary))
+        async with scoped(app[POOL], Scope.everything()) as conn:
+            await store.note_audit_event(conn, job.id, int(seq))
 
         bar = Progress("export")
 

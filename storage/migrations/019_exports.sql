@@ -39,6 +39,7 @@ CREATE TABLE export_jobs (
     bytes bigint NOT NULL DEFAULT 0,
     held_back integer NOT NULL DEFAULT 0,
     error text,
+    audit_seq bigint,            -- the export's own audit event (export.create)
     lease_owner text,
     lease_until timestamptz,
     attempts integer NOT NULL DEFAULT 0,

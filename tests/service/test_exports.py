@@ -104,10 +104,14 @@ async def test_each_format_holds_the_visible_calls_with_digests_of_the_stored_au
                 assert dialog["url"].endswith(f"/api/v1/recordings/{recording_id}/audio")
                 _, digest = decode_content_hash(dialog["content_hash"])
                 assert digest.hex() == stored[recording_id]
-        audited = await db.fetch("SELECT action FROM audit_events WHERE target_id = $1"
+        audited = await db.fetch("SELECT seq, action FROM audit_events WHERE target_id = $1"
                                  " ORDER BY seq", export_id)
         assert [r["action"] for r in audited] == [
             "export.create", "export.finish", "export.download"]
+        # The export states its own audit record.
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["export"]["audit_event"] == audited[0]["seq"]
+        assert manifest["export"]["held_back"] == 1
 
     export_id = await start(api, token, format="s3")
     assert (await wait_for(api.client, token, export_id))["state"] == "done"
