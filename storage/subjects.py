@@ -26,7 +26,9 @@ def written_forms(e164: str) -> list[str]:
     digits = e164.removeprefix("+")
     forms = [e164, "00" + digits, digits]
     if digits.startswith("358"):
-        forms.append("0" + digits[3:])
+        national = digits[3:]
+        # "+358 (0)40 …" keeps the trunk prefix after the country code.
+        forms += ["0" + national, "+3580" + national, "003580" + national]
     return forms
 
 

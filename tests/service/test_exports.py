@@ -289,16 +289,23 @@ async def test_export_to_a_recipient_is_a_disclosure_and_refused_outside_the_eu(
 
 async def test_jobs_are_their_creators_results_expire_and_a_cancelled_one_is_withdrawn(
         api: Api, db: asyncpg.Connection) -> None:
-    await ingest(api, COMPANY, 1)
+    kept, erased = await ingest(api, COMPANY, 2)
     token = await exporter(api)
     identity = x25519.Identity.generate()
     export_id = await start(api, token, format="zip",
                             recipient_public_key=str(identity.to_public()))
     assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    # A call erased after the job ran is left out of the download, whole.
+    admin = await api.token("admin", all_companies=True, name="eraser")
+    response = await api.client.delete(f"/api/v1/recordings/{erased['id']}",
+                                       headers=bearer(admin), json={"reason": "pyyntö"})
+    assert response.status == 200
     sealed = await download(api, token, export_id)
     archive = zipfile.ZipFile(io.BytesIO(pyrage.decrypt(sealed, [identity])))
     assert archive.testzip() is None
     assert archive.namelist()[-2:] == ["manifest.json", "SHA256SUMS"]
+    assert ids_in(archive.namelist()) == {kept["id"]}
+    assert json.loads(archive.read("manifest.json"))["export"]["withdrawn_since"] == 1
 
     await db.execute("UPDATE export_jobs SET expires_at = now() - interval '1 second'"
                      " WHERE id = $1", uuid.UUID(export_id))
