@@ -111,15 +111,16 @@ async def plan_job(ctx: ExportContext, job: ExportJob) -> None:
     per company before any file is written (over-, never under-recorded)."""
     wanted = ExportFilter.model_validate(job.filter)
     async with scoped(ctx.pool, job.scope) as conn:
-        found = [r async for r in matching_recordings(conn, job.scope, wanted)]
+        # Only what planning needs is kept of each call, not the call itself.
+        found = [PlannedCall(r.id, r.company_id, r.out.customer_id, _held_back(r, set()))
+                 async for r in matching_recordings(conn, job.scope, wanted)]
         uses = sorted(EXCLUDED_BY.get(job.purpose, frozenset())) if (  # type: ignore[call-overload]
             job.recipient and job.purpose) else []
         prohibited = await store.prohibited(
-            conn, sorted({r.out.customer_id for r in found if r.out.customer_id}), uses)
+            conn, sorted({c.customer_id for c in found if c.customer_id}), uses)
         found.reverse()  # oldest first: the order files are written and listed in
         await store.plan(conn, job.id, [
-            PlannedCall(r.id, r.company_id, r.out.customer_id, _held_back(r, prohibited))
-            for r in found])
+            replace(c, held_back=True) if c.customer_id in prohibited else c for c in found])
         if job.recipient is not None:
             customers = await store.customers_of(conn, job.id)
             for company_id in await store.companies_of(conn, job.id):

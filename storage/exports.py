@@ -226,8 +226,10 @@ async def finish_call(conn: asyncpg.Connection, job_id: UUID, seq: int, state: s
             job_id, file.name, file.seq, file.recording_id, file.company_id, file.kind,
             file.size, file.sha256, file.content, file.object_key,
         )
-    await conn.execute(
-        "UPDATE export_items SET state = $3 WHERE job_id = $1 AND seq = $2", job_id, seq, state)
+    if not await conn.fetchval(
+            "UPDATE export_items SET state = $3 WHERE job_id = $1 AND seq = $2"
+            " AND state = 'pending' RETURNING true", job_id, seq, state):
+        return  # a worker whose lease ran out finished it meanwhile: counted once
     await conn.execute(
         "UPDATE export_jobs SET done = done + 1, bytes = bytes + $2,"
         " held_back = held_back + $3 WHERE id = $1",
@@ -365,14 +367,17 @@ async def finish_calls(conn: asyncpg.Connection, job_id: UUID,
             [(job_id, f.name, f.seq, f.recording_id, f.company_id, f.kind, f.size, f.sha256,
               f.content, f.object_key) for f in files],
         )
-    await conn.execute(
+    changed = {r["seq"] for r in await conn.fetch(
         "UPDATE export_items i SET state = s.state FROM unnest($2::int[], $3::text[])"
-        " AS s(seq, state) WHERE i.job_id = $1 AND i.seq = s.seq",
+        " AS s(seq, state) WHERE i.job_id = $1 AND i.seq = s.seq AND i.state = 'pending'"
+        " RETURNING i.seq",
         job_id, [seq for seq, _, _ in handled], [state for _, state, _ in handled],
-    )
+    )}
+    # Calls a worker whose lease ran out finished meanwhile are counted once.
+    counted = [(seq, state, fs) for seq, state, fs in handled if seq in changed]
     await conn.execute(
         "UPDATE export_jobs SET done = done + $2, bytes = bytes + $3,"
         " held_back = held_back + $4 WHERE id = $1",
-        job_id, len(handled), sum(f.size for f in files),
-        sum(state == "held_back" for _, state, _ in handled),
+        job_id, len(counted), sum(f.size for _, _, fs in counted for f in fs),
+        sum(state == "held_back" for _, state, _ in counted),
     )
