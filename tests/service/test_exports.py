@@ -240,7 +240,7 @@ async def wait_for_done(db: asyncpg.Connection, export_id: str, done: int) -> No
 async def test_large_download_streams_in_flat_memory(api: Api) -> None:
     audio = audiogen.make_large_wav(6 << 20)
     ingest_token = await api.token("ingest", [COMPANY])
-    for _ in range(5):
+    for _ in range(4):
         response = await upload(api.client, ingest_token, metadata(), audio)
         assert response.status == 201, await response.text()
     token = await exporter(api)
@@ -259,7 +259,7 @@ async def test_large_download_streams_in_flat_memory(api: Api) -> None:
         received += len(chunk)
         digest.update(chunk)
         peak = max(peak, process.memory_info().rss)
-    assert received > 30 << 20
+    assert received > 24 << 20
     growth = peak - baseline
     assert growth < 12 << 20, f"RSS grew by {growth >> 20} MiB for a {received >> 20} MiB export"
 
