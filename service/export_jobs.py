@@ -310,6 +310,15 @@ async def _keep_lease(ctx: ExportContext, job_id: uuid.UUID, owner: str,
             logger.warning("could not renew an export lease", extra={"export_id": str(job_id)})
 
 
+async def _given_up(ctx: ExportContext, job: ExportJob) -> str:
+    """The job is no longer this worker's: a cancelled `s3` export takes back what it wrote
+    (a job taken over by another replica is left to it)."""
+    state = (await _current(ctx, job.id)).state
+    if state == "cancelled" and job.format == "s3":
+        await remove_s3(ctx, job)
+    return state
+
+
 async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
     """Carry out a claimed job to its end, or until it is cancelled or its lease is lost;
     returns the job's state as this worker leaves it. A cancellation of this task (the
@@ -328,10 +337,7 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
             steps = [calls] if job.format != "s3" else [[call] for call in calls]
             for step in steps:
                 if lost.is_set():
-                    state = (await _current(ctx, job.id)).state
-                    if state == "cancelled" and job.format == "s3":
-                        await remove_s3(ctx, job)
-                    return state
+                    return await _given_up(ctx, job)
                 if job.format == "s3":
                     await export_call(ctx, job, step[0])
                 else:
@@ -352,8 +358,9 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
     async with scoped(ctx.pool, Scope.everything()) as conn:
-        if not await store.renew(conn, job.id, owner, ctx.lease):
-            return (await _current(ctx, job.id)).state
+        still_ours = await store.renew(conn, job.id, owner, ctx.lease)
+    if not still_ours:
+        return await _given_up(ctx, job)
     # Audited before the job shows as finished, so that a download is never on record
     # ahead of the export it downloads.
     final = await _current(ctx, job.id)
@@ -367,7 +374,9 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
                    if job.recipient else {})},
     ))
     async with scoped(ctx.pool, Scope.everything()) as conn:
-        await store.finish_job(conn, job.id, owner, state, error)
+        finished = await store.finish_job(conn, job.id, owner, state, error)
+    if not finished:
+        return await _given_up(ctx, job)  # cancelled in the last moment
     if ctx.progress is not None:
         ctx.progress(await _current(ctx, job.id))
     return state

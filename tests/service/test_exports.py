@@ -228,6 +228,43 @@ async def test_job_killed_mid_call_is_resumed_by_another_replica_without_duplica
                              uuid.UUID(export_id)) == 8
 
 
+async def test_cancelling_a_running_s3_export_stops_it_and_takes_back_its_files(
+        api: Api, db: asyncpg.Connection, stack: Stack, settings: Settings,
+        database: str) -> None:
+    made = await ingest(api, COMPANY, 3)
+    order = sorted((r["id"] for r in made), key=uuid.UUID)
+    token = await exporter(api)
+    blocker = await asyncpg.connect(stack.superuser_url(database))
+    try:
+        call_lock = blocker.transaction()
+        await call_lock.start()
+        await blocker.execute("SELECT 1 FROM recordings WHERE id = $1 FOR UPDATE",
+                              uuid.UUID(order[1]))
+        export_id = await start(api, token, format="s3")
+        await wait_for_done(db, export_id, 1)
+        response = await api.client.delete(f"/api/v1/exports/{export_id}",
+                                           headers=bearer(token))
+        assert response.status == 200
+        assert (await response.json())["state"] == "cancelled"
+        await call_lock.rollback()
+    finally:
+        await blocker.close()
+    target = export_store(settings)
+    prefix = f"{settings.export_prefix}/{export_id}/"
+    try:
+        for _ in range(200):
+            if not await target.list_keys(prefix):
+                break
+            await asyncio.sleep(0.05)
+        assert await target.list_keys(prefix) == []
+    finally:
+        await target.close()
+    assert (await wait_for(api.client, token, export_id))["state"] == "cancelled"
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 409
+
+
 async def wait_for_done(db: asyncpg.Connection, export_id: str, done: int) -> None:
     for _ in range(600):
         if await db.fetchval("SELECT done FROM export_jobs WHERE id = $1",
