@@ -42,6 +42,7 @@ from service import (  # noqa: E402, F401
     disclosures,
     erasure,
     evaluation_forms,
+    exports,
     identity,
     ops,
     recordings,
@@ -49,12 +50,16 @@ from service import (  # noqa: E402, F401
     retention,
     shippers,
     sites,
+    subjects,
+    vcon,
     web_events,
     webui,
     webui_forms,
     webui_pages,
     webui_sites,
+    webui_subjects,
 )
+from service.exports import export_worker_ctx  # noqa: E402
 from service.key_store import key_store_ctx  # noqa: E402
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
 from service.replay_windows import replay_windows_ctx  # noqa: E402
@@ -157,7 +162,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
-         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, scrub_ctx]
+         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, scrub_ctx,
+         export_worker_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

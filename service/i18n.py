@@ -287,3 +287,33 @@ def catalogue(language: Language, prefix_keys: tuple[str, ...] = ()) -> dict[str
     """Every string in one language, for the page's scripts."""
     return {key: texts[language] for key, texts in STRINGS.items()
             if not prefix_keys or key.startswith(prefix_keys)}
+
+
+# The subject search page (service/webui_subjects.py).
+SUBJECT_STRINGS: dict[str, dict[Language, str]] = {
+    "nav.subjects": {"fi": "Rekisteröity", "en": "Data subject"},
+    "subjects.title": {"fi": "Rekisteröidyn tiedot", "en": "Everything about a person"},
+    "subjects.hint": {
+        "fi": "Hae puhelinnumerolla tai henkilötunnuksella. Tunnus lähetetään vain "
+              "lomakkeen rungossa, ei koskaan osoitteessa.",
+        "en": "Search by phone number or identity code. The code travels only in the form's "
+              "body, never in an address."},
+    "subjects.customers": {"fi": "Asiakkuudet", "en": "Customers"},
+    "subjects.recordings": {"fi": "Puhelut", "en": "Calls"},
+    "subjects.matched_by": {"fi": "Löytyi", "en": "Found by"},
+    "subjects.disclosures": {"fi": "Luovutukset", "en": "Disclosures"},
+    "subjects.reads": {"fi": "Käsittelyt (tapahtumaloki)", "en": "Audited reads"},
+    "subjects.none": {"fi": "Ei tietoja.", "en": "Nothing held."},
+    "subjects.report": {"fi": "Tarkastusoikeusraportti", "en": "Access report"},
+    "subjects.export": {"fi": "Vie puhelut (zip)", "en": "Export the calls (zip)"},
+    "subjects.reason": {"fi": "Peruste", "en": "Reason"},
+    "subjects.invalid": {"fi": "Haku ei kelpaa: {detail}",
+                         "en": "The search is not valid: {detail}"},
+    "subjects.started": {"fi": "Vienti {id} aloitettiin.", "en": "Export {id} started."},
+    "subjects.progress": {"fi": "Eteneminen", "en": "Progress"},
+    "subjects.download": {"fi": "Lataa valmis vienti", "en": "Download when done"},
+    "subjects.actor": {"fi": "Käsittelijä", "en": "Actor"},
+    "subjects.action": {"fi": "Toimenpide", "en": "Action"},
+    "subjects.recipient": {"fi": "Vastaanottaja", "en": "Recipient"},
+}
+STRINGS.update(SUBJECT_STRINGS)

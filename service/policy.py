@@ -39,6 +39,8 @@ ACTIONS: dict[str, str] = {
     "user.manage": "manage user accounts",
     "company.manage": "add and rename companies",
     "token.manage": "manage every API token",
+    "export.run": "export calls in bulk, follow and download own export jobs",
+    "subject.search": "find everything held about one person (phone or identity code)",
 }
 
 ROLE_ACTIONS: dict[Role, frozenset[str]] = {
@@ -50,6 +52,7 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
             "evaluation.write",
             "evaluation.read",
             "evaluation_form.read",
+            "export.run",
         }
     ),
     "customer_service": frozenset(
@@ -78,6 +81,8 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
             "disclosure.create",
             "disclosure.read",
             "audit.read",
+            "export.run",
+            "subject.search",
         }
     ),
     "admin": frozenset(ACTIONS),

@@ -128,10 +128,42 @@ class Settings(BaseSettings):
         description="Most audio (MB per second) the scheduled scrub reads, so that replay "
         "keeps the bandwidth.",
     )
+    public_url: str = Field(
+        "https://localhost:8080",
+        pattern=r"^https://[^/?#]+(/[^?#]*)?$",
+        description="HTTPS address clients reach the service at; vCon documents reference "
+        "a recording's audited audio URL under it.",
+    )
+    export_enabled: bool = Field(
+        True, description="Run export jobs in this replica (one replica at a time per job)."
+    )
+    export_bucket: str | None = Field(
+        None,
+        description="Bucket the `s3` export format writes its partitioned prefix to. Unset: "
+        "the audio bucket's name with `-exports` appended.",
+    )
+    export_prefix: str = Field(
+        "exports", description="Prefix under which each `s3` export writes `<id>/year=…/`."
+    )
+    export_keep_hours: int = Field(
+        72, ge=1, description="Hours an export's result can be downloaded after it finished."
+    )
+    export_lease_s: float = Field(
+        60.0, gt=0,
+        description="Seconds a replica holds an export job without renewing; a job of a "
+        "replica that died is resumed by another after this.",
+    )
+    export_poll_s: float = Field(
+        5.0, gt=0, description="Seconds between looks for export jobs left by other replicas."
+    )
 
     @property
     def key_bucket(self) -> str:
         return self.s3_key_bucket or f"{self.s3_bucket}-keys"
+
+    @property
+    def export_target_bucket(self) -> str:
+        return self.export_bucket or f"{self.s3_bucket}-exports"
 
     @property
     def embedded_database(self) -> bool:

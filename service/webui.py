@@ -48,6 +48,7 @@ NAVIGATION: tuple[tuple[str, str | None, str], ...] = (
     ("nav.customers", "/customers", "customer.read"),
     ("nav.forms", "/admin/evaluation-forms", "evaluation_form.manage"),
     ("nav.sites", "/admin/sites", "site.manage"),
+    ("nav.subjects", "/subjects", "subject.search"),
     ("nav.audit", None, PUBLIC),
 )
 # The strings the page scripts use (by key prefix); pages carry only these.

@@ -13,16 +13,17 @@ class ZipPipe(io.RawIOBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending = bytearray()
+        # Immutable pieces are kept by reference: a chunk of audio is not copied on its way.
+        self._pending: list[bytes] = []
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._pending += data
+        self._pending.append(data if isinstance(data, bytes) else bytes(data))
         return len(data)
 
     def take(self) -> bytes:
-        out = bytes(self._pending)
+        out = b"".join(self._pending)
         self._pending.clear()
         return out

@@ -25,7 +25,8 @@ async def app_resources(settings: Settings) -> AsyncIterator[web.Application]:
     """
     from service.app import create_app
 
-    app = create_app(settings)
+    # Export jobs are the serving replicas' work; a one-off command does not pick them up.
+    app = create_app(settings.model_copy(update={"export_enabled": False}))
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     try:

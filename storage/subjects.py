@@ -1,0 +1,124 @@
+"""SQL of the subject search: the customers, calls, web events, disclosures and audited
+reads that concern one person. Every function takes a scoped connection.
+
+Phone numbers are matched in one place, `phone_matches_sql`: the stored caller, callee or
+customer phone, stripped of everything but digits and "+", against the written forms of the
+person's E.164 number. (Indexed normalised columns can take its place without any caller
+changing.)"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.recordings import _COLUMNS, Recording, _recording
+
+LIMIT = 1000
+
+
+def written_forms(e164: str) -> list[str]:
+    """The digit strings an E.164 number is stored as once spaces, dashes and brackets are
+    dropped: international with "+" or "00", without either, and national with the trunk
+    prefix "0" (Finland and the other numbering plans that use it)."""
+    digits = e164.removeprefix("+")
+    forms = [e164, "00" + digits, digits]
+    if digits.startswith("358"):
+        national = digits[3:]
+        # "+358 (0)40 …" keeps the trunk prefix after the country code.
+        forms += ["0" + national, "+3580" + national, "003580" + national]
+    return forms
+
+
+def phone_matches_sql(column: str, forms_param: str) -> str:
+    """SQL true when `column` holds one of the written forms bound at `forms_param`."""
+    return f"regexp_replace({column}, '[^0-9+]', '', 'g') = ANY({forms_param}::text[])"
+
+
+async def recordings_by_phone(conn: asyncpg.Connection, e164: str) -> list[Recording]:
+    """Calls in which the number took part as caller or callee, newest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
+        f" WHERE r.state <> 'pending' AND ({phone_matches_sql('r.caller', '$1')}"
+        f" OR {phone_matches_sql('r.callee', '$1')})"
+        " ORDER BY r.started_at DESC, r.id DESC LIMIT $2",
+        written_forms(e164), LIMIT,
+    )
+    return [_recording(r) for r in rows]
+
+
+async def customers_by_phone(conn: asyncpg.Connection, e164: str) -> list[UUID]:
+    rows = await conn.fetch(
+        "SELECT c.id FROM customers c WHERE c.erased_at IS NULL"
+        f" AND {phone_matches_sql('c.phone', '$1')}",
+        written_forms(e164),
+    )
+    return [r["id"] for r in rows]
+
+
+async def recordings_of_customers(conn: asyncpg.Connection,
+                                  customer_ids: Sequence[UUID]) -> list[Recording]:
+    if not customer_ids:
+        return []
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
+        " WHERE r.state <> 'pending' AND r.customer_id = ANY($1::uuid[])"
+        " ORDER BY r.started_at DESC, r.id DESC LIMIT $2",
+        list(customer_ids), LIMIT,
+    )
+    return [_recording(r) for r in rows]
+
+
+async def evaluations_of(conn: asyncpg.Connection,
+                         recording_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT * FROM recording_evaluations WHERE recording_id = ANY($1::uuid[])"
+        " ORDER BY created_at, id",
+        list(recording_ids),
+    )
+    return [dict(r) for r in rows]
+
+
+async def web_events_of(conn: asyncpg.Connection,
+                        customer_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+    if not customer_ids:
+        return []
+    rows = await conn.fetch(
+        "SELECT e.id, e.ts, co.code AS company, e.site, e.event, e.url, e.customer_id"
+        " FROM web_events e JOIN companies co ON co.id = e.company_id"
+        " WHERE e.customer_id = ANY($1::uuid[]) ORDER BY e.ts DESC, e.id DESC LIMIT $2",
+        list(customer_ids), LIMIT,
+    )
+    return [dict(r) for r in rows]
+
+
+async def disclosures_of(conn: asyncpg.Connection,
+                         customer_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+    if not customer_ids:
+        return []
+    rows = await conn.fetch(
+        "SELECT d.*, co.code AS company FROM disclosures d"
+        " JOIN companies co ON co.id = d.company_id"
+        " WHERE d.customer_ids && $1::uuid[] ORDER BY d.disclosed_at DESC, d.id DESC LIMIT $2",
+        list(customer_ids), LIMIT,
+    )
+    return [dict(r) for r in rows]
+
+
+async def reads_of(conn: asyncpg.Connection, target_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+    """Audit events about these customers and calls, in the scope's companies (events of
+    group-wide principals name no company and are shown to all-company callers only)."""
+    if not target_ids:
+        return []
+    rows = await conn.fetch(
+        "SELECT seq, at, actor, action, target_type, target_id, company, reason"
+        " FROM audit_events WHERE target_id = ANY($1::text[])"
+        " AND ((company IS NULL AND coalesce(current_setting('tallenne.all_companies', true),"
+        " 'off') = 'on')"
+        " OR company IN (SELECT code FROM companies WHERE tallenne_in_scope(id)))"
+        " ORDER BY seq DESC LIMIT $2",
+        [str(t) for t in target_ids], LIMIT,
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,362 @@
+"""Export jobs end to end: each format holds exactly the calls the exporter may see, minus
+held and erased ones, with digests that match the stored SHA-256; a replica killed mid-call
+is resumed by another without a duplicate file; a large download stays in flat memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import uuid
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import psutil
+import pyrage
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pyrage import x25519
+
+from service.app import create_app
+from service.exports import EXPORT_WORKER
+from service.settings import Settings
+from service.tasks import stop_task
+from tests import audiogen
+from tests.conftest import Stack, drop_bucket, settings_for
+from tests.helpers import Api, bearer
+from tests.schemas.vcon_support import decode_content_hash, schema_errors
+from tests.service.export_factory import (
+    THIRD_COMPANY,
+    Calls,
+    calls_in_three_companies,
+    export_store,
+    ingest,
+    wait_for,
+)
+from tests.service.recording_factory import COMPANY, OTHER_COMPANY, metadata, upload
+
+
+@pytest.fixture
+def settings(stack: Stack, database: str) -> Iterator[Settings]:
+    """The test's settings with a short export lease, so that a resumed job is taken over
+    within a second."""
+    bucket = "t-" + database.removeprefix("t_")
+    made = settings_for(stack, database, bucket, export_lease_s=1.0, export_poll_s=0.2)
+    yield made
+    for name in (bucket, made.key_bucket, made.export_target_bucket):
+        drop_bucket(stack, name)
+
+
+async def exporter(api: Api) -> str:
+    return await api.token("quality", [COMPANY, OTHER_COMPANY], name="exporter")
+
+
+async def start(api: Api, token: str, **body: Any) -> str:
+    body.setdefault("reason", "laadunvarmistus")
+    response = await api.client.post("/api/v1/exports", headers=bearer(token), json=body)
+    assert response.status == 202, await response.text()
+    return str((await response.json())["id"])
+
+
+async def download(api: Api, token: str, export_id: str) -> bytes:
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 200, await response.text()
+    return await response.read()
+
+
+async def stored_sha256(db: asyncpg.Connection) -> dict[str, str]:
+    return {str(r["id"]): r["sha256"] for r in await db.fetch("SELECT id, sha256 FROM recordings")}
+
+
+def ids_in(names: list[str]) -> set[str]:
+    found = set()
+    for name in names:
+        for part in name.replace(".", "/").replace("_", "/").split("/"):
+            try:
+                found.add(str(uuid.UUID(part)))
+            except ValueError:
+                continue
+    return found
+
+
+async def test_each_format_holds_the_visible_calls_with_digests_of_the_stored_audio(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    calls = await calls_in_three_companies(api)
+    token = await exporter(api)
+    stored = await stored_sha256(db)
+    for fmt in ("zip", "vcon"):
+        export_id = await start(api, token, format=fmt)
+        progress = await wait_for(api.client, token, export_id)
+        # The erased call is gone before planning; the held one is counted, never written.
+        assert (progress["state"], progress["total"], progress["done"],
+                progress["held_back"]) == ("done", 6, 6, 1), progress
+        archive = zipfile.ZipFile(io.BytesIO(await download(api, token, export_id)))
+        check_zip(archive, calls, stored)
+        if fmt == "vcon":
+            for recording_id in calls.exported:
+                document = json.loads(archive.read(f"{recording_id}.vcon.json"))
+                assert schema_errors(document) == []
+                dialog = document["dialog"][0]
+                assert dialog["url"].endswith(f"/api/v1/recordings/{recording_id}/audio")
+                _, digest = decode_content_hash(dialog["content_hash"])
+                assert digest.hex() == stored[recording_id]
+        audited = await db.fetch("SELECT seq, action FROM audit_events WHERE target_id = $1"
+                                 " ORDER BY seq", export_id)
+        assert [r["action"] for r in audited] == [
+            "export.create", "export.finish", "export.download"]
+        # The export states its own audit record.
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["export"]["audit_event"] == audited[0]["seq"]
+        assert manifest["export"]["held_back"] == 1
+
+    export_id = await start(api, token, format="s3")
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    await check_s3(settings, export_id, calls, stored)
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 409
+
+
+def check_zip(archive: zipfile.ZipFile, calls: Calls, stored: dict[str, str]) -> None:
+    names = archive.namelist()
+    assert names[-2:] == ["manifest.json", "SHA256SUMS"]
+    assert ids_in(names) == set(calls.exported)
+    everything = b"".join(archive.read(n) for n in names)
+    for never in calls.held + calls.erased + calls.other_company:
+        assert never.encode() not in everything
+    assert THIRD_COMPANY.encode() not in everything
+
+    manifest = json.loads(archive.read("manifest.json"))
+    assert len({f["name"] for f in manifest["files"]}) == len(manifest["files"]) == 10
+    for listed in manifest["files"]:
+        data = archive.read(listed["name"])
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (listed["size"],
+                                                                   listed["sha256"])
+        if listed["name"].endswith(".wav"):
+            assert listed["sha256"] == stored[ids_in([listed["name"]]).pop()]
+    sums = archive.read("SHA256SUMS").decode().splitlines()
+    assert len(sums) == 11
+    for line in sums:
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256(archive.read(name)).hexdigest() == digest
+
+
+async def check_s3(settings: Settings, export_id: str, calls: Calls,
+                   stored: dict[str, str]) -> None:
+    target = export_store(settings)
+    try:
+        prefix = f"{settings.export_prefix}/{export_id}/"
+        keys = await target.list_keys(prefix)
+        manifest = json.loads(await target.get_bytes(prefix + "manifest.json"))
+        listed = {f["name"]: f for f in manifest["files"]}
+        assert set(keys) == {prefix + n for n in listed} | {prefix + "manifest.json",
+                                                            prefix + "SHA256SUMS"}
+        assert ids_in(keys) - {export_id} == set(calls.exported)
+        for name, entry in listed.items():
+            data = await target.get_bytes(prefix + name)
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            assert name.startswith("year=2026/month=03/day=02/")
+            assert THIRD_COMPANY not in name
+            if name.endswith("audio.wav"):
+                assert entry["sha256"] == stored[ids_in([name]).pop()]
+    finally:
+        await target.close()
+
+
+async def test_job_killed_mid_call_is_resumed_by_another_replica_without_duplicates(
+        api: Api, db: asyncpg.Connection, stack: Stack, settings: Settings,
+        database: str) -> None:
+    made = await ingest(api, COMPANY, 4)
+    order = sorted((r["id"] for r in made), key=uuid.UUID)  # equal start times: id order
+    token = await exporter(api)
+    app_a = api.client.server.app
+
+    blocker = await asyncpg.connect(stack.superuser_url(database))
+    holder = await asyncpg.connect(stack.superuser_url(database))
+    try:
+        # Replica A stops at the third call, held by a lock on its row ...
+        call_lock = blocker.transaction()
+        await call_lock.start()
+        await blocker.execute("SELECT 1 FROM recordings WHERE id = $1 FOR UPDATE",
+                              uuid.UUID(order[2]))
+        export_id = await start(api, token, format="s3")
+        await wait_for_done(db, export_id, 2)
+        # ... then writes that call's files but cannot record them, and dies there.
+        job_lock = holder.transaction()
+        await job_lock.start()
+        await holder.execute("SELECT 1 FROM export_jobs WHERE id = $1 FOR UPDATE",
+                             uuid.UUID(export_id))
+        await call_lock.rollback()
+        target = export_store(settings)
+        prefix = f"{settings.export_prefix}/{export_id}/"
+        for _ in range(400):
+            if len(await target.list_keys(prefix)) == 6:
+                break
+            await asyncio.sleep(0.05)
+        assert len(await target.list_keys(prefix)) == 6
+        await stop_task(app_a[EXPORT_WORKER])
+        await job_lock.rollback()
+    finally:
+        await blocker.close()
+        await holder.close()
+    row = await db.fetchrow("SELECT state, done, attempts FROM export_jobs WHERE id = $1",
+                            uuid.UUID(export_id))
+    assert (row["state"], row["done"], row["attempts"]) == ("running", 2, 1)
+
+    # Replica B takes the job over once A's lease has run out and finishes it.
+    async with TestClient(TestServer(create_app(settings))) as client_b:
+        progress = await wait_for(client_b, token, export_id)
+    assert progress["state"] == "done"
+    assert (progress["done"], progress["total"]) == (4, 4)
+    try:
+        keys = await target.list_keys(prefix)
+        manifest = json.loads(await target.get_bytes(prefix + "manifest.json"))
+    finally:
+        await target.close()
+    names = [f["name"] for f in manifest["files"]]
+    assert len(names) == len(set(names)) == 8
+    assert sorted(keys) == sorted([prefix + n for n in names]
+                                  + [prefix + "manifest.json", prefix + "SHA256SUMS"])
+    assert ids_in(keys) - {export_id} == set(order)
+    assert await db.fetchval("SELECT attempts FROM export_jobs WHERE id = $1",
+                             uuid.UUID(export_id)) == 2
+    assert await db.fetchval("SELECT count(*) FROM export_files WHERE job_id = $1",
+                             uuid.UUID(export_id)) == 8
+
+
+async def test_cancelling_a_running_s3_export_stops_it_and_takes_back_its_files(
+        api: Api, db: asyncpg.Connection, stack: Stack, settings: Settings,
+        database: str) -> None:
+    made = await ingest(api, COMPANY, 3)
+    order = sorted((r["id"] for r in made), key=uuid.UUID)
+    token = await exporter(api)
+    blocker = await asyncpg.connect(stack.superuser_url(database))
+    try:
+        call_lock = blocker.transaction()
+        await call_lock.start()
+        await blocker.execute("SELECT 1 FROM recordings WHERE id = $1 FOR UPDATE",
+                              uuid.UUID(order[1]))
+        export_id = await start(api, token, format="s3")
+        await wait_for_done(db, export_id, 1)
+        response = await api.client.delete(f"/api/v1/exports/{export_id}",
+                                           headers=bearer(token))
+        assert response.status == 200
+        assert (await response.json())["state"] == "cancelled"
+        await call_lock.rollback()
+    finally:
+        await blocker.close()
+    target = export_store(settings)
+    prefix = f"{settings.export_prefix}/{export_id}/"
+    try:
+        for _ in range(200):
+            if not await target.list_keys(prefix):
+                break
+            await asyncio.sleep(0.05)
+        assert await target.list_keys(prefix) == []
+    finally:
+        await target.close()
+    assert (await wait_for(api.client, token, export_id))["state"] == "cancelled"
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 409
+
+
+async def wait_for_done(db: asyncpg.Connection, export_id: str, done: int) -> None:
+    for _ in range(600):
+        if await db.fetchval("SELECT done FROM export_jobs WHERE id = $1",
+                             uuid.UUID(export_id)) == done:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the export never reached {done} calls")
+
+
+async def test_large_download_streams_in_flat_memory(api: Api) -> None:
+    audio = audiogen.make_large_wav(6 << 20)
+    ingest_token = await api.token("ingest", [COMPANY])
+    for _ in range(4):
+        response = await upload(api.client, ingest_token, metadata(), audio)
+        assert response.status == 201, await response.text()
+    token = await exporter(api)
+    export_id = await start(api, token, format="zip")
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
+
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = baseline
+    received = 0
+    digest = hashlib.sha256()
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 200
+    async for chunk in response.content.iter_chunked(256 * 1024):
+        received += len(chunk)
+        digest.update(chunk)
+        peak = max(peak, process.memory_info().rss)
+    assert received > 24 << 20
+    growth = peak - baseline
+    assert growth < 12 << 20, f"RSS grew by {growth >> 20} MiB for a {received >> 20} MiB export"
+
+
+async def test_export_to_a_recipient_is_a_disclosure_and_refused_outside_the_eu(
+        api: Api, db: asyncpg.Connection) -> None:
+    await ingest(api, COMPANY, 1)
+    await ingest(api, OTHER_COMPANY, 1, tone=800.0)
+    token = await exporter(api)
+    recipient = {"recipient": "Puhelinpalvelu Oy", "legal_basis": "toimeksianto",
+                 "purpose": "subcontractor"}
+    response = await api.client.post("/api/v1/exports", headers=bearer(token), json={
+        "reason": "ulkoistettu laadunvarmistus", **recipient, "recipient_country": "US"})
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    assert "recipient_country" in json.dumps((await response.json())["errors"])
+    assert await db.fetchval("SELECT count(*) FROM export_jobs") == 0
+
+    export_id = await start(api, token, format="zip", recipient_country="se", **recipient)
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    logged = await db.fetch("SELECT c.code, d.recipient, d.recipient_country, d.fields"
+                            " FROM disclosures d JOIN companies c ON c.id = d.company_id"
+                            " ORDER BY c.code")
+    assert [(r["code"], r["recipient"], r["recipient_country"]) for r in logged] == [
+        (OTHER_COMPANY, "Puhelinpalvelu Oy", "SE"), (COMPANY, "Puhelinpalvelu Oy", "SE")]
+
+
+async def test_jobs_are_their_creators_results_expire_and_a_cancelled_one_is_withdrawn(
+        api: Api, db: asyncpg.Connection) -> None:
+    kept, erased = await ingest(api, COMPANY, 2)
+    token = await exporter(api)
+    identity = x25519.Identity.generate()
+    export_id = await start(api, token, format="zip",
+                            recipient_public_key=str(identity.to_public()))
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    # A call erased after the job ran is left out of the download, whole.
+    admin = await api.token("admin", all_companies=True, name="eraser")
+    response = await api.client.delete(f"/api/v1/recordings/{erased['id']}",
+                                       headers=bearer(admin), json={"reason": "pyyntö"})
+    assert response.status == 200
+    sealed = await download(api, token, export_id)
+    archive = zipfile.ZipFile(io.BytesIO(pyrage.decrypt(sealed, [identity])))
+    assert archive.testzip() is None
+    assert archive.namelist()[-2:] == ["manifest.json", "SHA256SUMS"]
+    assert ids_in(archive.namelist()) == {kept["id"]}
+    assert json.loads(archive.read("manifest.json"))["export"]["withdrawn_since"] == 1
+
+    await db.execute("UPDATE export_jobs SET expires_at = now() - interval '1 second'"
+                     " WHERE id = $1", uuid.UUID(export_id))
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 410
+    await db.execute("UPDATE export_jobs SET expires_at = now() + interval '1 hour'"
+                     " WHERE id = $1", uuid.UUID(export_id))
+    stranger = await api.token("quality", [COMPANY], name="another-quality")
+    response = await api.client.get(f"/api/v1/exports/{export_id}", headers=bearer(stranger))
+    assert response.status == 404
+    response = await api.client.delete(f"/api/v1/exports/{export_id}", headers=bearer(token))
+    assert response.status == 200
+    assert (await response.json())["state"] == "cancelled"
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 409
