@@ -205,7 +205,7 @@ class StoredRead:
         await self.stream.aclose()
 
 
-async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
+async def integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
     logger.error(
         "integrity alarm: stored audio failed verification",
         extra={"recording_id": str(recording.id), "error": exc.detail},
@@ -214,7 +214,7 @@ async def _integrity_alarm(request: web.Request, recording: Recording, exc: Inte
         await store.mark_corrupt(conn, recording.id)
     await audit(request, "recording.integrity_alarm", target_type="recording",
                 target_id=str(recording.id), company=recording.out.company,
-                outcome="failure", detail={"error": exc.detail})
+                outcome="failure", subject_ids=[recording.id], detail={"error": exc.detail})
 
 
 def read_ahead(request: web.Request) -> StoredRead | None:
@@ -332,7 +332,7 @@ async def _reply(
                 await response.prepare(request)  # only once the first piece is verified
             await response.write(piece)
     except IntegrityError as exc:
-        await _integrity_alarm(request, recording, exc)
+        await integrity_alarm(request, recording, exc)
         if response is None or not response.prepared:
             raise Conflict(WITHHELD) from None
         if request.transport is not None:
