@@ -149,6 +149,7 @@ async def _audit_report(request: web.Request, report: AccessReport, form: str,
                 "verified_by": report.request.verified_by,
                 "new_request": query.request_id is None,
                 "due_at": report.due_at.isoformat(),
+                "customers": ids_detail["customers"],
                 "recordings": ids_detail["recordings"],
                 "recordings_count": len(report.recordings)},
     )
