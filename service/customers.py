@@ -171,7 +171,7 @@ async def add_prohibition(request: web.Request) -> web.Response:
         )
     if added:
         await audit(request, "prohibition.add", target_type="customer",
-                    target_id=str(customer_id),
+                    target_id=str(customer_id), subject_ids=[customer_id],
                     detail={"use": body.use, "channel": body.channel})
     detail = await _detail(request, principal, customer_id)
     return json_response(detail, status=201 if added else 200)

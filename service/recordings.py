@@ -262,7 +262,8 @@ async def erase_recording(request: web.Request) -> web.Response:
     # After commit: a crash here leaves an object without a row, which the reconciler removes.
     await request.app[OBJECTS].delete([tombstone.object_key])
     await audit(request, "recording.erase", target_type="recording",
-                target_id=str(recording_id), company=company, reason=body.reason)
+                target_id=str(recording_id), company=company, reason=body.reason,
+                subject_ids=[recording_id])
     return json_response(
         RecordingErasedOut(id=recording_id, erased_at=tombstone.erased_at, reason=body.reason)
     )

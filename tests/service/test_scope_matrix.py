@@ -43,6 +43,14 @@ class World:
     def of(self, kind: str, place: str) -> str | None:
         return self.ids.get(kind, {}).get(place)
 
+    async def recording(self, place: str) -> str:
+        """A fresh call of the place's customer (erasing one uses it up)."""
+        company, number = {"own": (OWN, "70010"), "other": (OTHER, "70020")}[place]
+        made, _ = await recording_of(self.api, company, number, seconds=1.0)
+        if place == "other":
+            self.other_ids.add(made)
+        return made
+
     async def case(self, place: str) -> str:
         """A fresh legal-hold case over the place's recordings (releasing one uses it up)."""
         self.cases += 1
@@ -156,7 +164,14 @@ TARGETS = [
            _get("/api/v1/recordings/{}/audio", reason="matrix"), places=("own", "other")),
     Target("recording evaluations", "recording", "evaluation.read",
            _get("/api/v1/recordings/{}/evaluations"), places=("own", "other")),
+    Target("recording erasure", "fresh_recording", "recording.erase",
+           _call("DELETE", "/api/v1/recordings/{}", lambda _: {"reason": "matrix"}),
+           places=("own", "other")),
     Target("customer", "customer", "customer.read", _get("/api/v1/customers/{}"),
+           group_for_scoped=True),
+    Target("prohibition", "customer", "prohibition.write",
+           _call("POST", "/api/v1/customers/{}/prohibitions",
+                 lambda _: {"use": "direct_marketing", "channel": "phone"}),
            group_for_scoped=True),
     Target("access report", "customer", "access_report.read",
            _get("/api/v1/customers/{}/access-report", verified_by="signed_letter"),
@@ -183,7 +198,8 @@ TARGETS = [
     Target("legal hold release", "case", "legal_hold.manage", _release),
     Target("purge run", "purge", "purge.run", _get("/api/v1/purges/{}"), places=("group",)),
 ]
-MISSING = {"recording": str(uuid.uuid4()), "customer": str(uuid.uuid4()),
+MISSING = {"recording": str(uuid.uuid4()), "fresh_recording": str(uuid.uuid4()),
+           "customer": str(uuid.uuid4()),
            "user": "no-such-person", "token": str(uuid.uuid4()), "company": "no-such-company",
            "form": "no-such-form", "case": "NO-SUCH-CASE", "purge": str(uuid.uuid4())}
 
@@ -196,6 +212,8 @@ async def _problem(response: ClientResponse) -> tuple[int, str, str]:
 async def _target(world: World, spec: Target, place: str) -> str:
     if spec.kind == "case":
         return await world.case(place)
+    if spec.kind == "fresh_recording":
+        return await world.recording(place)
     found = world.of(spec.kind, place)
     assert found is not None, (spec.name, place)
     return found
