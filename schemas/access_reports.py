@@ -32,6 +32,14 @@ class AccessReportQuery(StrictModel):
         return self
 
 
+class AccessExportQuery(StrictModel):
+    request_id: UUID = Field(
+        description="The recorded access request of this customer that the copies answer "
+        "(its id from the access report).")
+    reason: str = Field(min_length=3, max_length=500,
+                        description="Why the audio is exported; recorded in the audit trail.")
+
+
 class AccessRequestOut(BaseModel):
     id: UUID
     customer_id: UUID

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, Field
 
@@ -12,6 +13,9 @@ class AuditQuery(BaseModel):
     actor: str | None = None
     action: str | None = None
     target: str | None = Field(None, description="Target id (a recording, customer, user…).")
+    subject: UUID | None = Field(
+        None, description="A customer id: every recorded read or change of that customer's "
+        "data or of one of their recordings (who has seen it, when and why).")
     from_: datetime | None = Field(None, alias="from")
     to: datetime | None = None
     limit: int = Field(100, ge=1, le=1000)
@@ -33,6 +37,10 @@ class AuditEventOut(BaseModel):
     request_id: str | None
     client_ip: str | None
     detail: dict[str, Any]
+    company_ids: list[UUID] | None = Field(
+        None, description="The companies the event concerns; none: a group-wide event.")
+    subject_ids: list[UUID] | None = Field(
+        None, description="Customers and recordings whose data the event read or changed.")
     hash: str
 
 

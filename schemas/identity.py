@@ -37,9 +37,11 @@ class TokenCreateIn(StrictModel):
     role: RoleName | None = Field(
         None, description="Defaults to the caller's role; a person may not exceed it."
     )
-    companies: list[str] = Field(default_factory=list)
+    companies: list[str] = Field(
+        default_factory=list, description="Default: the companies of the person making it.")
     all_companies: bool = False
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        None, description="Default: 90 days from now; at most two years from now.")
 
 
 class TokenOut(BaseModel):
@@ -48,8 +50,10 @@ class TokenOut(BaseModel):
     role: RoleName
     companies: list[str]
     all_companies: bool
+    owner: str = Field(description="The person who made it, or the system it was made for.")
+    owner_kind: Literal["user", "system"]
     created_at: datetime
-    expires_at: datetime | None
+    expires_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
 

@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from schemas.access_reports import AccessExportQuery
 from service import integrity
 from service.access_reports import customer_id_of, customer_recordings
-from service.api import routes
-from service.auth import audit, principal_of
+from service.api import read_query, routes
+from service.auth import audit, principal_of, read_detail
 from service.typedefs import KEYRING, OBJECTS, POOL
 from storage import access_reports as store
 from storage import keys
@@ -38,16 +39,22 @@ def entry_name(recording: Recording) -> str:
     "GET", "/api/v1/customers/{customer_id}/access-export.zip", action="access_report.read",
     summary="Copies of the customer's recordings as a streamed zip with manifest and sums",
     tag="data-subject rights",
+    query=AccessExportQuery,
     response_content={"application/zip": {"schema": {"type": "string", "format": "binary"}}},
     extra_statuses=(404, 410),
 )
 async def access_export(request: web.Request) -> web.StreamResponse:
+    """Bulk audio leaves only against a recorded access request of this customer, with a
+    reason; both are in the audit event written before the first byte."""
     principal = principal_of(request)
     customer_id = customer_id_of(request)
+    query = read_query(request, AccessExportQuery)
     masters = request.app[KEYRING].masters
     async with scoped(request.app[POOL], principal.scope) as conn:
         if await store.customer_row(conn, customer_id) is None:
             raise NotFound("no such customer")
+        access_request = await store.recorded_request(conn, customer_id, query.request_id)
+        memberships = await store.memberships(conn, customer_id)
         recordings = [r for r in await customer_recordings(conn, customer_id)
                       if r.out.state == "stored"]
         data_keys = {}
@@ -59,9 +66,13 @@ async def access_export(request: web.Request) -> web.StreamResponse:
             data_keys[recording.id] = keys.unwrap_data_key(
                 owner, recording.id, recording.wrapped_key
             )
+    ids_detail, subjects = read_detail(customers=[customer_id],
+                                       recordings=[r.id for r in recordings])
     await audit(request, "access_report.export", target_type="customer",
-                target_id=str(customer_id),
-                detail={"recordings": [str(r.id) for r in recordings],
+                target_id=str(customer_id), reason=query.reason, subject_ids=subjects,
+                company_codes={m["company"] for m in memberships} or None,
+                detail={"access_request": str(access_request["id"]),
+                        "recordings": ids_detail["recordings"],
                         "bytes": sum(r.out.size_bytes for r in recordings)})
 
     response = web.StreamResponse(headers={
@@ -96,6 +107,7 @@ async def access_export(request: web.Request) -> web.StreamResponse:
                                              exc.detail, found_by="download")
                 await audit(request, integrity.ALARM_ACTION, target_type="recording",
                             target_id=str(out.id), company=out.company, outcome="failure",
+                            subject_ids=[out.id],
                             detail={"error": exc.detail, "found_by": "download"})
                 if request.transport is not None:
                     request.transport.abort()

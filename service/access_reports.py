@@ -26,7 +26,7 @@ from schemas.customers import Address, Prohibition
 from schemas.register_statement import DATA_KINDS
 from service.access_letter import render_letter
 from service.api import json_response, read_query, routes
-from service.auth import Principal, audit, principal_of
+from service.auth import Principal, audit, principal_of, read_detail
 from service.policy import SEES_PERSONAL_ID
 from service.typedefs import KEYRING, POOL
 from storage import access_reports as store
@@ -139,14 +139,19 @@ async def build_report(
 
 async def _audit_report(request: web.Request, report: AccessReport, form: str,
                         query: AccessReportQuery) -> None:
+    ids_detail, subjects = read_detail(customers=[report.customer.id],
+                                       recordings=[r.id for r in report.recordings])
     await audit(
         request, "access_report.read", target_type="customer",
-        target_id=str(report.customer.id),
+        target_id=str(report.customer.id), subject_ids=subjects,
+        company_codes={m.company for m in report.memberships} or None,
         detail={"format": form, "access_request": str(report.request.id),
                 "verified_by": report.request.verified_by,
                 "new_request": query.request_id is None,
                 "due_at": report.due_at.isoformat(),
-                "recordings": len(report.recordings)},
+                "customers": ids_detail["customers"],
+                "recordings": ids_detail["recordings"],
+                "recordings_count": len(report.recordings)},
     )
 
 

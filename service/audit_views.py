@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from aiohttp import web
 from pydantic import Field
 
 from schemas.audit import AuditEventOut, AuditPage, AuditQuery, AuditVerifyOut
 from service.api import json_response, read_query, routes
-from service.auth import audit
+from service.auth import audit, principal_of
 from service.typedefs import OBJECTS, POOL
 from storage.checkpoints import verify_trail
+from storage.db import scoped
 from storage.errors import InvalidInput
 
 
@@ -26,20 +29,33 @@ async def list_audit(request: web.Request) -> web.Response:
         if not query.cursor.isdigit():
             raise InvalidInput("the cursor is not valid", [(["query", "cursor"], "invalid")])
         before = int(query.cursor)
-    async with request.app[POOL].acquire() as conn:
+    principal = principal_of(request)
+    # Row-level security decides which events the caller's companies may read.
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        subjects: list[UUID] | None = None
+        if query.subject is not None:
+            # The customer, and their recordings: a replay names the recording it read.
+            subjects = [query.subject, *[r["id"] for r in await conn.fetch(
+                "SELECT id FROM recordings WHERE customer_id = $1"
+                " OR (key_owner = 'customer' AND key_owner_id = $1)", query.subject)]]
         rows = await conn.fetch(
             "SELECT * FROM audit_events WHERE ($1::text IS NULL OR actor = $1)"
             " AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR target_id = $3)"
             " AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)"
-            " AND ($6::bigint IS NULL OR seq < $6) ORDER BY seq DESC LIMIT $7",
+            " AND ($6::bigint IS NULL OR seq < $6)"
+            " AND ($8::uuid[] IS NULL OR subject_ids && $8::uuid[]"
+            "      OR target_id = ANY($8::uuid[]::text[]))"
+            " ORDER BY seq DESC LIMIT $7",
             query.actor, query.action, query.target, query.from_, query.to, before,
-            query.limit + 1,
+            query.limit + 1, subjects,
         )
     items = [
         AuditEventOut(**{**dict(r), "hash": bytes(r["hash"]).hex()}) for r in rows[: query.limit]
     ]
     next_cursor = str(items[-1].seq) if len(rows) > query.limit else None
-    await audit(request, "audit.read", detail={"results": len(items)})
+    await audit(request, "audit.read",
+                detail={"results": len(items),
+                        **({"subject": str(query.subject)} if query.subject else {})})
     return json_response(AuditPage(items=items, next_cursor=next_cursor))
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from aiohttp import web
 
 from schemas.ip import truncated_ip
 from service.typedefs import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTINGS
 from storage import accounts
-from storage.audit import AuditEntry
+from storage.audit import AuditEntry, id_summary, subjects_of
 from storage.db import Scope
 from storage.errors import Forbidden, Unauthenticated
 
@@ -113,9 +115,22 @@ async def audit(
     detail: dict[str, object] | None = None,
     principal: Principal | None = None,
     actor: str | None = None,
+    company_ids: Iterable[UUID] | None = None,
+    subject_ids: Iterable[UUID] | None = None,
+    company_codes: Iterable[str] | None = None,
 ) -> int:
-    """Append one audit event about this request and wait until it is committed."""
+    """Append one audit event about this request and wait until it is committed.
+
+    The event concerns `company_ids` (or the company named by `company`); when neither is
+    given, the companies of a company-scoped caller, and otherwise no company (group-wide:
+    only all-companies readers see it). `subject_ids` are the customers and recordings whose
+    data it read or changed (`GET /api/v1/audit?subject=`)."""
     who = principal or request.get(PRINCIPAL_KEY)
+    concerns = sorted(set(company_ids)) if company_ids is not None else None
+    codes = sorted(set(company_codes)) if company_codes is not None else None
+    if (concerns is None and company is None and not codes and who is not None
+            and not who.account.all_companies):
+        concerns = sorted(who.account.company_ids)
     entry = AuditEntry(
         actor=actor or (who.name if who else "anonymous"),
         actor_kind=who.kind if who else "anonymous",
@@ -129,5 +144,21 @@ async def audit(
         request_id=request.get(REQUEST_ID_KEY),
         client_ip=client_ip(request),
         detail=dict(detail or {}),
+        company_ids=concerns,
+        subject_ids=sorted(set(subject_ids)) if subject_ids is not None else None,
+        company_codes=codes or None,
     )
     return int(await request.app[AUDIT].append(entry))
+
+
+def read_detail(
+    *, customers: Iterable[UUID | None] = (), recordings: Iterable[UUID] = ()
+) -> tuple[dict[str, object], list[UUID] | None]:
+    """What an audited read of personal data records: the ids of the customers and
+    recordings it returned (a digest and a count past 1,000 of either) for its detail, and
+    the subject ids it is found by (`GET /api/v1/audit?subject=`)."""
+    customer_ids = [c for c in customers if c is not None]
+    recording_ids = list(recordings)
+    detail: dict[str, object] = {"customers": id_summary(customer_ids),
+                                 "recordings": id_summary(recording_ids)}
+    return detail, subjects_of(customer_ids, recording_ids)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,6 +20,7 @@ from service.logs import configure_logging
 from service.policy import ROLES
 from service.settings import Settings
 from storage import accounts, passwords
+from storage.audit import AuditEntry, append_batch
 from storage.db import create_pool
 from storage.errors import StorageError
 from storage.migrate import migrate
@@ -118,13 +121,31 @@ def cmd_user_reset_password(args: argparse.Namespace, settings: Settings) -> int
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    days = args.expires_days
+    if days is not None and not 1 <= days <= accounts.MAX_TOKEN_DAYS:
+        raise StorageError(f"--expires-days must be 1-{accounts.MAX_TOKEN_DAYS}")
+
     async def work(conn: asyncpg.Connection) -> int:
         if not args.all_companies and not args.company:
             raise StorageError("give --company CODE (repeatable) or --all-companies")
         companies = await accounts.companies_by_code(conn, args.company or [])
-        _, secret = await accounts.create_token(
-            conn, args.name, args.role, [c.id for c in companies], args.all_companies
+        expires_at = datetime.now(UTC) + timedelta(days=days) if days is not None else None
+        record, secret = await accounts.create_token(
+            conn, args.name, args.role, [c.id for c in companies], args.all_companies,
+            owner_name=args.owner or args.name, expires_at=expires_at,
         )
+        try:
+            operator = f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):
+            operator = "cli"
+        await append_batch(conn, [AuditEntry(
+            actor=operator, actor_kind="cli", action="token.create", target_type="token",
+            target_id=str(record.id),
+            company_ids=None if args.all_companies else [c.id for c in companies],
+            detail={"name": record.name, "role": record.role, "owner": record.owner,
+                    "expires_at": record.expires_at.isoformat() if record.expires_at
+                    else None},
+        )])
         print(secret)
         return 0
 
@@ -133,10 +154,16 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(conn: asyncpg.Connection) -> int:
+        print("id\tname\trole\tcompanies\towner\texpires_at\tstate")
+        now = datetime.now(UTC)
         for token in await accounts.list_tokens(conn, None):
             scope = "*" if token.all_companies else ",".join(token.company_codes)
-            state = "revoked" if token.revoked_at else "active"
-            print(f"{token.id}\t{token.name}\t{token.role}\t{scope}\t{state}")
+            state = ("revoked" if token.revoked_at else
+                     "expired" if token.expires_at and token.expires_at <= now else "active")
+            owner = f"{token.owner_kind}:{token.owner}"
+            expires = token.expires_at.isoformat(timespec="seconds") if token.expires_at else "-"
+            print(f"{token.id}\t{token.name}\t{token.role}\t{scope}\t{owner}\t{expires}"
+                  f"\t{state}")
         return 0
 
     return _run_db(settings, work)
@@ -253,7 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--company", action="append", metavar="CODE")
     p.add_argument("--all-companies", action="store_true")
-    add("list", cmd_token_list, "list tokens", token)
+    p.add_argument("--owner", metavar="SYSTEM",
+                   help="the system the token is for (default: the token's name)")
+    p.add_argument("--expires-days", type=int, metavar="DAYS",
+                   help=f"days until it expires (default {accounts.MACHINE_TOKEN_DAYS},"
+                   f" at most {accounts.MAX_TOKEN_DAYS})")
+    add("list", cmd_token_list, "list tokens with owner and expiry", token)
     p = add("revoke", cmd_token_revoke, "revoke a token", token)
     p.add_argument("token_id")
 

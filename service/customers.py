@@ -22,7 +22,7 @@ from schemas.customers import (
 )
 from schemas.personal_id import mask_personal_id
 from service.api import json_response, parse_model, read_json, routes
-from service.auth import Principal, audit, principal_of
+from service.auth import Principal, audit, principal_of, read_detail
 from service.policy import SEES_PERSONAL_ID
 from service.typedefs import KEYRING, POOL
 from storage import customers
@@ -115,8 +115,11 @@ async def lookup_customers(request: web.Request) -> web.Response:
                 ids = await customers.find_by_number(conn, company_id, body.customer_number)
             how = "customer_number"
         rows = await customers.customer_rows(conn, ids)
+    ids_detail, subjects = read_detail(customers=[r["id"] for r in rows])
     await audit(request, "customer.search", target_type="customer",
-                company=body.company, detail={"by": how, "found": len(rows)})
+                company_codes={m["company"] for r in rows for m in r["companies"]},
+                subject_ids=subjects,
+                detail={"by": how, "found": len(rows), **ids_detail})
     return json_response(CustomerList(items=[present(request, principal, r) for r in rows]))
 
 
@@ -129,7 +132,9 @@ async def get_customer(request: web.Request) -> web.Response:
     principal = principal_of(request)
     customer_id = _customer_id(request)
     detail = await _detail(request, principal, customer_id)
-    await audit(request, "customer.read", target_type="customer", target_id=str(customer_id))
+    await audit(request, "customer.read", target_type="customer", target_id=str(customer_id),
+                company_codes={m.company for m in detail.companies},
+                subject_ids=[customer_id])
     return json_response(detail)
 
 
@@ -166,7 +171,7 @@ async def add_prohibition(request: web.Request) -> web.Response:
         )
     if added:
         await audit(request, "prohibition.add", target_type="customer",
-                    target_id=str(customer_id),
+                    target_id=str(customer_id), subject_ids=[customer_id],
                     detail={"use": body.use, "channel": body.channel})
     detail = await _detail(request, principal, customer_id)
     return json_response(detail, status=201 if added else 200)

@@ -20,7 +20,7 @@ from schemas.disclosures import (
     DisclosureQuery,
 )
 from service.api import json_response, read_json, read_query, routes
-from service.auth import audit, principal_of
+from service.auth import audit, principal_of, read_detail
 from service.typedefs import KEYRING, POOL
 from storage import customers
 from storage import disclosures as store
@@ -73,9 +73,11 @@ async def create_disclosure(request: web.Request) -> web.StreamResponse:
         )
     # Logged and committed before the first byte leaves: a broken stream is over-, never
     # under-recorded.
+    ids_detail, subjects = read_detail(customers=chosen)
     await audit(request, "disclosure.create", target_type="disclosure",
-                target_id=str(logged["id"]), company=body.company,
-                detail={**summary, "customers": len(chosen)})
+                target_id=str(logged["id"]), company=body.company, subject_ids=subjects,
+                detail={**summary, "customers": len(chosen),
+                        "customer_ids": ids_detail["customers"]})
     response = web.StreamResponse(headers={
         "Content-Type": "application/x-ndjson",
         "Content-Disposition": f'attachment; filename="luovutus-{logged["id"]}.ndjson"',

@@ -30,10 +30,11 @@ async def erase_customer(request: web.Request) -> web.Response:
             if not await customers.visible(conn, customer_id):
                 raise NotFound("no such customer")
             erasure = await store.erase_customer(conn, customer_id, erased_by=principal.name,
-                                                 reason=body.reason)
+                                                 reason=body.reason, scope=principal.scope)
     except Conflict:
         await audit(request, "customer.erase", target_type="customer",
                     target_id=str(customer_id), reason=body.reason, outcome="refused",
+                    subject_ids=[customer_id],
                     detail={"refused": "legal hold"})
         raise
     # After commit; an object left by a crash has no row and the reconciler removes it.
@@ -42,7 +43,8 @@ async def erase_customer(request: web.Request) -> web.Response:
     # At once: the key snapshot that restores need must no longer hold the destroyed key.
     snapshot = await follow_erasures(request.app)
     await audit(request, "customer.erase", target_type="customer", target_id=str(customer_id),
-                reason=body.reason,
+                reason=body.reason, company_ids=erasure.company_ids or None,
+                subject_ids=[customer_id, *erasure.recording_ids],
                 detail={"recordings": len(erasure.recording_ids),
                         "companies": len(erasure.company_ids),
                         "web_events_unlinked": erasure.web_events_unlinked,

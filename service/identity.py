@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -28,8 +29,15 @@ from schemas.identity import (
     UserPatchIn,
 )
 from service.api import json_response, read_json, routes
-from service.auth import SESSION_COOKIE, audit, client_ip, principal_of
-from service.policy import AUTHENTICATED, MAY_HAVE_ALL_COMPANIES, PUBLIC, ROLES, allowed
+from service.auth import SESSION_COOKIE, Principal, audit, client_ip, principal_of
+from service.policy import (
+    AUTHENTICATED,
+    MAY_HAVE_ALL_COMPANIES,
+    PUBLIC,
+    ROLES,
+    actions_of,
+    allowed,
+)
 from service.typedefs import POOL
 from storage import accounts, passwords
 from storage.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
@@ -106,7 +114,8 @@ async def login(request: web.Request) -> web.Response:
         await conn.execute("DELETE FROM login_failures WHERE username = $1", body.username)
         session_id, csrf = await accounts.create_session(conn, account.id)
     await audit(request, "login", actor=account.name, target_type="user",
-                target_id=str(account.id), detail={"role": account.role})
+                target_id=str(account.id), detail={"role": account.role},
+                company_ids=None if account.all_companies else account.company_ids)
     response = json_response(LoginOut(csrf_token=csrf))
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict",
                         secure=request.secure, path="/")
@@ -160,41 +169,75 @@ async def change_own_password(request: web.Request) -> web.Response:
 
 
 def _token_out(record: accounts.TokenRecord) -> TokenOut:
+    assert record.expires_at is not None
     return TokenOut(
         id=record.id, name=record.name, role=record.role,
         companies=list(record.company_codes), all_companies=record.all_companies,
+        owner=record.owner, owner_kind="user" if record.owner_kind == "user" else "system",
         created_at=record.created_at, expires_at=record.expires_at,
         last_used_at=record.last_used_at, revoked_at=record.revoked_at,
     )
+
+
+def within(principal: Principal, all_companies: bool, company_ids: Iterable[UUID]) -> bool:
+    """Whether an account or token of these companies lies inside the principal's scope: an
+    all-companies one (a group-wide object) only inside an all-companies principal's."""
+    if principal.account.all_companies:
+        return True
+    ids = set(company_ids)
+    return not all_companies and bool(ids) and ids <= principal.account.company_ids
+
+
+def grants_no_more(principal: Principal, role: str, all_companies: bool,
+                   company_ids: Iterable[UUID]) -> None:
+    """A principal may hand out only what it has: a role whose actions are all its own, and
+    companies it sees itself."""
+    if not actions_of(role) <= actions_of(principal.role):
+        raise Forbidden(f"a {principal.role} cannot grant the role {role}")
+    if all_companies and not principal.account.all_companies:
+        raise Forbidden("only an all-companies principal can grant all companies")
+    if not principal.account.all_companies and not set(company_ids) <= (
+            principal.account.company_ids):
+        raise Forbidden("a principal cannot grant companies it does not see")
 
 
 @routes.route("POST", "/api/v1/tokens", action=AUTHENTICATED, summary="Create an API token",
               tag="identity", body=TokenCreateIn, response=TokenCreatedOut, status=201)
 async def create_token(request: web.Request) -> web.Response:
     principal = principal_of(request)
+    if principal.via_session is None:
+        # A leaked token must not breed: only a signed-in person (or the CLI) makes tokens.
+        raise Forbidden("tokens are created by a signed-in person (or with"
+                        " `tallenne token create`), never with a token")
     body = await read_json(request, TokenCreateIn)
     role = body.role or principal.role
-    manages_all = allowed(principal.role, "token.manage")
-    if not manages_all:
-        # A person's own token can do no more than the person.
-        if role != principal.role:
-            raise Forbidden("a token cannot have another role than its owner")
-        if body.all_companies and not principal.account.all_companies:
-            raise Forbidden("a token cannot see more companies than its owner")
-        outside = set(body.companies) - set(principal.account.company_codes)
-        if outside and not principal.account.all_companies:
-            raise Forbidden("a token cannot see more companies than its owner")
-    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+    if not allowed(principal.role, "token.manage") and role != principal.role:
+        raise Forbidden("a token cannot have another role than its owner")
+    now = datetime.now(UTC)
+    if body.expires_at is not None and body.expires_at <= now:
         raise InvalidInput("expires_at is in the past", [(["body", "expires_at"], "in the past")])
+    if body.expires_at is not None and body.expires_at > now + timedelta(
+            days=accounts.MAX_TOKEN_DAYS):
+        raise InvalidInput("a token lives at most two years",
+                           [(["body", "expires_at"], "more than two years from now")])
+    all_companies = body.all_companies
+    codes = body.companies
+    if not codes and not all_companies:
+        # Without companies, the token sees what its owner sees.
+        all_companies = principal.account.all_companies
+        codes = list(principal.account.company_codes)
     async with request.app[POOL].acquire() as conn:
-        companies = await accounts.companies_by_code(conn, body.companies)
+        companies = await accounts.companies_by_code(conn, codes)
+        grants_no_more(principal, role, all_companies, [c.id for c in companies])
         record, secret = await accounts.create_token(
-            conn, body.name, role, [c.id for c in companies], body.all_companies,
-            owner_user_id=principal.account.user_id if principal.kind == "user" else None,
-            expires_at=body.expires_at,
+            conn, body.name, role, [c.id for c in companies], all_companies,
+            owner_user_id=principal.account.user_id, expires_at=body.expires_at,
         )
     await audit(request, "token.create", target_type="token", target_id=str(record.id),
-                detail={"name": body.name, "role": role})
+                company_ids=None if record.all_companies else record.company_ids,
+                detail={"name": body.name, "role": role, "owner": record.owner,
+                        "expires_at": record.expires_at.isoformat() if record.expires_at
+                        else None})
     out = TokenCreatedOut(**_token_out(record).model_dump(), token=secret)
     return json_response(out, status=201)
 
@@ -203,12 +246,14 @@ async def create_token(request: web.Request) -> web.Response:
               tag="identity", response=TokenList)
 async def list_tokens(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    owner = None if allowed(principal.role, "token.manage") else principal.account.user_id
-    if owner is None and not allowed(principal.role, "token.manage"):
+    manages = allowed(principal.role, "token.manage")
+    if not manages and principal.account.user_id is None:
         return json_response(TokenList(items=[]))
     async with request.app[POOL].acquire() as conn:
-        records = await accounts.list_tokens(conn, owner)
-    return json_response(TokenList(items=[_token_out(r) for r in records]))
+        records = await accounts.list_tokens(conn, None if manages else principal.account.user_id)
+    visible = [r for r in records
+               if not manages or within(principal, r.all_companies, r.company_ids)]
+    return json_response(TokenList(items=[_token_out(r) for r in visible]))
 
 
 @routes.route("DELETE", "/api/v1/tokens/{token_id}", action=AUTHENTICATED,
@@ -219,12 +264,18 @@ async def revoke_token(request: web.Request) -> web.Response:
         token_id = UUID(request.match_info["token_id"])
     except ValueError as exc:
         raise NotFound("no such token") from exc
-    owner = None if allowed(principal.role, "token.manage") else principal.account.user_id
-    if owner is None and not allowed(principal.role, "token.manage"):
+    manages = allowed(principal.role, "token.manage")
+    owner = None if manages else principal.account.user_id
+    if owner is None and not manages:
         raise NotFound("no such token")
     async with request.app[POOL].acquire() as conn:
+        found = {r.id: r for r in await accounts.list_tokens(conn, owner)}.get(token_id)
+        if found is None or (manages and not within(principal, found.all_companies,
+                                                    found.company_ids)):
+            raise NotFound("no such token")
         await accounts.revoke_token(conn, token_id, owner)
-    await audit(request, "token.revoke", target_type="token", target_id=str(token_id))
+    await audit(request, "token.revoke", target_type="token", target_id=str(token_id),
+                company_ids=None if found.all_companies else found.company_ids)
     return web.Response(status=204)
 
 
@@ -256,11 +307,15 @@ async def create_user_account(
 @routes.route("POST", "/api/v1/users", action="user.manage", summary="Create a person's account",
               tag="admin", body=UserCreateIn, response=UserOut, status=201)
 async def create_user(request: web.Request) -> web.Response:
+    principal = principal_of(request)
     body = await read_json(request, UserCreateIn)
     async with request.app[POOL].acquire() as conn:
+        companies = await accounts.companies_by_code(conn, body.companies)
+        grants_no_more(principal, body.role, body.all_companies, [c.id for c in companies])
         account = await create_user_account(conn, body.username, body.password, body.role,
                                             body.companies, body.all_companies)
     await audit(request, "user.create", target_type="user", target_id=str(account.id),
+                company_ids=None if account.all_companies else account.company_ids,
                 detail={"username": account.name, "role": account.role})
     return json_response(_user_out(account), status=201)
 
@@ -268,20 +323,27 @@ async def create_user(request: web.Request) -> web.Response:
 @routes.route("GET", "/api/v1/users", action="user.manage", summary="List accounts",
               tag="admin", response=UserList)
 async def list_users(request: web.Request) -> web.Response:
+    principal = principal_of(request)
     async with request.app[POOL].acquire() as conn:
         users = await accounts.list_users(conn)
-    return json_response(UserList(items=[_user_out(u) for u in users]))
+    visible = [u for u in users if within(principal, u.all_companies, u.company_ids)]
+    return json_response(UserList(items=[_user_out(u) for u in visible]))
 
 
 @routes.route("PATCH", "/api/v1/users/{username}", action="user.manage",
-              summary="Disable, enable or reset the password of an account", tag="admin",
+              summary="Disable, enable or reset the password of an account (disabling also "
+              "revokes the person's tokens)", tag="admin",
               body=UserPatchIn, response=UserOut)
 async def patch_user(request: web.Request) -> web.Response:
+    principal = principal_of(request)
     username = request.match_info["username"]
     body = await read_json(request, UserPatchIn)
     async with request.app[POOL].acquire() as conn:
         found = await accounts.user_with_hash(conn, username)
-        if found is None:
+        # An account outside the caller's companies (or a group-wide one seen from a
+        # company) is as missing as one that does not exist.
+        if found is None or not within(principal, found[0].all_companies,
+                                       found[0].company_ids):
             raise NotFound("no such user")
         account = found[0]
         if body.password is not None:
@@ -296,6 +358,7 @@ async def patch_user(request: web.Request) -> web.Response:
     if "password" in changes:
         changes["password"] = "reset"  # noqa: S105 - records that it happened, not the value
     await audit(request, "user.change", target_type="user", target_id=str(account.id),
+                company_ids=None if refreshed.all_companies else refreshed.company_ids,
                 detail=changes)
     return json_response(_user_out(refreshed))
 
@@ -318,6 +381,8 @@ async def list_companies(request: web.Request) -> web.Response:
 @routes.route("POST", "/api/v1/companies", action="company.manage", summary="Add a company",
               tag="admin", body=CompanyIn, response=CompanyOut, status=201)
 async def add_company(request: web.Request) -> web.Response:
+    if not principal_of(request).account.all_companies:
+        raise Forbidden("adding a company to the group needs an all-companies admin")
     body = await read_json(request, CompanyIn)
     async with request.app[POOL].acquire() as conn:
         company = await accounts.add_company(conn, body.code, body.name, body.business_id)
@@ -331,7 +396,13 @@ async def add_company(request: web.Request) -> web.Response:
               body=CompanyPatchIn, response=CompanyOut)
 async def patch_company(request: web.Request) -> web.Response:
     body = await read_json(request, CompanyPatchIn)
+    principal = principal_of(request)
     async with request.app[POOL].acquire() as conn:
+        # Another company is as unknown to a company-scoped admin as one that does not exist.
+        known = {c.code: c for c in await accounts.list_companies(conn)}
+        target = known.get(request.match_info["code"])
+        if target is None or not principal.scope.allows(target.id):
+            raise NotFound("no such company")
         company = await accounts.update_company(conn, request.match_info["code"], body.name,
                                                 body.business_id)
     await audit(request, "company.change", target_type="company", target_id=company.code,

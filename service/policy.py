@@ -98,3 +98,11 @@ def allowed(role: str, action: str) -> bool:
     if action in (PUBLIC, AUTHENTICATED):
         return True
     return action in ROLE_ACTIONS.get(role, frozenset())  # type: ignore[call-overload]
+
+
+def actions_of(role: str) -> frozenset[str]:
+    """Everything a role may do; a role may grant only roles whose actions are all its own."""
+    for known, actions in ROLE_ACTIONS.items():
+        if known == role:
+            return actions
+    return frozenset()

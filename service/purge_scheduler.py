@@ -22,6 +22,7 @@ from service.typedefs import AUDIT, OBJECTS, POOL, SETTINGS
 from storage import purge
 from storage.audit import AuditEntry
 from storage.checkpoints import write_checkpoint
+from storage.db import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +40,16 @@ def _count(kind: str, company: str, items: int, size: int) -> None:
 
 
 async def preview(app: web.Application, as_of: datetime, *, actor: str, actor_kind: str,
-                  role: str | None, request_id: str | None = None) -> PurgeReport:
-    """A dry run: counts only, one audit event."""
+                  role: str | None, request_id: str | None = None,
+                  scope: Scope | None = None) -> PurgeReport:
+    """A dry run over the scope's companies (every company by default): counts only, one
+    audit event."""
     async with app[POOL].acquire() as conn, conn.transaction(readonly=True):
-        report = await purge.preview(conn, as_of)
+        report = await purge.preview(conn, as_of, scope)
     await app[AUDIT].append(AuditEntry(
         actor=actor, actor_kind=actor_kind, role=role, action="purge.preview",
         target_type="purge", request_id=request_id,
+        company_ids=None if scope is None or scope.all_companies else sorted(scope.company_ids),
         detail={"as_of": as_of.isoformat(), "held_back": report.held_back,
                 "expired": [b.model_dump() for b in report.expired]},
     ))

@@ -32,7 +32,7 @@ from schemas.recordings import (
     RecordingQuery,
 )
 from service.api import decode_json, json_response, parse_model, read_json, read_query, routes
-from service.auth import audit, principal_of
+from service.auth import audit, principal_of, read_detail
 from service.ingest import Spooled, probe, resolve_target, store_recording
 from service.typedefs import KEYRING, OBJECTS, POOL, SETTINGS
 from storage import evaluation_forms
@@ -220,8 +220,12 @@ async def search_recordings(request: web.Request) -> web.Response:
     next_cursor = encode_cursor(request, items[-1]) if len(found) > query.limit else None
     filters = query.model_dump(mode="json", by_alias=True, exclude_none=True,
                                exclude={"cursor", "limit"})
+    ids_detail, subjects = read_detail(customers=[i.customer_id for i in items],
+                                       recordings=[i.id for i in items])
     await audit(request, "recording.search", target_type="recording",
-                detail={"filter": filters, "results": len(items), "paged": after is not None})
+                company_codes={i.company for i in items}, subject_ids=subjects,
+                detail={"filter": filters, "results": len(items), "paged": after is not None,
+                        **ids_detail})
     return json_response(RecordingPage(items=items, next_cursor=next_cursor))
 
 
@@ -232,7 +236,8 @@ async def search_recordings(request: web.Request) -> web.Response:
 async def get_recording(request: web.Request) -> web.Response:
     recording = await load_recording(request, recording_id_of(request))
     await audit(request, "recording.read", target_type="recording",
-                target_id=str(recording.id), company=recording.out.company)
+                target_id=str(recording.id), company=recording.out.company,
+                subject_ids=[recording.id, *filter(None, [recording.out.customer_id])])
     return json_response(recording.out)
 
 
@@ -257,7 +262,8 @@ async def erase_recording(request: web.Request) -> web.Response:
     # After commit: a crash here leaves an object without a row, which the reconciler removes.
     await request.app[OBJECTS].delete([tombstone.object_key])
     await audit(request, "recording.erase", target_type="recording",
-                target_id=str(recording_id), company=company, reason=body.reason)
+                target_id=str(recording_id), company=company, reason=body.reason,
+                subject_ids=[recording_id])
     return json_response(
         RecordingErasedOut(id=recording_id, erased_at=tombstone.erased_at, reason=body.reason)
     )

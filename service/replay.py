@@ -214,7 +214,8 @@ async def _integrity_alarm(request: web.Request, recording: Recording, exc: Inte
                                  exc.detail, found_by="replay")
     await audit(request, integrity.ALARM_ACTION, target_type="recording",
                 target_id=str(recording.id), company=recording.out.company,
-                outcome="failure", detail={"error": exc.detail, "found_by": "replay"})
+                outcome="failure", subject_ids=[recording.id],
+                detail={"error": exc.detail, "found_by": "replay"})
 
 
 def read_ahead(request: web.Request) -> StoredRead | None:

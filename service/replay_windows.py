@@ -47,6 +47,7 @@ async def note_replay(
         return await audit(
             request, "recording.replay", target_type="recording",
             target_id=str(recording.id), company=recording.out.company, reason=reason,
+            subject_ids=[recording.id, *filter(None, [recording.out.customer_id])],
             detail={"range": byte_range, "grouped_minutes": 10},
         )
 

@@ -24,7 +24,7 @@ from service.auth import audit, principal_of
 from service.typedefs import OBJECTS, POOL, REQUEST_ID_KEY
 from storage import legal_holds, purge, retention
 from storage.db import Scope, scoped
-from storage.errors import InvalidInput, NotFound, TooLarge
+from storage.errors import Forbidden, InvalidInput, NotFound, TooLarge
 
 
 @routes.route(
@@ -33,8 +33,9 @@ from storage.errors import InvalidInput, NotFound, TooLarge
     response=RetentionPolicyList,
 )
 async def list_policies(request: web.Request) -> web.Response:
-    async with scoped(request.app[POOL], Scope.everything()) as conn:
-        items = await retention.list_policies(conn)
+    scope = principal_of(request).scope
+    async with scoped(request.app[POOL], scope) as conn:
+        items = await retention.list_policies(conn, scope)
     return json_response(RetentionPolicyList(items=items))
 
 
@@ -55,8 +56,9 @@ async def put_policies(request: web.Request) -> web.Response:
     if not body.items:
         raise InvalidInput("no policies given", [(["body"], "give at least one policy")])
     pool = request.app[POOL]
-    async with scoped(pool, Scope.everything()) as conn:
-        changes = await retention.upsert_policies(conn, body.items, principal.name)
+    async with scoped(pool, principal.scope) as conn:
+        changes = await retention.upsert_policies(conn, body.items, principal.name,
+                                                  principal.scope)
     reported: list[RetentionPolicyChange] = []
     for change in changes:
         moved = 0
@@ -68,9 +70,10 @@ async def put_policies(request: web.Request) -> web.Response:
             records_moved=moved,
         ))
     await audit(request, "retention.write", target_type="retention_policy",
+                company_ids=sorted({c.company_id for c in changes}) or None,
                 detail={"changes": [c.model_dump() for c in reported]})
-    async with scoped(pool, Scope.everything()) as conn:
-        items = await retention.list_policies(conn)
+    async with scoped(pool, principal.scope) as conn:
+        items = await retention.list_policies(conn, principal.scope)
     return json_response(RetentionPolicyUpdate(items=items, changes=reported))
 
 
@@ -85,13 +88,17 @@ async def put_policies(request: web.Request) -> web.Response:
 async def place_hold(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request, LegalHoldIn)
+    # The case's records are checked against the caller's scope; the hold itself then
+    # reaches every record of a held customer.
     async with scoped(request.app[POOL], Scope.everything()) as conn:
-        hold = await legal_holds.place(conn, body, principal.name)
+        hold = await legal_holds.place(conn, body, principal.name, principal.scope)
         keys = await legal_holds.object_keys_held_by(conn, body.case)
+        companies = (await legal_holds.case_companies(conn, [body.case]))[body.case]
     # After commit: the database hold is the one that counts; the object's mirrors it.
     mirrored = await legal_holds.mirror_to_objects(request.app[OBJECTS], keys, held=True)
     await audit(request, "legal_hold.place", target_type="legal_hold", target_id=body.case,
-                reason=body.reason,
+                reason=body.reason, company_ids=companies,
+                subject_ids=[*body.recording_ids, *body.customer_ids],
                 detail={"recording_ids": [str(r) for r in body.recording_ids],
                         "customer_ids": [str(c) for c in body.customer_ids],
                         "objects_locked": mirrored})
@@ -105,7 +112,8 @@ async def place_hold(request: web.Request) -> web.Response:
 async def list_holds(request: web.Request) -> web.Response:
     include = request.query.get("released", "false").lower() in ("1", "true", "yes")
     async with scoped(request.app[POOL], Scope.everything()) as conn:
-        items = await legal_holds.list_holds(conn, include_released=include)
+        items = await legal_holds.list_holds(conn, include_released=include,
+                                             scope=principal_of(request).scope)
     return json_response(LegalHoldList(items=items))
 
 
@@ -115,12 +123,15 @@ async def list_holds(request: web.Request) -> web.Response:
 )
 async def release_hold(request: web.Request) -> web.Response:
     case = request.match_info["case"]
+    principal = principal_of(request)
     async with scoped(request.app[POOL], Scope.everything()) as conn:
         freed = await legal_holds.object_keys_freed_by(conn, case)
-        hold = await legal_holds.release(conn, case, principal_of(request).name)
+        # A case holding any company's data outside the caller's scope is not theirs to see.
+        hold = await legal_holds.release(conn, case, principal.name, principal.scope)
+        companies = (await legal_holds.case_companies(conn, [case]))[case]
     unlocked = await legal_holds.mirror_to_objects(request.app[OBJECTS], freed, held=False)
     await audit(request, "legal_hold.release", target_type="legal_hold", target_id=case,
-                detail={"objects_unlocked": unlocked})
+                company_ids=companies, detail={"objects_unlocked": unlocked})
     return json_response(hold)
 
 
@@ -141,7 +152,11 @@ async def start_purge(request: web.Request) -> web.Response:
     if body.dry_run:
         return json_response(await purge_scheduler.preview(
             app, now, actor=principal.name, actor_kind=principal.kind, role=principal.role,
-            request_id=request_id))
+            request_id=request_id, scope=principal.scope))
+    if not principal.scope.all_companies:
+        # A run removes what has expired in every company (a month of web events is one
+        # partition): it is a group-wide act.
+        raise Forbidden("a purge run covers every company: it needs an all-companies admin")
     run_id, conn = await purge_scheduler.begin(app, now, actor=principal.name)
     task = asyncio.create_task(
         purge_scheduler.carry_out(app, run_id, conn, now, actor=principal.name,
@@ -167,6 +182,8 @@ async def get_purge(request: web.Request) -> web.Response:
         run_id = uuid.UUID(request.match_info["id"])
     except ValueError:
         raise NotFound("no such purge") from None
+    if not principal_of(request).scope.all_companies:
+        raise NotFound("no such purge")  # runs are group-wide
     async with request.app[POOL].acquire() as conn:
         report = await purge.run_report(conn, run_id)
     if report is None:

@@ -34,7 +34,7 @@ from schemas.web_events import (
     WebEventQuery,
 )
 from service.api import decode_json, json_response, read_query, routes
-from service.auth import Principal, audit, principal_of
+from service.auth import Principal, audit, principal_of, read_detail
 from service.typedefs import POOL, SETTINGS
 from storage import sites, web_events
 from storage.db import Scope, scoped
@@ -316,9 +316,12 @@ async def list_web_events(request: web.Request) -> web.Response:
             conn, customer_id=query.customer_id, site=query.site, event=query.event,
             since=query.from_, until=query.to, cursor=query.cursor, limit=query.limit,
         )
+    ids_detail, subjects = read_detail(
+        customers=[query.customer_id, *(i["customer_id"] for i in items)])
     await audit(request, "web_event.read", target_type="customer" if query.customer_id else None,
                 target_id=str(query.customer_id) if query.customer_id else None,
-                detail={"returned": len(items)})
+                company_codes={i["company"] for i in items} or None, subject_ids=subjects,
+                detail={"returned": len(items), "customers": ids_detail["customers"]})
     return json_response(
         WebEventPage(items=[WebEventOut(**i) for i in items], next_cursor=cursor)
     )

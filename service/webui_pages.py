@@ -68,7 +68,7 @@ async def call_page(request: web.Request, principal: Principal, csrf: str) -> we
         return not_found_page(request, principal, csrf)
     out = recording.out
     await audit(request, "recording.read", target_type="recording", target_id=str(out.id),
-                company=out.company)
+                company=out.company, subject_ids=[out.id, *filter(None, [out.customer_id])])
     may_evaluate = allowed(principal.role, "evaluation.write")
     language = i18n.language_of(request)
     shown = None

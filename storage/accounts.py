@@ -171,8 +171,14 @@ async def set_user_disabled(conn: asyncpg.Connection, username: str, disabled: b
     if user_id is None:
         raise NotFound("no such user")
     if disabled:
+        # A disabled person's sessions and tokens end now; enabling them again revives none.
         await conn.execute(
             "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id,
+        )
+        await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now()"
+            " WHERE owner_user_id = $1 AND revoked_at IS NULL",
             user_id,
         )
     account = await user_by_id(conn, user_id)
@@ -189,7 +195,8 @@ async def revoke_user_sessions(conn: asyncpg.Connection, user_id: UUID) -> None:
 
 _CLIENT_SELECT = """
 SELECT t.id, t.name, t.role, t.all_companies, t.owner_user_id, t.expires_at, t.last_used_at,
-       t.revoked_at, t.created_at,
+       t.revoked_at, t.created_at, t.owner_name,
+       (SELECT u.username FROM users u WHERE u.id = t.owner_user_id) AS owner_username,
        coalesce(array_agg(c.id ORDER BY c.code) FILTER (WHERE c.id IS NOT NULL), '{}') AS cids,
        coalesce(array_agg(c.code ORDER BY c.code) FILTER (WHERE c.id IS NOT NULL), '{}') AS codes,
        (SELECT u.disabled FROM users u WHERE u.id = t.owner_user_id) AS owner_disabled,
@@ -212,6 +219,9 @@ class TokenRecord:
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    company_ids: frozenset[UUID] = frozenset()
+    owner: str = ""  # the owning person's username, or the named system's name
+    owner_kind: str = "system"  # "user" | "system"
 
 
 def _token_record(row: asyncpg.Record) -> TokenRecord:
@@ -226,7 +236,17 @@ def _token_record(row: asyncpg.Record) -> TokenRecord:
         expires_at=row["expires_at"],
         last_used_at=row["last_used_at"],
         revoked_at=row["revoked_at"],
+        company_ids=frozenset(row["cids"]),
+        owner=(row["owner_username"] or "") if row["owner_user_id"] else row["owner_name"],
+        owner_kind="user" if row["owner_user_id"] else "system",
     )
+
+
+# Expiry of a person's token unless they choose another; a named system's token (made by the
+# CLI) lasts a year by default; no token outlives two years.
+PERSONAL_TOKEN_DAYS = 90
+MACHINE_TOKEN_DAYS = 365
+MAX_TOKEN_DAYS = 730
 
 
 async def create_token(
@@ -237,15 +257,23 @@ async def create_token(
     all_companies: bool,
     *,
     owner_user_id: UUID | None = None,
+    owner_name: str | None = None,
     expires_at: datetime | None = None,
 ) -> tuple[TokenRecord, str]:
-    """Create a token; the secret is returned once and only its digest is stored."""
+    """Create a token; the secret is returned once and only its digest is stored. Its owner
+    is a person (`owner_user_id`) or a named system (`owner_name`, by default the token's
+    name); without `expires_at` it expires after the default days of its kind."""
     secret = new_token()
+    days = PERSONAL_TOKEN_DAYS if owner_user_id is not None else MACHINE_TOKEN_DAYS
+    if owner_user_id is None and not owner_name:
+        owner_name = name
     async with conn.transaction():
         token_id = await conn.fetchval(
-            "INSERT INTO api_tokens (name, digest, role, all_companies, owner_user_id, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            name, token_digest(secret), role, all_companies, owner_user_id, expires_at,
+            "INSERT INTO api_tokens (name, digest, role, all_companies, owner_user_id,"
+            " owner_name, expires_at) VALUES ($1, $2, $3, $4, $5, $6,"
+            " coalesce($7, now() + make_interval(days => $8))) RETURNING id",
+            name, token_digest(secret), role, all_companies, owner_user_id,
+            owner_name if owner_user_id is None else None, expires_at, days,
         )
         await conn.executemany(
             "INSERT INTO token_companies (token_id, company_id) VALUES ($1, $2)",
@@ -283,7 +311,7 @@ async def account_by_token(conn: asyncpg.Connection, token: str) -> Account | No
     """The live token with this secret, or None; marks it used (at most once a minute)."""
     row = await conn.fetchrow(
         _CLIENT_SELECT + " WHERE t.digest = $1 AND t.revoked_at IS NULL"
-        " AND (t.expires_at IS NULL OR t.expires_at > now()) GROUP BY t.id",
+        " AND t.expires_at > now() GROUP BY t.id",
         token_digest(token),
     )
     if row is None:

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -27,7 +28,13 @@ MAX_BATCH = 500
 COLUMNS = (
     "seq", "at", "actor", "actor_kind", "role", "action", "target_type", "target_id",
     "company", "reason", "outcome", "request_id", "client_ip", "detail", "prev_hash", "hash",
+    "company_ids", "subject_ids",
 )
+# Columns added after the chain began: hashed only when set, so earlier events verify as
+# they were written.
+OPTIONAL = frozenset({"company_ids", "subject_ids"})
+# Past this many ids, an event's detail keeps a digest and a count instead of the list.
+MAX_IDS = 1000
 
 
 @dataclass
@@ -47,11 +54,38 @@ class AuditEntry:
     client_ip: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The companies the event concerns (row-level security decides who reads it by them);
+    # None: resolved from `company` when given, else the event is group-wide.
+    company_ids: list[UUID] | None = None
+    # Customers and recordings whose data the event read or changed.
+    subject_ids: list[UUID] | None = None
+    # Not stored: codes of the companies the event concerns, resolved into company_ids.
+    company_codes: list[str] | None = None
+
+
+def id_summary(ids: list[UUID]) -> list[str] | dict[str, Any]:
+    """The ids themselves, or past MAX_IDS their count and a SHA-256 of the sorted list."""
+    unique = sorted({str(i) for i in ids})
+    if len(unique) <= MAX_IDS:
+        return unique
+    digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()
+    return {"count": len(unique), "sha256": digest}
+
+
+def subjects_of(*groups: list[UUID]) -> list[UUID] | None:
+    """The subject ids an event is found by: every group of at most MAX_IDS ids."""
+    found: set[UUID] = set()
+    for group in groups:
+        unique = set(group)
+        if len(unique) <= MAX_IDS:
+            found |= unique
+    return sorted(found) or None
 
 
 def canonical(seq: int, entry: dict[str, Any]) -> bytes:
     """The bytes that are hashed: every column but the hashes, as sorted compact JSON."""
-    body = {k: entry[k] for k in COLUMNS if k not in ("seq", "prev_hash", "hash")}
+    body = {k: entry[k] for k in COLUMNS if k not in ("seq", "prev_hash", "hash")
+            and not (k in OPTIONAL and entry.get(k) is None)}
     body["seq"] = seq
     at = body["at"]
     body["at"] = at.astimezone(UTC).isoformat(timespec="microseconds")
@@ -74,8 +108,37 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-async def append_batch(conn: asyncpg.Connection, entries: list[AuditEntry]) -> list[int]:
+async def _resolve_companies(
+    conn: asyncpg.Connection, entries: list[AuditEntry], known: dict[str, UUID]
+) -> None:
+    """An event naming a company by code concerns that company's id (`known` caches them:
+    company codes never change)."""
+    def codes(entry: AuditEntry) -> list[str]:
+        if entry.company_ids is not None:
+            return []
+        return list(entry.company_codes or ([entry.company] if entry.company else []))
+
+    wanted = {c for e in entries for c in codes(e) if c not in known}
+    if wanted:
+        for row in await conn.fetch(
+            "SELECT code, id FROM companies WHERE code = ANY($1::text[])", sorted(wanted)
+        ):
+            known[row["code"]] = row["id"]
+    for entry in entries:
+        named = codes(entry)
+        if named:
+            entry.company_ids = [known[c] for c in named if c in known]
+        if entry.company_ids is not None:
+            entry.company_ids = sorted(set(entry.company_ids)) or None
+        if entry.subject_ids is not None:
+            entry.subject_ids = sorted(set(entry.subject_ids)) or None
+
+
+async def append_batch(
+    conn: asyncpg.Connection, entries: list[AuditEntry], known: dict[str, UUID] | None = None
+) -> list[int]:
     """Chain and insert entries in one transaction; returns their sequence numbers."""
+    await _resolve_companies(conn, entries, {} if known is None else known)
     async with conn.transaction():
         head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
         assert head is not None
@@ -106,6 +169,7 @@ class AuditLog:
         self.pool = pool
         self._queue: asyncio.Queue[tuple[AuditEntry, asyncio.Future[int]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._company_ids: dict[str, UUID] = {}
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="audit-writer")
@@ -133,7 +197,8 @@ class AuditLog:
                 batch.append(self._queue.get_nowait())
             try:
                 async with self.pool.acquire() as conn:
-                    seqs = await append_batch(conn, [entry for entry, _ in batch])
+                    seqs = await append_batch(conn, [entry for entry, _ in batch],
+                                              self._company_ids)
             except Exception as exc:  # noqa: BLE001 - the writer must outlive any one batch
                 logger.error("audit append failed", extra={"error": repr(exc)})
                 for _, future in batch:
@@ -159,6 +224,8 @@ class ChainReport:
 
 async def iter_events(conn: asyncpg.Connection) -> AsyncGenerator[asyncpg.Record, None]:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # The chain is checked whole: every company's events (only counts leave this).
+        await conn.execute("SELECT tallenne_set_scope(true, '{}')")
         async for row in conn.cursor("SELECT * FROM audit_events ORDER BY seq", prefetch=2000):
             yield row
 

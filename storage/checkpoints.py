@@ -118,7 +118,11 @@ async def verify_checkpoints(conn: asyncpg.Connection, objects: ObjectStore) -> 
         if seq == 0:
             actual: bytes | None = GENESIS
         else:
-            stored = await conn.fetchval("SELECT hash FROM audit_events WHERE seq = $1", seq)
+            # Every company's events: the check compares hashes, nothing more leaves it.
+            async with conn.transaction(readonly=True):
+                await conn.execute("SELECT tallenne_set_scope(true, '{}')")
+                stored = await conn.fetchval("SELECT hash FROM audit_events WHERE seq = $1",
+                                             seq)
             actual = bytes(stored) if stored is not None else None
         if actual == expected:
             continue

@@ -17,7 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.db import Scope, apply_scope
-from storage.errors import Conflict, NotFound
+from storage.errors import Conflict, Forbidden, NotFound
 from storage.legal_holds import cases_holding_customer
 from storage.objects import ObjectStore
 
@@ -40,17 +40,28 @@ def ledger_object_key(customer_id: UUID) -> str:
 
 
 async def erase_customer(
-    conn: asyncpg.Connection, customer_id: UUID, *, erased_by: str, reason: str
+    conn: asyncpg.Connection, customer_id: UUID, *, erased_by: str, reason: str,
+    scope: Scope | None = None,
 ) -> CustomerErasure:
     """Erase one customer across every company. The connection must be in a transaction;
     the scope is widened to every company because the customer's key is the person's, not a
-    company's. The caller deletes `object_keys` from S3 after commit."""
+    company's. So a caller's `scope` must cover every company holding the customer's data
+    (memberships and recordings). The caller deletes `object_keys` from S3 after commit."""
     await apply_scope(conn, Scope.everything())
     row = await conn.fetchrow(
         "SELECT erased_at FROM customers WHERE id = $1 FOR UPDATE", customer_id
     )
     if row is None or row["erased_at"] is not None:
         raise NotFound("no such customer")
+    if scope is not None and not scope.all_companies:
+        holders = {r[0] for r in await conn.fetch(
+            "SELECT company_id FROM customer_memberships WHERE customer_id = $1"
+            f" UNION SELECT company_id FROM recordings WHERE {_THEIR_RECORDINGS}",
+            customer_id,
+        )}
+        if not holders <= scope.company_ids:
+            raise Forbidden("the customer's data is also held by a company outside your"
+                            " scope: erasing them needs a principal of every such company")
     holds = await cases_holding_customer(conn, customer_id)
     if holds:
         raise Conflict("the customer is under a legal hold and cannot be erased")

@@ -14,6 +14,7 @@ import asyncpg
 
 from schemas.retention import LegalHoldIn, LegalHoldOut
 from storage.checkpoints import bucket_has_object_lock
+from storage.db import Scope
 from storage.errors import Conflict, InvalidInput, NotFound, ObjectMissing
 from storage.objects import ObjectStore
 
@@ -23,14 +24,67 @@ _CUSTOMER_RECORDINGS = (
 )
 
 
-async def place(conn: asyncpg.Connection, hold: LegalHoldIn, created_by: str) -> LegalHoldOut:
+async def records_companies(
+    conn: asyncpg.Connection, recording_ids: list[UUID], customer_ids: list[UUID]
+) -> dict[UUID, set[UUID]]:
+    """Per recording and per customer, every company whose data it is: a recording's own
+    company; a customer's memberships and the companies of their recordings."""
+    found: dict[UUID, set[UUID]] = {}
+    for row in await conn.fetch(
+        "SELECT id AS record, company_id FROM recordings WHERE id = ANY($1::uuid[])"
+        " UNION SELECT customer_id, company_id FROM customer_memberships"
+        " WHERE customer_id = ANY($2::uuid[])"
+        " UNION SELECT c.id, r.company_id FROM unnest($2::uuid[]) AS c(id)"
+        f" JOIN recordings r ON {_CUSTOMER_RECORDINGS.replace('ANY($2::uuid[])', 'c.id')}",
+        recording_ids, customer_ids,
+    ):
+        found.setdefault(row["record"], set()).add(row["company_id"])
+    return found
+
+
+async def case_companies(conn: asyncpg.Connection, case_ids: list[str]) -> dict[str, set[UUID]]:
+    """Every company whose data each case holds (now or when it was released)."""
+    found: dict[str, set[UUID]] = {c: set() for c in case_ids}
+    for row in await conn.fetch(
+        "SELECT case_id, company_id FROM legal_hold_recordings WHERE case_id = ANY($1::text[])"
+        " UNION SELECT h.case_id, m.company_id FROM legal_hold_customers h"
+        " JOIN customer_memberships m ON m.customer_id = h.customer_id"
+        " WHERE h.case_id = ANY($1::text[])",
+        case_ids,
+    ):
+        found[row["case_id"]].add(row["company_id"])
+    return found
+
+
+def _inside(scope: Scope, companies: set[UUID]) -> bool:
+    """A case or record lies in the scope when every company of it does; one that holds no
+    company's data is group-wide."""
+    return scope.all_companies or (bool(companies) and companies <= scope.company_ids)
+
+
+async def place(
+    conn: asyncpg.Connection, hold: LegalHoldIn, created_by: str, scope: Scope | None = None
+) -> LegalHoldOut:
     """Open a case (or add records to an open one). The connection sees every company and is
-    in a transaction."""
+    in a transaction; `scope` is the caller's: records (and an existing case) outside it are
+    as missing as records that do not exist."""
+    scope = scope or Scope.everything()
     existing = await conn.fetchrow(
         "SELECT released_at FROM legal_holds WHERE case_id = $1 FOR UPDATE", hold.case
     )
     if existing is not None and existing["released_at"] is not None:
         raise Conflict("this case was released; open a new case id")
+    if existing is not None and not _inside(
+            scope, (await case_companies(conn, [hold.case]))[hold.case]):
+        raise Conflict("this case id is in use; open a new case id")
+    if not scope.all_companies:
+        owners = await records_companies(conn, hold.recording_ids, hold.customer_ids)
+        for ids, loc, what in ((hold.recording_ids, "recording_ids", "recording"),
+                               (hold.customer_ids, "customer_ids", "customer")):
+            outside = sorted(i for i in ids if not _inside(scope, owners.get(i, set())))
+            if outside:
+                raise InvalidInput(f"no such {what}", [(["body", loc],
+                                                        f"no such {what} {outside[0]}")])
     if existing is None:
         await conn.execute(
             "INSERT INTO legal_holds (case_id, reason, created_by) VALUES ($1, $2, $3)",
@@ -76,7 +130,12 @@ async def place(conn: asyncpg.Connection, hold: LegalHoldIn, created_by: str) ->
     return await get(conn, hold.case)
 
 
-async def release(conn: asyncpg.Connection, case_id: str, released_by: str) -> LegalHoldOut:
+async def release(
+    conn: asyncpg.Connection, case_id: str, released_by: str, scope: Scope | None = None
+) -> LegalHoldOut:
+    """Release a case; one outside `scope` (the caller's) is as missing as no case."""
+    if scope is not None and not _inside(scope, (await case_companies(conn, [case_id]))[case_id]):
+        raise NotFound("no such open case")
     row = await conn.fetchrow(
         "UPDATE legal_holds SET released_at = now(), released_by = $2"
         " WHERE case_id = $1 AND released_at IS NULL RETURNING case_id",
@@ -120,9 +179,15 @@ async def get(conn: asyncpg.Connection, case_id: str) -> LegalHoldOut:
     return _hold(row)
 
 
-async def list_holds(conn: asyncpg.Connection, *, include_released: bool) -> list[LegalHoldOut]:
+async def list_holds(
+    conn: asyncpg.Connection, *, include_released: bool, scope: Scope | None = None
+) -> list[LegalHoldOut]:
+    """The cases, only those wholly inside `scope` when given."""
     where = "" if include_released else " WHERE h.released_at IS NULL"
     rows = await conn.fetch(f"{_SELECT}{where} ORDER BY h.created_at, h.case_id")
+    if scope is not None and not scope.all_companies:
+        companies = await case_companies(conn, [r["case_id"] for r in rows])
+        rows = [r for r in rows if _inside(scope, companies[r["case_id"]])]
     return [_hold(r) for r in rows]
 
 

@@ -83,9 +83,12 @@ Progress = Callable[[str, str, int, int], None]  # kind, company, items, bytes
 # --- preview -------------------------------------------------------------------------------
 
 
-async def preview(conn: asyncpg.Connection, as_of: datetime) -> PurgeReport:
-    """What a real run at `as_of` would remove, and what holds keep back. Reads only."""
-    await apply_scope(conn, Scope.everything())
+async def preview(
+    conn: asyncpg.Connection, as_of: datetime, scope: Scope | None = None
+) -> PurgeReport:
+    """What a real run at `as_of` would remove in the scope's companies (every company by
+    default), and what holds keep back. Reads only."""
+    await apply_scope(conn, scope or Scope.everything())
     tally = Tally()
     held = 0
     oldest: OldestItem | None = None

@@ -25,21 +25,26 @@ class PolicyChange:
     old_keep_days: int | None
 
 
-async def list_policies(conn: asyncpg.Connection) -> list[RetentionPolicy]:
+async def list_policies(conn: asyncpg.Connection, scope: Scope) -> list[RetentionPolicy]:
+    """The policies of the companies in `scope`."""
     rows = await conn.fetch(
         "SELECT c.code AS company, p.kind, p.purpose, p.keep_days FROM retention_policies p"
-        " JOIN companies c ON c.id = p.company_id ORDER BY c.code, p.kind, p.purpose"
+        " JOIN companies c ON c.id = p.company_id"
+        " WHERE $1 OR c.id = ANY($2::uuid[]) ORDER BY c.code, p.kind, p.purpose",
+        scope.all_companies, sorted(scope.company_ids),
     )
     return [RetentionPolicy.model_validate(dict(r)) for r in rows]
 
 
 async def upsert_policies(
-    conn: asyncpg.Connection, policies: list[RetentionPolicy], updated_by: str
+    conn: asyncpg.Connection, policies: list[RetentionPolicy], updated_by: str, scope: Scope
 ) -> list[PolicyChange]:
-    """Upsert in the caller's transaction; returns the rows whose keep_days changed."""
+    """Upsert in the caller's transaction; returns the rows whose keep_days changed. A
+    company outside `scope` is as unknown as one that does not exist."""
     codes = sorted({p.company for p in policies})
     found = {r["code"]: r["id"] for r in await conn.fetch(
-        "SELECT code, id FROM companies WHERE code = ANY($1::text[])", codes)}
+        "SELECT code, id FROM companies WHERE code = ANY($1::text[])", codes)
+        if scope.allows(r["id"])}
     unknown = [c for c in codes if c not in found]
     if unknown:
         raise InvalidInput("unknown company", [(["body", "items", "company"],

@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 import zipfile
 from datetime import UTC, datetime
+from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from pypdf import PdfReader
 
 from service.access_letter import controller
+from storage.objects import ObjectStore
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import (
     NAME,
@@ -113,8 +117,9 @@ async def test_zip_export_holds_the_original_audio_with_manifest_and_sums(
     first, first_path = await recording_of(api, A, "50010", kind="wav_pcm")
     second, second_path = await recording_of(api, B, "50011", kind="mp3")
     dpo = await api.token("dpo", all_companies=True)
-    response = await api.client.get(f"/api/v1/customers/{customer_id}/access-export.zip",
-                                    headers=bearer(dpo))
+    request_id = await _access_request(api, dpo, customer_id)
+    response = await _export(api, dpo, customer_id, request_id=request_id,
+                             reason="vastaus tarkastuspyyntöön")
     assert response.status == 200, await response.text()
     assert response.headers["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(await response.read()))
@@ -129,8 +134,71 @@ async def test_zip_export_holds_the_original_audio_with_manifest_and_sums(
         original = hashlib.sha256(path.read_bytes()).hexdigest()
         assert hashlib.sha256(archive.read(entry["file"])).hexdigest() == original
         assert sums[entry["file"]] == original == entry["sha256"]
+    event = await db.fetchrow("SELECT * FROM audit_events WHERE action = 'access_report.export'")
+    assert event["reason"] == "vastaus tarkastuspyyntöön"
+    assert json.loads(event["detail"])["access_request"] == request_id
+    assert set(json.loads(event["detail"])["recordings"]) == {first, second}
+    assert {str(s) for s in event["subject_ids"]} == {customer_id, first, second}
+
+
+async def _access_request(api: Api, dpo: str, customer_id: str) -> str:
+    response = await report(api, dpo, customer_id)
+    assert response.status == 200, await response.text()
+    return str((await response.json())["request"]["id"])
+
+
+async def _export(api: Api, token: str, customer_id: str, **params: str) -> Any:
+    return await api.client.get(f"/api/v1/customers/{customer_id}/access-export.zip",
+                                params=params, headers=bearer(token))
+
+
+async def test_zip_export_needs_a_recorded_request_of_that_customer_and_a_reason(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    customer_id = await customer(api, [A])
+    other_id = await customer(api, [A], number="5002", personal_id=personal_id("140652"))
+    await recording_of(api, A, "50010")
+    dpo = await api.token("dpo", all_companies=True)
+    theirs = await _access_request(api, dpo, customer_id)
+    others = await _access_request(api, dpo, other_id)
+
+    bare = await _export(api, dpo, customer_id)
+    assert bare.status == 422
+    problem = await bare.json()
+    assert {tuple(e["loc"]) for e in problem["errors"]} == {
+        ("query", "request_id"), ("query", "reason")}
+    no_reason = await _export(api, dpo, customer_id, request_id=theirs)
+    assert no_reason.status == 422
+    wrong = await _export(api, dpo, customer_id, request_id=others, reason="pyyntö")
+    unknown = await _export(api, dpo, customer_id, request_id=str(uuid.uuid4()),
+                            reason="pyyntö")
+    assert wrong.status == unknown.status == 404
+    assert (await wrong.json())["detail"] == (await unknown.json())["detail"]
     assert await db.fetchval("SELECT count(*) FROM audit_events"
-                             " WHERE action = 'access_report.export'") == 1
+                             " WHERE action = 'access_report.export'") == 0
+
+
+async def test_zip_export_integrity_failure_is_audited_and_marks_the_recording(
+    api: Api, db: asyncpg.Connection, objects: ObjectStore
+) -> None:
+    customer_id = await customer(api, [A])
+    recording_id, _ = await recording_of(api, A, "50010")
+    key = await db.fetchval("SELECT object_key FROM recordings WHERE id = $1",
+                            uuid.UUID(recording_id))
+    data = bytearray(await objects.get_bytes(key))
+    data[len(data) // 2] ^= 0x01
+    await objects.put_bytes(key, bytes(data))
+    dpo = await api.token("dpo", all_companies=True)
+    request_id = await _access_request(api, dpo, customer_id)
+    response = await _export(api, dpo, customer_id, request_id=request_id, reason="pyyntö")
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()  # never a complete-looking zip
+    assert await db.fetchval("SELECT state FROM recordings WHERE id = $1",
+                             uuid.UUID(recording_id)) == "corrupt"
+    alarms = await db.fetch("SELECT * FROM audit_events"
+                            " WHERE action = 'recording.integrity_alarm' AND target_id = $1",
+                            recording_id)
+    assert len(alarms) == 1 and alarms[0]["outcome"] == "failure"
 
 
 async def test_letter_sender_comes_from_controller_environment(

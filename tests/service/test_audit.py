@@ -99,6 +99,8 @@ async def test_service_role_cannot_update_or_delete_audit_events(
     await _append(api.client.app, 3)
     conn = await asyncpg.connect(stack.app_url(database))
     try:
+        # Even seeing every company's events, the service's role cannot change them.
+        await conn.execute("SELECT set_config('tallenne.all_companies', 'on', false)")
         with pytest.raises(asyncpg.PostgresError):
             await conn.execute("UPDATE audit_events SET actor = 'x' WHERE seq = 1")
         with pytest.raises(asyncpg.PostgresError):

@@ -65,7 +65,8 @@ async def test_copy_taken_before_erasure_cannot_be_decrypted_with_what_remains(
     data_key = unwrap_key(customer_key, row["wrapped_key"], context=context)
     assert decrypt_copy(copy, data_key, rid, size) == path.read_bytes()
 
-    dpo = await api.token("dpo", [A])
+    # The customer is one of A and B: only a dpo of both may erase them.
+    dpo = await api.token("dpo", all_companies=True)
     status, body = await erase(api, dpo, customer_id)
     assert status == 200, body
     assert body["recordings_erased"] == 1
@@ -137,7 +138,7 @@ async def test_erasure_is_refused_while_under_a_legal_hold(
     customer_id, recording_id, _, _ = await stored_call(api, db)
     await db.execute("UPDATE recordings SET legal_holds = '{case-2026-17}' WHERE id = $1",
                      uuid.UUID(recording_id))
-    dpo = await api.token("dpo", [A])
+    dpo = await api.token("dpo", [A, B])
     status, _ = await erase(api, dpo, customer_id)
     assert status == 409
     assert await db.fetchval("SELECT count(*) FROM customer_keys WHERE customer_id = $1",
@@ -155,6 +156,25 @@ async def test_other_company_and_roles_cannot_erase(api: Api, db: asyncpg.Connec
     assert (await erase(api, service, customer_id))[0] == 403
 
 
+async def test_a_shared_customer_is_erased_only_by_a_dpo_of_every_company_holding_them(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    customer_id, recording_id, _, _ = await stored_call(api, db)  # of A and B; a call in A
+    one_company = await api.token("dpo", [A])
+    status, body = await erase(api, one_company, customer_id)
+    assert status == 403, body
+    assert body["type"] == "about:blank" and "outside your scope" in body["detail"]
+    assert await db.fetchval("SELECT erased_at FROM customers WHERE id = $1",
+                             uuid.UUID(customer_id)) is None
+    assert await db.fetchval("SELECT count(*) FROM recordings WHERE id = $1",
+                             uuid.UUID(recording_id)) == 1
+    assert len(await bucket_keys(settings)) == 1
+    both = await api.token("dpo", [A, B])
+    status, body = await erase(api, both, customer_id)
+    assert status == 200, body
+    assert body["recordings_erased"] == 1
+
+
 async def test_restore_from_backup_before_erasure_is_erased_again(
     api: Api, db: asyncpg.Connection, settings: Settings
 ) -> None:
@@ -164,7 +184,7 @@ async def test_restore_from_backup_before_erasure_is_erased_again(
     key = await db.fetchrow("SELECT * FROM customer_keys WHERE customer_id = $1", cid)
     memberships = await db.fetch("SELECT * FROM customer_memberships WHERE customer_id = $1",
                                  cid)
-    dpo = await api.token("dpo", [A])
+    dpo = await api.token("dpo", [A, B])
     assert (await erase(api, dpo, customer_id))[0] == 200
 
     # A restore of a backup taken before the erasure: the person, their memberships and the
@@ -234,7 +254,8 @@ async def test_call_stored_before_its_customer_is_shredded_with_the_customer_key
                           context=recording_key_context(rid, "customer", cid))
     assert decrypt_copy(copy, data_key, rid, row["size_bytes"]) == path.read_bytes()
 
-    dpo = await api.token("dpo", [A])
+    # The customer is one of A and B: only a dpo of both may erase them.
+    dpo = await api.token("dpo", all_companies=True)
     status, body = await erase(api, dpo, customer_id)
     assert status == 200, body
     assert body["recordings_erased"] == 1
