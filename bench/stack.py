@@ -73,7 +73,7 @@ async def _fresh_database(info: StackInfo, superuser_url: str) -> tuple[str, str
     name = "bench_" + uuid.uuid4().hex[:10]
     admin = await asyncpg.connect(superuser_url)
     try:
-        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne")
+        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne_owner")
     finally:
         await admin.close()
     app_url = info.database_url.rsplit("/", 1)[0] + "/" + name
