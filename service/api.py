@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.common import Problem
 from service.policy import ACTIONS, AUTHENTICATED, PUBLIC
-from storage.errors import InvalidInput, MalformedBody, TooLarge
+from storage.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -152,8 +152,25 @@ def decode_json(raw: bytes, where: str = "body") -> Any:
         raise error(msg, [([where], msg)]) from exc
 
 
+def is_json_type(content_type: str) -> bool:
+    """application/json or a JSON-based type (application/problem+json, …)."""
+    kind = content_type.lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json"))
+
+
+def refuse_non_json(request: web.Request) -> None:
+    """415 for a body whose Content-Type is not JSON (a cross-site form post, text/plain)."""
+    if request.body_exists and not is_json_type(request.content_type):
+        raise UnsupportedMediaType(
+            f"the body must be sent as Content-Type: application/json, not "
+            f"{request.content_type!r}")
+
+
 async def read_json(request: web.Request, model: type[M], *, limit: int = JSON_BODY_LIMIT) -> M:
-    """Read and validate a JSON body of bounded size."""
+    """Read and validate a JSON body of bounded size; a body sent as anything but JSON is
+    refused (415), so that no cross-site form post reaches a JSON endpoint."""
+    refuse_non_json(request)
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the JSON body exceeds {limit} bytes")
     raw = bytearray()
@@ -269,6 +286,8 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
             "content": {"application/problem+json": {"schema": problem_schema_ref()}},
         }
         statuses = {400, 422} if (ep.body or ep.query or ep.request_content) else set()
+        if ep.body:
+            statuses.add(415)  # a body that is not sent as JSON
         if ep.action != PUBLIC:
             statuses |= {401, 403}
         if "{" in ep.path:

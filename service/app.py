@@ -13,6 +13,7 @@ from aiohttp import web
 from schemas import personal_id
 from service import api
 from service.checkpointing import checkpoint_ctx
+from service.client_address import TRUSTED_PROXIES, parse_networks
 from service.middlewares import authorisation, problem_documents, request_context
 from service.reconciler import reconciler_ctx
 from service.settings import Settings
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=1024**2,
     )
     app[SETTINGS] = settings
+    app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app[replay.LOCATORS] = replay.Locators()
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from schemas.ip import truncated_ip
+from service.client_address import client_address
 from service.typedefs import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTINGS
 from storage import accounts
 from storage.audit import AuditEntry
@@ -47,7 +48,8 @@ class Principal:
 
 
 def client_ip(request: web.Request) -> str | None:
-    return truncated_ip(request.remote)
+    """The client's network as kept in audit events and logs (see service.client_address)."""
+    return truncated_ip(client_address(request))
 
 
 async def authenticate(request: web.Request, endpoint: Endpoint) -> Principal:

@@ -22,6 +22,7 @@ STATUS_OF: list[tuple[type[errors.StorageError], int]] = [
     (errors.Forbidden, 403),
     (errors.Unauthenticated, 401),
     (errors.TooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
     (errors.TooManyRequests, 429),
     (errors.Unavailable, 503),
     (errors.ObjectMissing, 503),

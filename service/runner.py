@@ -33,7 +33,10 @@ async def serve_until_signalled(settings: Settings, *, announce: bool = True) ->
                 "Create the first admin in another terminal:\n"
                 "  .venv/bin/tallenne user add --username admin --role admin --all-companies"
                 " --password-stdin\n"
-                f"then sign in at {url}/ . Stop with Ctrl-C.\n",
+                f"then sign in at {url}/ . Stop with Ctrl-C.\n"
+                + ("Session cookies are sent without the Secure flag (TALLENNE_INSECURE_COOKIES"
+                   " is set): for plain-HTTP development only.\n"
+                   if settings.insecure_cookies else ""),
                 file=sys.stderr,
                 flush=True,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -144,6 +144,14 @@ class Settings(BaseSettings):
         200, ge=1, le=5000,
         description="Records per purge batch (one transaction and one S3 multi-delete each).",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from service.client_address import parse_networks
+
+        parse_networks(value)
+        return value
 
     @property
     def key_bucket(self) -> str:

@@ -10,11 +10,18 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp import CookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.embedded import OWNER_ROLE, EmbeddedStack, StackInfo, load_or_create_secrets
+from service.embedded import (
+    OWNER_ROLE,
+    EmbeddedStack,
+    StackInfo,
+    free_ports,
+    load_or_create_secrets,
+)
 from service.settings import Settings
 from storage.db import create_pool
 from storage.migrate import migrate_url
@@ -152,10 +159,18 @@ def settings(stack: Stack, database: str) -> Iterator[Settings]:
     drop_bucket(stack, made.key_bucket)
 
 
+def secure_origin_client(app: web.Application) -> TestClient[object, object]:
+    """A client of the app on loopback whose cookie jar, like a browser's, treats the
+    loopback origin as secure: the session cookie is Secure by default."""
+    (port,) = free_ports(1)
+    jar = CookieJar(unsafe=True, treat_as_secure_origin=f"http://127.0.0.1:{port}")
+    return TestClient(TestServer(app, host="127.0.0.1", port=port), cookie_jar=jar)
+
+
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
     app = create_app(settings)
-    test_client: TestClient[object, object] = TestClient(TestServer(app))
+    test_client = secure_origin_client(app)
     await test_client.start_server()
     try:
         yield test_client
