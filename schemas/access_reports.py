@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, model_validator
 
 from schemas.common import StrictModel
+from schemas.free_text import FreeText
 from schemas.customers import Address, Prohibition
 
 VerifiedBy = Literal["in_person", "signed_letter", "strong_electronic_id"]
@@ -151,7 +152,7 @@ class AccessReport(BaseModel):
 
 
 class ErasureIn(StrictModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: FreeText = Field(min_length=1, max_length=500)
 
 
 class ErasureOut(BaseModel):
