@@ -9,8 +9,8 @@ from uuid import UUID
 from pydantic import BaseModel, Field, model_validator
 
 from schemas.common import StrictModel
-from schemas.free_text import FreeText
 from schemas.customers import Address, Prohibition
+from schemas.free_text import FreeText
 
 VerifiedBy = Literal["in_person", "signed_letter", "strong_electronic_id"]
 

@@ -64,7 +64,7 @@ def _forwarded_hops(request: web.Request) -> list[str]:
 
 def client_address(request: web.Request) -> str | None:
     """The calling client's IP address (full; callers truncate it before keeping it)."""
-    known = request.get(CLIENT_ADDRESS)
+    known: str | None = request.get(CLIENT_ADDRESS)
     if known is not None:
         return known
     networks = request.app.get(TRUSTED_PROXIES, ())

@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import ijson
 from aiohttp import web
 from pydantic import ValidationError
 
 from schemas.ip import truncated_ip
 from schemas.web_events import (
+    MAX_REPORTED_REJECTIONS,
     BatchReport,
     RejectedLine,
     WebEventLine,
@@ -30,12 +32,12 @@ from schemas.web_events import (
     WebEventPage,
     WebEventQuery,
 )
-from service.api import decode_json, json_response, read_query, routes
+from service.api import body_chunks, json_response, read_query, routes
 from service.auth import Principal, audit, principal_of
 from service.typedefs import POOL, SETTINGS
 from storage import web_events
 from storage.db import Scope, scoped
-from storage.errors import InvalidInput, TooLarge, TooManyRequests
+from storage.errors import InvalidInput, MalformedBody, TooLarge, TooManyRequests
 
 STAGE_EVERY = 5000
 # One event is a page view or a click: far below this even with long URLs and attributes.
@@ -64,7 +66,7 @@ async def decoded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]
     inflater: Any = None
     first = True
     try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
+        async for chunk in body_chunks(request, READ_CHUNK):
             if first:
                 first = False
                 if chunk[:2] == b"\x1f\x8b":
@@ -94,6 +96,41 @@ async def decoded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]
         raise
 
 
+async def array_elements(
+    head: bytes, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[tuple[int, Any]]:
+    """The elements of a JSON-array body, parsed incrementally (ijson): only the element
+    being read is held, never the whole array. A body that is not one well-formed array is
+    refused whole (400), as NDJSON cannot be split from a broken array."""
+    parsed: list[Any] = ijson.sendable_list()
+    parser = ijson.items_coro(parsed, "item", use_float=True)
+    number = 0
+    tail = b""
+    chunk = head
+    try:
+        while True:
+            if b"\\u0000" in tail + chunk:
+                raise InvalidInput("the body contains a NUL character (\\u0000)",
+                                   [(["body"], "NUL characters are not accepted")])
+            tail = chunk[-5:]
+            parser.send(chunk)
+            for element in parsed:
+                number += 1
+                yield number, element
+            del parsed[:]
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+        parser.close()
+    except ijson.JSONError as exc:
+        raise MalformedBody("the body is not a valid JSON array",
+                            [(["body"], "not a valid JSON array")]) from exc
+    for element in parsed:
+        number += 1
+        yield number, element
+
+
 async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[int, Any]]:
     """(line number, raw line bytes or a parsed element) for NDJSON or a JSON array."""
     chunks = decoded_body(request, limit)
@@ -104,14 +141,8 @@ async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[in
             break
     is_array = head.lstrip()[:1] == b"["
     if is_array:
-        whole = bytearray(head)
-        async for chunk in chunks:
-            whole += chunk
-        elements = decode_json(bytes(whole))
-        if not isinstance(elements, list):
-            raise InvalidInput("the body must be a JSON array or NDJSON", [(["body"], "shape")])
-        for number, element in enumerate(elements, start=1):
-            yield number, element
+        async for item in array_elements(head, chunks):
+            yield item
         return
     pending = head
     number = 0
@@ -127,6 +158,14 @@ async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[in
             break
     if pending.strip():
         yield number + 1, pending
+
+
+def _rejection(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return _error_text(exc)
+    if isinstance(exc, RecursionError):
+        return "the line is nested too deeply"
+    return str(exc)
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -196,7 +235,8 @@ async def post_web_events(request: web.Request) -> web.Response:
     finally:
         _inflight[app] -= 1
     await audit(request, "web_event.ingest", target_type="web_events",
-                detail={"accepted": report["accepted"], "rejected": len(report["rejected"]),
+                detail={"accepted": report["accepted"],
+                        "rejected": report.get("rejected_total", len(report["rejected"])),
                         "replayed": replayed})
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return json_response(report, headers=headers)
@@ -219,14 +259,16 @@ async def _ingest(
                 return stored[1], True
         await web_events.prepare_staging(conn)
         rejected: list[RejectedLine] = []
+        rejected_total = 0
         rows: list[tuple[Any, ...]] = []
         async for number, raw in body_lines(request, request.app[SETTINGS].max_batch_bytes):
             try:
                 rows.append(converter.convert(raw))
-            except ValidationError as exc:
-                rejected.append(RejectedLine(line=number, error=_error_text(exc)))
-            except ValueError as exc:
-                rejected.append(RejectedLine(line=number, error=str(exc)))
+            except (ValidationError, ValueError, RecursionError) as exc:
+                # Only the first MAX_REPORTED_REJECTIONS are described; the rest are counted.
+                rejected_total += 1
+                if len(rejected) < MAX_REPORTED_REJECTIONS:
+                    rejected.append(RejectedLine(line=number, error=_rejection(exc)))
             if len(rows) >= STAGE_EVERY:
                 await web_events.stage(conn, rows)
                 rows = []
@@ -237,7 +279,8 @@ async def _ingest(
         if missing:  # about once a month: a connection of its own creates them
             await _ensure_partitions(pool, set(missing))
         accepted = await web_events.publish_staged(conn)
-        report = BatchReport(accepted=accepted, rejected=rejected).model_dump()
+        report = BatchReport(accepted=accepted, rejected=rejected,
+                             rejected_total=rejected_total).model_dump()
         if key is not None:
             await web_events.store_idempotent_answer(
                 conn, account.kind, account.id, IDEMPOTENCY_ENDPOINT, key, 200, report
