@@ -9,11 +9,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from service.embedded import free_ports
+from service.embedded import EmbeddedStack, free_ports
 from service.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import settings_env
@@ -138,3 +139,58 @@ async def test_cli_migrate_needs_the_owner_url(settings: Settings) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "up to date" in done.stdout
+
+
+def test_embedded_stack_creates_both_roles_and_hands_an_old_database_to_the_owner(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = EmbeddedStack(data)
+    info = first.start()
+    try:
+        assert info.database_owner_url.startswith("postgresql://tallenne_owner:")
+        assert info.as_env()["TALLENNE_DATABASE_OWNER_URL"] == info.database_owner_url
+
+        async def legacy() -> dict[str, object]:
+            admin = await asyncpg.connect(info.superuser_url.rsplit("/", 1)[0] + "/tallenne")
+            try:
+                roles = {r["rolname"]: (r["rolsuper"], r["rolbypassrls"], r["rolcanlogin"])
+                         for r in await admin.fetch(
+                             "SELECT rolname, rolsuper, rolbypassrls, rolcanlogin FROM pg_roles"
+                             " WHERE rolname LIKE 'tallenne%'")}
+                member = await admin.fetchval("SELECT pg_has_role('tallenne',"
+                                              " 'tallenne_runtime', 'MEMBER')")
+                owner = await admin.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database"
+                                             " WHERE datname = 'tallenne'")
+                # The shape of a data directory from before the split: the service's role
+                # owned the database and its tables.
+                await admin.execute("ALTER DATABASE tallenne OWNER TO tallenne")
+                await admin.execute("CREATE TABLE legacy (x int)")
+                await admin.execute("ALTER TABLE legacy OWNER TO tallenne")
+            finally:
+                await admin.close()
+            return {"roles": roles, "member": member, "owner": owner}
+
+        before = asyncio.run(legacy())
+        assert before["roles"] == {"tallenne": (False, False, True),
+                                   "tallenne_owner": (False, False, True),
+                                   "tallenne_runtime": (False, False, False)}
+        assert before["member"] is True and before["owner"] == "tallenne_owner"
+    finally:
+        first.stop()
+    again = EmbeddedStack(data)
+    info = again.start()
+    try:
+        async def owners() -> tuple[str, str]:
+            admin = await asyncpg.connect(info.superuser_url.rsplit("/", 1)[0] + "/tallenne")
+            try:
+                database = await admin.fetchval("SELECT pg_get_userbyid(datdba) FROM"
+                                                " pg_database WHERE datname = 'tallenne'")
+                table = await admin.fetchval("SELECT pg_get_userbyid(relowner) FROM pg_class"
+                                             " WHERE relname = 'legacy'")
+            finally:
+                await admin.close()
+            return database, table
+
+        assert asyncio.run(owners()) == ("tallenne_owner", "tallenne_owner")
+    finally:
+        again.stop()
