@@ -96,15 +96,49 @@ async def decoded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]
         raise
 
 
+MAX_JSON_DEPTH = 64  # an event is flat; its attributes nest a few levels at most
+
+
 async def array_elements(
     head: bytes, chunks: AsyncIterator[bytes]
 ) -> AsyncIterator[tuple[int, Any]]:
-    """The elements of a JSON-array body, parsed incrementally (ijson): only the element
-    being read is held, never the whole array. A body that is not one well-formed array is
-    refused whole (400), as NDJSON cannot be split from a broken array."""
-    parsed: list[Any] = ijson.sendable_list()
-    parser = ijson.items_coro(parsed, "item", use_float=True)
+    """The elements of a JSON-array body, parsed incrementally (ijson's C parser, its events
+    built into one element at a time): never the whole array in memory. A body that is not
+    one well-formed array, or nests deeper than MAX_JSON_DEPTH, is refused whole (400)."""
+    events: list[tuple[str, Any]] = ijson.sendable_list()
+    parser = ijson.basic_parse_coro(events, use_float=True)
+    depth = 0
     number = 0
+    builder: Any = None
+
+    def completed() -> list[tuple[int, Any]]:
+        nonlocal depth, number, builder
+        out: list[tuple[int, Any]] = []
+        for event, value in events:
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise MalformedBody("the body is nested too deeply", [(["body"], "too deep")])
+                if depth == 1:
+                    continue  # the array itself
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+                if depth == 0:
+                    continue
+            elif depth == 1:
+                number += 1  # a scalar element (rejected as its line)
+                out.append((number, value))
+                continue
+            if builder is None:
+                builder = ijson.ObjectBuilder()
+            builder.event(event, value)
+            if depth == 1:
+                number += 1
+                out.append((number, builder.value))
+                builder = None
+        del events[:]
+        return out
+
     tail = b""
     chunk = head
     try:
@@ -114,10 +148,8 @@ async def array_elements(
                                    [(["body"], "NUL characters are not accepted")])
             tail = chunk[-5:]
             parser.send(chunk)
-            for element in parsed:
-                number += 1
-                yield number, element
-            del parsed[:]
+            for item in completed():
+                yield item
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
@@ -126,9 +158,8 @@ async def array_elements(
     except ijson.JSONError as exc:
         raise MalformedBody("the body is not a valid JSON array",
                             [(["body"], "not a valid JSON array")]) from exc
-    for element in parsed:
-        number += 1
-        yield number, element
+    for item in completed():
+        yield item
 
 
 async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[int, Any]]:

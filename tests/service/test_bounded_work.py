@@ -217,3 +217,24 @@ async def test_a_client_stalling_its_body_gets_408(settings: Settings) -> None:
         answered = await asyncio.to_thread(stall)
     assert answered.startswith(b"HTTP/1.1 408"), answered[:200]
     assert b"application/problem+json" in answered
+
+
+async def test_a_json_array_nested_too_deeply_is_refused_whole(
+        api: Api, db: asyncpg.Connection) -> None:
+    token = await api.token("ingest", [A])
+    deep: object = {"level": 0}
+    for level in range(100):
+        deep = {"level": level, "inner": deep}
+    body = json.dumps([event(session_id="fine"), event(attributes={"deep": deep})]).encode()
+    response = await post(api, token, body, "application/json")
+    assert response.status == 400
+    assert (await response.json())["errors"] == [{"loc": ["body"], "msg": "too deep"}]
+    assert await db.fetchval("SELECT count(*) FROM web_events") == 0
+    # Nesting within the limit is kept as sent.
+    nested = {"a": {"b": {"c": [1, 2, {"d": None}]}}}
+    response = await post(api, token, json.dumps([event(attributes=nested), 7]).encode(),
+                          "application/json")
+    report = await response.json()
+    assert (report["accepted"], [r["line"] for r in report["rejected"]]) == (1, [2])
+    stored = await db.fetchval("SELECT attributes FROM web_events")
+    assert json.loads(stored) == nested
