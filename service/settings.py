@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         "only; `make run` sets it).",
     )
     max_uploads_in_flight: int = Field(
-        8, ge=1,
+        64, ge=1,
         description="Recording uploads one process accepts at once; more answer 429 with "
         "Retry-After.",
     )
