@@ -24,7 +24,7 @@ import asyncpg
 from service.embedded import EmbeddedStack
 from storage.audit import COLUMNS, AuditEntry, AuditLog
 from storage.db import create_pool
-from storage.migrate import migrate
+from storage.migrate import migrate_url
 
 WRITERS = 16
 GOAL = 0.5
@@ -91,10 +91,9 @@ async def plain_rate(dsn: str, seconds: float) -> tuple[int, float]:
     return sum(counts), elapsed
 
 
-async def run(dsn: str, seconds: float) -> float:
+async def run(dsn: str, owner_dsn: str, seconds: float) -> float:
+    await migrate_url(owner_dsn)
     pool = await create_pool(dsn, max_size=WRITERS)
-    async with pool.acquire() as conn:
-        await migrate(conn)
     try:
         chained, chained_s = await chained_rate(pool, seconds)
     finally:
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = EmbeddedStack(Path(tmp))
         info = stack.start()
         try:
-            ratio = asyncio.run(run(info.database_url, seconds))
+            ratio = asyncio.run(run(info.database_url, info.database_owner_url, seconds))
         finally:
             stack.stop()
     verdict = "PASS" if ratio >= GOAL else "FAIL"

@@ -95,8 +95,9 @@ async def run(count: int, size: int, rounds: int) -> int:
             total = count * size
             settings = product_settings(stack)
             key = backup_key(settings, masters=master_keys(settings))
-            assert settings.database_url is not None
-            dsn = settings.database_url.get_secret_value()
+            # pg_dump runs as the schema owner, as `tallenne backup` does.
+            assert settings.database_owner_url is not None
+            dsn = settings.database_owner_url.get_secret_value()
             raw_s = product_s = float("inf")
             async with app_resources(settings) as app:
                 async def snapshot() -> dict[str, object]:

@@ -26,10 +26,15 @@ import aiohttp
 import asyncpg
 import psutil
 
-from service.embedded import EmbeddedStack, StackInfo, free_ports, load_or_create_secrets
+from service.embedded import (
+    OWNER_ROLE,
+    EmbeddedStack,
+    StackInfo,
+    free_ports,
+    load_or_create_secrets,
+)
 from storage import accounts
-from storage.db import create_pool
-from storage.migrate import migrate
+from storage.migrate import migrate_url
 from storage.objects import ObjectStore
 
 READY_TIMEOUT_S = 60.0
@@ -44,6 +49,7 @@ class BenchStack:
     bucket: str
     env: dict[str, str]
     service: subprocess.Popen[bytes]
+    owner_url: str = ""
 
     async def token(self, role: str, companies: list[str] | None = None, *,
                     all_companies: bool = False) -> str:
@@ -69,19 +75,19 @@ class BenchStack:
         return int(psutil.Process(self.service.pid).memory_info().rss)
 
 
-async def _fresh_database(info: StackInfo, superuser_url: str) -> tuple[str, str]:
+async def _fresh_database(info: StackInfo, superuser_url: str) -> tuple[str, str, str]:
+    """A new database owned by the owner role and migrated as it; its runtime-role,
+    superuser and owner URLs."""
     name = "bench_" + uuid.uuid4().hex[:10]
     admin = await asyncpg.connect(superuser_url)
     try:
-        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne")
+        await admin.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
     finally:
         await admin.close()
     app_url = info.database_url.rsplit("/", 1)[0] + "/" + name
-    pool = await create_pool(app_url, max_size=1)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    await pool.close()
-    return app_url, superuser_url.rsplit("/", 1)[0] + "/" + name
+    owner_url = info.database_owner_url.rsplit("/", 1)[0] + "/" + name
+    await migrate_url(owner_url)
+    return app_url, superuser_url.rsplit("/", 1)[0] + "/" + name, owner_url
 
 
 async def _wait_ready(base_url: str, service: subprocess.Popen[bytes]) -> None:
@@ -109,13 +115,14 @@ async def bench_stack(**env_overrides: str) -> AsyncIterator[BenchStack]:
     try:
         info = await asyncio.to_thread(embedded.start)
         secret = load_or_create_secrets(data_dir)
-        app_url, superuser_url = await _fresh_database(info, info.superuser_url)
+        app_url, superuser_url, owner_url = await _fresh_database(info, info.superuser_url)
         (port,) = free_ports(1)
         bucket = "bench-" + uuid.uuid4().hex[:10]
         env = {
             **os.environ,
             **info.as_env(),
             "TALLENNE_DATABASE_URL": app_url,
+            "TALLENNE_DATABASE_OWNER_URL": owner_url,
             "TALLENNE_S3_BUCKET": bucket,
             "TALLENNE_MASTER_KEY": secret["master_key"],
             "TALLENNE_PERSONAL_ID_KEY": secret["personal_id_key"],
@@ -132,7 +139,8 @@ async def bench_stack(**env_overrides: str) -> AsyncIterator[BenchStack]:
         )
         base_url = f"http://127.0.0.1:{port}"
         await _wait_ready(base_url, service)
-        yield BenchStack(base_url, info, superuser_url, app_url, bucket, env, service)
+        yield BenchStack(base_url, info, superuser_url, app_url, bucket, env, service,
+                         owner_url)
     finally:
         if service is not None and service.poll() is None:
             service.terminate()

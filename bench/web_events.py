@@ -183,7 +183,8 @@ async def run(rows: int, data_dir: Path) -> tuple[float, float]:
     try:
         secret = load_or_create_secrets(data_dir)
         settings = Settings(  # type: ignore[call-arg]
-            database_url=SecretStr(info.database_url), s3_endpoint=info.s3_endpoint,
+            database_url=SecretStr(info.database_url),
+            database_owner_url=SecretStr(info.database_owner_url), s3_endpoint=info.s3_endpoint,
             s3_access_key=SecretStr(info.s3_access_key),
             s3_secret_key=SecretStr(info.s3_secret_key),
             master_key=SecretStr(secret["master_key"]),

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from schemas.common import StrictModel
 from schemas.customers import Address, Prohibition
+from schemas.free_text import FreeText
 
 VerifiedBy = Literal["in_person", "signed_letter", "strong_electronic_id"]
 
@@ -159,7 +160,7 @@ class AccessReport(BaseModel):
 
 
 class ErasureIn(StrictModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: FreeText = Field(min_length=1, max_length=500)
 
 
 class ErasureOut(BaseModel):

@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
 from schemas.common import StrictModel
+from schemas.free_text import FreeText
 
 Direction = Literal["inbound", "outbound", "internal"]
 Purpose = Literal["transaction_verification", "quality"]
@@ -115,11 +116,12 @@ class RecordingQuery(StrictModel):
 
 
 class ReplayQuery(BaseModel):
-    reason: str | None = Field(None, max_length=500, description="Why the call is replayed.")
+    reason: FreeText | None = Field(None, max_length=500,
+                                    description="Why the call is replayed.")
 
 
 class RecordingEraseIn(StrictModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: FreeText = Field(min_length=1, max_length=500)
 
     @field_validator("reason")
     @classmethod
@@ -142,7 +144,7 @@ class EvaluationIn(StrictModel):
         max_length=100,
         description="A score for every criterion of the form, each 0..its max_score.",
     )
-    comment: str | None = Field(None, max_length=10_000)
+    comment: FreeText | None = Field(None, max_length=10_000)
 
     @field_validator("scores")
     @classmethod

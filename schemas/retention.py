@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from schemas.common import StrictModel
+from schemas.free_text import FreeText
 
 DataKind = Literal["recording", "web_event", "customer"]
 CASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -45,7 +46,7 @@ class RetentionPolicyUpdate(BaseModel):
 
 class LegalHoldIn(StrictModel):
     case: str = Field(pattern=CASE_PATTERN, description="The case id, e.g. a court file number.")
-    reason: str = Field(min_length=3, max_length=1000)
+    reason: FreeText = Field(min_length=3, max_length=1000)
     recording_ids: list[UUID] = Field(default_factory=list, max_length=10000)
     customer_ids: list[UUID] = Field(default_factory=list, max_length=10000)
 

@@ -57,9 +57,17 @@ class RejectedLine(BaseModel):
     error: str
 
 
+MAX_REPORTED_REJECTIONS = 1000
+"""Rejected lines described per batch; past it they are only counted (`rejected_total`)."""
+
+
 class BatchReport(BaseModel):
     accepted: int
-    rejected: list[RejectedLine]
+    rejected: list[RejectedLine] = Field(
+        description=f"The first {MAX_REPORTED_REJECTIONS:,} rejected lines, each with why.")
+    rejected_total: int = Field(
+        0, description="Every rejected line, counted (also those past the first "
+        f"{MAX_REPORTED_REJECTIONS:,} that `rejected` lists).")
 
 
 class WebEventQuery(StrictModel):

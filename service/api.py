@@ -5,8 +5,9 @@ One declaration drives routing, the authorisation check, request parsing and Ope
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -15,7 +16,14 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.common import Problem
 from service.policy import ACTIONS, AUTHENTICATED, PUBLIC
-from storage.errors import InvalidInput, MalformedBody, TooLarge
+from service.typedefs import SETTINGS
+from storage.errors import (
+    InvalidInput,
+    MalformedBody,
+    RequestTimeout,
+    TooLarge,
+    UnsupportedMediaType,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,6 +37,7 @@ class Ahead(Protocol):
 # Where the handler finds the work its endpoint started ahead; it owns it from then on.
 AHEAD_KEY = web.RequestKey("ahead", Ahead)
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 JSON_BODY_LIMIT = 1024 * 1024
 
 
@@ -152,12 +161,46 @@ def decode_json(raw: bytes, where: str = "body") -> Any:
         raise error(msg, [([where], msg)]) from exc
 
 
+def is_json_type(content_type: str) -> bool:
+    """application/json or a JSON-based type (application/problem+json, …)."""
+    kind = content_type.lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json"))
+
+
+async def within_read_timeout(request: web.Request, reading: Awaitable[T]) -> T:
+    """One read of a request body, given at most TALLENNE_BODY_READ_TIMEOUT_S: a client that
+    announces a body and then stalls (slowloris) gets 408 instead of holding the request."""
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_read_timeout_s):
+            return await reading
+    except TimeoutError:
+        raise RequestTimeout("the request body stopped arriving; send it without pauses")\
+            from None
+
+
+async def body_chunks(request: web.Request, size: int) -> AsyncIterator[bytes]:
+    """The request body in chunks of at most `size` bytes, each read under the timeout."""
+    while chunk := await within_read_timeout(request, request.content.read(size)):
+        yield chunk
+
+
+def refuse_non_json(request: web.Request) -> None:
+    """415 for a body whose Content-Type is not JSON (a cross-site form post, text/plain)."""
+    if request.body_exists and not is_json_type(request.content_type):
+        raise UnsupportedMediaType(
+            f"the body must be sent as Content-Type: application/json, not "
+            f"{request.content_type!r}")
+
+
 async def read_json(request: web.Request, model: type[M], *, limit: int = JSON_BODY_LIMIT) -> M:
-    """Read and validate a JSON body of bounded size."""
+    """Read and validate a JSON body of bounded size; a body sent as anything but JSON is
+    refused (415), so that no cross-site form post reaches a JSON endpoint."""
+    refuse_non_json(request)
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the JSON body exceeds {limit} bytes")
     raw = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in body_chunks(request, 64 * 1024):
         raw += chunk
         if len(raw) > limit:
             raise TooLarge(f"the JSON body exceeds {limit} bytes")
@@ -269,6 +312,8 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
             "content": {"application/problem+json": {"schema": problem_schema_ref()}},
         }
         statuses = {400, 422} if (ep.body or ep.query or ep.request_content) else set()
+        if ep.body:
+            statuses.add(415)  # a body that is not sent as JSON
         if ep.action != PUBLIC:
             statuses |= {401, 403}
         if "{" in ep.path:

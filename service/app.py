@@ -13,6 +13,7 @@ from aiohttp import web
 from schemas import personal_id
 from service import api
 from service.checkpointing import checkpoint_ctx
+from service.client_address import TRUSTED_PROXIES, parse_networks
 from service.middlewares import (
     authorisation,
     mark_response_started,
@@ -27,8 +28,9 @@ from storage.crypto import PersonalIdCipher, load_master_key
 from storage.db import create_pool
 from storage.keyring import KeyRing
 from storage.keys import load_master_keys
-from storage.migrate import migrate
+from storage.migrate import migrate_url
 from storage.objects import ObjectStore
+from storage.roles import check_runtime_role
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -90,11 +92,17 @@ async def close_pool(pool: asyncpg.Pool) -> None:
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url is not None, "database_url is resolved before the app starts"
+    if settings.database_owner_url is not None:
+        await migrate_url(settings.database_owner_url.get_secret_value())
     pool = await create_pool(
         settings.database_url.get_secret_value(), max_size=settings.database_pool_size
     )
-    async with pool.acquire() as conn:
-        await migrate(conn)
+    try:
+        async with pool.acquire() as conn:
+            await check_runtime_role(conn)
+    except BaseException:
+        await pool.close()
+        raise
     app[POOL] = pool
     yield
     await close_pool(pool)
@@ -158,6 +166,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=1024**2,
     )
     app[SETTINGS] = settings
+    app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app[replay.LOCATORS] = replay.Locators()
     app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(

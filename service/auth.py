@@ -11,6 +11,7 @@ from uuid import UUID
 from aiohttp import web
 
 from schemas.ip import truncated_ip
+from service.client_address import client_address
 from service.typedefs import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTINGS
 from storage import accounts
 from storage.audit import AuditEntry, id_summary, subjects_of
@@ -49,7 +50,8 @@ class Principal:
 
 
 def client_ip(request: web.Request) -> str | None:
-    return truncated_ip(request.remote)
+    """The client's network as kept in audit events and logs (see service.client_address)."""
+    return truncated_ip(client_address(request))
 
 
 async def authenticate(request: web.Request, endpoint: Endpoint) -> Principal:

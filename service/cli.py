@@ -23,9 +23,16 @@ from storage import accounts, passwords
 from storage.audit import AuditEntry, append_batch
 from storage.db import create_pool
 from storage.errors import StorageError
-from storage.migrate import migrate
+from storage.migrate import migrate_url
+from storage.roles import UnsafeDatabaseRole
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+
+async def migrate_if_owner(ready: Settings) -> None:
+    """Migrations run as the owner role; without its URL the schema is left as it is."""
+    if ready.database_owner_url is not None:
+        await migrate_url(ready.database_owner_url.get_secret_value())
 
 
 def _run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
@@ -33,10 +40,10 @@ def _run_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[i
 
     async def main(ready: Settings) -> int:
         assert ready.database_url is not None
+        await migrate_if_owner(ready)
         pool = await create_pool(ready.database_url.get_secret_value(), max_size=2)
         try:
             async with pool.acquire() as conn:
-                await migrate(conn)
                 return await work(conn)
         finally:
             await pool.close()
@@ -52,11 +59,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(conn: asyncpg.Connection) -> int:
-        print("database schema is up to date")
+    async def main(ready: Settings) -> int:
+        if ready.database_owner_url is None:
+            raise ValueError("set TALLENNE_DATABASE_OWNER_URL: migrations run as the role "
+                             "that owns the schema, not as the service's own role")
+        applied = await migrate_url(ready.database_owner_url.get_secret_value())
+        print(f"applied {len(applied)} migration(s); database schema is up to date")
         return 0
 
-    return _run_db(settings, work)
+    with resolved(settings) as ready:
+        return asyncio.run(main(ready))
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -225,10 +237,10 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             region=ready.s3_region, secure=ready.s3_secure, threads=4,
             timeout_s=ready.s3_timeout_s,
         )
+        await migrate_if_owner(ready)
         pool = await create_pool(ready.database_url.get_secret_value(), max_size=2)
         try:
             async with pool.acquire() as conn:
-                await migrate(conn)
                 report = await verify_trail(conn, objects)
         finally:
             await pool.close()
@@ -333,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING" if args.command != "serve" else settings.log_level)
     try:
         return int(args.func(args, settings))
+    except UnsafeDatabaseRole as exc:
+        print(f"tallenne: error: {exc}", file=sys.stderr)
+        return 2
     except (StorageError, StackError, ValueError, OSError, asyncpg.PostgresError) as exc:
         message = getattr(exc, "detail", None) or str(exc) or exc.__class__.__name__
         print(f"tallenne: error: {message}", file=sys.stderr)

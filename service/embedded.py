@@ -29,7 +29,9 @@ from typing import IO, Any
 logger = logging.getLogger(__name__)
 
 PG_SUPERUSER = "postgres"
-APP_ROLE = "tallenne"
+OWNER_ROLE = "tallenne_owner"  # owns the database and its schema; runs the migrations
+APP_ROLE = "tallenne"  # the service's login role: owns nothing, member of RUNTIME_GROUP
+RUNTIME_GROUP = "tallenne_runtime"  # holds the grants the migrations give the service
 APP_DATABASE = "tallenne"
 WEED_PORT_FLAGS = (
     "s3.port",
@@ -105,6 +107,7 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
     generated = {
         "pg_superuser_password": secrets.token_urlsafe(24),
         "pg_app_password": secrets.token_urlsafe(24),
+        "pg_owner_password": secrets.token_urlsafe(24),
         "s3_access_key": "TLN" + secrets.token_hex(8).upper(),
         "s3_secret_key": secrets.token_urlsafe(30),
         "master_key": _b64key(),
@@ -134,10 +137,12 @@ class StackInfo:
     s3_access_key: str
     s3_secret_key: str
     pid: int
+    database_owner_url: str = ""
 
     def as_env(self) -> dict[str, str]:
         return {
             "TALLENNE_DATABASE_URL": self.database_url,
+            "TALLENNE_DATABASE_OWNER_URL": self.database_owner_url,
             "TALLENNE_S3_ENDPOINT": self.s3_endpoint,
             "TALLENNE_S3_ACCESS_KEY": self.s3_access_key,
             "TALLENNE_S3_SECRET_KEY": self.s3_secret_key,
@@ -309,8 +314,14 @@ class EmbeddedPostgres:
         return f"postgresql://{PG_SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
 
     def app_url(self, database: str = APP_DATABASE) -> str:
+        """The service's runtime role."""
         password = self.secret["pg_app_password"]
         return f"postgresql://{APP_ROLE}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def owner_url(self, database: str = APP_DATABASE) -> str:
+        """The role that owns the schema and runs the migrations."""
+        password = self.secret["pg_owner_password"]
+        return f"postgresql://{OWNER_ROLE}:{password}@127.0.0.1:{self.port}/{database}"
 
     def kill(self) -> None:
         """SIGKILL, for fault tests: the next start() recovers from the WAL."""
@@ -475,6 +486,7 @@ class EmbeddedStack:
         self.info = StackInfo(
             database_url=self.postgres.app_url(),
             superuser_url=self.postgres.superuser_url(),
+            database_owner_url=self.postgres.owner_url(),
             s3_endpoint=self.s3.endpoint,
             s3_access_key=self.secret["s3_access_key"],
             s3_secret_key=self.secret["s3_secret_key"],
@@ -487,37 +499,45 @@ class EmbeddedStack:
         return self.info
 
     def _ensure_app_database(self) -> None:
+        """The owner role, the runtime group and login role, and the database, as a
+        production setup has them (README, "Database roles"). A data directory from before
+        the split has its objects handed from the runtime role to the owner."""
         assert self.postgres is not None
         psql = [
             str(_pg_bin("psql")),
             "-h", "127.0.0.1",
             "-p", str(self.postgres.port),
             "-U", PG_SUPERUSER,
-            "-d", "postgres",
             "-v", "ON_ERROR_STOP=1",
             "-qAt",
         ]
         env = {**os.environ, "PGPASSWORD": self.secret["pg_superuser_password"]}
-        exists = subprocess.run(
-            [*psql, "-c", f"SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}'"],
-            check=True, capture_output=True, env=env,
-        ).stdout.strip()
-        if not exists:
-            password = self.secret["pg_app_password"].replace("'", "''")
-            # The service's role is not a superuser, so row-level security applies to it.
-            subprocess.run(
-                [*psql, "-c", f"CREATE ROLE {APP_ROLE} LOGIN CREATEDB PASSWORD '{password}'"],
-                check=True, capture_output=True, env=env,
-            )
-        has_db = subprocess.run(
-            [*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{APP_DATABASE}'"],
-            check=True, capture_output=True, env=env,
-        ).stdout.strip()
-        if not has_db:
-            subprocess.run(
-                [*psql, "-c", f"CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}"],
-                check=True, capture_output=True, env=env,
-            )
+
+        def run(sql: str, database: str = "postgres") -> str:
+            done = subprocess.run([*psql, "-d", database, "-c", sql],
+                                  check=True, capture_output=True, env=env)
+            return done.stdout.decode().strip()
+
+        def quoted(secret: str) -> str:
+            return "'" + self.secret[secret].replace("'", "''") + "'"
+
+        roles = set(run("SELECT rolname FROM pg_roles").split())
+        if OWNER_ROLE not in roles:
+            run(f"CREATE ROLE {OWNER_ROLE} LOGIN PASSWORD {quoted('pg_owner_password')}")
+        if RUNTIME_GROUP not in roles:
+            run(f"CREATE ROLE {RUNTIME_GROUP} NOLOGIN")
+        if APP_ROLE not in roles:
+            run(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD {quoted('pg_app_password')}")
+        # Not a superuser, no BYPASSRLS, no CREATEDB: row-level security applies to it.
+        run(f"ALTER ROLE {APP_ROLE} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+        run(f"GRANT {RUNTIME_GROUP} TO {APP_ROLE}")
+        owner = run(f"SELECT pg_get_userbyid(datdba) FROM pg_database"
+                    f" WHERE datname = '{APP_DATABASE}'")
+        if not owner:
+            run(f"CREATE DATABASE {APP_DATABASE} OWNER {OWNER_ROLE}")
+        elif owner != OWNER_ROLE:
+            run(f"ALTER DATABASE {APP_DATABASE} OWNER TO {OWNER_ROLE}")
+            run(f"REASSIGN OWNED BY {APP_ROLE} TO {OWNER_ROLE}", APP_DATABASE)
 
     def stop(self) -> None:
         if self.s3 is not None:

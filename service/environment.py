@@ -20,6 +20,8 @@ def with_stack(settings: Settings, info: StackInfo) -> Settings:
     update: dict[str, object] = {}
     if settings.embedded_database:
         update["database_url"] = SecretStr(info.database_url)
+        if info.database_owner_url:
+            update["database_owner_url"] = SecretStr(info.database_owner_url)
     if settings.embedded_s3:
         update["s3_endpoint"] = info.s3_endpoint
         update["s3_access_key"] = SecretStr(info.s3_access_key)

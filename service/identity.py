@@ -38,7 +38,7 @@ from service.policy import (
     actions_of,
     allowed,
 )
-from service.typedefs import POOL
+from service.typedefs import POOL, SETTINGS
 from storage import accounts, passwords
 from storage.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 
@@ -67,9 +67,21 @@ def throttle_delay(failures: int) -> int:
     return int(min(MAX_DELAY_S, 2 ** (failures - FREE_FAILURES + 1)))
 
 
-async def _check_throttle(request: web.Request, username: str) -> None:
+LOGIN_LOCK = 0x7A11E60  # advisory-lock class of the per-account and per-address counters
+
+
+async def _reserve_attempt(request: web.Request, username: str) -> int:
+    """Count this attempt as a failure before the password is checked, atomically with the
+    throttle check: under a per-account and a per-address lock, refuse (429) when either is
+    throttled, else record a failure row (removed again when the password is right). A burst
+    of parallel attempts is thereby counted one by one. Returns the row's id."""
     ip = client_ip(request) or "unknown"
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        # Always the account first, then the address: no two attempts wait on each other.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                           LOGIN_LOCK, "user:" + username)
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                           LOGIN_LOCK, "ip:" + ip)
         rows = await conn.fetch(
             "SELECT 'user' AS kind, count(*) AS n, max(at) AS last FROM login_failures"
             " WHERE username = $1 AND at > now() - $3::interval"
@@ -77,34 +89,36 @@ async def _check_throttle(request: web.Request, username: str) -> None:
             " WHERE client_ip = $2 AND at > now() - $3::interval",
             username, ip, THROTTLE_WINDOW,
         )
-    now = datetime.now(UTC)
-    # Per IP the allowance is wider: several people may share one office address.
-    for row in rows:
-        failures = int(row["n"]) if row["kind"] == "user" else int(row["n"]) // 4
-        delay = throttle_delay(failures)
-        if delay and row["last"] is not None:
-            wait = (row["last"] + timedelta(seconds=delay) - now).total_seconds()
-            if wait > 0:
-                raise TooManyRequests(
-                    "too many failed sign-ins; wait before trying again", int(wait) + 1
-                )
+        now = datetime.now(UTC)
+        # Per IP the allowance is wider: several people may share one office address.
+        for row in rows:
+            failures = int(row["n"]) if row["kind"] == "user" else int(row["n"]) // 4
+            delay = throttle_delay(failures)
+            if delay and row["last"] is not None:
+                wait = (row["last"] + timedelta(seconds=delay) - now).total_seconds()
+                if wait > 0:
+                    raise TooManyRequests(
+                        "too many failed sign-ins; wait before trying again", int(wait) + 1
+                    )
+        attempt: int = await conn.fetchval(
+            "INSERT INTO login_failures (username, client_ip) VALUES ($1, $2) RETURNING id",
+            username, ip,
+        )
+    return attempt
 
 
 @routes.route("POST", "/api/v1/session", action=PUBLIC, summary="Sign in (sets the cookie)",
               tag="identity", body=LoginIn, response=LoginOut, extra_statuses=(401, 429))
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginIn)
-    await _check_throttle(request, body.username)
+    await _reserve_attempt(request, body.username)
     pool = request.app[POOL]
     async with pool.acquire() as conn:
         found = await accounts.user_with_hash(conn, body.username)
         stored_hash = found[1] if found else passwords.DUMMY_HASH
         good = await _verify(stored_hash, body.password)
         if not found or not good or found[0].disabled:
-            await conn.execute(
-                "INSERT INTO login_failures (username, client_ip) VALUES ($1, $2)",
-                body.username, client_ip(request) or "unknown",
-            )
+            # The attempt's failure row stays: it was written before the check.
             await audit(request, "login", outcome="failure", actor=body.username,
                         detail={"why": "disabled" if found and good else "bad credentials"})
             raise Unauthenticated("wrong username or password")
@@ -117,8 +131,10 @@ async def login(request: web.Request) -> web.Response:
                 target_id=str(account.id), detail={"role": account.role},
                 company_ids=None if account.all_companies else account.company_ids)
     response = json_response(LoginOut(csrf_token=csrf))
+    # Secure unless plain-HTTP development says otherwise: behind a TLS-terminating proxy
+    # the request itself arrives as http.
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict",
-                        secure=request.secure, path="/")
+                        secure=not request.app[SETTINGS].insecure_cookies, path="/")
     return response
 
 

@@ -14,8 +14,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
 from service import problems
-from service.api import AHEAD_KEY, endpoint_of
-from service.auth import authenticate
+from service.api import AHEAD_KEY, endpoint_of, refuse_non_json
+from service.auth import authenticate, client_ip
 from service.logs import actor_var, request_id_var
 from service.policy import PUBLIC, allowed
 from service.typedefs import PRINCIPAL_KEY, REQUEST_ID_KEY
@@ -68,6 +68,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                     "route": route,
                     "status": status,
                     "ms": round(elapsed * 1000, 1),
+                    "client_ip": client_ip(request),
                 },
             )
         actor_var.reset(actor_token)
@@ -172,6 +173,8 @@ def _refuse_nul(request: web.Request) -> None:
 async def authorisation(request: web.Request, handler: Handler) -> web.StreamResponse:
     _refuse_nul(request)
     endpoint = endpoint_of(request)
+    if endpoint is not None and endpoint.body is not None:
+        refuse_non_json(request)
     if endpoint is None or endpoint.action == PUBLIC:
         return await handler(request)
     ahead = endpoint.before_auth(request) if endpoint.before_auth is not None else None

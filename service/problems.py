@@ -22,6 +22,8 @@ STATUS_OF: list[tuple[type[errors.StorageError], int]] = [
     (errors.Forbidden, 403),
     (errors.Unauthenticated, 401),
     (errors.TooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
+    (errors.RequestTimeout, 408),
     (errors.TooManyRequests, 429),
     (errors.Unavailable, 503),
     (errors.ObjectMissing, 503),

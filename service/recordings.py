@@ -13,6 +13,9 @@ import json
 import os
 import tempfile
 import uuid
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,14 +34,22 @@ from schemas.recordings import (
     RecordingPage,
     RecordingQuery,
 )
-from service.api import decode_json, json_response, parse_model, read_json, read_query, routes
+from service.api import (
+    decode_json,
+    json_response,
+    parse_model,
+    read_json,
+    read_query,
+    routes,
+    within_read_timeout,
+)
 from service.auth import audit, principal_of, read_detail
 from service.ingest import Spooled, probe, resolve_target, store_recording
 from service.typedefs import KEYRING, OBJECTS, POOL, SETTINGS
 from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
-from storage.errors import InvalidInput, NotFound, TooLarge
+from storage.errors import InvalidInput, NotFound, TooLarge, TooManyRequests
 from storage.recordings import Recording, SearchFilter
 
 METADATA_LIMIT = 64 * 1024
@@ -81,24 +92,26 @@ def _part_error(name: str, msg: str) -> InvalidInput:
     return InvalidInput(msg, [(["body", name], msg)])
 
 
-async def _next_part(reader: Any, name: str) -> BodyPartReader:
-    part = await reader.next()
+async def _next_part(request: web.Request, reader: Any, name: str) -> BodyPartReader:
+    part = await within_read_timeout(request, reader.next())
     if not isinstance(part, BodyPartReader) or part.name != name:
         order = "first" if name == "metadata" else "after the metadata part"
         raise _part_error(name, f"the part {name!r} must come {order}")
     return part
 
 
-async def _read_metadata(part: BodyPartReader) -> RecordingMetadata:
+async def _read_metadata(request: web.Request, part: BodyPartReader) -> RecordingMetadata:
     raw = bytearray()
-    while chunk := await part.read_chunk(READ_CHUNK):
+    while chunk := await within_read_timeout(request, part.read_chunk(READ_CHUNK)):
         raw += chunk
         if len(raw) > METADATA_LIMIT:
             raise TooLarge(f"the metadata part exceeds {METADATA_LIMIT} bytes")
     return parse_model(RecordingMetadata, decode_json(bytes(raw), "metadata"), "metadata")
 
 
-async def _spool_audio(part: BodyPartReader, path: Path, limit: int) -> tuple[int, str]:
+async def _spool_audio(
+    request: web.Request, part: BodyPartReader, path: Path, limit: int
+) -> tuple[int, str]:
     """Copy the audio part to `path` in bounded chunks; (size, sha256 hex).
 
     Hashing and writing run in a worker thread per megabyte, off the event loop.
@@ -112,7 +125,7 @@ async def _spool_audio(part: BodyPartReader, path: Path, limit: int) -> tuple[in
         out.write(block)
 
     with path.open("wb") as out:
-        while chunk := await part.read_chunk(READ_CHUNK):
+        while chunk := await within_read_timeout(request, part.read_chunk(READ_CHUNK)):
             size += len(chunk)
             if size > limit:
                 raise TooLarge(f"the recording exceeds the limit of {limit} bytes")
@@ -129,10 +142,9 @@ async def _spool_audio(part: BodyPartReader, path: Path, limit: int) -> tuple[in
     "POST", "/api/v1/recordings", action="recording.ingest", tag="recordings",
     summary="Push a recording (multipart: metadata part first, then audio); 200 for a retry",
     request_content=_MULTIPART_SCHEMA, response=RecordingOut, status=201,
-    extra_statuses=(200, 409, 413, 503),
+    extra_statuses=(200, 409, 413, 429, 503),
 )
 async def ingest_recording(request: web.Request) -> web.Response:
-    principal = principal_of(request)
     app = request.app
     limit = app[SETTINGS].max_recording_bytes
     if request.content_length is not None and request.content_length > limit + ENVELOPE_ALLOWANCE:
@@ -140,16 +152,42 @@ async def ingest_recording(request: web.Request) -> web.Response:
     if request.content_type != "multipart/form-data":
         raise InvalidInput("the body must be multipart/form-data",
                            [(["body"], "must be multipart/form-data")])
+    with upload_slot(app):
+        return await _ingest_recording(request)
+
+
+_uploads: weakref.WeakKeyDictionary[web.Application, int] = weakref.WeakKeyDictionary()
+UPLOAD_RETRY_AFTER_S = 5
+
+
+@contextmanager
+def upload_slot(app: web.Application) -> Iterator[None]:
+    """One of the process's TALLENNE_MAX_UPLOADS_IN_FLIGHT upload slots, or 429: each upload
+    spools to disk and holds a connection, so their number is capped, not their bytes alone."""
+    if _uploads.get(app, 0) >= app[SETTINGS].max_uploads_in_flight:
+        raise TooManyRequests("too many recordings are being uploaded; retry shortly",
+                              retry_after=UPLOAD_RETRY_AFTER_S)
+    _uploads[app] = _uploads.get(app, 0) + 1
+    try:
+        yield
+    finally:
+        _uploads[app] -= 1
+
+
+async def _ingest_recording(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    app = request.app
+    limit = app[SETTINGS].max_recording_bytes
     reader = await request.multipart()
-    metadata = await _read_metadata(await _next_part(reader, "metadata"))
+    metadata = await _read_metadata(request, await _next_part(request, reader, "metadata"))
     target = await resolve_target(app[POOL], principal.scope, metadata)
-    audio = await _next_part(reader, "audio")
+    audio = await _next_part(request, reader, "audio")
 
     fd, name = tempfile.mkstemp(prefix="tallenne-upload-")
     os.close(fd)
     spool = Path(name)
     try:
-        size, sha256 = await _spool_audio(audio, spool, limit)
+        size, sha256 = await _spool_audio(request, audio, spool, limit)
         info = await probe(spool, audio.headers.get("Content-Type"), audio.filename)
         outcome = await store_recording(
             app[POOL], app[OBJECTS], app[KEYRING].masters, principal.scope, target,

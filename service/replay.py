@@ -22,7 +22,7 @@ from aiohttp import web
 
 from schemas.recordings import ReplayQuery
 from service import integrity, problems
-from service.api import AHEAD_KEY, routes
+from service.api import AHEAD_KEY, parse_model, routes
 from service.auth import SESSION_COOKIE, audit, principal_of
 from service.recordings import recording_id_of
 from service.replay_windows import REPLAY_WINDOWS, note_replay, window_key
@@ -253,6 +253,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         if not reason or len(reason) > MAX_REASON:
             raise web.HTTPBadRequest(
                 text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
+        parse_model(ReplayQuery, {"reason": reason}, "query")  # no identity code in it
         principal = principal_of(request)
         # A window already open here has its audit event on record: this request's range
         # is noted in the background. Otherwise the replay is noted before any byte leaves.

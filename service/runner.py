@@ -16,7 +16,10 @@ from service.settings import Settings
 
 async def serve_until_signalled(settings: Settings, *, announce: bool = True) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s)
+    # A connection must deliver a request's headers within header_timeout_s of opening (or
+    # of the previous answer): aiohttp's keep-alive timer runs until the headers are parsed.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
+                           keepalive_timeout=settings.header_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port,
                        shutdown_timeout=settings.shutdown_grace_s)
@@ -33,7 +36,10 @@ async def serve_until_signalled(settings: Settings, *, announce: bool = True) ->
                 "Create the first admin in another terminal:\n"
                 "  .venv/bin/tallenne user add --username admin --role admin --all-companies"
                 " --password-stdin\n"
-                f"then sign in at {url}/ . Stop with Ctrl-C.\n",
+                f"then sign in at {url}/ . Stop with Ctrl-C.\n"
+                + ("Session cookies are sent without the Secure flag (TALLENNE_INSECURE_COOKIES"
+                   " is set): for plain-HTTP development only.\n"
+                   if settings.insecure_cookies else ""),
                 file=sys.stderr,
                 flush=True,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,14 @@ class Settings(BaseSettings):
         None,
         description="PostgreSQL URL (postgresql://user:pass@host:port/db). Unset: an embedded "
         "PostgreSQL is started in data_dir.",
+    )
+    database_owner_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL of the role that owns the schema: `tallenne migrate` and "
+        "the start-up migration connect with it. TALLENNE_DATABASE_URL is then the service's "
+        "own role, which must own nothing and be neither superuser nor BYPASSRLS (start-up "
+        "is refused otherwise). Unset: the service does not migrate and refuses to start "
+        "on a schema that is behind.",
     )
     database_pool_size: int = Field(
         10, ge=4,
@@ -89,6 +97,32 @@ class Settings(BaseSettings):
     )
     max_batch_bytes: int = Field(
         32 * 1024**2, description="Largest accepted web-event batch after decompression."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For and "
+        "Forwarded headers are believed (client address for login throttling, audit and "
+        "logs). Empty: the TCP peer is the client.",
+    )
+    insecure_cookies: bool = Field(
+        False,
+        description="Send the session cookie without the Secure flag (plain-HTTP development "
+        "only; `make run` sets it).",
+    )
+    max_uploads_in_flight: int = Field(
+        64, ge=1,
+        description="Recording uploads one process accepts at once; more answer 429 with "
+        "Retry-After.",
+    )
+    header_timeout_s: float = Field(
+        30.0, gt=0,
+        description="Seconds a client may take to send a request's headers before the "
+        "connection is closed.",
+    )
+    body_read_timeout_s: float = Field(
+        60.0, gt=0,
+        description="Seconds a request body may stall (no bytes arriving) before the request "
+        "fails with 408.",
     )
     session_idle_minutes: int = Field(30, description="A session ends after this idle time.")
     session_absolute_hours: int = Field(12, description="A session ends this long after login.")
@@ -156,6 +190,13 @@ class Settings(BaseSettings):
     export_poll_s: float = Field(
         5.0, gt=0, description="Seconds between looks for export jobs left by other replicas."
     )
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from service.client_address import parse_networks
+
+        parse_networks(value)
+        return value
 
     @property
     def key_bucket(self) -> str:

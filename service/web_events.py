@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import ijson
 from aiohttp import web
 from pydantic import ValidationError
 
 from schemas.ip import truncated_ip
 from schemas.web_events import (
+    MAX_REPORTED_REJECTIONS,
     BatchReport,
     RejectedLine,
     WebEventLine,
@@ -33,12 +35,12 @@ from schemas.web_events import (
     WebEventPage,
     WebEventQuery,
 )
-from service.api import decode_json, json_response, read_query, routes
+from service.api import body_chunks, json_response, read_query, routes
 from service.auth import Principal, audit, principal_of, read_detail
 from service.typedefs import POOL, SETTINGS
 from storage import sites, web_events
 from storage.db import Scope, scoped
-from storage.errors import InvalidInput, TooLarge, TooManyRequests
+from storage.errors import InvalidInput, MalformedBody, TooLarge, TooManyRequests
 
 STAGE_EVERY = 5000
 # One event is a page view or a click: far below this even with long URLs and attributes.
@@ -67,7 +69,7 @@ async def decoded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]
     inflater: Any = None
     first = True
     try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
+        async for chunk in body_chunks(request, READ_CHUNK):
             if first:
                 first = False
                 if chunk[:2] == b"\x1f\x8b":
@@ -97,6 +99,72 @@ async def decoded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]
         raise
 
 
+MAX_JSON_DEPTH = 64  # an event is flat; its attributes nest a few levels at most
+
+
+async def array_elements(
+    head: bytes, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[tuple[int, Any]]:
+    """The elements of a JSON-array body, parsed incrementally (ijson's C parser, its events
+    built into one element at a time): never the whole array in memory. A body that is not
+    one well-formed array, or nests deeper than MAX_JSON_DEPTH, is refused whole (400)."""
+    events: list[tuple[str, Any]] = ijson.sendable_list()
+    parser = ijson.basic_parse_coro(events, use_float=True)
+    depth = 0
+    number = 0
+    builder: Any = None
+
+    def completed() -> list[tuple[int, Any]]:
+        nonlocal depth, number, builder
+        out: list[tuple[int, Any]] = []
+        for event, value in events:
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise MalformedBody("the body is nested too deeply", [(["body"], "too deep")])
+                if depth == 1:
+                    continue  # the array itself
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+                if depth == 0:
+                    continue
+            elif depth == 1:
+                number += 1  # a scalar element (rejected as its line)
+                out.append((number, value))
+                continue
+            if builder is None:
+                builder = ijson.ObjectBuilder()
+            builder.event(event, value)
+            if depth == 1:
+                number += 1
+                out.append((number, builder.value))
+                builder = None
+        del events[:]
+        return out
+
+    tail = b""
+    chunk = head
+    try:
+        while True:
+            if b"\\u0000" in tail + chunk:
+                raise InvalidInput("the body contains a NUL character (\\u0000)",
+                                   [(["body"], "NUL characters are not accepted")])
+            tail = chunk[-5:]
+            parser.send(chunk)
+            for item in completed():
+                yield item
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+        parser.close()
+    except ijson.JSONError as exc:
+        raise MalformedBody("the body is not a valid JSON array",
+                            [(["body"], "not a valid JSON array")]) from exc
+    for item in completed():
+        yield item
+
+
 async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[int, Any]]:
     """(line number, raw line bytes or a parsed element) for NDJSON or a JSON array."""
     chunks = decoded_body(request, limit)
@@ -107,14 +175,8 @@ async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[in
             break
     is_array = head.lstrip()[:1] == b"["
     if is_array:
-        whole = bytearray(head)
-        async for chunk in chunks:
-            whole += chunk
-        elements = decode_json(bytes(whole))
-        if not isinstance(elements, list):
-            raise InvalidInput("the body must be a JSON array or NDJSON", [(["body"], "shape")])
-        for number, element in enumerate(elements, start=1):
-            yield number, element
+        async for item in array_elements(head, chunks):
+            yield item
         return
     pending = head
     number = 0
@@ -130,6 +192,14 @@ async def body_lines(request: web.Request, limit: int) -> AsyncIterator[tuple[in
             break
     if pending.strip():
         yield number + 1, pending
+
+
+def _rejection(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return _error_text(exc)
+    if isinstance(exc, RecursionError):
+        return "the line is nested too deeply"
+    return str(exc)
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -238,7 +308,7 @@ async def ingest(
     key = idempotency_key(request)
     report, replayed = await _ingest(request, principal, key, endpoint, lines, rejected_before)
     await audit(request, "web_event.ingest", target_type="web_events",
-                detail={"accepted": report["accepted"], "rejected": len(report["rejected"]),
+                detail={"accepted": report["accepted"], "rejected": report["rejected_total"],
                         "replayed": replayed,
                         **({"via": endpoint} if endpoint != IDEMPOTENCY_ENDPOINT else {})})
     return report, replayed
@@ -262,15 +332,18 @@ async def _ingest(
             if stored is not None:
                 return stored[1], True
         await web_events.prepare_staging(conn)
-        rejected: list[RejectedLine] = list(rejected_before)
+        before = list(rejected_before)
+        rejected: list[RejectedLine] = before[:MAX_REPORTED_REJECTIONS]
+        rejected_total = len(before)
         rows: list[tuple[Any, ...]] = []
         async for number, raw in lines:
             try:
                 rows.append(converter.convert(raw))
-            except ValidationError as exc:
-                rejected.append(RejectedLine(line=number, error=_error_text(exc)))
-            except ValueError as exc:
-                rejected.append(RejectedLine(line=number, error=str(exc)))
+            except (ValidationError, ValueError, RecursionError) as exc:
+                # Only the first MAX_REPORTED_REJECTIONS are described; the rest are counted.
+                rejected_total += 1
+                if len(rejected) < MAX_REPORTED_REJECTIONS:
+                    rejected.append(RejectedLine(line=number, error=_rejection(exc)))
             if len(rows) >= STAGE_EVERY:
                 await web_events.stage(conn, rows)
                 rows = []
@@ -282,7 +355,8 @@ async def _ingest(
             await _ensure_partitions(pool, set(missing))
         accepted = await web_events.publish_staged(conn)
         rejected.sort(key=lambda r: r.line)
-        report = BatchReport(accepted=accepted, rejected=rejected).model_dump()
+        report = BatchReport(accepted=accepted, rejected=rejected,
+                             rejected_total=rejected_total).model_dump()
         if key is not None:
             await web_events.store_idempotent_answer(
                 conn, account.kind, account.id, endpoint, key, 200, report

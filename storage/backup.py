@@ -595,6 +595,9 @@ async def restore_database(
         # key store (still empty) until the restore has loaded it and writes its own.
         await conn.execute("UPDATE key_snapshot_state SET written = NULL, written_at = NULL,"
                            " snapshot_id = NULL")
+        # The dump carries no privileges: the service's runtime role gets its grants again.
+        if await conn.fetchval("SELECT to_regproc('public.tallenne_grant_runtime') IS NOT NULL"):
+            await conn.execute("SELECT tallenne_grant_runtime()")
     finally:
         await conn.close()
 

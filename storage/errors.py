@@ -11,6 +11,8 @@
     │   └── AudioRejected   the bytes are not acceptable audio
     │       └── AudioTruncated  it ends before its headers say (cut off or still written)
     ├── TooLarge            a body or file exceeds a configured limit
+    ├── UnsupportedMediaType  a body's Content-Type is not one the endpoint reads
+    ├── RequestTimeout      the client stopped sending the body it announced
     ├── TooManyRequests     throttled; carries retry_after seconds
     ├── Unavailable         a backing service (PostgreSQL, S3) cannot be reached
     ├── ObjectMissing       an object expected in S3 is not there
@@ -77,6 +79,14 @@ class AudioTruncated(AudioRejected):
 
 class TooLarge(StorageError):
     title = "Payload too large"
+
+
+class UnsupportedMediaType(StorageError):
+    title = "Unsupported media type"
+
+
+class RequestTimeout(StorageError):
+    title = "Request timeout"
 
 
 class TooManyRequests(StorageError):

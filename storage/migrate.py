@@ -47,3 +47,17 @@ async def migrate(conn: asyncpg.Connection, *, until: str | None = None) -> list
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied_now
+
+
+async def migrate_url(dsn: str) -> list[str]:
+    """Apply pending migrations on a connection of its own to `dsn` (the owner role's URL)."""
+    from storage.errors import Unavailable
+
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise Unavailable(f"PostgreSQL is not reachable: {exc.__class__.__name__}") from exc
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

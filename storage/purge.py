@@ -367,7 +367,7 @@ class PurgeJob:
                 " 'retention: web_event/site_usage, whole month expired')",
                 f"{name}/{self.run_id}", self.run_id, total,
             )
-            await conn.execute(f"DROP TABLE {name}")
+            await conn.execute("SELECT tallenne_drop_web_events_partition($1)", name)
         self.dropped.append(name)
         for row in per_company:
             self._note("web_event", row["code"], int(row["n"]))

@@ -73,10 +73,10 @@ async def ensure_partitions(pool: asyncpg.Pool, months: Iterable[date]) -> None:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
                 try:
+                    # The owner's function: the runtime role may not alter `web_events`.
                     await conn.execute(
-                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF web_events"
-                        f" FOR VALUES FROM ('{month.isoformat()}') TO"
-                        f" ('{next_month(month).isoformat()}')"
+                        "SELECT tallenne_create_web_events_partition($1, $2, $3)",
+                        name, month, next_month(month),
                     )
                 except asyncpg.CheckViolationError:
                     # Rows of this month already sit in the default partition; they stay

@@ -12,14 +12,21 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp import CookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.embedded import EmbeddedStack, StackInfo, load_or_create_secrets
+from service.embedded import (
+    OWNER_ROLE,
+    EmbeddedStack,
+    StackInfo,
+    free_ports,
+    load_or_create_secrets,
+)
 from service.settings import Settings
 from storage.db import create_pool
-from storage.migrate import migrate
+from storage.migrate import migrate_url
 from storage.objects import ObjectStore
 from tests.helpers import Api
 
@@ -71,8 +78,14 @@ class Stack:
         return self.embedded.postgres.superuser_url(database)
 
     def app_url(self, database: str) -> str:
+        """The service's runtime role: owns nothing, row-level security applies."""
         assert self.embedded.postgres is not None
         return self.embedded.postgres.app_url(database)
+
+    def owner_url(self, database: str) -> str:
+        """The role that owns the schema and runs the migrations, as in production."""
+        assert self.embedded.postgres is not None
+        return self.embedded.postgres.owner_url(database)
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +98,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     async def make_template() -> None:
         admin = await asyncpg.connect(stack.superuser_url("postgres"))
-        await admin.execute(f"CREATE DATABASE {TEMPLATE_DB} OWNER tallenne")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE_DB} OWNER {OWNER_ROLE}")
         await admin.close()
-        pool = await create_pool(stack.app_url(TEMPLATE_DB), max_size=1)
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        await pool.close()
+        await migrate_url(stack.owner_url(TEMPLATE_DB))
 
     asyncio.run(make_template())
     try:
@@ -104,7 +114,7 @@ def fresh_database(stack: Stack) -> str:
 
     async def create() -> None:
         admin = await asyncpg.connect(stack.superuser_url("postgres"))
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} OWNER tallenne")
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} OWNER {OWNER_ROLE}")
         await admin.close()
 
     asyncio.run(create())
@@ -123,6 +133,7 @@ def drop_database(stack: Stack, name: str) -> None:
 def settings_for(stack: Stack, database: str, bucket: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": SecretStr(stack.app_url(database)),
+        "database_owner_url": SecretStr(stack.owner_url(database)),
         "s3_endpoint": stack.info.s3_endpoint,
         "s3_access_key": SecretStr(stack.info.s3_access_key),
         "s3_secret_key": SecretStr(stack.info.s3_secret_key),
@@ -172,10 +183,18 @@ def settings(stack: Stack, database: str) -> Iterator[Settings]:
     drop_bucket(stack, made.key_bucket)
 
 
+def secure_origin_client(app: web.Application) -> TestClient[object, object]:
+    """A client of the app on loopback whose cookie jar, like a browser's, treats the
+    loopback origin as secure: the session cookie is Secure by default."""
+    (port,) = free_ports(1)
+    jar = CookieJar(unsafe=True, treat_as_secure_origin=f"http://127.0.0.1:{port}")
+    return TestClient(TestServer(app, host="127.0.0.1", port=port), cookie_jar=jar)
+
+
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
     app = create_app(settings)
-    test_client: TestClient[object, object] = TestClient(TestServer(app))
+    test_client = secure_origin_client(app)
     await test_client.start_server()
     try:
         yield test_client

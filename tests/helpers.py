@@ -64,6 +64,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     assert settings.master_key and settings.personal_id_key and settings.s3_endpoint
     return {
         "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
+        **({"TALLENNE_DATABASE_OWNER_URL": settings.database_owner_url.get_secret_value()}
+           if settings.database_owner_url else {}),
         "TALLENNE_S3_ENDPOINT": settings.s3_endpoint,
         "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
         "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),

@@ -299,6 +299,51 @@ def test_postgres_has_a_streaming_standby_and_archives_wal() -> None:
     assert "archive_command" in k8s_conf["postgresql.conf"]
     assert "pg_basebackup" in k8s_conf["clone-standby.sh"]
 
+def test_compose_replicas_serve_as_the_runtime_role_after_migrating_as_the_owner() -> None:
+    services = compose()["services"]
+    assert services["postgres"]["image"] == "postgres:17"
+    replicas = [s for s in services.values() if "build" in s and s.get("command") != ["migrate"]]
+    assert len(replicas) == 2
+    for replica in replicas:
+        env = replica["environment"]
+        # The runtime role, never the image's superuser nor the schema owner.
+        assert env["TALLENNE_DATABASE_URL"].startswith("postgresql://tallenne:")
+        assert "TALLENNE_DATABASE_OWNER_URL" not in env
+        assert replica["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_creates_the_owner_and_runtime_roles_and_migrates_as_the_owner() -> None:
+    services = compose()["services"]
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_USER"] == "postgres"
+    assert "./postgres-init:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
+    init = (DEPLOY / "postgres-init" / "10-tallenne-roles.sh").read_text()
+    assert "CREATE ROLE tallenne_owner LOGIN" in init
+    assert "CREATE ROLE tallenne_runtime NOLOGIN" in init
+    assert "NOSUPERUSER NOBYPASSRLS" in init and "IN ROLE tallenne_runtime" in init
+    assert "CREATE DATABASE tallenne OWNER tallenne_owner" in init
+    migrate = services["migrate"]
+    assert migrate["environment"]["TALLENNE_DATABASE_OWNER_URL"].startswith(
+        "postgresql://tallenne_owner:")
+
+
+def test_kubernetes_migrates_as_the_owner_and_serves_as_the_runtime_role() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for _, d in manifests()}
+    secret = next(d for _, d in manifests() if d["kind"] == "Secret"
+                  and "database-url" in d.get("stringData", {}))["stringData"]
+    assert secret["database-url"].startswith("postgresql://tallenne:")
+    assert secret["database-owner-url"].startswith("postgresql://tallenne_owner:")
+    job = next(d for (kind, _), d in docs.items() if kind == "Job"
+               and containers(d)[0].get("args") == ["migrate"])
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in containers(job)[0]["env"]
+            if "valueFrom" in e}
+    assert refs["TALLENNE_DATABASE_OWNER_URL"] == "database-owner-url"
+    for kind, name in [("Deployment", "tallenne"), ("CronJob", None)]:
+        workload = next(d for (k, n), d in docs.items() if k == kind and name in (None, n))
+        env = containers(workload)[-1]["env"]
+        keys = {e["valueFrom"]["secretKeyRef"]["key"] for e in env if "valueFrom" in e}
+        assert "database-owner-url" not in keys and "database-url" in keys
+
 
 def test_dockerfile_runs_as_non_root_on_a_slim_base() -> None:
     text = (DEPLOY / "Dockerfile").read_text()

@@ -4,7 +4,7 @@ in the key snapshot), its check without a restore, and its restore into an empty
 with the key snapshot loaded, the erasure ledger re-applied and everything verified. Reports
 are JSON on stdout; progress goes to stderr.
 
-Backup and restore connect with TALLENNE_DATABASE_URL as the role that owns the schema
+Backup and restore connect with TALLENNE_DATABASE_OWNER_URL as the role that owns the schema
 (pg_dump, pg_restore and the migrations need it); neither needs a superuser.
 """
 
@@ -42,8 +42,10 @@ def pg_tools() -> backup.PgTools:
 
 
 def _dsn(settings: Settings) -> str:
-    assert settings.database_url is not None, "resolved settings name a database"
-    return settings.database_url.get_secret_value()
+    """The owner role's URL (TALLENNE_DATABASE_OWNER_URL), else TALLENNE_DATABASE_URL."""
+    url = settings.database_owner_url or settings.database_url
+    assert url is not None, "resolved settings name a database"
+    return url.get_secret_value()
 
 
 def _say(text: str) -> None:

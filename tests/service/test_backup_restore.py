@@ -67,7 +67,7 @@ def never_migrated_database(stack: Stack) -> str:
 
     async def create() -> None:
         admin = await asyncpg.connect(stack.superuser_url("postgres"))
-        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne")
+        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne_owner")
         await admin.close()
 
     asyncio.run(create())

@@ -145,7 +145,9 @@ async def test_postgres_killed_makes_the_service_not_ready_and_it_recovers_witho
     await asyncio.to_thread(postgres.start)
     try:
         await asyncio.to_thread(holder._ensure_app_database)
-        own = settings.model_copy(update={"database_url": SecretStr(postgres.app_url())})
+        own = settings.model_copy(update={
+            "database_url": SecretStr(postgres.app_url()),
+            "database_owner_url": SecretStr(postgres.owner_url())})
         audios = distinct_audio(10, seconds=2.0)
         metas = [metadata() for _ in audios]
         async with TestClient(TestServer(create_app(own))) as client:

@@ -111,10 +111,10 @@ async def test_two_instances_starting_at_once_migrate_once(stack, settings) -> N
     from tests.conftest import drop_database
 
     admin = await asyncpg.connect(stack.superuser_url("postgres"))
-    await admin.execute("CREATE DATABASE t_race OWNER tallenne")
+    await admin.execute("CREATE DATABASE t_race OWNER tallenne_owner")
     await admin.close()
     try:
-        conns = [await asyncpg.connect(stack.app_url("t_race")) for _ in range(2)]
+        conns = [await asyncpg.connect(stack.owner_url("t_race")) for _ in range(2)]
         applied = await asyncio.gather(*(migrate(c) for c in conns))
         for c in conns:
             await c.close()

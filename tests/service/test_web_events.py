@@ -71,7 +71,7 @@ async def test_json_array_and_gzip_are_accepted(api: Api, db: asyncpg.Connection
     array = json.dumps([event(session_id="arr-1"), event(session_id="arr-2"), 7]).encode()
     response = await post(api, token, array, "application/json")
     report = await response.json()
-    assert report == {"accepted": 2, "rejected": [
+    assert report == {"accepted": 2, "rejected_total": 1, "rejected": [
         {"line": 3, "error": "the element is not a JSON object"}]}
     zipped = gzip.compress(ndjson([event(session_id=f"gz-{i}") for i in range(10)]))
     response = await post(api, token, zipped, **{"Content-Encoding": "gzip"})
@@ -130,7 +130,7 @@ async def test_concurrent_identical_requests_store_once(
     statuses = [a.status for a in answers]
     assert all(s in (200, 429) for s in statuses)
     reports = [await a.json() for a in answers if a.status == 200]
-    assert all(r == {"accepted": 50, "rejected": []} for r in reports)
+    assert all(r == {"accepted": 50, "rejected": [], "rejected_total": 0} for r in reports)
     assert await db.fetchval("SELECT count(*) FROM web_events") == 50
 
 
@@ -223,7 +223,7 @@ async def test_large_ndjson_batch_streams_in_many_chunks(
 
     response = await api.client.post(
         "/api/v1/web-events", data=body(), headers={**bearer(token), "Content-Type": NDJSON})
-    assert (await response.json()) == {"accepted": 12000, "rejected": []}
+    assert (await response.json()) == {"accepted": 12000, "rejected": [], "rejected_total": 0}
     assert await db.fetchval("SELECT count(DISTINCT session_id) FROM web_events") == 12000
 
 

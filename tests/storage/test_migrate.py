@@ -19,7 +19,7 @@ def empty_database(stack: Stack) -> Iterator[str]:
 
     async def create() -> None:
         admin = await asyncpg.connect(stack.superuser_url("postgres"))
-        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne")
+        await admin.execute(f"CREATE DATABASE {name} OWNER tallenne_owner")
         await admin.close()
 
     asyncio.run(create())
@@ -30,7 +30,7 @@ def empty_database(stack: Stack) -> Iterator[str]:
 async def test_retention_back_fill_reaches_every_companys_recordings(
     stack: Stack, empty_database: str
 ) -> None:
-    conn = await asyncpg.connect(stack.app_url(empty_database))
+    conn = await asyncpg.connect(stack.owner_url(empty_database))
     try:
         await migrate(conn, until="008_recording_key_owner_default")
         companies = [r["id"] for r in await conn.fetch("SELECT id FROM companies LIMIT 2")]

@@ -9,7 +9,8 @@ import pytest
 
 from service import purge_scheduler
 from service.reconciler import RECONCILE_LOCK, reconcile
-from storage.db import Scope, scoped
+from service.settings import Settings
+from storage.db import Scope, create_pool, scoped
 from storage.migrate import migrate
 from storage.objects import ObjectStore
 from tests.helpers import Api
@@ -33,14 +34,21 @@ async def test_a_failed_transaction_leaves_no_scope_behind(pool: asyncpg.Pool) -
 
 
 async def test_session_locks_are_all_released(
-    api: Api, pool: asyncpg.Pool, objects: ObjectStore, db: asyncpg.Connection
+    api: Api, pool: asyncpg.Pool, objects: ObjectStore, db: asyncpg.Connection,
+    settings: Settings,
 ) -> None:
-    async with pool.acquire() as conn:
-        assert await migrate(conn) == []
-    await reconcile(pool, objects)
-    await db.execute("SELECT pg_advisory_lock($1)", RECONCILE_LOCK)
-    assert (await reconcile(pool, objects, wait=False)).skipped
-    await db.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
-    app = app_of(api)
-    assert (await purge_scheduler.scheduled_once(app)) is not None
-    assert await db.fetchval(HELD) == 0
+    # Migrations run on the owner role's pool; it stays open until the locks are counted.
+    assert settings.database_owner_url is not None
+    owner = await create_pool(settings.database_owner_url.get_secret_value(), max_size=1)
+    try:
+        async with owner.acquire() as conn:
+            assert await migrate(conn) == []
+        await reconcile(pool, objects)
+        await db.execute("SELECT pg_advisory_lock($1)", RECONCILE_LOCK)
+        assert (await reconcile(pool, objects, wait=False)).skipped
+        await db.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
+        app = app_of(api)
+        assert (await purge_scheduler.scheduled_once(app)) is not None
+        assert await db.fetchval(HELD) == 0
+    finally:
+        await owner.close()

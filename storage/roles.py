@@ -1,0 +1,64 @@
+"""What the service's database role may be: the start-up check behind least privilege.
+
+Row-level security is the company boundary. It does not apply to a superuser or a role with
+BYPASSRLS, and the owner of a table can switch it (or the audit trail's triggers) off. The
+service therefore refuses to run as any of these.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from storage.migrate import migration_files
+
+
+class UnsafeDatabaseRole(Exception):  # noqa: N818 - named for what the operator must fix
+    """The runtime role may bypass row-level security, or the schema is not ready for it."""
+
+
+async def unsafe_role_reason(conn: asyncpg.Connection) -> str | None:
+    """Why this connection's role must not run the service, or None when it is fit."""
+    role = await conn.fetchrow(
+        "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    )
+    assert role is not None
+    name = role["rolname"]
+    if role["rolsuper"]:
+        return f"the database role {name!r} of TALLENNE_DATABASE_URL is a superuser"
+    if role["rolbypassrls"]:
+        return f"the database role {name!r} of TALLENNE_DATABASE_URL has BYPASSRLS"
+    owned = await conn.fetchrow(
+        "SELECT c.relname, pg_get_userbyid(c.relowner) AS owner FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+        " AND pg_has_role(current_user, c.relowner, 'MEMBER')"
+        " ORDER BY c.relrowsecurity DESC, c.relname LIMIT 1"
+    )
+    if owned is not None:
+        via = "" if owned["owner"] == name else f" (through membership of {owned['owner']!r})"
+        return (f"the database role {name!r} of TALLENNE_DATABASE_URL owns table "
+                f"{owned['relname']!r}{via}; the tables must belong to the owner role of "
+                "TALLENNE_DATABASE_OWNER_URL")
+    return None
+
+
+async def pending_migrations(conn: asyncpg.Connection) -> list[str]:
+    """Migrations not yet applied to this database (every one when it was never migrated)."""
+    if not await conn.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL"):
+        return [version for version, _ in migration_files()]
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [version for version, _ in migration_files() if version not in done]
+
+
+async def check_runtime_role(conn: asyncpg.Connection) -> None:
+    """Raise UnsafeDatabaseRole with a one-line reason unless the service may run as this
+    connection's role on this schema."""
+    reason = await unsafe_role_reason(conn)
+    if reason is not None:
+        raise UnsafeDatabaseRole(f"refusing to start: {reason}")
+    pending = await pending_migrations(conn)
+    if pending:
+        raise UnsafeDatabaseRole(
+            f"refusing to start: the database schema lacks migration {pending[0]}; run "
+            "`tallenne migrate` with TALLENNE_DATABASE_OWNER_URL (or set it for the service)"
+        )
