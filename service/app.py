@@ -13,6 +13,7 @@ from aiohttp import web
 from schemas import personal_id
 from service import api
 from service.checkpointing import checkpoint_ctx
+from service.housekeeping import housekeeping_ctx
 from service.middlewares import authorisation, problem_documents, request_context
 from service.reconciler import reconciler_ctx
 from service.settings import Settings
@@ -147,7 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app[replay.LOCATORS] = replay.Locators()
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
-         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx]
+         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, housekeeping_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)
