@@ -116,6 +116,7 @@ async def probe_lock(bucket: CheckpointBucket) -> LockProbe:
     if not bucket.retention:
         return LockProbe(False, "the checkpoint bucket has no Object Lock"
                          if bucket.keep_for > timedelta(0) else "no retention is configured")
+    await _forget_old_probes(bucket.reader)
     until = datetime.now(UTC) + PROBE_RETENTION
     body = f"lock probe {uuid.uuid4()}\n".encode()
     try:
@@ -140,6 +141,24 @@ async def probe_lock(bucket: CheckpointBucket) -> LockProbe:
     except ObjectMissing:
         return LockProbe(False, "the probe object vanished")
     return LockProbe(False, "the store deleted a locked object: retention is not enforced")
+
+
+async def _forget_old_probes(store: ObjectStore) -> None:
+    """Delete the versions of earlier probes (their lock ran out long ago)."""
+    cutoff = datetime.now(UTC) - 10 * PROBE_RETENTION
+
+    def old_versions() -> list[str | None]:
+        return [o.version_id for o in store.client.list_objects(
+            store.bucket, prefix=PROBE_KEY, include_version=True)
+            if o.object_name == PROBE_KEY and o.last_modified is not None
+            and o.last_modified < cutoff]
+
+    try:
+        for version in await store.run(old_versions):
+            await store.run(store.client.remove_object, store.bucket, PROBE_KEY,
+                            version_id=version)
+    except (Unavailable, ObjectMissing) as exc:
+        logger.info("old lock probes left in place", extra={"error": repr(exc)})
 
 
 async def _put(bucket: CheckpointBucket, key: str, note: str) -> bool:
