@@ -24,7 +24,7 @@ from bench.stack import BenchStack, bench_stack
 from service.commands import app_resources
 from service.commands.backup import backup_key, master_keys, pg_tools
 from service.settings import Settings
-from service.typedefs import KEY_OBJECTS, KEYRING, OBJECTS, POOL
+from service.typedefs import CHECKPOINTS, KEY_OBJECTS, KEYRING, OBJECTS, POOL
 from storage import backup, key_snapshot
 from storage.objects import ObjectStore
 
@@ -115,7 +115,8 @@ async def run(count: int, size: int, rounds: int) -> int:
                         target = scratch / f"backup-{i}"
                         started = time.perf_counter()
                         manifest = await backup.take_backup(
-                            dsn, app[OBJECTS], target, pg_tools(), key, snapshot)
+                            dsn, app[OBJECTS], target, pg_tools(), key, snapshot,
+                            app[CHECKPOINTS].reader)
                         product_s = min(product_s, time.perf_counter() - started)
                         assert len(manifest.objects) == count and not manifest.missing
                         if i == rounds - 1:

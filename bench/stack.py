@@ -127,6 +127,7 @@ async def bench_stack(**env_overrides: str) -> AsyncIterator[BenchStack]:
             "TALLENNE_MASTER_KEY": secret["master_key"],
             "TALLENNE_PERSONAL_ID_KEY": secret["personal_id_key"],
             "TALLENNE_BACKUP_KEY": secret["backup_key"],
+            "TALLENNE_AUDIT_SIGNING_KEY": secret["audit_signing_key"],
             "TALLENNE_DATA_DIR": str(data_dir / "service"),
             "TALLENNE_PORT": str(port),
             "TALLENNE_LOG_LEVEL": "WARNING",

@@ -189,6 +189,7 @@ async def run(rows: int, data_dir: Path) -> tuple[float, float]:
             s3_secret_key=SecretStr(info.s3_secret_key),
             master_key=SecretStr(secret["master_key"]),
             personal_id_key=SecretStr(secret["personal_id_key"]),
+            audit_signing_key=SecretStr(secret["audit_signing_key"]),
             data_dir=data_dir, log_level="WARNING",
         )
         runner = web.AppRunner(create_app(settings), access_log=None)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import StrictModel
 from schemas.personal_id import PersonalId
@@ -41,11 +41,18 @@ class CustomerIn(StrictModel):
     address: Address = Field(default_factory=lambda: Address.model_validate({}))
     email: str | None = Field(None, max_length=320)
     phone: str | None = Field(None, max_length=50)
+    ended_at: AwareDatetime | None = Field(
+        None, description="When the customer relationship with this company ended (or will "
+        "end); customer retention counts from the end of the last membership. Absent: "
+        "unchanged; null: the membership goes on.")
 
 
 class Membership(BaseModel):
     company: str
     customer_number: str
+    ended_at: datetime | None = Field(
+        None, description="End of the membership; an ended one keeps its number for the "
+        "record, and new calls and web events with the number go to its current holder.")
 
 
 class Prohibition(BaseModel):

@@ -22,21 +22,27 @@ DisclosurePurpose = Literal[
 ]
 DisclosedField = Literal["name", "address", "email", "phone", "customer_number", "personal_id"]
 
+# "Other direct marketing" (muu suoramarkkinointi) is direct marketing by any means other
+# than addressed advertising and distance selling. It is not a purpose of its own here: a
+# marketing register passes its names on for direct marketing of every kind, so whoever has
+# prohibited other direct marketing (or direct marketing as a whole) is left out of it.
+# Distance selling is a kind of its own with its own prohibition; research, polls,
+# subcontracting and debt collection are not direct marketing.
+OTHER_DIRECT_MARKETING_EXCLUDED_BY: frozenset[ProhibitedUse] = frozenset(
+    {"other_direct_marketing", "direct_marketing"}
+)
+
 # A prohibition in force of any of these uses silently excludes the customer from a
 # disclosure for the purpose. Subcontractors (on the customer's power of attorney or request)
 # and debt collection are not direct marketing and are never excluded.
 EXCLUDED_BY: dict[DisclosurePurpose, frozenset[ProhibitedUse]] = {
-    "marketing_register": frozenset({"direct_marketing"}),
+    "marketing_register": OTHER_DIRECT_MARKETING_EXCLUDED_BY,
     "distance_selling": frozenset({"distance_selling", "direct_marketing"}),
     "market_research": frozenset({"market_research"}),
     "opinion_polls": frozenset({"opinion_polls"}),
     "subcontractor": frozenset(),
     "debt_collection": frozenset(),
 }
-# Other direct marketing (not a purpose of its own here) is excluded by these uses.
-OTHER_DIRECT_MARKETING_EXCLUDED_BY: frozenset[ProhibitedUse] = frozenset(
-    {"other_direct_marketing", "direct_marketing"}
-)
 # The identity code leaves only for a subcontractor acting for the customer or a debt collector.
 PERSONAL_ID_PURPOSES: frozenset[DisclosurePurpose] = frozenset({"subcontractor", "debt_collection"})
 

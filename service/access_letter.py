@@ -88,8 +88,12 @@ USE_FI = {
 CHANNEL_FI = {"phone": "puhelimitse", "email": "sähköpostitse", "post": "postitse",
               "in_person": "käynnillä"}
 CHANGE_FI = {"created": "luotu", "updated": "muutettu", "membership_added": "asiakkuus lisätty",
-             "membership_moved": "asiakasnumero siirretty"}
+             "membership_moved": "asiakasnumero siirretty",
+             "number_passed_on": "asiakasnumero siirtynyt toiselle",
+             "membership_ended": "asiakkuus päättynyt",
+             "membership_resumed": "asiakkuus jatkuu"}
 FIELD_FI = {"name": "nimi", "address": "osoite", "email": "sähköposti", "phone": "puhelin",
+            "ended_at": "päättymispäivä",
             "customer_number": "asiakasnumero", "personal_id": "henkilötunnus"}
 
 

@@ -14,6 +14,7 @@ from schemas import personal_id
 from service import api
 from service.checkpointing import checkpoint_ctx
 from service.client_address import TRUSTED_PROXIES, parse_networks
+from service.housekeeping import housekeeping_ctx
 from service.middlewares import (
     authorisation,
     mark_response_started,
@@ -172,7 +173,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
          purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, scrub_ctx,
-         export_worker_ctx]
+         export_worker_ctx, housekeeping_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

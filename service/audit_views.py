@@ -10,14 +10,14 @@ from pydantic import Field
 from schemas.audit import AuditEventOut, AuditPage, AuditQuery, AuditVerifyOut
 from service.api import json_response, read_query, routes
 from service.auth import audit, principal_of
-from service.typedefs import OBJECTS, POOL
+from service.typedefs import AUDIT_SIGNER, CHECKPOINTS, POOL
 from storage.checkpoints import verify_trail
 from storage.db import scoped
 from storage.errors import InvalidInput
 
 
 class AuditVerifyReport(AuditVerifyOut):
-    checkpoints: int = Field(0, description="S3 checkpoints the chain was held against.")
+    checkpoints: int = Field(0, description="Signed checkpoints the chain was held against.")
 
 
 @routes.route("GET", "/api/v1/audit", action="audit.read", summary="Read the audit trail",
@@ -63,7 +63,8 @@ async def list_audit(request: web.Request) -> web.Response:
               summary="Recompute the audit hash chain", tag="audit", response=AuditVerifyReport)
 async def verify_audit(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        report = await verify_trail(conn, request.app[OBJECTS])
+        report = await verify_trail(conn, request.app[CHECKPOINTS].reader,
+                                    request.app[AUDIT_SIGNER].verifier)
     await audit(request, "audit.verify", outcome="ok" if report.ok else "failure",
                 detail={"events": report.events, "first_bad": report.first_bad,
                         "checkpoints": report.checkpoints})

@@ -224,31 +224,50 @@ def cmd_company_rename(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    """The chain recomputed and held against every checkpoint object in S3."""
+    """The chain recomputed and held against every signed checkpoint."""
+    from service.checkpointing import checkpoint_bucket, note_signer
     from storage.checkpoints import verify_trail
-    from storage.objects import ObjectStore
 
     async def main(ready: Settings) -> int:
-        assert ready.database_url is not None and ready.s3_endpoint is not None
-        assert ready.s3_access_key is not None and ready.s3_secret_key is not None
-        objects = ObjectStore(
-            ready.s3_endpoint, ready.s3_access_key.get_secret_value(),
-            ready.s3_secret_key.get_secret_value(), ready.s3_bucket,
-            region=ready.s3_region, secure=ready.s3_secure, threads=4,
-            timeout_s=ready.s3_timeout_s,
-        )
+        assert ready.database_url is not None
+        signer = note_signer(ready)
+        bucket = checkpoint_bucket(ready)
         await migrate_if_owner(ready)
         pool = await create_pool(ready.database_url.get_secret_value(), max_size=2)
         try:
             async with pool.acquire() as conn:
-                report = await verify_trail(conn, objects)
+                report = await verify_trail(conn, bucket.reader, signer.verifier)
         finally:
             await pool.close()
-            await objects.close()
+            await bucket.close()
         print(json.dumps({"ok": report.ok, "events": report.events,
                           "first_bad": report.first_bad, "problem": report.problem,
                           "checkpoints": report.checkpoints}))
         return 0 if report.ok else 1
+
+    with resolved(settings) as ready:
+        return asyncio.run(main(ready))
+
+
+def cmd_audit_export_checkpoints(args: argparse.Namespace, settings: Settings) -> int:
+    """Every signed checkpoint of the bucket, with the key that verifies them, for a witness."""
+    from service.checkpointing import checkpoint_bucket, note_signer
+    from storage.checkpoints import parse_key, signed_notes
+
+    async def main(ready: Settings) -> int:
+        verifier = note_signer(ready).verifier
+        bucket = checkpoint_bucket(ready)
+        try:
+            notes = await signed_notes(bucket.reader)
+        finally:
+            await bucket.close()
+        checkpoints = []
+        for key, note in notes:
+            epoch, seq = parse_key(key) or (0, 0)
+            checkpoints.append({"object_key": key, "epoch": epoch, "seq": seq, "note": note})
+        print(json.dumps({"origin": verifier.name, "verifier_key": verifier.verifier_key(),
+                          "checkpoints": checkpoints}, indent=1))
+        return 0
 
     with resolved(settings) as ready:
         return asyncio.run(main(ready))
@@ -314,7 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="sub",
                                                                           required=True)
-    add("verify", cmd_audit_verify, "verify the hash chain; exit 0 only when intact", audit)
+    add("verify", cmd_audit_verify, "verify the hash chain against the signed checkpoints; "
+        "exit 0 only when intact", audit)
+    add("export-checkpoints", cmd_audit_export_checkpoints, "print the signed checkpoints "
+        "(C2SP signed notes) and their verifier key as JSON, for an outside witness", audit)
     for command_module in _command_modules():
         command_module.register(sub)
     return parser

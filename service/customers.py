@@ -72,7 +72,7 @@ async def put_customer(request: web.Request) -> web.Response:
                            [(["path", "customer_number"], "letters, digits, . _ / - only")])
     body = await read_json(request, CustomerIn)
     ring = request.app[KEYRING]
-    record = body.model_dump(exclude={"personal_id"})
+    record = body.model_dump(exclude={"personal_id", "ended_at"})
     async with scoped(request.app[POOL], principal.scope) as conn:
         company_id = await customers.company_id_by_code(conn, request.match_info["company"])
         if company_id is None or not principal.scope.allows(company_id):
@@ -83,12 +83,16 @@ async def put_customer(request: web.Request) -> web.Response:
             personal_id_hash=ring.personal_ids.lookup_hash(body.personal_id),
             masters=ring.masters, actor=principal.name,
         )
+        ended = "ended_at" in body.model_fields_set and await customers.set_membership_end(
+            conn, result.customer_id, company_id, body.ended_at, principal.name)
         rows = await customers.customer_rows(conn, [result.customer_id])
     await audit(
         request, "customer.write", target_type="customer", target_id=str(result.customer_id),
         company=request.match_info["company"],
         detail={"created": result.created, "changed_fields": result.changed_fields,
-                "customer_number": number},
+                "customer_number": number,
+                **({"ended_at": body.ended_at.isoformat() if body.ended_at else None}
+                   if ended else {})},
     )
     return json_response(present(request, principal, rows[0]),
                          status=201 if result.created else 200)

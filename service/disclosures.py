@@ -24,7 +24,7 @@ from service.auth import audit, principal_of, read_detail
 from service.typedefs import KEYRING, POOL
 from storage import customers
 from storage import disclosures as store
-from storage.db import scoped
+from storage.db import apply_scope, scoped
 from storage.errors import InvalidInput, NotFound
 
 
@@ -59,33 +59,38 @@ async def create_disclosure(request: web.Request) -> web.StreamResponse:
                     detail={**summary, "refused": "recipient outside the EU/EEA"})
         raise InvalidInput("no data is disclosed outside the EU/EEA",
                            [(["body", "recipient_country"], "not an EU/EEA country")])
-    async with scoped(request.app[POOL], principal.scope) as conn:
+    pool = request.app[POOL]
+    # One snapshot (REPEATABLE READ) for the prohibition check and the rows streamed: a
+    # prohibition or change committed meanwhile cannot slip between the two.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                        readonly=True):
+        await apply_scope(conn, principal.scope)
         company_id = await customers.company_id_by_code(conn, body.company)
         if company_id is None or not principal.scope.allows(company_id):
             raise NotFound("no such company")
         chosen = await store.eligible_customers(
             conn, company_id, EXCLUDED_BY[body.purpose], body.customer_ids
         )
-        logged = await store.log_disclosure(
-            conn, company_id=company_id, disclosed_by=principal.name, recipient=body.recipient,
-            recipient_country=country, purpose=body.purpose, legal_basis=body.legal_basis,
-            fields=list(body.fields), customer_ids=chosen,
-        )
-    # Logged and committed before the first byte leaves: a broken stream is over-, never
-    # under-recorded.
-    ids_detail, subjects = read_detail(customers=chosen)
-    await audit(request, "disclosure.create", target_type="disclosure",
-                target_id=str(logged["id"]), company=body.company, subject_ids=subjects,
-                detail={**summary, "customers": len(chosen),
-                        "customer_ids": ids_detail["customers"]})
-    response = web.StreamResponse(headers={
-        "Content-Type": "application/x-ndjson",
-        "Content-Disposition": f'attachment; filename="luovutus-{logged["id"]}.ndjson"',
-        "X-Disclosure-Id": str(logged["id"]),
-        "Cache-Control": "private, no-store",
-    })
-    await response.prepare(request)
-    async with scoped(request.app[POOL], principal.scope) as conn:
+        # Logged and committed (on a connection of its own) before the first byte leaves:
+        # a broken stream is over-, never under-recorded.
+        async with scoped(pool, principal.scope) as writer:
+            logged = await store.log_disclosure(
+                writer, company_id=company_id, disclosed_by=principal.name,
+                recipient=body.recipient, recipient_country=country, purpose=body.purpose,
+                legal_basis=body.legal_basis, fields=list(body.fields), customer_ids=chosen,
+            )
+        ids_detail, subjects = read_detail(customers=chosen)
+        await audit(request, "disclosure.create", target_type="disclosure",
+                    target_id=str(logged["id"]), company=body.company, subject_ids=subjects,
+                    detail={**summary, "customers": len(chosen),
+                            "customer_ids": ids_detail["customers"]})
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/x-ndjson",
+            "Content-Disposition": f'attachment; filename="luovutus-{logged["id"]}.ndjson"',
+            "X-Disclosure-Id": str(logged["id"]),
+            "Cache-Control": "private, no-store",
+        })
+        await response.prepare(request)
         async for batch in store.customer_batches(conn, company_id, chosen):
             text = "".join(
                 json.dumps(_line(request, row, list(body.fields)), ensure_ascii=False) + "\n"

@@ -113,6 +113,9 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
         "master_key": _b64key(),
         "personal_id_key": _b64key(),
         "backup_key": _b64key(),
+        "audit_signing_key": _b64key(),
+        "s3_audit_access_key": "TLA" + secrets.token_hex(8).upper(),
+        "s3_audit_secret_key": secrets.token_urlsafe(30),
     }
     if loaded and set(generated) <= set(loaded):
         return loaded
@@ -364,7 +367,19 @@ class EmbeddedS3:
                         }
                     ],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
+                },
+                # The service puts audit checkpoints with this one. SeaweedFS has no
+                # put-without-delete action: "Write" also deletes (README, audit trail).
+                {
+                    "name": "tallenne-audit",
+                    "credentials": [
+                        {
+                            "accessKey": self.secret["s3_audit_access_key"],
+                            "secretKey": self.secret["s3_audit_secret_key"],
+                        }
+                    ],
+                    "actions": ["Write", "PutObjectRetention"],
+                },
             ]
         }
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -26,12 +26,17 @@ def with_stack(settings: Settings, info: StackInfo) -> Settings:
         update["s3_endpoint"] = info.s3_endpoint
         update["s3_access_key"] = SecretStr(info.s3_access_key)
         update["s3_secret_key"] = SecretStr(info.s3_secret_key)
+        if settings.s3_audit_access_key is None:
+            update["s3_audit_access_key"] = SecretStr(secret["s3_audit_access_key"])
+            update["s3_audit_secret_key"] = SecretStr(secret["s3_audit_secret_key"])
     if settings.master_key is None:
         update["master_key"] = SecretStr(secret["master_key"])
     if settings.personal_id_key is None:
         update["personal_id_key"] = SecretStr(secret["personal_id_key"])
     if settings.backup_key is None:
         update["backup_key"] = SecretStr(secret["backup_key"])
+    if settings.audit_signing_key is None:
+        update["audit_signing_key"] = SecretStr(secret["audit_signing_key"])
     return settings.model_copy(update=update)
 
 

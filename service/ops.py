@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas.ops import Health, Readiness
 from service.api import build_openapi, json_response, routes
 from service.policy import PUBLIC
-from service.typedefs import OBJECTS, POOL
+from service.typedefs import AUDIT_LOCK, OBJECTS, POOL
 from storage.errors import StorageError, Unavailable
 
 READY_TIMEOUT_S = 3.0
@@ -59,7 +59,11 @@ async def readyz(request: web.Request) -> web.Response:
     if postgres != "ok" or s3 != "ok":
         failing = [name for name, state in (("PostgreSQL", postgres), ("S3", s3)) if state != "ok"]
         raise Unavailable(f"not ready: {' and '.join(failing)} unreachable", retry_after=2)
-    return json_response(Readiness(status="ready", postgres=postgres, s3=s3))
+    probe = request.app.get(AUDIT_LOCK)
+    lock = None if probe is None else (
+        probe.state if probe.enforced else f"{probe.state}: {probe.detail}")
+    return json_response(Readiness(status="ready", postgres=postgres, s3=s3,
+                                   audit_checkpoint_lock=lock))
 
 
 @routes.route("GET", "/metrics", action=PUBLIC, summary="Prometheus metrics", tag="operations",

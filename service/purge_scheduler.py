@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from schemas.retention import PurgeReport
 from service.key_store import follow_erasures
 from service.tasks import stop_task
-from service.typedefs import AUDIT, OBJECTS, POOL, SETTINGS
+from service.typedefs import AUDIT, AUDIT_SIGNER, CHECKPOINTS, OBJECTS, POOL, SETTINGS
 from storage import purge
 from storage.audit import AuditEntry
 from storage.checkpoints import write_checkpoint
@@ -113,7 +113,7 @@ async def carry_out(
                 **({"error": error} if error else {})},
     ))
     try:
-        await write_checkpoint(app[POOL], app[OBJECTS])
+        await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
     except Exception as exc:  # noqa: BLE001 - the purge is done; the periodic task retries
         logger.warning("audit checkpoint after purge failed", extra={"error": repr(exc)})
     await follow_erasures(app)  # expired customers' keys leave the key snapshot too

@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         "overwritten on every erasure). Must not be versioned. Unset: the audio bucket's name "
         "with `-keys` appended.",
     )
+    s3_audit_bucket: str | None = Field(
+        None,
+        description="Bucket of the signed audit checkpoints, created with Object Lock "
+        "requested. Unset: the audio bucket's name with `-audit` appended.",
+    )
+    s3_audit_access_key: SecretStr | None = Field(
+        None,
+        description="Access key the service puts audit checkpoints with: grant it writing "
+        "objects to the checkpoint bucket only. Unset: the main S3 credential (which can also "
+        "delete them).",
+    )
+    s3_audit_secret_key: SecretStr | None = Field(
+        None, description="Secret key of TALLENNE_S3_AUDIT_ACCESS_KEY."
+    )
     s3_region: str = Field(
         "eu-north-1",
         description="Region of the bucket; must be inside the EU/EEA or start-up is refused.",
@@ -83,6 +97,23 @@ class Settings(BaseSettings):
         description="Base64 of 32 bytes, not the master key: encrypts and authenticates "
         "backups (AES-256-GCM). Unset in embedded mode: generated once into "
         "data_dir/secrets.json.",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        None,
+        description="Base64 of the 32-byte Ed25519 seed that signs audit checkpoints; a "
+        "secret of its own, never stored in the database. Unset in embedded mode: generated "
+        "once into data_dir/secrets.json.",
+    )
+    audit_checkpoint_retention_days: float = Field(
+        3650, ge=0,
+        description="How long each checkpoint is locked (COMPLIANCE retention) where the "
+        "checkpoint bucket has Object Lock; 0: no retention requested.",
+    )
+    audit_origin: str = Field(
+        "tallenne.local/audit",
+        pattern=r"^[^\s+]+$",
+        description="Origin line of the signed checkpoints and name of their signing key "
+        "(no spaces, no `+`).",
     )
     personal_id_key: SecretStr | None = Field(
         None,
@@ -205,6 +236,10 @@ class Settings(BaseSettings):
     @property
     def export_target_bucket(self) -> str:
         return self.export_bucket or f"{self.s3_bucket}-exports"
+
+    @property
+    def audit_bucket(self) -> str:
+        return self.s3_audit_bucket or f"{self.s3_bucket}-audit"
 
     @property
     def embedded_database(self) -> bool:

@@ -9,10 +9,12 @@ from aiohttp import web
 
 from service.settings import Settings
 from storage.objects import ObjectStore
+from storage.signed_note import NoteSigner
 
 if TYPE_CHECKING:
     from service.auth import Principal
     from storage.audit import AuditLog
+    from storage.checkpoints import CheckpointBucket, LockProbe
     from storage.keyring import KeyRing
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,10 +23,13 @@ OBJECTS = web.AppKey("objects", ObjectStore)
 KEY_OBJECTS = web.AppKey("key_objects", ObjectStore)  # the key bucket (key snapshot)
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit")
 KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
+CHECKPOINTS: web.AppKey[CheckpointBucket] = web.AppKey("checkpoints")
+AUDIT_SIGNER = web.AppKey("audit_signer", NoteSigner)
+AUDIT_LOCK: web.AppKey[LockProbe] = web.AppKey("audit_lock")  # start-up probe's finding
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
-__all__ = ["AUDIT", "KEY_OBJECTS", "KEYRING", "OBJECTS", "POOL", "PRINCIPAL_KEY",
-           "REQUEST_ID_KEY", "SETTINGS"]
+__all__ = ["AUDIT", "AUDIT_LOCK", "AUDIT_SIGNER", "CHECKPOINTS", "KEY_OBJECTS", "KEYRING",
+           "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "SETTINGS"]
 if TYPE_CHECKING:
     __all__ += ["AuditLog", "KeyRing", "Principal"]

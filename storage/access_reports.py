@@ -52,7 +52,8 @@ async def customer_row(conn: asyncpg.Connection, customer_id: UUID) -> dict[str,
 
 async def memberships(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT co.code AS company, co.name AS company_name, m.customer_number, m.active,"
+        "SELECT co.code AS company, co.name AS company_name, m.customer_number,"
+        " tallenne_membership_current(m.ended_at) AS active,"
         " m.created_at AS since FROM customer_memberships m"
         " JOIN companies co ON co.id = m.company_id WHERE m.customer_id = $1 ORDER BY co.code",
         customer_id,

@@ -304,7 +304,8 @@ async def _referenced_keys(conn: asyncpg.Connection) -> list[tuple[str, str]]:
     """(key, kind) of every object the snapshot's rows name."""
     rows = await conn.fetch("SELECT object_key FROM recordings ORDER BY object_key")
     keys = [(r["object_key"], "recording") for r in rows]
-    rows = await conn.fetch("SELECT object_key FROM audit_checkpoints ORDER BY seq")
+    rows = await conn.fetch("SELECT object_key FROM audit_checkpoints WHERE epoch IS NOT NULL"
+                            " ORDER BY epoch, seq")
     keys += [(r["object_key"], "checkpoint") for r in rows]
     rows = await conn.fetch("SELECT customer_id FROM erasure_ledger ORDER BY customer_id")
     keys += [(f"{LEDGER_PREFIX}{r['customer_id']}.json", "ledger") for r in rows]
@@ -341,11 +342,12 @@ KeySnapshotWriter = Callable[[], Awaitable[dict[str, Any]]]
 
 async def take_backup(
     dsn: str, objects: ObjectStore, directory: Path, tools: PgTools, backup_key: bytes,
-    write_key_snapshot: KeySnapshotWriter, *,
+    write_key_snapshot: KeySnapshotWriter, checkpoints: ObjectStore, *,
     advance: Advance = lambda n: None, on_total: Callable[[int], None] = lambda n: None,
 ) -> Manifest:
     """Dump the database, overwrite the key snapshot and copy the objects the dump
-    references into `directory`, everything encrypted."""
+    references (audio and ledger from `objects`, signed audit checkpoints from the
+    `checkpoints` bucket) into `directory`, everything encrypted."""
     await asyncio.to_thread(_prepare_directory, directory)
     cipher = BackupCipher.new(backup_key)
     conn = await asyncpg.connect(dsn)
@@ -386,7 +388,8 @@ async def take_backup(
             path = object_path(directory, key)
             await asyncio.to_thread(_private_dir, path.parent, directory)
             try:
-                size, sha256 = await copy_object_out(objects, key, path, cipher)
+                source = checkpoints if kind == "checkpoint" else objects
+                size, sha256 = await copy_object_out(source, key, path, cipher)
             except ObjectMissing:
                 # Erased or purged after the snapshot (the ledger re-applies erasures on
                 # restore), or an upload still pending in the snapshot.

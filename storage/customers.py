@@ -63,32 +63,68 @@ async def _person_by_hash(
     return found
 
 
+CURRENT = "(ended_at IS NULL OR ended_at > now())"
+
+
+async def _end_membership(
+    conn: asyncpg.Connection, customer_id: UUID, company_id: UUID, actor: str, change: str
+) -> None:
+    """End a membership now (unless it already ended): its number passes to another."""
+    await conn.execute(
+        "UPDATE customer_memberships SET ended_at = now(), active = false, updated_at = now()"
+        f" WHERE customer_id = $1 AND company_id = $2 AND {CURRENT}",
+        customer_id, company_id,
+    )
+    await _history(conn, customer_id, company_id, change, ["ended_at"], None, actor)
+
+
 async def _attach_membership(
     conn: asyncpg.Connection, caller: Scope, customer_id: UUID, company_id: UUID, number: str
 ) -> str | None:
-    """Give a person a membership of the caller's company; returns the number it replaced."""
+    """Give a person a current membership of the caller's company (an ended one of theirs
+    starts again); returns the number it replaced."""
     await apply_scope(conn, Scope.everything())
     try:
-        old = await conn.fetchval(
-            "SELECT customer_number FROM customer_memberships"
+        row = await conn.fetchrow(
+            "SELECT customer_number, ended_at FROM customer_memberships"
             " WHERE customer_id = $1 AND company_id = $2",
             customer_id, company_id,
         )
-        if old is None:
+        if row is None:
             await conn.execute(
                 "INSERT INTO customer_memberships (customer_id, company_id, customer_number)"
                 " VALUES ($1, $2, $3)",
                 customer_id, company_id, number,
             )
-        elif old != number:
+        else:
             await conn.execute(
-                "UPDATE customer_memberships SET customer_number = $3, updated_at = now()"
-                " WHERE customer_id = $1 AND company_id = $2",
+                "UPDATE customer_memberships SET customer_number = $3, ended_at = NULL,"
+                " active = true, created_at = CASE WHEN ended_at IS NULL THEN created_at"
+                " ELSE now() END, updated_at = now() WHERE customer_id = $1 AND company_id = $2",
                 customer_id, company_id, number,
             )
     finally:
         await apply_scope(conn, caller)
-    return str(old) if old is not None and old != number else None
+    old = None if row is None else str(row["customer_number"])
+    return old if old is not None and old != number else None
+
+
+async def set_membership_end(
+    conn: asyncpg.Connection, customer_id: UUID, company_id: UUID, ended_at: datetime | None,
+    actor: str,
+) -> bool:
+    """Record when the membership ended (None: it goes on); True when that changed."""
+    changed = await conn.fetchval(
+        "UPDATE customer_memberships SET ended_at = $3, active = ($3::timestamptz IS NULL"
+        " OR $3 > now()), updated_at = now() WHERE customer_id = $1 AND company_id = $2"
+        " AND ended_at IS DISTINCT FROM $3 RETURNING 1",
+        customer_id, company_id, ended_at,
+    )
+    if changed is None:
+        return False
+    await _history(conn, customer_id, company_id, "membership_ended" if ended_at else
+                   "membership_resumed", ["ended_at"], None, actor)
+    return True
 
 
 def _seal(key: bytes, customer_id: UUID, values: dict[str, Any]) -> bytes:
@@ -132,18 +168,33 @@ async def upsert_customer(
 
     `record` holds name, address, email, phone. One person (identity-code hash) is one
     customer across companies; the connection must be in a transaction scoped to `caller`.
+
+    A number that comes with another person's identity code has passed to that person: the
+    previous holder's membership ends now and keeps every record stored under the number
+    so far; only records stored from now on follow the number (README, "Customer numbers
+    change hands"). An identity code is therefore never rectified through this call.
     """
     if not caller.allows(company_id):
         raise NotFound("no such company")
     await link_lock(conn, company_id, shared=False)
     holder: UUID | None = await conn.fetchval(
         "SELECT customer_id FROM customer_memberships"
-        " WHERE company_id = $1 AND customer_number = $2",
+        f" WHERE company_id = $1 AND customer_number = $2 AND {CURRENT}",
         company_id, customer_number,
     )
     person = await _person_by_hash(conn, caller, personal_id_hash)
-    created = False
-    if person is None and holder is None:
+    if person is not None and person != holder:
+        taken = await conn.fetchval(
+            "SELECT customer_number FROM customer_memberships"
+            f" WHERE customer_id = $1 AND company_id = $2 AND {CURRENT}",
+            person, company_id,
+        )
+        if taken is not None:
+            raise Conflict("this person already has another customer number at this company")
+    if holder is not None and holder != person:
+        await _end_membership(conn, holder, company_id, actor, "number_passed_on")
+
+    if person is None:
         customer_id = uuid4()
         await conn.execute(
             "INSERT INTO customers (id, personal_id_enc, personal_id_hash, name, address,"
@@ -151,68 +202,36 @@ async def upsert_customer(
             customer_id, personal_id_enc, personal_id_hash, record["name"], record["address"],
             record["email"], record["phone"],
         )
-        await conn.execute(
-            "INSERT INTO customer_memberships (customer_id, company_id, customer_number)"
-            " VALUES ($1, $2, $3)",
-            customer_id, company_id, customer_number,
-        )
+        await _attach_membership(conn, caller, customer_id, company_id, customer_number)
         await create_customer_key(conn, masters, customer_id)
         await _history(conn, customer_id, company_id, "created", [], None, actor)
         await _link_records(conn, company_id, customer_number, customer_id, masters)
         return UpsertResult(customer_id, True, [])
 
-    if person is None:
-        # The number's holder has a corrected identity code: rectification.
-        assert holder is not None
-        customer_id = holder
-        await conn.execute(
-            "UPDATE customers SET personal_id_enc = $2, personal_id_hash = $3 WHERE id = $1",
-            customer_id, personal_id_enc, personal_id_hash,
+    customer_id = person
+    created = False
+    changed: list[str] = []
+    if holder != person:
+        replaced = await _attach_membership(conn, caller, person, company_id, customer_number)
+        created = True
+        await _history(
+            conn, person, company_id,
+            "membership_moved" if holder is not None else "membership_added",
+            ["customer_number"] if replaced else [], None, actor,
         )
-        changed = ["personal_id"]
-    else:
-        customer_id = person
-        changed = []
-        if holder is not None and holder != person:
-            # The number now belongs to another person: move it.
-            taken = await conn.fetchval(
-                "SELECT customer_number FROM customer_memberships"
-                " WHERE customer_id = $1 AND company_id = $2",
-                person, company_id,
-            )
-            if taken is not None:
-                raise Conflict(
-                    "this person already has another customer number at this company"
-                )
-            await conn.execute(
-                "UPDATE customer_memberships SET customer_id = $3, updated_at = now()"
-                " WHERE company_id = $1 AND customer_number = $2",
-                company_id, customer_number, person,
-            )
-            await _history(conn, person, company_id, "membership_moved", [], None, actor)
-        elif holder is None:
-            replaced = await _attach_membership(conn, caller, person, company_id, customer_number)
-            created = True
-            await _history(
-                conn, person, company_id, "membership_added",
-                ["customer_number"] if replaced else [], None, actor,
-            )
 
     row = await conn.fetchrow(
-        "SELECT name, address, email, phone, personal_id_enc FROM customers"
-        " WHERE id = $1 FOR UPDATE",
+        "SELECT name, address, email, phone FROM customers WHERE id = $1 FOR UPDATE",
         customer_id,
     )
     assert row is not None, "the membership makes the customer visible"
     old = {f: row[f] for f in CUSTOMER_FIELDS}
     changed += [f for f in CUSTOMER_FIELDS if old[f] != record[f]]
     if changed:
-        sealed_values = {f: old[f] for f in changed if f != "personal_id"}
-        if "personal_id" in changed:
-            # Only the old ciphertext, re-sealed: the code itself is never decrypted here.
-            sealed_values["personal_id_enc"] = row["personal_id_enc"].hex()
+        # Rectification keeps history: the old values, sealed under the customer's key.
         key = await find_customer_key(conn, masters, customer_id)
-        sealed = _seal(key.key, customer_id, sealed_values) if key is not None else None
+        sealed = _seal(key.key, customer_id, {f: old[f] for f in changed}) \
+            if key is not None else None
         await conn.execute(
             "UPDATE customers SET name = $2, address = $3, email = $4, phone = $5,"
             " updated_at = now() WHERE id = $1",
@@ -227,14 +246,15 @@ async def _link_records(
     conn: asyncpg.Connection, company_id: UUID, customer_number: str, customer_id: UUID,
     masters: MasterKeys,
 ) -> None:
-    """Point the company's earlier events and recordings with this number at the customer.
+    """Point the company's earlier events and recordings with this number that belong to
+    no customer yet at the customer; an earlier holder's records stay theirs.
 
     The recordings' data keys move under the customer's key in the same transaction, so
     destroying that key on erasure covers calls stored before the customer record arrived.
     """
     await conn.execute(
         "UPDATE web_events SET customer_id = $3 WHERE company_id = $1"
-        " AND customer_number = $2 AND customer_id IS DISTINCT FROM $3",
+        " AND customer_number = $2 AND customer_id IS NULL",
         company_id, customer_number, customer_id,
     )
     if await _recordings_linkable(conn):
@@ -244,7 +264,7 @@ async def _link_records(
         )
         await conn.execute(
             "UPDATE recordings SET customer_id = $3 WHERE company_id = $1"
-            " AND customer_number = $2 AND customer_id IS DISTINCT FROM $3",
+            " AND customer_number = $2 AND customer_id IS NULL",
             company_id, customer_number, customer_id,
         )
 
@@ -266,7 +286,8 @@ async def customer_rows(conn: asyncpg.Connection, ids: list[UUID]) -> list[dict[
     rows = await conn.fetch(
         "SELECT c.id, c.name, c.personal_id_enc, c.address, c.email, c.phone, c.created_at,"
         " c.updated_at, coalesce(json_agg(json_build_object('company', co.code,"
-        " 'customer_number', m.customer_number) ORDER BY co.code)"
+        " 'customer_number', m.customer_number, 'ended_at', m.ended_at)"
+        " ORDER BY co.code, m.ended_at DESC NULLS FIRST)"
         " FILTER (WHERE m.customer_id IS NOT NULL), '[]') AS companies"
         " FROM customers c"
         " LEFT JOIN customer_memberships m ON m.customer_id = c.id"
@@ -289,7 +310,7 @@ async def find_by_number(
 ) -> list[UUID]:
     return [r["customer_id"] for r in await conn.fetch(
         "SELECT customer_id FROM customer_memberships"
-        " WHERE company_id = $1 AND customer_number = $2",
+        f" WHERE company_id = $1 AND customer_number = $2 AND {CURRENT}",
         company_id, customer_number,
     )]
 

@@ -35,6 +35,8 @@ async def eligible_customers(
         "SELECT m.customer_id FROM customer_memberships m JOIN customers c ON c.id = m.customer_id"
         " WHERE m.company_id = $1 AND c.erased_at IS NULL"
         " AND ($2::uuid[] IS NULL OR m.customer_id = ANY($2::uuid[]))"
+        # Former customers only when named (a debt collector's single customer).
+        " AND ($2::uuid[] IS NOT NULL OR tallenne_membership_current(m.ended_at))"
         " AND NOT EXISTS (SELECT 1 FROM customer_prohibitions p WHERE p.customer_id = c.id"
         " AND p.withdrawn_at IS NULL AND p.use = ANY($3::text[]))"
         " ORDER BY m.customer_number",

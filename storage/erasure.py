@@ -94,9 +94,10 @@ async def _shred(
     unlinked = await conn.fetchval(
         "WITH changed AS (UPDATE web_events e SET customer_id = NULL, customer_number = NULL,"
         " session_id = NULL, ip = NULL, user_agent = NULL, attributes = '{}'::jsonb"
-        " WHERE e.customer_id = $1 OR (e.customer_number, e.company_id) IN"
+        " WHERE e.customer_id = $1 OR (e.customer_id IS NULL"
+        " AND (e.customer_number, e.company_id) IN"
         " (SELECT m.customer_number, m.company_id FROM customer_memberships m"
-        " WHERE m.customer_id = $1) RETURNING 1) SELECT count(*) FROM changed",
+        " WHERE m.customer_id = $1)) RETURNING 1) SELECT count(*) FROM changed",
         customer_id,
     )
     await conn.execute(

@@ -41,7 +41,7 @@ _EXPIRED_RECORDINGS = (
 _EXPIRED_CUSTOMERS = (
     "FROM customers c WHERE c.erased_at IS NULL"
     " AND NOT EXISTS (SELECT 1 FROM customer_memberships m"
-    "                 WHERE m.customer_id = c.id AND m.active)"
+    "                 WHERE m.customer_id = c.id AND (m.ended_at IS NULL OR m.ended_at > $1))"
     " AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.customer_id = c.id"
     "                 OR (r.key_owner = 'customer' AND r.key_owner_id = c.id))"
     " AND tallenne_customer_retain_until(c.id) <= $1"
@@ -418,6 +418,12 @@ class PurgeJob:
                 self.as_of, self.batch_size,
             )
             for row in rows:
+                # Their web events go with them, not merely unlinked as an erasure does.
+                events = await conn.fetchval(
+                    "WITH gone AS (DELETE FROM web_events WHERE customer_id = $1 RETURNING 1)"
+                    " SELECT count(*) FROM gone", row["id"])
+                if events:
+                    self._note("web_event", row["code"] or "-", int(events))
                 erased = await erasure.erase_customer(
                     conn, row["id"], erased_by=f"{PURGED_BY} {self.run_id}",
                     reason="retention: customer/customer_relationship",

@@ -83,7 +83,8 @@ async def customer_id_by_number(
 ) -> UUID | None:
     found: UUID | None = await conn.fetchval(
         "SELECT m.customer_id FROM customer_memberships m JOIN customers c ON c.id = m.customer_id"
-        " WHERE m.company_id = $1 AND m.customer_number = $2 AND c.erased_at IS NULL",
+        " WHERE m.company_id = $1 AND m.customer_number = $2 AND c.erased_at IS NULL"
+        " AND tallenne_membership_current(m.ended_at)",
         company_id,
         customer_number,
     )
@@ -180,12 +181,13 @@ async def rewrap_for_customer(
     customer_number: str,
     customer_id: UUID,
 ) -> int:
-    """Put the data keys of the company's calls with this customer number under the
-    customer's key (and link the calls), so that destroying that key covers them too.
+    """Put the data keys of the company's calls with this customer number that belong to no
+    customer yet under the customer's key (and link the calls), so that destroying that key
+    covers them too; an earlier holder's calls stay under the earlier holder's key.
     Only keys are re-wrapped; audio is never re-encrypted. Returns the calls moved."""
     rows = await conn.fetch(
         "SELECT id, key_owner, key_owner_id, wrapped_key FROM recordings"
-        " WHERE company_id = $1 AND customer_number = $2"
+        " WHERE company_id = $1 AND customer_number = $2 AND customer_id IS NULL"
         " AND NOT (key_owner = 'customer' AND key_owner_id = $3) FOR UPDATE",
         company_id, customer_number, customer_id,
     )

@@ -113,6 +113,7 @@ async def publish_staged(conn: asyncpg.Connection) -> int:
         " m.customer_id, s.ip::inet, s.user_agent, s.referrer, s.attributes::jsonb"
         " FROM web_events_incoming s LEFT JOIN customer_memberships m"
         " ON m.company_id = s.company_id AND m.customer_number = s.customer_number"
+        " AND tallenne_membership_current(m.ended_at)"
     )
     await conn.execute("TRUNCATE web_events_incoming")
     return int(status.split()[-1])

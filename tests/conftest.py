@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -141,6 +142,11 @@ def settings_for(stack: Stack, database: str, bucket: str, **overrides: object) 
         "master_key": SecretStr(stack.secret["master_key"]),
         "personal_id_key": SecretStr(stack.secret["personal_id_key"]),
         "backup_key": SecretStr(stack.secret["backup_key"]),
+        "audit_signing_key": SecretStr(stack.secret["audit_signing_key"]),
+        "s3_audit_access_key": SecretStr(stack.secret["s3_audit_access_key"]),
+        # Seconds, not years: the store enforces the lock, and each test drops its buckets.
+        "audit_checkpoint_retention_days": 3 / 86400,
+        "s3_audit_secret_key": SecretStr(stack.secret["s3_audit_secret_key"]),
         "data_dir": Path(stack.embedded.data_dir),
         "allow_test_ids": True,
     }
@@ -165,10 +171,19 @@ def drop_bucket(stack: Stack, bucket: str) -> None:
     try:
         if not client.bucket_exists(bucket):
             return
-        names = [DeleteObject(o.object_name) for o in client.list_objects(bucket, recursive=True)
-                 if o.object_name]
-        for error in client.remove_objects(bucket, names):
-            raise AssertionError(f"could not empty {bucket}: {error}")
+        # Every version: object-locked buckets (audit checkpoints) are versioned.
+        names = [DeleteObject(o.object_name, o.version_id) for o in client.list_objects(
+            bucket, recursive=True, include_version=True) if o.object_name]
+        for attempt in range(5):
+            # Locked checkpoints (retention of seconds in tests) go once their lock ends.
+            errors = list(client.remove_objects(bucket, names))
+            if not errors:
+                break
+            if attempt == 4:
+                raise AssertionError(f"could not empty {bucket}: {errors[0]}")
+            time.sleep(2)
+            names = [DeleteObject(o.object_name, o.version_id) for o in client.list_objects(
+                bucket, recursive=True, include_version=True) if o.object_name]
         client.remove_bucket(bucket)
     except Exception as exc:  # noqa: BLE001 - a failed clean-up must not fail the test
         print(f"warning: bucket {bucket} left behind: {exc}")
@@ -181,6 +196,7 @@ def settings(stack: Stack, database: str) -> Iterator[Settings]:
     yield made
     drop_bucket(stack, bucket)
     drop_bucket(stack, made.key_bucket)
+    drop_bucket(stack, made.audit_bucket)
 
 
 def secure_origin_client(app: web.Application) -> TestClient[object, object]:

@@ -75,6 +75,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TALLENNE_DATA_DIR": str(settings.data_dir),
         "TALLENNE_MASTER_KEY_VERSION": str(settings.master_key_version),
         "TALLENNE_S3_KEY_BUCKET": settings.key_bucket,
+        "TALLENNE_S3_AUDIT_BUCKET": settings.audit_bucket,
+        **({"TALLENNE_AUDIT_SIGNING_KEY": settings.audit_signing_key.get_secret_value()}
+           if settings.audit_signing_key else {}),
+        **({"TALLENNE_S3_AUDIT_ACCESS_KEY": settings.s3_audit_access_key.get_secret_value(),
+            "TALLENNE_S3_AUDIT_SECRET_KEY": settings.s3_audit_secret_key.get_secret_value()}
+           if settings.s3_audit_access_key and settings.s3_audit_secret_key else {}),
         **({"TALLENNE_BACKUP_KEY": settings.backup_key.get_secret_value()}
            if settings.backup_key else {}),
         **({"TALLENNE_PREVIOUS_MASTER_KEYS": settings.previous_master_keys.get_secret_value()}

@@ -24,10 +24,18 @@ from service.environment import resolved
 from service.key_store import key_object_store
 from service.reconciler import reconcile
 from service.settings import Settings
-from service.typedefs import AUDIT, KEY_OBJECTS, KEYRING, OBJECTS, POOL
+from service.typedefs import (
+    AUDIT,
+    AUDIT_SIGNER,
+    CHECKPOINTS,
+    KEY_OBJECTS,
+    KEYRING,
+    OBJECTS,
+    POOL,
+)
 from storage import backup, key_snapshot
 from storage.audit import AuditEntry
-from storage.checkpoints import verify_trail
+from storage.checkpoints import start_epoch, verify_trail
 from storage.crypto import load_master_key
 from storage.db import Scope, apply_scope
 from storage.erasure import reapply_erasures
@@ -92,6 +100,7 @@ async def run_backup(settings: Settings, directory: Path) -> dict[str, Any]:
 
         manifest = await backup.take_backup(
             _dsn(settings), app[OBJECTS], directory, pg_tools(), key, snapshot,
+            app[CHECKPOINTS].reader,
             advance=progress.advance, on_total=total,
         )
         progress.finish()
@@ -167,6 +176,7 @@ async def run_restore(
     await backup.restore_database(_dsn(settings), directory, manifest, cipher, pg_tools())
     async with app_resources(settings) as app:
         pool, objects = app[POOL], app[OBJECTS]
+        checkpoints = app[CHECKPOINTS]
         _say("restore: loading the keys of the key snapshot")
         async with pool.acquire() as conn, conn.transaction():
             await apply_scope(conn, Scope.everything())
@@ -181,10 +191,15 @@ async def run_restore(
         already = 0
         # Ledger and checkpoint objects first: the ledger decides which recordings come back.
         for entry in (e for e in manifest.objects if e.kind != "recording"):
-            if await backup.upload_object(objects, directory, entry, cipher):
+            target = checkpoints.reader if entry.kind == "checkpoint" else objects
+            if await backup.upload_object(target, directory, entry, cipher):
                 uploaded += 1
             else:
                 already += 1
+        # The restored chain may be behind checkpoints signed after the backup: a new
+        # epoch, begun with a signed checkpoint of the restored head, says so.
+        _say("restore: starting a new audit epoch at the restored head")
+        epoch = await start_epoch(pool, checkpoints, app[AUDIT_SIGNER])
         _say("restore: re-applying the erasure ledger")
         async with pool.acquire() as conn:
             erased_again = await reapply_erasures(conn, objects, also=contents.erased)
@@ -220,7 +235,7 @@ async def run_restore(
         ))
         _say("restore: verifying the audit chain")
         async with pool.acquire() as conn:
-            trail = await verify_trail(conn, objects)
+            trail = await verify_trail(conn, checkpoints.reader, app[AUDIT_SIGNER].verifier)
     ok = (trail.ok and not without_audio and not reconciled.failed_deletes
           and not recordings_without_key)
     return {
@@ -242,7 +257,8 @@ async def run_restore(
                       "failed_deletes": reconciled.failed_deletes},
         "recordings_without_audio": without_audio,
         "audit": {"ok": trail.ok, "events": trail.events, "first_bad": trail.first_bad,
-                  "problem": trail.problem, "checkpoints": trail.checkpoints},
+                  "problem": trail.problem, "checkpoints": trail.checkpoints,
+                  "epoch": epoch.epoch, "epoch_starts_at": epoch.seq},
     }
 
 

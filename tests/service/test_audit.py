@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from minio.commonconfig import COMPLIANCE
+from minio.retention import Retention
 
 from service import cli
 from service.app import create_app
 from service.settings import Settings
-from service.typedefs import AUDIT, OBJECTS, POOL
+from service.typedefs import AUDIT, AUDIT_SIGNER, CHECKPOINTS, POOL
 from storage.audit import GENESIS, AuditEntry, chain_hash, verify_chain
-from storage.checkpoints import PREFIX, write_checkpoint
+from storage.checkpoints import PREFIX, Checkpoint, object_key, write_checkpoint
+from storage.errors import Unavailable
+from storage.objects import ObjectStore
+from storage.signed_note import CheckpointText, NoteSigner
 from tests.conftest import Stack
-from tests.helpers import Api, bearer
+from tests.helpers import Api, bearer, settings_env
 
 
 async def _verify(api: Api) -> dict[str, Any]:
@@ -122,22 +130,6 @@ async def test_two_instances_appending_at_once_keep_one_chain(api: Api,
     assert body["ok"] is True and body["events"] >= 2000
 
 
-async def test_checkpoint_is_written_to_s3_and_recorded(api: Api, db: asyncpg.Connection) -> None:
-    app = api.client.app
-    await _append(app, 5)
-    checkpoint = await write_checkpoint(app[POOL], app[OBJECTS])
-    head = await db.fetchrow("SELECT seq, hash FROM audit_head")
-    assert checkpoint.seq == head["seq"] and checkpoint.hash == bytes(head["hash"])
-    keys = await app[OBJECTS].list_keys(PREFIX)
-    assert keys == [f"{PREFIX}{checkpoint.seq:020d}.json"]
-    document = json.loads(await app[OBJECTS].get_bytes(keys[0]))
-    assert document["seq"] == checkpoint.seq and document["hash"] == checkpoint.hash.hex()
-    row = await db.fetchrow("SELECT * FROM audit_checkpoints WHERE seq = $1", checkpoint.seq)
-    assert row["object_key"] == keys[0]
-    body = await _verify(api)
-    assert body["ok"] is True and body["checkpoints"] == 1
-
-
 async def _rewrite_whole_chain(db: asyncpg.Connection) -> None:
     """What an attacker with SQL access does: change an event, recompute every hash after it."""
     async with db.transaction():
@@ -155,23 +147,188 @@ async def _rewrite_whole_chain(db: asyncpg.Connection) -> None:
         await db.execute("UPDATE audit_head SET hash = $1", prev)
 
 
-async def test_consistent_rewrite_of_the_chain_is_caught_by_the_checkpoints(
-        api: Api, db: asyncpg.Connection) -> None:
+
+async def _checkpoint(app: Any) -> Checkpoint:
+    return await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
+
+
+def _admin_store(settings: Settings) -> ObjectStore:
+    """The checkpoint bucket through the main (administrative) S3 credential."""
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    return ObjectStore(settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
+                       settings.s3_secret_key.get_secret_value(), settings.audit_bucket,
+                       region=settings.s3_region, threads=2)
+
+
+def _cli(settings: Settings, *args: str) -> tuple[int, str]:
+    with mock.patch.dict(os.environ, settings_env(settings)), \
+            mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+        code = cli.main(list(args))
+    return code, out.getvalue()
+
+
+async def _verify_both(api: Api, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The verdict of GET /api/v1/audit/verify and of `tallenne audit verify`; they agree
+    (the CLI runs second, after the API's own verify event was appended)."""
+    body = await _verify(api)
+    code, out = await asyncio.to_thread(_cli, settings, "audit", "verify")
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == (0 if report["ok"] else 1)
+    assert report["ok"] == body["ok"]
+    assert (report["problem"] is None) == (body["problem"] is None) == report["ok"]
+    return body, report
+
+
+async def test_checkpoint_is_a_signed_note_in_the_checkpoint_bucket(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    app = api.client.app
+    await _append(app, 5)
+    checkpoint = await _checkpoint(app)
+    head = await db.fetchrow("SELECT seq, hash FROM audit_head")
+    assert checkpoint.seq == head["seq"] and checkpoint.hash == bytes(head["hash"])
+    admin = _admin_store(settings)
+    try:
+        keys = await admin.list_keys(PREFIX)
+        assert keys == [object_key(1, checkpoint.seq)]
+        note = (await admin.get_bytes(keys[0])).decode()
+    finally:
+        await admin.close()
+    lines = note.split("\n")
+    assert lines[:3] == [settings.audit_origin, str(checkpoint.seq),
+                         base64.b64encode(checkpoint.hash).decode()]
+    assert lines[5] == "" and lines[6].startswith(f"\u2014 {settings.audit_origin} ")
+    signature = base64.b64decode(lines[6].split(" ")[2])
+    assert len(signature) == 4 + 64
+    text = app[AUDIT_SIGNER].verifier.open(note)
+    assert CheckpointText.parse(text).size == checkpoint.seq
+    assert await _audio_bucket_checkpoints(app) == []
+    row = await db.fetchrow("SELECT * FROM audit_checkpoints WHERE seq = $1", checkpoint.seq)
+    assert row["object_key"] == keys[0] and row["epoch"] == 1
+    body, _ = await _verify_both(api, settings)
+    assert body["ok"] is True and body["checkpoints"] == 1
+
+
+async def test_export_checkpoints_prints_the_signed_notes_and_their_verifier_key(
+        api: Api, settings: Settings) -> None:
+    app = api.client.app
+    await _append(app, 2)
+    first = await _checkpoint(app)
+    await _append(app, 2)
+    second = await _checkpoint(app)
+    code, out = await asyncio.to_thread(_cli, settings, "audit", "export-checkpoints")
+    assert code == 0
+    exported = json.loads(out)
+    assert [c["seq"] for c in exported["checkpoints"]] == [first.seq, second.seq]
+    name, key_id, key = exported["verifier_key"].split("+", 2)
+    assert name == settings.audit_origin and len(bytes.fromhex(key_id)) == 4
+    assert base64.b64decode(key)[0] == 1  # Ed25519
+    verifier = app[AUDIT_SIGNER].verifier
+    assert exported["verifier_key"] == verifier.verifier_key()
+    assert "previous " + str(first.seq) in verifier.open(exported["checkpoints"][1]["note"])
+
+
+async def test_editing_an_event_is_found_by_api_and_cli(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    await _append(api.client.app, 8)
+    await _checkpoint(api.client.app)
+    await _tamper(db, "UPDATE audit_events SET reason = 'edited' WHERE seq = 4")
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and body["first_bad"] == 4 and "altered" in report["problem"]
+
+
+async def test_deleting_an_event_is_found_by_api_and_cli(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    await _append(api.client.app, 8)
+    await _checkpoint(api.client.app)
+    await _tamper(db, "DELETE FROM audit_events WHERE seq = 5")
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and body["first_bad"] == 5 and "missing" in report["problem"]
+
+
+async def test_a_consistent_rewrite_of_the_chain_is_caught_by_the_signed_checkpoint(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
     app = api.client.app
     await _append(app, 10)
-    await write_checkpoint(app[POOL], app[OBJECTS])
+    await _checkpoint(app)
     await _append(app, 5)
     await _rewrite_whole_chain(db)
-    head_seq = await db.fetchval("SELECT seq FROM audit_head")
     async with app[POOL].acquire() as conn:
         assert (await verify_chain(conn)).ok, "the rewrite is consistent inside the database"
-    body = await _verify(api)
+    body, report = await _verify_both(api, settings)
     assert body["ok"] is False and body["checkpoints"] == 1
-    assert body["first_bad"] is not None and body["first_bad"] <= head_seq
-    assert "checkpoint" in body["problem"]
+    assert body["first_bad"] is not None and "signed checkpoint" in report["problem"]
 
 
-async def test_periodic_writer_checkpoints_only_when_the_head_moved(api: Api) -> None:
+async def test_a_missing_checkpoint_is_found_by_api_and_cli(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    app = api.client.app
+    await _append(app, 3)
+    first = await _checkpoint(app)
+    await _append(app, 3)
+    await _checkpoint(app)
+    admin = _admin_store(settings)
+    try:
+        await admin.delete([first.object_key])
+    finally:
+        await admin.close()
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and body["first_bad"] == first.seq
+    assert "missing from the bucket" in report["problem"]
+    # Its row gone too: the next checkpoint still names it as its predecessor.
+    await db.execute("DELETE FROM audit_checkpoints WHERE seq = $1", first.seq)
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and body["first_bad"] == first.seq
+    assert "missing from the bucket" in report["problem"]
+
+
+async def test_a_head_rolled_back_behind_the_last_checkpoint_is_found_by_api_and_cli(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    app = api.client.app
+    await _append(app, 10)
+    checkpoint = await _checkpoint(app)
+    keep = checkpoint.seq - 4
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")
+        await db.execute("DELETE FROM audit_events WHERE seq > $1", keep)
+        await db.execute("UPDATE audit_head SET seq = $1, hash = (SELECT hash FROM audit_events"
+                         " WHERE seq = $1)", keep)
+        await db.execute("DELETE FROM audit_checkpoints")
+    async with app[POOL].acquire() as conn:
+        assert (await verify_chain(conn)).ok, "the shortened chain is consistent by itself"
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and keep < body["first_bad"] <= checkpoint.seq
+    assert "behind the signed checkpoint" in report["problem"]
+
+
+async def test_a_checkpoint_with_a_bad_signature_is_found_by_api_and_cli(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    app = api.client.app
+    await _append(app, 6)
+    checkpoint = await _checkpoint(app)
+    forger = NoteSigner(settings.audit_origin, os.urandom(32))
+    text = CheckpointText(settings.audit_origin, checkpoint.seq, bytes(32), 1, None)
+    admin = _admin_store(settings)
+    try:
+        await admin.put_bytes(checkpoint.object_key, forger.sign(text.render()).encode())
+    finally:
+        await admin.close()
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and body["first_bad"] == checkpoint.seq
+    assert "not validly signed" in report["problem"]
+
+
+async def test_a_forged_epoch_in_the_database_is_found(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    app = api.client.app
+    await _append(app, 4)
+    await _checkpoint(app)
+    await db.execute("UPDATE audit_head SET epoch = 2")
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and "no signed start" in report["problem"]
+
+
+async def test_periodic_writer_checkpoints_only_when_the_head_moved(
+        api: Api, settings: Settings) -> None:
     from service.checkpointing import checkpoint_once
 
     app = api.client.app
@@ -180,56 +337,47 @@ async def test_periodic_writer_checkpoints_only_when_the_head_moved(api: Api) ->
     assert await checkpoint_once(app) is False
     await _append(app, 1)
     assert await checkpoint_once(app) is True
-    assert len(await app[OBJECTS].list_keys(PREFIX)) == 2
-
-
-def _cli_env(settings: Settings) -> dict[str, str]:
-    assert settings.database_url and settings.s3_access_key and settings.s3_secret_key
-    return {
-        "TALLENNE_DATABASE_URL": settings.database_url.get_secret_value(),
-        **({"TALLENNE_DATABASE_OWNER_URL": settings.database_owner_url.get_secret_value()}
-           if settings.database_owner_url else {}),
-        "TALLENNE_S3_ENDPOINT": str(settings.s3_endpoint),
-        "TALLENNE_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-        "TALLENNE_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        "TALLENNE_S3_BUCKET": settings.s3_bucket,
-        "TALLENNE_DATA_DIR": str(settings.data_dir),
-    }
-
-
-async def test_cli_audit_verify_exit_code(api: Api, db: asyncpg.Connection, settings: Settings,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    await _append(api.client.app, 5)
-    with mock.patch.dict(os.environ, _cli_env(settings)):
-        assert await asyncio.to_thread(cli.main, ["audit", "verify"]) == 0
-        intact = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert intact["ok"] is True and "checkpoints" in intact
-        await _tamper(db, "UPDATE audit_events SET reason = 'edited' WHERE seq = 2")
-        assert await asyncio.to_thread(cli.main, ["audit", "verify"]) == 1
-        broken = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert broken == {**broken, "ok": False, "first_bad": 2}
-
-
-async def test_checkpoint_carries_object_lock_retention_where_the_bucket_has_it(
-        api: Api, settings: Settings) -> None:
-    from storage.objects import ObjectStore
-
-    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
-    locked_store = ObjectStore(
-        settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
-        settings.s3_secret_key.get_secret_value(), settings.s3_bucket + "-locked",
-        region=settings.s3_region, threads=2,
-    )
+    admin = _admin_store(settings)
     try:
-        await locked_store.ensure_bucket(object_lock=True)
-        app = api.client.app
-        await _append(app, 2)
-        checkpoint = await write_checkpoint(app[POOL], locked_store)
-        if not checkpoint.locked:
-            pytest.skip("this S3 server does not accept object-lock retention")
-        retention = await locked_store.run(locked_store.client.get_object_retention,
-                                           locked_store.bucket, checkpoint.object_key)
-        assert retention is not None and retention.mode == "COMPLIANCE"
+        assert len(await admin.list_keys(PREFIX)) == 2
     finally:
-        await locked_store.close()
+        await admin.close()
 
+
+async def test_the_checkpoint_credential_only_writes_and_readyz_tells_the_lock_truthfully(
+        api: Api, settings: Settings) -> None:
+    app = api.client.app
+    await _append(app, 2)
+    checkpoint = await _checkpoint(app)
+    writer = app[CHECKPOINTS].writer
+    assert writer is not app[CHECKPOINTS].reader
+    with pytest.raises(Unavailable):
+        await writer.get_bytes(checkpoint.object_key)
+    ready = await api.client.get("/readyz")
+    assert ready.status == 200
+    lock = (await ready.json())["audit_checkpoint_lock"]
+    assert lock == "enforced" or lock.startswith("not enforced: ")
+    # What the start-up probe did, once more: a locked version, deleted by the stronger
+    # credential, must be refused exactly when readyz says the lock is enforced.
+    until = datetime.now(UTC) + timedelta(seconds=3)
+    written = await writer.run(writer.client.put_object, writer.bucket, "audit/lock-check",
+                               io.BytesIO(b"x"), 1, retention=Retention(COMPLIANCE, until))
+    admin = _admin_store(settings)
+    try:
+        try:
+            await admin.run(admin.client.remove_object, admin.bucket, "audit/lock-check",
+                            version_id=written.version_id)
+        except Unavailable:
+            deleted = False
+        else:
+            deleted = True
+    finally:
+        await admin.close()
+    assert deleted == (lock != "enforced")
+
+
+async def _audio_bucket_checkpoints(app: Any) -> list[str]:
+    from service.typedefs import OBJECTS
+
+    keys: list[str] = await app[OBJECTS].list_keys(PREFIX)
+    return keys

@@ -24,8 +24,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from service.app import create_app
 from service.commands.backup import pg_tools
 from service.settings import Settings
+from service.typedefs import AUDIT_SIGNER, CHECKPOINTS, POOL
 from storage import key_snapshot
 from storage.backup import BackupCipher, Manifest, decrypted_chunks, dump_path
+from storage.checkpoints import write_checkpoint
 from storage.crypto import load_master_key, unwrap_key
 from storage.errors import IntegrityError
 from storage.keys import (
@@ -129,6 +131,7 @@ async def test_restore_into_a_never_migrated_database_replays_every_call_byte_id
     finally:
         await asyncio.to_thread(drop_database, stack, database)
         await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
+        await asyncio.to_thread(drop_bucket, stack, target.audit_bucket)
 
 
 async def test_backup_files_are_encrypted_private_and_verified_without_a_restore(
@@ -295,6 +298,7 @@ async def test_backup_before_an_erasure_never_opens_the_erased_calls_after_a_res
     finally:
         await asyncio.to_thread(drop_database, stack, database)
         await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
+        await asyncio.to_thread(drop_bucket, stack, target.audit_bucket)
         await asyncio.to_thread(drop_bucket, stack, target.key_bucket)
 
 
@@ -325,6 +329,8 @@ async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after
     response = await upload(api.client, await api.token("ingest", [A]), metadata(), kept_path)
     assert response.status == 201, await response.text()
     kept_call = (await response.json())["id"]
+    app = api.client.app
+    await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
     await backed_up(settings, tmp_path / "b")
 
     dpo = await api.token("dpo", [A])
@@ -332,6 +338,8 @@ async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after
                                      json={"reason": "data subject's request"},
                                      headers=bearer(dpo))
     assert response.status == 200, await response.text()
+    # Signed after the backup: the restored chain is behind it, legitimately.
+    after_backup = await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
 
     database = await asyncio.to_thread(fresh_database, stack)
     target = settings_for(stack, database, settings.s3_bucket)
@@ -343,12 +351,18 @@ async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after
         assert result["customers_erased_again"] == 1
         assert result["recordings_skipped_as_erased"] == 1
         assert result["objects_already_present"] >= 1 and result["objects_uploaded"] == 0
+        assert result["audit"]["ok"] is True, result["audit"]
+        assert result["audit"]["epoch"] == 2
+        assert result["audit"]["epoch_starts_at"] < after_backup.seq
         async with TestClient(TestServer(create_app(target))) as client:
             target_api = Api(client, stack.superuser_url(database))
             quality = await target_api.token("quality", [A])
             gone = await client.get(f"/api/v1/recordings/{erased_call}", headers=bearer(quality))
             assert gone.status == 404
             assert await replay(client, quality, kept_call) == kept_path.read_bytes()
+            verify = await client.get("/api/v1/audit/verify", headers=bearer(
+                await target_api.token("admin", all_companies=True)))
+            assert (await verify.json())["ok"] is True
         keys = await bucket_keys(target)
         assert len(keys) == 1
         conn = await asyncpg.connect(stack.superuser_url(database))
@@ -403,6 +417,7 @@ async def test_restore_refuses_a_backup_whose_object_was_altered(
     finally:
         await asyncio.to_thread(drop_database, stack, database)
         await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
+        await asyncio.to_thread(drop_bucket, stack, target.audit_bucket)
 
 
 async def test_restore_refuses_a_key_snapshot_older_than_the_backup(
@@ -427,6 +442,7 @@ async def test_restore_refuses_a_key_snapshot_older_than_the_backup(
     finally:
         await asyncio.to_thread(drop_database, stack, database)
         await asyncio.to_thread(drop_bucket, stack, target.s3_bucket)
+        await asyncio.to_thread(drop_bucket, stack, target.audit_bucket)
 
 
 async def test_rotated_backups_keep_only_the_newest_complete_ones(

@@ -76,7 +76,7 @@ async def test_create_then_update_returns_201_then_200_with_masked_code(api: Api
     assert first.status == 201, await first.text()
     body = await first.json()
     assert body["personal_id"] == "131052-****"
-    assert body["companies"] == [{"company": A, "customer_number": "1001"}]
+    assert body["companies"] == [{"company": A, "customer_number": "1001", "ended_at": None}]
     second = await put(api, ingest, A, "1001", record(email="uusi@example.fi"))
     assert second.status == 200
     assert (await second.json())["email"] == "uusi@example.fi"
@@ -99,7 +99,8 @@ async def test_identity_code_never_stored_or_logged_in_plain_text(
     ingest = await api.token("ingest", [A])
     admin = await api.token("admin", all_companies=True)
     assert (await put(api, ingest, A, "1001", record())).status == 201
-    assert (await put(api, ingest, A, "1001", record(personal_id=OTHER))).status == 200
+    # Another identity code under the number: it passed to another person (a new customer).
+    assert (await put(api, ingest, A, "1001", record(personal_id=OTHER))).status == 201
     lookup = await api.client.post("/api/v1/customers/lookup", json={"personal_id": OTHER},
                                    headers=bearer(admin))
     assert (await lookup.json())["items"][0]["personal_id"] == OTHER
@@ -108,8 +109,8 @@ async def test_identity_code_never_stored_or_logged_in_plain_text(
         assert known not in dump
         assert known not in caplog.text
     history = await db.fetch("SELECT change, changed_fields FROM customer_history ORDER BY id")
-    assert [h["change"] for h in history] == ["created", "updated"]
-    assert history[1]["changed_fields"] == ["personal_id"]
+    assert [h["change"] for h in history] == ["created", "number_passed_on", "created"]
+    assert history[1]["changed_fields"] == ["ended_at"]
     audit = await db.fetch("SELECT detail::text AS d FROM audit_events WHERE action = $1",
                            "customer.write")
     assert len(audit) == 2 and all(PERSON not in a["d"] for a in audit)
@@ -138,7 +139,7 @@ async def test_person_of_two_companies_is_one_customer_with_two_memberships(
     second = await response.json()
     assert second["id"] == first["id"]
     # A's caller learns nothing of B: only its own membership is shown.
-    assert second["companies"] == [{"company": A, "customer_number": "A-1"}]
+    assert second["companies"] == [{"company": A, "customer_number": "A-1", "ended_at": None}]
     assert await db.fetchval("SELECT count(*) FROM customers") == 1
     assert await db.fetchval("SELECT count(*) FROM customer_memberships") == 2
     admin = await api.token("admin", all_companies=True)

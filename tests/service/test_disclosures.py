@@ -3,11 +3,13 @@ recipients outside the EU/EEA are refused, and each disclosure shows in the acce
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import asyncpg
 
+from tests.conftest import Stack
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import A, customer, personal_id, report
 
@@ -130,3 +132,56 @@ async def test_purpose_rules_and_scope(api: Api) -> None:
     service = await api.token("customer_service", [A])
     status, _ = await disclose(api, service, disclosure())
     assert status == 403
+
+
+async def test_other_direct_marketing_prohibition_excludes_from_the_marketing_register_only(
+    api: Api,
+) -> None:
+    first, _ = await two_customers(api)
+    service = await api.token("customer_service", [A])
+    banned = await api.client.post(f"/api/v1/customers/{first}/prohibitions",
+                                   json={"use": "other_direct_marketing", "channel": "email"},
+                                   headers=bearer(service))
+    assert banned.status == 201
+    dpo = await api.token("dpo", [A])
+    status, lines = await disclose(api, dpo, disclosure("marketing_register"))
+    assert status == 200 and [line["name"] for line in lines] == ["Örjan Öystilä"]
+    for purpose in ("distance_selling", "market_research", "opinion_polls"):
+        status, lines = await disclose(api, dpo, disclosure(purpose))
+        assert {line["name"] for line in lines} == {"Aino Äkäslompolo", "Örjan Öystilä"}, \
+            purpose
+
+
+async def test_prohibition_check_and_streamed_rows_come_from_one_snapshot(
+    api: Api, db: asyncpg.Connection, stack: Stack, database: str,
+) -> None:
+    first, second = await two_customers(api)
+    dpo = await api.token("dpo", [A])
+    locker = await asyncpg.connect(stack.superuser_url(database))
+    try:
+        # Hold the disclosure log: the request has chosen its customers and waits to log.
+        held = locker.transaction()
+        await held.start()
+        await locker.execute("LOCK TABLE disclosures IN EXCLUSIVE MODE")
+        request = asyncio.create_task(disclose(api, dpo, disclosure("marketing_register")))
+        for _ in range(300):
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                " WHERE c.relname = 'disclosures' AND NOT l.granted")
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the disclosure never reached its log")
+        # Meanwhile a prohibition and a rename commit.
+        await db.execute("INSERT INTO customer_prohibitions (customer_id, use, channel,"
+                         " received_at, recorded_by) VALUES ($1::uuid, 'direct_marketing',"
+                         " 'phone', now(), 'test')", first)
+        await db.execute("UPDATE customers SET name = 'Uusi Nimi' WHERE id = $1::uuid", second)
+        await held.commit()
+        status, lines = await request
+    finally:
+        await locker.close()
+    assert status == 200
+    # What was checked is what was sent: both as they were when the disclosure began.
+    assert sorted(line["name"] for line in lines) == ["Aino Äkäslompolo", "Örjan Öystilä"]

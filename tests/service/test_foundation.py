@@ -25,7 +25,11 @@ async def test_given_request_id_is_echoed(api: Api) -> None:
 async def test_readyz_reports_both_backends_ok(api: Api) -> None:
     response = await api.client.get("/readyz")
     assert response.status == 200
-    assert (await response.json()) == {"status": "ready", "postgres": "ok", "s3": "ok"}
+    body = await response.json()
+    assert body == {"status": "ready", "postgres": "ok", "s3": "ok",
+                    "audit_checkpoint_lock": body["audit_checkpoint_lock"]}
+    assert body["audit_checkpoint_lock"] == "enforced" or body["audit_checkpoint_lock"].startswith(
+        "not enforced: ")
 
 
 async def test_unknown_path_is_a_problem_document(api: Api) -> None:

@@ -195,8 +195,8 @@ async def test_customer_without_membership_or_data_expires_and_is_shredded(
     api: Api, db: asyncpg.Connection
 ) -> None:
     customer_id = uuid.UUID(await customer(api, [A]))
-    await db.execute("UPDATE customer_memberships SET active = false WHERE customer_id = $1",
-                     customer_id)
+    await db.execute("UPDATE customer_memberships SET ended_at = now(), active = false"
+                     " WHERE customer_id = $1", customer_id)
     report = await purge_scheduler.run_now(app_of(api), datetime.now(UTC), actor="test")
     assert report.purged == []  # the relationship ended today: three years to go
     report = await purge_scheduler.run_now(app_of(api), FUTURE, actor="test")
