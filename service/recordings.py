@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from schemas.evaluation_forms import score_errors
+from schemas.phone import to_e164
 from schemas.recordings import (
     EvaluationIn,
     EvaluationList,
@@ -201,6 +202,12 @@ async def search_recordings(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, RecordingQuery)
     after = decode_cursor(request, query.cursor) if query.cursor else None
+    phone = None
+    if query.phone is not None:
+        phone = to_e164(query.phone)
+        if phone is None:
+            raise InvalidInput("phone is not a telephone number",
+                               [(["query", "phone"], "not a valid telephone number")])
     async with scoped(request.app[POOL], principal.scope) as conn:
         company_id: uuid.UUID | None = None
         if query.company is not None:
@@ -210,6 +217,9 @@ async def search_recordings(request: web.Request) -> web.Response:
             company_id=company_id, started_from=query.from_, started_before=query.to,
             agent=query.agent, queue=query.queue, direction=query.direction,
             customer_id=query.customer_id, tag=query.tag, external_id=query.external_id,
+            phone_e164=phone, min_duration_s=query.min_duration_s,
+            max_duration_s=query.max_duration_s, min_silence_ratio=query.min_silence_ratio,
+            min_overtalk_s=query.min_overtalk_s, flag=query.flag,
         )
         if company_id is not None and not principal.scope.allows(company_id):
             # Nothing there is visible; asking PostgreSQL would walk the index to its end.
