@@ -11,7 +11,8 @@ import asyncio
 import logging
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,17 +21,19 @@ from typing import BinaryIO, cast
 
 import asyncpg
 
+from schemas.analysis import ChannelRole
 from schemas.recordings import RecordingMetadata
 from storage import keys
 from storage import recordings as store
 from storage.audio import AudioInfo, probe_audio
+from storage.audio.analysis import Analysed, UndecodableAudio, analyse_file
 from storage.crypto import new_key, stored_size
 from storage.customers import link_lock
 from storage.db import Scope, scoped
 from storage.errors import Conflict, InvalidInput, StorageError
 from storage.objects import LONG_PART_SIZE, ObjectStore
-from storage.recordings import NewRecording, Recording
-from storage.sealed_audio import EncryptingReader
+from storage.recordings import NewRecording, Recording, StoredAnalysis
+from storage.sealed_audio import EncryptingReader, derived_object_id, seal_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +238,10 @@ async def _store_in_slot(
             )
             break
 
+    # The spool file is analysed while it is encrypted and uploaded, so the call is
+    # searchable by its analysis the moment it is acknowledged.
+    analysing = asyncio.create_task(
+        analyse(audio.path, m.channel_roles, audio.info.duration_s))
     try:
         reader = EncryptingReader(audio.path, data_key, recording_id)
         try:
@@ -243,12 +250,44 @@ async def _store_in_slot(
             )
         finally:
             reader.close()
+        analysed = await analysing
         async with scoped(pool, scope) as conn:
-            recording = await store.mark_stored(conn, recording_id)
+            recording = await store.mark_stored(
+                conn, recording_id,
+                None if analysed is None else sealed_analysis(analysed, recording_id, data_key),
+            )
     except (StorageError, OSError, asyncio.CancelledError):
+        analysing.cancel()
         await _abandon(pool, objects, scope, recording_id, object_key)
         raise
     return Ingested(recording, created=True)
+
+
+# Analyses running at once in this process (each takes one core while it runs); the others
+# wait their turn, their audio in their spool files.
+_ANALYSES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
+
+
+async def analyse(
+    path: Path, roles: Sequence[ChannelRole] | None, duration_s: float
+) -> Analysed | None:
+    """The call's analysis, or None when its audio cannot be decoded for it (the call is
+    stored all the same; `tallenne analyse --missing` tries again)."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_ANALYSES, analyse_file, path, roles, duration_s)
+    except UndecodableAudio as exc:
+        logger.warning("recording not analysed", extra={"error": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - an analysis never costs the call its storage
+        logger.warning("recording not analysed", extra={"error": exc.__class__.__name__})
+    return None
+
+
+def sealed_analysis(analysed: Analysed, recording_id: uuid.UUID, data_key: bytes) -> StoredAnalysis:
+    return StoredAnalysis(
+        analysed.analysis, analysed.channels, len(analysed.peaks),
+        seal_bytes(analysed.peaks, data_key, derived_object_id(recording_id, "peaks")),
+    )
 
 
 async def _customer_now(conn: asyncpg.Connection, target: Target) -> uuid.UUID | None:
