@@ -194,7 +194,7 @@ def _to_float(frame: av.AudioFrame, channels: int) -> F32:
     layout_channels = frame.layout.nb_channels
     if not frame.format.is_planar:
         raw = raw.reshape(-1, layout_channels).T
-    block = raw.astype(np.float32)
+    block = raw.astype(np.float32, order="C")
     base = frame.format.name.rstrip("p")
     if base == "u8":
         block -= 128.0
