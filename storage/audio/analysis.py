@@ -152,6 +152,7 @@ class _Reducer:
         used = int(ends[-1])
         body = block[:, start:used]
         width = self.rate // TICKS_PER_S
+        shaped: F32 | None = None
         if self.rate % TICKS_PER_S == 0 and start == 0 and used == n * width:
             shaped = body.reshape(self.channels, n, width)
             sumsq = np.einsum("ctk,ctk->ct", shaped, shaped, dtype=np.float64)
@@ -164,12 +165,17 @@ class _Reducer:
             high = np.maximum.reduceat(body, starts, axis=1)
             low = np.minimum.reduceat(body, starts, axis=1)
             counts = np.diff(np.concatenate([starts, [body.shape[1]]]))
+        # Samples at full scale are counted only in the ticks that reach it.
+        loud_ticks = (high >= CLIP_LEVEL) | (low <= -CLIP_LEVEL)
         clipped = np.zeros((self.channels, n), dtype=bool)
-        loud = np.nonzero((high >= CLIP_LEVEL) | (low <= -CLIP_LEVEL))
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        for c, t in zip(*loud, strict=True):
-            piece = body[c, int(offsets[t]):int(offsets[t + 1])]
-            clipped[c, t] = np.count_nonzero(np.abs(piece) >= CLIP_LEVEL) >= 2
+        if shaped is not None:
+            rows = shaped[loud_ticks]
+            clipped[loud_ticks] = np.count_nonzero(np.abs(rows) >= CLIP_LEVEL, axis=1) >= 2
+        else:
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            for c, t in zip(*np.nonzero(loud_ticks), strict=True):
+                piece = body[c, int(offsets[t]):int(offsets[t + 1])]
+                clipped[c, t] = np.count_nonzero(np.abs(piece) >= CLIP_LEVEL) >= 2
         power = np.maximum(sumsq / np.maximum(counts, 1), 1e-12)
         self.out.add((10.0 * np.log10(power)).astype(np.float32), _as_peak(low),
                      _as_peak(high), np.maximum(high, -low) < DIGITAL_SILENCE, clipped)
