@@ -18,6 +18,7 @@ from storage import keys
 from storage import recordings as store
 from storage.audio.analysis import TICKS_PER_S, unpack_peaks
 from storage.db import Scope, scoped
+from storage.errors import NotFound
 from storage.objects import ObjectStore
 from storage.recordings import Recording
 from storage.sealed_audio import derived_object_id, iter_plaintext, open_bytes
@@ -87,4 +88,24 @@ async def analyse_stored(
     async with scoped(pool, scope) as conn:
         await store.save_analysis(conn, recording.id,
                                   sealed_analysis(analysed, recording.id, data_key))
+    return True
+
+
+async def analyse_spooled(
+    pool: asyncpg.Pool, masters: keys.MasterKeys, recording_id: uuid.UUID, audio: Path
+) -> bool:
+    """Analyse a stored call from a local copy of its audio (the upload's spool file, an
+    imported file); False when it cannot be analysed or is gone."""
+    recording, data_key = await recording_with_key(pool, masters, Scope.everything(),
+                                                   recording_id)
+    out = recording.out
+    analysed = await analyse(audio, out.channel_roles, out.duration_s)
+    if analysed is None:
+        return False
+    try:
+        async with scoped(pool, Scope.of([recording.company_id])) as conn:
+            await store.save_analysis(conn, recording.id,
+                                      sealed_analysis(analysed, recording.id, data_key))
+    except NotFound:
+        return False  # erased meanwhile
     return True

@@ -49,6 +49,7 @@ from service import (  # noqa: E402, F401
     webui_forms,
     webui_pages,
 )
+from service.analysis_queue import analysis_queue_ctx  # noqa: E402
 from service.key_store import key_store_ctx  # noqa: E402
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
 from service.replay_windows import replay_windows_ctx  # noqa: E402
@@ -149,7 +150,7 @@ def create_app(settings: Settings) -> web.Application:
     app[replay.LOCATORS] = replay.Locators()
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
-         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx]
+         purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, analysis_queue_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

@@ -8,7 +8,10 @@ crash in between leaves a pending row or an object without a row, which the reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -238,10 +241,6 @@ async def _store_in_slot(
             )
             break
 
-    # The spool file is analysed while it is encrypted and uploaded, so the call is
-    # searchable by its analysis the moment it is acknowledged.
-    analysing = asyncio.create_task(
-        analyse(audio.path, m.channel_roles, audio.info.duration_s))
     try:
         reader = EncryptingReader(audio.path, data_key, recording_id)
         try:
@@ -250,22 +249,25 @@ async def _store_in_slot(
             )
         finally:
             reader.close()
-        analysed = await analysing
         async with scoped(pool, scope) as conn:
-            recording = await store.mark_stored(
-                conn, recording_id,
-                None if analysed is None else sealed_analysis(analysed, recording_id, data_key),
-            )
+            recording = await store.mark_stored(conn, recording_id)
     except (StorageError, OSError, asyncio.CancelledError):
-        analysing.cancel()
         await _abandon(pool, objects, scope, recording_id, object_key)
         raise
     return Ingested(recording, created=True)
 
 
-# Analyses running at once in this process (each takes one core while it runs); the others
-# wait their turn, their audio in their spool files.
-_ANALYSES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis")
+def _lower_priority() -> None:
+    # Analysis yields the CPU to ingest and replay: its worker threads run niced.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ANALYSIS_NICENESS)
+
+
+ANALYSIS_NICENESS = 10
+# Analyses running at once in this process; the others wait their turn, their audio in
+# their spool files.
+_ANALYSES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis",
+                               initializer=_lower_priority)
 
 
 async def analyse(

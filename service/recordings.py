@@ -32,6 +32,7 @@ from schemas.recordings import (
     RecordingPage,
     RecordingQuery,
 )
+from service.analysis_queue import ANALYSIS_QUEUE
 from service.api import decode_json, json_response, parse_model, read_json, read_query, routes
 from service.auth import audit, principal_of
 from service.ingest import Spooled, probe, resolve_target, store_recording
@@ -148,16 +149,22 @@ async def ingest_recording(request: web.Request) -> web.Response:
 
     fd, name = tempfile.mkstemp(prefix="tallenne-upload-")
     os.close(fd)
-    spool = Path(name)
+    spool: Path | None = Path(name)
     try:
+        assert spool is not None
         size, sha256 = await _spool_audio(audio, spool, limit)
         info = await probe(spool, audio.headers.get("Content-Type"), audio.filename)
         outcome = await store_recording(
             app[POOL], app[OBJECTS], app[KEYRING].masters, principal.scope, target,
             Spooled(spool, info, size, sha256),
         )
+        if outcome.created:
+            # The analysis worker takes the spool file over and analyses the call from it.
+            await app[ANALYSIS_QUEUE].submit(outcome.recording.id, spool)
+            spool = None
     finally:
-        await asyncio.to_thread(spool.unlink, True)
+        if spool is not None:
+            await asyncio.to_thread(spool.unlink, True)
     recording = outcome.recording.out
     await audit(
         request, "recording.ingest", target_type="recording", target_id=str(recording.id),

@@ -14,7 +14,7 @@ import pytest
 from tests import audiogen
 from tests.e2e.test_browser_replay import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import DEFAULT_PASSWORD, Api
-from tests.service.recording_factory import COMPANY, metadata, upload
+from tests.service.recording_factory import COMPANY, analysed, metadata, upload
 
 pytestmark = pytest.mark.e2e
 REASON = "laadunvarmistus"
@@ -65,6 +65,8 @@ async def test_two_lanes_solo_skip_silence_deep_link_and_a_marker(api: Api) -> N
                             audiogen.make_call("wav_pcm", "faulty"))
     assert uploaded.status == 201, await uploaded.text()
     recording = await uploaded.json()
+    reader = await api.token("quality", [COMPANY], name="qa")
+    assert (await analysed(api.client, reader, recording["id"]))["analysis"] is not None
     base = str(api.client.make_url("/")).rstrip("/")
     url = f"{base}/recordings/{recording['id']}"
     ARTIFACTS.mkdir(exist_ok=True)

@@ -10,15 +10,17 @@ import pytest
 
 from tests import audiogen
 from tests.helpers import Api, bearer
-from tests.service.recording_factory import COMPANY, OTHER_COMPANY, metadata, upload
+from tests.service.recording_factory import COMPANY, OTHER_COMPANY, analysed, metadata, upload
 
 
 async def _ingest(api: Api, path: Any, company: str = COMPANY, **meta: Any) -> dict[str, Any]:
+    """Push a call and wait (a few seconds at most) for the service to analyse it."""
     token = await api.token("ingest", [company], name=f"pbx-{company}")
     response = await upload(api.client, token, metadata(company=company, **meta), path)
     assert response.status == 201, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
+    created: dict[str, Any] = await response.json()
+    reader = await api.token("quality", [company], name=f"qa-{company}")
+    return await analysed(api.client, reader, created["id"])
 
 
 async def _found(api: Api, token: str, **params: str) -> list[str]:
@@ -27,7 +29,7 @@ async def _found(api: Api, token: str, **params: str) -> list[str]:
     return [item["id"] for item in (await response.json())["items"]]
 
 
-async def test_the_acknowledged_call_carries_its_analysis(api: Api) -> None:
+async def test_a_call_carries_its_analysis_seconds_after_its_upload(api: Api) -> None:
     body = await _ingest(api, audiogen.make_call("ogg_opus", "faulty"),
                          channel_roles=["agent", "customer"])
     analysis = body["analysis"]

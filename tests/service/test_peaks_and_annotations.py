@@ -10,7 +10,13 @@ import pytest
 
 from tests import audiogen
 from tests.helpers import Api, bearer
-from tests.service.recording_factory import COMPANY, OTHER_COMPANY, metadata, upload
+from tests.service.recording_factory import (
+    COMPANY,
+    OTHER_COMPANY,
+    analysed,
+    metadata,
+    upload,
+)
 
 
 async def _call(api: Api, company: str = COMPANY) -> dict[str, Any]:
@@ -19,8 +25,9 @@ async def _call(api: Api, company: str = COMPANY) -> dict[str, Any]:
                             metadata(company=company, channel_roles=["agent", "customer"]),
                             audiogen.make_call("wav_mulaw", "clean"))
     assert response.status == 201, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
+    created: dict[str, Any] = await response.json()
+    reader = await api.token("quality", [company], name=f"qa-{company}")
+    return await analysed(api.client, reader, created["id"])
 
 
 async def test_peaks_are_drawn_per_channel_and_audited_in_the_replay_window(
