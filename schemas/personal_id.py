@@ -139,3 +139,9 @@ Pydantic echoes the rejected input in `ValidationError`; models carrying this
 type should set ``hide_input_in_errors=True`` and error handlers must not
 forward the ``input`` of an error.
 """
+
+
+def has_personal_id_shape(text: str) -> bool:
+    """True when free text holds anything shaped like an identity code, valid or not: such
+    text is refused where identity codes must never be stored (notes on a call)."""
+    return _IN_TEXT.search(text) is not None

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
+from schemas.analysis import ChannelRole, Flag, RecordingAnalysis
 from schemas.common import StrictModel
 from schemas.free_text import FreeText
 
@@ -38,6 +39,9 @@ class RecordingMetadata(StrictModel):
     purpose: Purpose
     tags: list[str] = Field(default_factory=list, max_length=50)
     sha256: str | None = Field(None, description="Hex SHA-256 of the audio; checked if given.")
+    channel_roles: list[ChannelRole] | None = Field(
+        None, min_length=1, max_length=8,
+        description="Who each channel carries, in channel order (e.g. agent, customer).")
 
     @field_validator("tags")
     @classmethod
@@ -92,6 +96,9 @@ class RecordingOut(BaseModel):
     retain_until: datetime | None
     legal_holds: list[str]
     created_at: datetime
+    channel_roles: list[ChannelRole] | None = None
+    analysis: RecordingAnalysis | None = Field(
+        None, description="Talk, silence, overtalk and health flags; null until analysed.")
 
 
 class RecordingPage(BaseModel):
@@ -109,6 +116,15 @@ class RecordingQuery(StrictModel):
     customer_id: UUID | None = None
     tag: str | None = None
     external_id: str | None = None
+    phone: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="Caller or callee, in any Finnish or E.164 form (040 123 4567, "
+        "0401234567, +358401234567).")
+    min_duration_s: float | None = Field(None, ge=0)
+    max_duration_s: float | None = Field(None, ge=0)
+    min_silence_ratio: float | None = Field(None, ge=0, le=1)
+    min_overtalk_s: float | None = Field(None, ge=0)
+    flag: Flag | None = Field(None, description="A health flag the call's analysis has.")
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = Field(None, max_length=512)
 

@@ -41,6 +41,7 @@ from service import (  # noqa: E402, F401
     access_export,
     access_reports,
     audit_views,
+    call_annotations,
     customers,
     disclosures,
     erasure,
@@ -48,6 +49,7 @@ from service import (  # noqa: E402, F401
     exports,
     identity,
     ops,
+    peaks,
     recordings,
     replay,
     retention,
@@ -62,6 +64,7 @@ from service import (  # noqa: E402, F401
     webui_sites,
     webui_subjects,
 )
+from service.analysis_queue import analysis_queue_ctx  # noqa: E402
 from service.exports import export_worker_ctx  # noqa: E402
 from service.key_store import key_store_ctx  # noqa: E402
 from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
@@ -173,7 +176,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend(
         [keyring_ctx, database_ctx, object_store_ctx, key_store_ctx, audit_ctx, checkpoint_ctx,
          purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, scrub_ctx,
-         export_worker_ctx, housekeeping_ctx]
+         export_worker_ctx, housekeeping_ctx, analysis_queue_ctx]
     )
     api.add_routes(app)
     app.router.add_static("/static", STATIC_DIR)

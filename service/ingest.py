@@ -8,10 +8,14 @@ crash in between leaves a pending row or an object without a row, which the reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,17 +24,19 @@ from typing import BinaryIO, cast
 
 import asyncpg
 
+from schemas.analysis import ChannelRole
 from schemas.recordings import RecordingMetadata
 from storage import keys
 from storage import recordings as store
 from storage.audio import AudioInfo, probe_audio
+from storage.audio.analysis import Analysed, UndecodableAudio, analyse_file
 from storage.crypto import new_key, stored_size
 from storage.customers import link_lock
 from storage.db import Scope, scoped
 from storage.errors import Conflict, InvalidInput, StorageError
 from storage.objects import LONG_PART_SIZE, ObjectStore
-from storage.recordings import NewRecording, Recording
-from storage.sealed_audio import EncryptingReader
+from storage.recordings import NewRecording, Recording, StoredAnalysis
+from storage.sealed_audio import EncryptingReader, derived_object_id, seal_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +255,41 @@ async def _store_in_slot(
         await _abandon(pool, objects, scope, recording_id, object_key)
         raise
     return Ingested(recording, created=True)
+
+
+def _lower_priority() -> None:
+    # Analysis yields the CPU to ingest and replay: its worker threads run niced.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ANALYSIS_NICENESS)
+
+
+ANALYSIS_NICENESS = 10
+# Analyses running at once in this process; the others wait their turn, their audio in
+# their spool files.
+_ANALYSES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis",
+                               initializer=_lower_priority)
+
+
+async def analyse(
+    path: Path, roles: Sequence[ChannelRole] | None, duration_s: float
+) -> Analysed | None:
+    """The call's analysis, or None when its audio cannot be decoded for it (the call is
+    stored all the same; `tallenne analyse --missing` tries again)."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_ANALYSES, analyse_file, path, roles, duration_s)
+    except UndecodableAudio as exc:
+        logger.warning("recording not analysed", extra={"error": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - an analysis never costs the call its storage
+        logger.warning("recording not analysed", extra={"error": exc.__class__.__name__})
+    return None
+
+
+def sealed_analysis(analysed: Analysed, recording_id: uuid.UUID, data_key: bytes) -> StoredAnalysis:
+    return StoredAnalysis(
+        analysed.analysis, analysed.channels, len(analysed.peaks),
+        seal_bytes(analysed.peaks, data_key, derived_object_id(recording_id, "peaks")),
+    )
 
 
 async def _customer_now(conn: asyncpg.Connection, target: Target) -> uuid.UUID | None:

@@ -18,6 +18,8 @@ ACTIONS: dict[str, str] = {
     "recording.erase": "erase one recording",
     "evaluation.write": "score and annotate a call",
     "evaluation.read": "read evaluations of a call",
+    "annotation.write": "note and bookmark a call, delete one's own notes",
+    "annotation.read": "read a call's notes",
     "evaluation_form.read": "list and read evaluation forms",
     "evaluation_form.manage": "define, change and deactivate evaluation forms",
     "customer.write": "push customer records",
@@ -53,6 +55,8 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
             "evaluation.read",
             "evaluation_form.read",
             "export.run",
+            "annotation.write",
+            "annotation.read",
         }
     ),
     "customer_service": frozenset(
@@ -62,6 +66,7 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
             "recording.search",
             "evaluation.read",
             "evaluation_form.read",
+            "annotation.read",
             "web_event.read",
         }
     ),
@@ -76,6 +81,7 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
             "recording.erase",
             "evaluation.read",
             "evaluation_form.read",
+            "annotation.read",
             "web_event.read",
             "retention.read",
             "disclosure.create",

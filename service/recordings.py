@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from schemas.evaluation_forms import score_errors
+from schemas.phone import to_e164
 from schemas.recordings import (
     EvaluationIn,
     EvaluationList,
@@ -34,6 +35,7 @@ from schemas.recordings import (
     RecordingPage,
     RecordingQuery,
 )
+from service.analysis_queue import ANALYSIS_QUEUE
 from service.api import (
     decode_json,
     json_response,
@@ -185,16 +187,22 @@ async def _ingest_recording(request: web.Request) -> web.Response:
 
     fd, name = tempfile.mkstemp(prefix="tallenne-upload-")
     os.close(fd)
-    spool = Path(name)
+    spool: Path | None = Path(name)
     try:
+        assert spool is not None
         size, sha256 = await _spool_audio(request, audio, spool, limit)
         info = await probe(spool, audio.headers.get("Content-Type"), audio.filename)
         outcome = await store_recording(
             app[POOL], app[OBJECTS], app[KEYRING].masters, principal.scope, target,
             Spooled(spool, info, size, sha256),
         )
+        if outcome.created:
+            # The analysis worker takes the spool file over and analyses the call from it.
+            await app[ANALYSIS_QUEUE].submit(outcome.recording.id, spool)
+            spool = None
     finally:
-        await asyncio.to_thread(spool.unlink, True)
+        if spool is not None:
+            await asyncio.to_thread(spool.unlink, True)
     recording = outcome.recording.out
     await audit(
         request, "recording.ingest", target_type="recording", target_id=str(recording.id),
@@ -239,6 +247,12 @@ async def search_recordings(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, RecordingQuery)
     after = decode_cursor(request, query.cursor) if query.cursor else None
+    phone = None
+    if query.phone is not None:
+        phone = to_e164(query.phone)
+        if phone is None:
+            raise InvalidInput("phone is not a telephone number",
+                               [(["query", "phone"], "not a valid telephone number")])
     async with scoped(request.app[POOL], principal.scope) as conn:
         company_id: uuid.UUID | None = None
         if query.company is not None:
@@ -248,6 +262,9 @@ async def search_recordings(request: web.Request) -> web.Response:
             company_id=company_id, started_from=query.from_, started_before=query.to,
             agent=query.agent, queue=query.queue, direction=query.direction,
             customer_id=query.customer_id, tag=query.tag, external_id=query.external_id,
+            phone_e164=phone, min_duration_s=query.min_duration_s,
+            max_duration_s=query.max_duration_s, min_silence_ratio=query.min_silence_ratio,
+            min_overtalk_s=query.min_overtalk_s, flag=query.flag,
         )
         if company_id is not None and not principal.scope.allows(company_id):
             # Nothing there is visible; asking PostgreSQL would walk the index to its end.

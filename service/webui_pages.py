@@ -27,7 +27,7 @@ from storage import recordings as store
 from storage.db import scoped
 from storage.errors import NotFound
 
-SPEEDS = ("0.75", "1", "1.25", "1.5", "1.75", "2")
+SPEEDS = ("0.5", "0.75", "1", "1.25", "1.5", "1.75", "2")
 
 
 async def company_codes(request: web.Request, principal: Principal) -> list[str]:
@@ -96,7 +96,10 @@ async def call_page(request: web.Request, principal: Principal, csrf: str) -> we
         may_manage_forms=allowed(principal.role, "evaluation_form.manage"),
         may_read_customers=allowed(principal.role, "customer.read"),
         speeds=SPEEDS, forms=forms, prefill=_prefill(forms, own),
-        script_keys=(*SCRIPT_KEYS, "evaluation.version"),
+        script_keys=(*SCRIPT_KEYS, "evaluation.version", "player.", "role.", "visibility.",
+                     "annotation."),
+        may_annotate=allowed(principal.role, "annotation.write"),
+        may_read_annotations=allowed(principal.role, "annotation.read"),
     )
 
 

@@ -12,6 +12,8 @@ from uuid import UUID
 
 import asyncpg
 
+from schemas.analysis import RecordingAnalysis
+from schemas.phone import to_e164
 from schemas.recordings import EvaluationIn, EvaluationOut, RecordingMetadata, RecordingOut
 from storage import keys
 from storage.audio import AudioInfo
@@ -140,24 +142,102 @@ async def insert_pending(conn: asyncpg.Connection, new: NewRecording) -> None:
         "INSERT INTO recordings (id, company_id, external_id, state, started_at, ended_at,"
         " direction, agent, queue, caller, callee, customer_number, customer_id, purpose, tags,"
         " format, codec, duration_s, sample_rate, channels, size_bytes, sha256, object_key,"
-        " key_owner, key_owner_id, wrapped_key) VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7,"
+        " key_owner, key_owner_id, wrapped_key, caller_e164, callee_e164, channel_roles)"
+        " VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7,"
         " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,"
-        " $25)",
+        " $25, $26, $27, $28)",
         new.id, new.company_id, m.external_id, m.started_at, m.ended_at, m.direction, m.agent,
         m.queue, m.caller, m.callee, m.customer_number, new.customer_id, m.purpose, m.tags,
         audio.format, audio.codec, audio.duration_s, audio.sample_rate, audio.channels,
         new.size_bytes,
         new.sha256, new.object_key, new.key_owner, new.key_owner_id, new.wrapped_key,
+        to_e164(m.caller), to_e164(m.callee), m.channel_roles,
     )
 
 
-async def mark_stored(conn: asyncpg.Connection, recording_id: UUID) -> Recording:
+async def mark_stored(
+    conn: asyncpg.Connection, recording_id: UUID, analysed: StoredAnalysis | None = None
+) -> Recording:
     await conn.execute(
         "UPDATE recordings SET state = 'stored', stored_at = now()"
         " WHERE id = $1 AND state = 'pending'",
         recording_id,
     )
+    if analysed is not None:
+        await save_analysis(conn, recording_id, analysed)
     return await get(conn, recording_id)
+
+
+# --- analysis ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredAnalysis:
+    """A call's analysis with its peaks, sealed under the call's data key."""
+
+    analysis: RecordingAnalysis
+    channels: int
+    peaks_size: int
+    sealed_peaks: bytes
+
+
+async def save_analysis(
+    conn: asyncpg.Connection, recording_id: UUID, analysed: StoredAnalysis
+) -> None:
+    a = analysed.analysis
+    company_id = await conn.fetchval(
+        "UPDATE recordings SET analysis = $2, silence_ratio = $3, overtalk_s = $4, flags = $5"
+        " WHERE id = $1 RETURNING company_id",
+        recording_id, a.model_dump(mode="json"), a.silence_ratio, a.overtalk_s, list(a.flags),
+    )
+    if company_id is None:
+        raise NotFound("no such recording")
+    await conn.execute(
+        "INSERT INTO recording_peaks (recording_id, company_id, channels, size_bytes, sealed)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recording_id) DO UPDATE SET"
+        " channels = EXCLUDED.channels, size_bytes = EXCLUDED.size_bytes,"
+        " sealed = EXCLUDED.sealed, created_at = now()",
+        recording_id, company_id, analysed.channels, analysed.peaks_size,
+        analysed.sealed_peaks,
+    )
+
+
+@dataclass(frozen=True)
+class SealedPeaks:
+    channels: int
+    size: int
+    sealed: bytes
+
+
+async def peaks(conn: asyncpg.Connection, recording_id: UUID) -> SealedPeaks | None:
+    row = await conn.fetchrow(
+        "SELECT channels, size_bytes, sealed FROM recording_peaks WHERE recording_id = $1",
+        recording_id,
+    )
+    return None if row is None else SealedPeaks(row["channels"], row["size_bytes"],
+                                                bytes(row["sealed"]))
+
+
+async def to_analyse(
+    conn: asyncpg.Connection, *, missing_only: bool, after: UUID | None, limit: int
+) -> list[UUID]:
+    """Stored recordings (without analysis, if `missing_only`) in id order after `after`."""
+    rows = await conn.fetch(
+        "SELECT id FROM recordings WHERE state = 'stored'"
+        " AND ($1::boolean IS FALSE OR analysis IS NULL)"
+        " AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        missing_only, after, limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def count_to_analyse(conn: asyncpg.Connection, *, missing_only: bool) -> int:
+    found: int = await conn.fetchval(
+        "SELECT count(*) FROM recordings WHERE state = 'stored'"
+        " AND ($1::boolean IS FALSE OR analysis IS NULL)",
+        missing_only,
+    )
+    return found
 
 
 async def delete_pending(conn: asyncpg.Connection, recording_id: UUID) -> str | None:
@@ -251,6 +331,12 @@ class SearchFilter:
     customer_id: UUID | None = None
     tag: str | None = None
     external_id: str | None = None
+    phone_e164: str | None = None  # caller or callee
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None
+    min_silence_ratio: float | None = None
+    min_overtalk_s: float | None = None
+    flag: str | None = None
 
 
 async def search(
@@ -295,6 +381,19 @@ async def search(
         value = getattr(where, column)
         if value is not None:
             clauses.append(f"k.{column} = {bind(value)}")
+    if where.phone_e164 is not None:
+        number = bind(where.phone_e164)
+        clauses.append(f"(k.caller_e164 = {number} OR k.callee_e164 = {number})")
+    if where.min_duration_s is not None:
+        clauses.append(f"k.duration_s >= {bind(where.min_duration_s)}")
+    if where.max_duration_s is not None:
+        clauses.append(f"k.duration_s <= {bind(where.max_duration_s)}")
+    if where.min_silence_ratio is not None:
+        clauses.append(f"k.silence_ratio >= {bind(where.min_silence_ratio)}")
+    if where.min_overtalk_s is not None:
+        clauses.append(f"k.overtalk_s >= {bind(where.min_overtalk_s)}")
+    if where.flag is not None:
+        clauses.append(f"{bind(where.flag)}::text = ANY (k.flags)")
     span: list[str] = []
     if where.started_from is not None:
         span.append(f"{{0}} >= {bind(where.started_from)}")

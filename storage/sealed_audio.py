@@ -154,3 +154,21 @@ async def iter_plaintext(
         raise IntegrityError("the audio no longer matches its recorded SHA-256")
     if piece:
         yield piece
+
+
+def derived_object_id(recording_id: uuid.UUID, part: str) -> uuid.UUID:
+    """The id that binds a recording's derived object (e.g. "peaks") to it: sealed under the
+    recording's data key, it can be opened neither as the audio nor as another recording's."""
+    return uuid.uuid5(recording_id, part)
+
+
+def seal_bytes(plaintext: bytes, data_key: bytes, object_id: uuid.UUID) -> bytes:
+    """A small object in the stored (segmented, authenticated) form of the audio."""
+    encryptor = SegmentEncryptor(data_key, object_id)
+    return encryptor.update(plaintext) + encryptor.finalize()
+
+
+def open_bytes(sealed: bytes, data_key: bytes, object_id: uuid.UUID, size: int) -> bytes:
+    """The plaintext of `seal_bytes`; IntegrityError when it was altered."""
+    decryptor = SegmentDecryptor(data_key, object_id, 0, segment_count(size) - 1)
+    return decryptor.update(sealed) + decryptor.finalize()

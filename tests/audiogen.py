@@ -196,3 +196,74 @@ def write_bytes(data: bytes, suffix: str = ".bin") -> Path:
     path = _fresh(suffix)
     path.write_bytes(data)
     return path
+
+
+# --- calls of known truth for the analytics -------------------------------------------------
+
+CALL_SECONDS = 26.0
+LEFT_TALK = (0.0, 10.0)
+RIGHT_TALK = (8.0, 20.0)
+DROPOUT = (4.0, 4.5)  # digital silence on the left, inside its speech
+CLIPPED = (14.0, 15.0)  # the right party's burst here is clipped
+
+
+def _speech_like(rng: np.random.Generator, n: int, rate: int, level: float) -> np.ndarray:
+    """Noise in 'syllables' of 200 ms with 60 ms dips between them, peak below 0.6."""
+    noise = rng.uniform(-1.0, 1.0, n) * level
+    t = np.arange(n) / rate
+    dips = (t % 0.26) >= 0.20
+    envelope = np.where(dips, 0.02, 1.0)
+    return np.asarray(noise * envelope, dtype=np.float64)
+
+
+def call_samples(scenario: str, rate: int) -> np.ndarray:
+    """Stereo float samples (2, n) of a 26 s call: the left party talks 0-10 s, the right
+    8-20 s (2 s of overtalk), nobody 20-26 s, line noise at -60 dBFS throughout.
+
+    Scenarios: "clean"; "faulty" (the right party clipped 14-15 s, a digital-silence
+    dropout on the left 4-4.5 s); "silent_right" (the right channel carries nothing);
+    "one_sided" (the right channel carries a steady hum, never speech); "mixdown" (both
+    channels the same mix).
+    """
+    rng = np.random.default_rng(19)
+    n = int(CALL_SECONDS * rate)
+    out = rng.uniform(-1.0, 1.0, (2, n)) * 0.001
+
+    def span(seconds: tuple[float, float]) -> slice:
+        return slice(int(seconds[0] * rate), int(seconds[1] * rate))
+
+    left, right = span(LEFT_TALK), span(RIGHT_TALK)
+    out[0, left] += _speech_like(rng, left.stop - left.start, rate, 0.5)
+    out[1, right] += _speech_like(rng, right.stop - right.start, rate, 0.4)
+    if scenario == "faulty":
+        clip = span(CLIPPED)
+        out[1, clip] = np.clip(out[1, clip] * 4.0, -1.0, 1.0)
+        out[0, span(DROPOUT)] = 0.0
+    elif scenario == "silent_right":
+        out[1] = 0.0
+    elif scenario == "one_sided":
+        t = np.arange(n) / rate
+        out[1] = 0.03 * np.sin(2 * math.pi * 50.0 * t) + rng.uniform(-1.0, 1.0, n) * 0.01
+    elif scenario == "mixdown":
+        mix = (out[0] + out[1]) / 2
+        out = np.stack([mix, mix])
+    elif scenario != "clean":
+        raise ValueError(f"unknown scenario {scenario!r}")
+    return np.asarray(out, dtype=np.float32)
+
+
+def make_call(kind: str, scenario: str = "clean", *, sample_rate: int = 8000) -> Path:
+    """A cached stereo call of `kind` (see `call_samples`)."""
+    key = (kind, CALL_SECONDS, sample_rate, 2, 0.0, (("call", scenario),))
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    rate = effective_rate(kind, sample_rate)
+    samples = call_samples(scenario, rate)
+    path = _fresh(SUFFIXES[kind])
+    if kind == "ogg_vorbis":
+        soundfile.write(str(path), samples.T, rate, format="OGG", subtype="VORBIS")
+    else:
+        _encode_av(path, kind, samples, rate, {})
+    _cache[key] = path
+    return path

@@ -28,6 +28,7 @@ import asyncpg
 from aiohttp import web
 
 from schemas.recordings import RecordingMetadata
+from service.analysis import analyse_spooled
 from service.api import decode_json, parse_model
 from service.commands import Progress, with_app
 from service.ingest import Ingested, Spooled, probe, resolve_target, store_recording
@@ -411,6 +412,11 @@ class DropFolder:
         except (StorageError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise Retry(reason_text(exc)) from exc
         recording = outcome.recording.out
+        if outcome.created:
+            # Analysed from the local file before it moves on; a failure leaves it to
+            # `tallenne analyse --missing`.
+            with contextlib.suppress(StorageError):
+                await analyse_spooled(app[POOL], app[KEYRING].masters, recording.id, audio)
         await app[AUDIT].append(AuditEntry(
             actor=self.actor, actor_kind="system", role="ingest", action="recording.ingest",
             target_type="recording", target_id=str(recording.id), company=recording.company,

@@ -36,7 +36,9 @@
         "/audio?reason=" + encodeURIComponent(text);
       audio.playbackRate = parseFloat(speed.value);
       seek.disabled = false;
-      loadWaveform(audio.src);
+      // The per-channel player (player.js) draws its lanes from the peaks under this reason.
+      player.dataset.reason = text;
+      document.dispatchEvent(new CustomEvent("tallenne:reason", { detail: text }));
     }
 
     // The waveform: the call decoded once by the browser (at 8 kHz, enough for a picture

@@ -70,3 +70,20 @@ async def bucket_keys(settings: Settings, prefix: str = "recordings/") -> list[s
         return await store.list_keys(prefix)
     finally:
         await store.close()
+
+
+async def analysed(client: TestClient[Any, Any], token: str, recording_id: str,
+                   within_s: float = 20.0) -> dict[str, Any]:
+    """The recording once the service's analysis worker has analysed it."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        response = await client.get(f"/api/v1/recordings/{recording_id}",
+                                    headers=bearer(token))
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        if body["analysis"] is not None or loop.time() > deadline:
+            return body
+        await asyncio.sleep(0.1)

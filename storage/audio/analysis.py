@@ -1,0 +1,445 @@
+"""Call analytics from the audio itself: voice activity per channel, talk, silence and
+overtalk, health flags, and the min/max peaks the player draws.
+
+The audio is decoded with PyAV and reduced as it streams to 10 ms ticks per channel (sum of
+squares, lowest and highest sample): memory grows with the call's length by a few dozen
+bytes per tick, never with its samples. Voice activity is decided on 20 ms frames (two
+ticks): a frame is speech when its energy stands clear of an adaptive noise floor (the
+minimum energy over a sliding window of a few seconds), and a pause shorter than the
+hangover keeps the party talking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from schemas.analysis import ChannelRole, ChannelTalk, Flag, RecordingAnalysis
+
+TICKS_PER_S = 100  # peaks and the smallest unit of analysis: 10 ms
+FRAME_TICKS = 2  # voice activity frames: 20 ms
+FRAME_S = FRAME_TICKS / TICKS_PER_S
+FLOOR_BLOCK = 25  # frames whose minimum is one step of the noise floor (0.5 s)
+FLOOR_SPAN = 7  # blocks in the sliding window of the noise floor (3.5 s)
+SPEECH_ABOVE_FLOOR_DB = 12.0
+SPEECH_MIN_DB = -55.0  # nothing quieter is speech, whatever the floor
+SPEECH_RANGE_DB = 30.0  # nor anything this far below the channel's loud speech
+LOUD_PERCENTILE = 95
+DIGITAL_SILENCE_DB = -75.0  # below the idle noise of A-law
+QUIET_LINE_DB = -70.0
+HANGOVER_FRAMES = 15  # pauses up to 300 ms inside speech
+MIN_TALK_FRAMES = 3  # a click shorter than 60 ms is no talk
+MIN_OVERTALK_FRAMES = 3
+CLIP_LEVEL = 0.97  # µ-law's highest code decodes to 0.98 of full scale
+CLIP_SHARE = 0.01  # of a channel's speech ticks
+CLIP_MIN_TICKS = 10
+DIGITAL_SILENCE = 5e-4  # about -66 dBFS; A-law's smallest step is -72 dBFS
+DROPOUT_MIN_TICKS = 8
+DROPOUT_MAX_TICKS = 200
+DROPOUT_FADE_FRAMES = 20
+SILENT_CHANNEL_DB = -50.0  # a channel quieter than this on the whole carried nothing
+ONE_SIDED_TALK_S = 2.0
+MIXDOWN_DIFFERENCE = 0.02
+PEAK_SCALE = 127  # peaks are kept as signed bytes
+BATCH_S = 5  # seconds of decoded audio reduced at once
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+Bools = npt.NDArray[np.bool_]
+I8 = npt.NDArray[np.int8]
+F16 = npt.NDArray[np.float16]
+
+
+class UndecodableAudio(Exception):
+    """The audio could not be decoded for analysis."""
+
+
+class _Ticks:
+    """Per-tick statistics of every channel, in arrays that grow as the audio streams in
+    (sized from the probed duration up front, so they seldom need to)."""
+
+    def __init__(self, channels: int, expected: int) -> None:
+        capacity = max(expected, TICKS_PER_S)
+        self.used = 0
+        self.level_db: F16 = np.empty((channels, capacity), dtype=np.float16)
+        self.low: I8 = np.empty((channels, capacity), dtype=np.int8)
+        self.high: I8 = np.empty((channels, capacity), dtype=np.int8)
+        self.silent: Bools = np.empty((channels, capacity), dtype=bool)
+        self.clipped: Bools = np.empty((channels, capacity), dtype=bool)
+
+    def add(self, level_db: F32, low: I8, high: I8, silent: Bools, clipped: Bools) -> None:
+        n = level_db.shape[1]
+        if self.used + n > self.level_db.shape[1]:
+            grown = max(self.used + n, self.level_db.shape[1] * 5 // 4)
+            for name in ("level_db", "low", "high", "silent", "clipped"):
+                old = getattr(self, name)
+                new = np.empty((old.shape[0], grown), dtype=old.dtype)
+                new[:, : self.used] = old[:, : self.used]
+                setattr(self, name, new)
+        end = self.used + n
+        self.level_db[:, self.used:end] = level_db
+        self.low[:, self.used:end] = low
+        self.high[:, self.used:end] = high
+        self.silent[:, self.used:end] = silent
+        self.clipped[:, self.used:end] = clipped
+        self.used = end
+
+
+@dataclass(frozen=True)
+class ChannelTicks:
+    """One channel's ticks: about 8 bytes per 10 ms, some 3 MB per hour."""
+
+    level_db: F16  # mean square of the tick's samples (in -1..1), in dB
+    low: I8  # lowest and highest sample, as peaks are kept (× PEAK_SCALE)
+    high: I8
+    silent: Bools  # digital silence: no sample above DIGITAL_SILENCE
+    clipped: Bools  # two samples or more at CLIP_LEVEL
+
+
+@dataclass(frozen=True)
+class Analysed:
+    analysis: RecordingAnalysis
+    peaks: bytes  # see `pack_peaks`
+    channels: int
+    duration_s: float
+
+
+def _as_peak(values: npt.NDArray[np.floating]) -> I8:
+    return np.clip(np.round(values * PEAK_SCALE), -PEAK_SCALE, PEAK_SCALE).astype(np.int8)
+
+
+_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854776e18}
+
+
+class _Reducer:
+    """Turns decoded frames into ticks; whatever does not fill a tick waits for the next
+    frame."""
+
+    def __init__(self, rate: int, channels: int, expected_s: float) -> None:
+        self.rate = rate
+        self.channels = channels
+        self.ticks_done = 0
+        self.samples_done = 0
+        self._carry: F32 = np.zeros((channels, 0), dtype=np.float32)
+        self.out = _Ticks(channels, int(expected_s * TICKS_PER_S) + TICKS_PER_S)
+
+    def _boundary(self, tick: int) -> int:
+        return (tick * self.rate + TICKS_PER_S // 2) // TICKS_PER_S
+
+    def feed(self, block: F32, final: bool = False) -> None:
+        if self._carry.shape[1]:
+            block = np.concatenate([self._carry, block], axis=1)
+        start = self._boundary(self.ticks_done) - self.samples_done
+        available = self.samples_done + block.shape[1]
+        whole = available * TICKS_PER_S // self.rate
+        if final and available > self._boundary(whole):
+            whole += 1
+        n = whole - self.ticks_done
+        if n <= 0:
+            self._carry = block
+            return
+        ends = np.minimum(
+            (np.arange(self.ticks_done + 1, whole + 1, dtype=np.int64) * self.rate
+             + TICKS_PER_S // 2) // TICKS_PER_S - self.samples_done,
+            block.shape[1],
+        )
+        used = int(ends[-1])
+        body = block[:, start:used]
+        width = self.rate // TICKS_PER_S
+        shaped: F32 | None = None
+        if self.rate % TICKS_PER_S == 0 and start == 0 and used == n * width:
+            shaped = body.reshape(self.channels, n, width)
+            sumsq = np.einsum("ctk,ctk->ct", shaped, shaped, dtype=np.float64)
+            high = shaped.max(axis=2)
+            low = shaped.min(axis=2)
+            counts = np.full(n, width, dtype=np.int64)
+        else:
+            starts = np.concatenate([[start], ends[:-1]]).astype(np.int64) - start
+            sumsq = np.add.reduceat(body.astype(np.float64) ** 2, starts, axis=1)
+            high = np.maximum.reduceat(body, starts, axis=1)
+            low = np.minimum.reduceat(body, starts, axis=1)
+            counts = np.diff(np.concatenate([starts, [body.shape[1]]]))
+        # Samples at full scale are counted only in the ticks that reach it.
+        loud_ticks = (high >= CLIP_LEVEL) | (low <= -CLIP_LEVEL)
+        clipped = np.zeros((self.channels, n), dtype=bool)
+        if shaped is not None:
+            rows = shaped[loud_ticks]
+            clipped[loud_ticks] = np.count_nonzero(np.abs(rows) >= CLIP_LEVEL, axis=1) >= 2
+        else:
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            for c, t in zip(*np.nonzero(loud_ticks), strict=True):
+                piece = body[c, int(offsets[t]):int(offsets[t + 1])]
+                clipped[c, t] = np.count_nonzero(np.abs(piece) >= CLIP_LEVEL) >= 2
+        power = np.maximum(sumsq / np.maximum(counts, 1), 1e-12)
+        self.out.add((10.0 * np.log10(power)).astype(np.float32), _as_peak(low),
+                     _as_peak(high), np.maximum(high, -low) < DIGITAL_SILENCE, clipped)
+        self.ticks_done = whole
+        self.samples_done += used
+        self._carry = block[:, used:]
+
+    def result(self) -> list[ChannelTicks]:
+        self.feed(np.zeros((self.channels, 0), dtype=np.float32), final=True)
+        out = self.out
+        if not out.used:
+            raise UndecodableAudio("the audio holds no samples")
+        n = out.used
+        return [ChannelTicks(out.level_db[c, :n], out.low[c, :n], out.high[c, :n],
+                             out.silent[c, :n], out.clipped[c, :n])
+                for c in range(self.channels)]
+
+
+def _to_float(frame: av.AudioFrame, channels: int) -> F32:
+    """A (large) frame as float samples shaped (channels, n) in -1..1."""
+    raw = frame.to_ndarray()
+    layout_channels = frame.layout.nb_channels
+    if not frame.format.is_planar:
+        raw = raw.reshape(-1, layout_channels).T
+    block = raw.astype(np.float32, order="C")
+    base = frame.format.name.rstrip("p")
+    if base == "u8":
+        block -= 128.0
+    scale = _SCALE.get(base)
+    if scale is not None:
+        block *= np.float32(1.0 / scale)
+    if block.shape[0] != channels:
+        # A stream whose layout changes mid-way: keep the channel count it started with.
+        fitted = np.zeros((channels, block.shape[1]), dtype=np.float32)
+        keep = min(channels, block.shape[0])
+        fitted[:keep] = block[:keep]
+        block = fitted
+    return block
+
+
+def _taken(fifo: av.AudioFifo, samples: int = 0) -> av.AudioFrame:
+    frame = fifo.read(samples)
+    if frame is None:
+        raise UndecodableAudio("the audio FIFO ran dry")
+    return frame
+
+
+def decode_ticks(path: Path, expected_s: float = 0.0) -> tuple[list[ChannelTicks], int]:
+    """Decode the file's first audio stream into per-channel ticks; (ticks, sample rate).
+
+    Decoded frames gather in an FFmpeg audio FIFO and are taken out BATCH_S seconds at a
+    time, so that numpy works on long arrays rather than on each small frame."""
+    reducer: _Reducer | None = None
+    fifo = av.AudioFifo()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise UndecodableAudio("no audio stream")
+            stream = container.streams.audio[0]
+            batch = 0
+            for frame in container.decode(stream):
+                if reducer is None:
+                    reducer = _Reducer(frame.sample_rate, frame.layout.nb_channels,
+                                       expected_s)
+                    batch = BATCH_S * reducer.rate
+                frame.pts = None  # the FIFO would insist on gapless timestamps
+                try:
+                    fifo.write(frame)
+                except ValueError:
+                    # The frame's format or layout differs from those before it.
+                    if fifo.samples:
+                        reducer.feed(_to_float(_taken(fifo), reducer.channels))
+                    fifo = av.AudioFifo()
+                    fifo.write(frame)
+                if fifo.samples >= batch:
+                    reducer.feed(_to_float(_taken(fifo, batch), reducer.channels))
+            if reducer is not None and fifo.samples:
+                reducer.feed(_to_float(_taken(fifo), reducer.channels))
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise UndecodableAudio(str(exc)) from exc
+    if reducer is None:
+        raise UndecodableAudio("the audio holds no frames")
+    return reducer.result(), reducer.rate
+
+
+# --- voice activity --------------------------------------------------------------------------
+
+
+def _runs(mask: Bools) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Starts and (exclusive) ends of the True runs of `mask`."""
+    edge = np.zeros(1, dtype=np.int8)
+    edges = np.diff(np.concatenate([edge, mask.view(np.int8), edge]))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def _mean_level_db(level_db: F16, chunk: int = 1 << 16) -> float:
+    """The level of a whole channel from its ticks' levels, a chunk at a time."""
+    if not len(level_db):
+        return -120.0
+    total = 0.0
+    for at in range(0, len(level_db), chunk):
+        part = level_db[at:at + chunk].astype(np.float32)
+        part /= np.float32(10.0)
+        total += float(np.sum(np.power(np.float32(10.0), part), dtype=np.float64))
+    return 10 * math.log10(max(total / len(level_db), 1e-12))
+
+
+def _frame_energy_db(ticks: ChannelTicks) -> F32:
+    n = len(ticks.level_db) // FRAME_TICKS * FRAME_TICKS
+    power = ticks.level_db[:n].astype(np.float32)
+    power /= np.float32(10.0)
+    np.power(np.float32(10.0), power, out=power)
+    mean: F32 = power.reshape(-1, FRAME_TICKS).mean(axis=1)
+    del power
+    np.maximum(mean, np.float32(1e-12), out=mean)
+    np.log10(mean, out=mean)
+    mean *= np.float32(10.0)
+    return mean
+
+
+def _noise_floor(energy: F32) -> F32:
+    """Minimum statistics: the lowest frame energy within a window of FLOOR_SPAN blocks
+    around each frame.
+
+    Digital silence is no noise: a short run of it (codec padding, a dropout) is left out,
+    and a long one (a line that sends nothing between utterances) counts as a quiet line."""
+    energy = energy.copy()
+    starts, ends = _runs(energy < DIGITAL_SILENCE_DB)
+    for a, b in zip(starts, ends, strict=True):
+        energy[a:b] = np.inf if b - a < FLOOR_BLOCK else QUIET_LINE_DB
+    blocks = -(-len(energy) // FLOOR_BLOCK)
+    padded = np.full(blocks * FLOOR_BLOCK, np.inf, dtype=np.float32)
+    padded[: len(energy)] = energy
+    block_min = padded.reshape(blocks, FLOOR_BLOCK).min(axis=1)
+    half = FLOOR_SPAN // 2
+    edge = np.full(half, np.inf, dtype=np.float32)
+    around = np.concatenate([edge, block_min, edge])
+    windows = np.lib.stride_tricks.sliding_window_view(around, FLOOR_SPAN).min(axis=1)
+    return np.repeat(windows, FLOOR_BLOCK)[: len(energy)]
+
+
+def voice_activity(ticks: ChannelTicks) -> Bools:
+    """Per 20 ms frame: is the channel's party talking."""
+    energy = _frame_energy_db(ticks)
+    if not len(energy):
+        return np.zeros(0, dtype=bool)
+    # The loudest speech sets a bar too: a codec's smearing around a word is no talk.
+    loud = float(np.percentile(energy, LOUD_PERCENTILE))
+    threshold = np.maximum(_noise_floor(energy) + SPEECH_ABOVE_FLOOR_DB,
+                           max(SPEECH_MIN_DB, loud - SPEECH_RANGE_DB))
+    active: Bools = energy > threshold
+    starts, ends = _runs(~active)
+    inner = (starts > 0) & (ends < len(active)) & (ends - starts <= HANGOVER_FRAMES)
+    for a, b in zip(starts[inner], ends[inner], strict=True):
+        active[a:b] = True
+    starts, ends = _runs(active)
+    for a, b in zip(starts, ends, strict=True):
+        if b - a < MIN_TALK_FRAMES:
+            active[a:b] = False
+    return active
+
+
+# --- flags -----------------------------------------------------------------------------------
+
+
+def _clipping(ticks: ChannelTicks, active: Bools) -> bool:
+    speech_ticks = np.repeat(active, FRAME_TICKS)
+    count = int(np.count_nonzero(ticks.clipped[: len(speech_ticks)] & speech_ticks))
+    return count >= max(CLIP_MIN_TICKS, CLIP_SHARE * np.count_nonzero(speech_ticks))
+
+
+def _dropout(ticks: ChannelTicks, active: Bools) -> bool:
+    """A run of digital silence with speech right before and right after it."""
+    starts, ends = _runs(ticks.silent)
+    frames = len(active)
+    for a, b in zip(starts, ends, strict=True):
+        if not DROPOUT_MIN_TICKS <= b - a <= DROPOUT_MAX_TICKS:
+            continue
+        # A lossy codec lets the speech before the gap fade out rather than stop.
+        before = (a - 1) // FRAME_TICKS
+        after = b // FRAME_TICKS + 1
+        if before >= 0 and after < frames \
+                and active[max(0, before - DROPOUT_FADE_FRAMES):before + 1].any() \
+                and active[after:after + 3].any():
+            return True
+    return False
+
+
+def _mono_mixdown(channels: Sequence[ChannelTicks]) -> bool:
+    if len(channels) != 2:
+        return False
+    left, right = (np.stack([c.low, c.high]).astype(np.int32) for c in channels)
+    size = float(np.sum(np.abs(left) + np.abs(right))) / 2
+    if size <= 0:
+        return False
+    apart = float(np.sum(np.abs(left - right)))
+    return apart <= MIXDOWN_DIFFERENCE * size
+
+
+# --- the call --------------------------------------------------------------------------------
+
+
+def analyse_ticks(
+    channels: Sequence[ChannelTicks], roles: Sequence[ChannelRole] | None = None
+) -> RecordingAnalysis:
+    activity = [voice_activity(t) for t in channels]
+    frames = min(len(a) for a in activity)
+    activity = [a[:frames] for a in activity]
+    duration = frames * FRAME_S
+    talking = np.stack(activity) if activity else np.zeros((0, 0), dtype=bool)
+    speakers = talking.sum(axis=0) if frames else np.zeros(0, dtype=np.int64)
+    quiet = speakers == 0
+    q_starts, q_ends = _runs(quiet)
+    o_starts, o_ends = _runs(speakers >= 2)
+    talk = [float(np.count_nonzero(a)) * FRAME_S for a in activity]
+    flags: list[Flag] = []
+    levels = [_mean_level_db(t.level_db) for t in channels]
+    if any(db < SILENT_CHANNEL_DB and s == 0 for db, s in zip(levels, talk, strict=True)):
+        flags.append("silent_channel")
+    if len(channels) > 1 and max(talk) >= ONE_SIDED_TALK_S and min(talk) < max(
+            FRAME_S * MIN_TALK_FRAMES, 0.02 * max(talk)):
+        flags.append("one_sided")
+    if any(_clipping(t, a) for t, a in zip(channels, activity, strict=True)):
+        flags.append("clipping")
+    if any(_dropout(t, a) for t, a in zip(channels, activity, strict=True)):
+        flags.append("dropout")
+    if _mono_mixdown(channels) and min(talk) > 0:
+        flags.append("mono_mixdown")
+    role_of = list(roles or [])
+    return RecordingAnalysis(
+        channels=[
+            ChannelTalk(role=role_of[i] if i < len(role_of) else None, talk_s=round(s, 2),
+                        talk_ratio=round(s / duration, 4) if duration else 0.0)
+            for i, s in enumerate(talk)
+        ],
+        silence_ratio=round(float(np.count_nonzero(quiet)) / frames, 4) if frames else 0.0,
+        longest_silence_s=round(float(np.max(q_ends - q_starts, initial=0)) * FRAME_S, 2),
+        overtalk_s=round(float(np.count_nonzero(speakers >= 2)) * FRAME_S, 2),
+        overtalk_count=int(np.count_nonzero(o_ends - o_starts >= MIN_OVERTALK_FRAMES)),
+        flags=flags,
+    )
+
+
+def pack_peaks(channels: Sequence[ChannelTicks]) -> bytes:
+    """Peaks as bytes: per channel, per tick, min then max as signed bytes (-127..127),
+    channel after channel; the tick count is the length / (2 × channels)."""
+    return b"".join(np.stack([t.low, t.high], axis=1).tobytes() for t in channels)
+
+
+def unpack_peaks(packed: bytes, channels: int) -> list[tuple[list[float], list[float]]]:
+    """(min, max) per channel from `pack_peaks`, in -1..1."""
+    if channels <= 0 or not packed:
+        return []
+    values = np.frombuffer(packed, dtype=np.int8).reshape(channels, -1, 2)
+    scaled = np.round(values.astype(np.float64) / PEAK_SCALE, 3)
+    return [(scaled[c, :, 0].tolist(), scaled[c, :, 1].tolist()) for c in range(channels)]
+
+
+def analyse_file(
+    path: Path, roles: Sequence[ChannelRole] | None = None, expected_s: float = 0.0
+) -> Analysed:
+    """Analyse a whole recording (blocking: run it in a worker thread); `expected_s`, its
+    probed duration, sizes the tick arrays."""
+    channels, _ = decode_ticks(path, expected_s)
+    analysis = analyse_ticks(channels, roles)
+    ticks = len(channels[0].level_db)
+    return Analysed(analysis, pack_peaks(channels), len(channels), ticks / TICKS_PER_S)
