@@ -10,12 +10,14 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from schemas.vcon import VCON_DRAFT, VCON_SYNTAX, VconRecording, build_vcon, vcon_json
+from service import integrity
 from service.api import read_query, routes
 from service.auth import audit, principal_of
 from service.export_jobs import audio_of, data_key_of
 from service.recordings import recording_id_of
 from service.replay import MAX_REASON
 from service.typedefs import KEYRING, OBJECTS, POOL, SETTINGS
+from storage import annotations as call_notes
 from storage import recordings as store
 from storage.db import scoped
 from storage.errors import Conflict, IntegrityError
@@ -51,6 +53,7 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
     async with scoped(request.app[POOL], principal.scope) as conn:
         recording = await store.get(conn, recording_id)
         evaluations = await store.evaluations(conn, recording_id)
+        notes = await call_notes.visible(conn, recording_id, principal.name)
         data_key = (await data_key_of(conn, request.app[KEYRING].masters, recording)
                     if query.inline else None)
     if recording.out.state == "corrupt":
@@ -59,10 +62,12 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
     host = base.split("://", 1)[1].split("/", 1)[0]
     vcon = build_vcon(
         VconRecording.model_validate(recording.out), host=host, evaluations=evaluations,
+        analysis=recording.out.analysis, annotations=notes,
         audio_url=None if query.inline else f"{base}/api/v1/recordings/{recording.id}/audio",
     )
     await audit(request, "recording.replay", target_type="recording",
                 target_id=str(recording.id), company=recording.out.company, reason=reason,
+                subject_ids=[recording.id, *filter(None, [recording.out.customer_id])],
                 detail={"vcon": VCON_DRAFT, "inline": query.inline})
     headers = {"Content-Type": MEDIA_TYPE, "Cache-Control": "private, no-store",
                "X-Vcon-Version": VCON_SYNTAX,
@@ -78,9 +83,14 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
             if not response.prepared:
                 await response.prepare(request)
             await response.write(chunk)
-    except IntegrityError:
-        logger.error("integrity alarm: audio of a vCon failed verification",
-                     extra={"recording_id": str(recording.id)})
+    except IntegrityError as exc:
+        # As replay: the recording is marked and the alarm audited.
+        await integrity.mark_corrupt(request.app[POOL], principal.scope, recording.id,
+                                     exc.detail, found_by="vcon")
+        await audit(request, integrity.ALARM_ACTION, target_type="recording",
+                    target_id=str(recording.id), company=recording.out.company,
+                    outcome="failure", subject_ids=[recording.id],
+                    detail={"error": exc.detail, "found_by": "vcon"})
         if not response.prepared:
             raise Conflict("the recording's stored audio failed verification and is "
                            "withheld") from None

@@ -1,10 +1,9 @@
 """SQL of the subject search: the customers, calls, web events, disclosures and audited
 reads that concern one person. Every function takes a scoped connection.
 
-Phone numbers are matched in one place, `phone_matches_sql`: the stored caller, callee or
-customer phone, stripped of everything but digits and "+", against the written forms of the
-person's E.164 number. (Indexed normalised columns can take its place without any caller
-changing.)"""
+Calls are found by their indexed E.164 caller and callee columns (normalised at ingest, see
+schemas.phone); a customer's own phone, stored as written, is matched by `phone_matches_sql`:
+stripped of everything but digits and "+", against the written forms of the E.164 number."""
 
 from __future__ import annotations
 
@@ -41,10 +40,9 @@ async def recordings_by_phone(conn: asyncpg.Connection, e164: str) -> list[Recor
     """Calls in which the number took part as caller or callee, newest first."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM recordings r JOIN companies c ON c.id = r.company_id"
-        f" WHERE r.state <> 'pending' AND ({phone_matches_sql('r.caller', '$1')}"
-        f" OR {phone_matches_sql('r.callee', '$1')})"
+        " WHERE r.state <> 'pending' AND (r.caller_e164 = $1 OR r.callee_e164 = $1)"
         " ORDER BY r.started_at DESC, r.id DESC LIMIT $2",
-        written_forms(e164), LIMIT,
+        e164, LIMIT,
     )
     return [_recording(r) for r in rows]
 
