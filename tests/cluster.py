@@ -44,7 +44,6 @@ from service.embedded import (
     kill_process,
     load_or_create_secrets,
 )
-from storage.checkpoints import PREFIX as CHECKPOINT_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -169,16 +168,18 @@ def _wait(what: str, probe: Any, processes: list[Process],
 
 def s3_identities(service: tuple[str, str], checkpoints: tuple[str, str],
                   bucket: str) -> dict[str, Any]:
-    """The S3 gateway's identities: the service's credential, scoped to its buckets, and a
-    write-only one for copies of the audit checkpoints (deploy/seaweedfs/s3.json's shape)."""
+    """The S3 gateway's identities: the service's credential, scoped to its buckets, and one
+    that only puts audit checkpoints (with their retention) into the checkpoint bucket
+    (deploy/seaweedfs/s3.example.json's shape)."""
+    audit = f"{bucket}-audit"
     return {"identities": [
         {"name": "tallenne",
          "credentials": [{"accessKey": service[0], "secretKey": service[1]}],
-         "actions": [f"{action}:{name}" for name in (bucket, f"{bucket}-keys")
+         "actions": [f"{action}:{name}" for name in (bucket, f"{bucket}-keys", audit)
                      for action in ("Admin", "Read", "Write", "List", "Tagging")]},
         {"name": "audit-checkpoints",
          "credentials": [{"accessKey": checkpoints[0], "secretKey": checkpoints[1]}],
-         "actions": [f"Write:{bucket}/{CHECKPOINT_PREFIX}*"]},
+         "actions": [f"Write:{audit}", f"PutObjectRetention:{audit}"]},
     ]}
 
 
@@ -505,6 +506,9 @@ class Cluster:
             "TALLENNE_MASTER_KEY": self.secret["master_key"],
             "TALLENNE_PERSONAL_ID_KEY": self.secret["personal_id_key"],
             "TALLENNE_BACKUP_KEY": self.secret["backup_key"],
+            "TALLENNE_AUDIT_SIGNING_KEY": self.secret["audit_signing_key"],
+            "TALLENNE_S3_AUDIT_ACCESS_KEY": self.secret["s3_audit_access_key"],
+            "TALLENNE_S3_AUDIT_SECRET_KEY": self.secret["s3_audit_secret_key"],
             "TALLENNE_DATA_DIR": str(self.directory / "service-data"),
             "TALLENNE_PURGE_ENABLED": "false",
             "TALLENNE_LOG_LEVEL": "WARNING",
@@ -514,12 +518,11 @@ class Cluster:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.secret = load_or_create_secrets(self.directory)
-        self.secret.setdefault("checkpoint_access_key", "TLNCP" + os.urandom(6).hex().upper())
         self.weed = WeedCluster(
             self.directory / "weed",
             s3_identities((self.secret["s3_access_key"], self.secret["s3_secret_key"]),
-                          (self.secret["checkpoint_access_key"],
-                           self.secret["s3_secret_key"][::-1]),
+                          (self.secret["s3_audit_access_key"],
+                           self.secret["s3_audit_secret_key"]),
                           self.bucket),
             masters=self.masters, volumes=self.volumes, replication=self.replication)
         holder = EmbeddedStack(self.directory / "pg")
@@ -552,8 +555,14 @@ class Cluster:
     def _start_postgres(self, holder: EmbeddedStack) -> None:
         assert self.postgres is not None
         self.postgres.start(self.postgres.port or None)
-        # The service's login role: no superuser, so row-level security applies to it.
+        # The production role split: the owner role, and the service's login role that owns
+        # nothing (no superuser, no BYPASSRLS). Migrations run once, as the owner, before
+        # any replica starts, as deploy/ does it.
         holder._ensure_app_database()
+        subprocess.run([str(TALLENNE), "migrate"], check=True, capture_output=True,
+                       cwd=self.directory, timeout=120,
+                       env={**os.environ, **self.env(),
+                            "TALLENNE_DATABASE_OWNER_URL": self.postgres.owner_url()})
 
     def _start_services(self) -> None:
         if not self.services:
