@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import get_args
 
 from aiohttp import web
 
+from schemas.analysis import Flag
 from schemas.evaluation_forms import FormOut
 from schemas.recordings import EvaluationOut
 from service import i18n
@@ -51,7 +53,7 @@ async def search_page(request: web.Request, principal: Principal, csrf: str) -> 
     t = i18n.translator(i18n.language_of(request))
     return render(request, "recordings.html", principal=principal, csrf_token=csrf,
                   title=t("search.title"), companies=await company_codes(request, principal),
-                  directions=("inbound", "outbound", "internal"),
+                  directions=("inbound", "outbound", "internal"), flags=get_args(Flag),
                   may_read_customers=allowed(principal.role, "customer.read"))
 
 

@@ -13,7 +13,9 @@
 
   function currentFilters() {
     const params = new URLSearchParams();
-    for (const name of ["company", "agent", "queue", "direction", "tag", "external_id"]) {
+    for (const name of ["company", "agent", "queue", "direction", "tag", "external_id", "phone",
+                        "min_duration_s", "max_duration_s", "min_silence_ratio",
+                        "min_overtalk_s", "flag"]) {
       const value = form.elements[name].value.trim();
       if (value) params.set(name, value);
     }

@@ -150,3 +150,16 @@ async def test_static_scripts_are_served(api: Api) -> None:
     token = await api.token("quality", [COMPANY])
     assert (await api.client.get("/recordings", headers=bearer(token),
                                  allow_redirects=False)).status == 303
+
+
+async def test_the_search_page_offers_phone_duration_and_analysis_filters(api: Api) -> None:
+    await api.user("sanna", "quality", [COMPANY])
+    await api.login("sanna")
+    page = await (await api.client.get("/recordings", headers={"Accept-Language": "en"})).text()
+    for name in ("phone", "min_duration_s", "max_duration_s", "min_silence_ratio",
+                 "min_overtalk_s", "flag"):
+        assert f'name="{name}"' in page, name
+    for flag in ("silent_channel", "one_sided", "clipping", "dropout", "mono_mixdown"):
+        assert f'<option value="{flag}">' in page, flag
+    script = await (await api.client.get("/static/recordings.js")).text()
+    assert '"phone"' in script and '"flag"' in script  # the page's script sends them
