@@ -144,8 +144,9 @@ def settings_for(stack: Stack, database: str, bucket: str, **overrides: object) 
         "backup_key": SecretStr(stack.secret["backup_key"]),
         "audit_signing_key": SecretStr(stack.secret["audit_signing_key"]),
         "s3_audit_access_key": SecretStr(stack.secret["s3_audit_access_key"]),
-        # Seconds, not years: the store enforces the lock, and each test drops its buckets.
-        "audit_checkpoint_retention_days": 3 / 86400,
+        # No lock on checkpoints: a locked object outlives its test's clean-up by its
+        # retention. Tests of the lock itself ask for seconds of it (`checkpoint_lock`).
+        "audit_checkpoint_retention_days": 0,
         "s3_audit_secret_key": SecretStr(stack.secret["s3_audit_secret_key"]),
         "data_dir": Path(stack.embedded.data_dir),
         "allow_test_ids": True,
@@ -190,9 +191,12 @@ def drop_bucket(stack: Stack, bucket: str) -> None:
 
 
 @pytest.fixture
-def settings(stack: Stack, database: str) -> Iterator[Settings]:
+def settings(request: pytest.FixtureRequest, stack: Stack, database: str) -> Iterator[Settings]:
     bucket = "t-" + database.removeprefix("t_")
-    made = settings_for(stack, database, bucket)
+    locked = request.node.get_closest_marker("checkpoint_lock") is not None
+    # Seconds, not years: the store enforces the lock, and the test drops its buckets.
+    made = settings_for(stack, database, bucket,
+                        **({"audit_checkpoint_retention_days": 3 / 86400} if locked else {}))
     yield made
     drop_bucket(stack, bucket)
     drop_bucket(stack, made.key_bucket)

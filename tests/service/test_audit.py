@@ -344,6 +344,7 @@ async def test_periodic_writer_checkpoints_only_when_the_head_moved(
         await admin.close()
 
 
+@pytest.mark.checkpoint_lock
 async def test_the_checkpoint_credential_only_writes_and_readyz_tells_the_lock_truthfully(
         api: Api, settings: Settings) -> None:
     app = api.client.app
