@@ -47,7 +47,11 @@ async def access_report(api: Api, customer_id: str) -> Any:
 
 async def exported_recordings(api: Api, customer_id: str) -> set[str]:
     dpo = await api.token("dpo", all_companies=True, name="dpo-export")
+    # Bulk audio leaves only against a recorded access request, with a reason.
+    request_id = (await access_report(api, customer_id))["request"]["id"]
     response = await api.client.get(f"/api/v1/customers/{customer_id}/access-export.zip",
+                                    params={"request_id": request_id,
+                                            "reason": "access request of the data subject"},
                                     headers=bearer(dpo))
     assert response.status == 200, await response.text()
     archive = zipfile.ZipFile(io.BytesIO(await response.read()))
