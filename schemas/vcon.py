@@ -172,7 +172,7 @@ class VconRecording(BaseModel):
 class ChannelAnalysis(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["agent", "customer", "other"]
+    role: Literal["agent", "customer", "other"] | None = None  # None: no channel roles given
     talk_s: float
     talk_ratio: float
 
@@ -278,8 +278,8 @@ def _dialog_parties(analysis: CallAnalysis | None, agent_at: int | None,
     otherwise both parties as the mix of a single channel."""
     if analysis is None or len(analysis.channels) < 2 or agent_at is None:
         return [0, 1]
-    by_role = {"agent": agent_at, "customer": customer_at, "other": None}
-    per_channel = [by_role[channel.role] for channel in analysis.channels]
+    by_role = {"agent": agent_at, "customer": customer_at}
+    per_channel = [by_role.get(channel.role or "other") for channel in analysis.channels]
     return per_channel if any(i is not None for i in per_channel) else [0, 1]
 
 

@@ -62,7 +62,9 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
     host = base.split("://", 1)[1].split("/", 1)[0]
     vcon = build_vcon(
         VconRecording.model_validate(recording.out), host=host, evaluations=evaluations,
-        analysis=recording.out.analysis, annotations=notes,
+        analysis=(recording.out.analysis.model_dump(mode="json")
+                  if recording.out.analysis is not None else None),
+        annotations=[note.model_dump() for note in notes],
         audio_url=None if query.inline else f"{base}/api/v1/recordings/{recording.id}/audio",
     )
     await audit(request, "recording.replay", target_type="recording",

@@ -31,7 +31,7 @@ from storage.crypto import SEGMENT_SIZE, stored_size
 from storage.db import Scope
 from storage.sealed_audio import EncryptingReader
 from tests.helpers import Api, bearer, settings_env
-from tests.service.data_subject_factory import A, customer, recording_of
+from tests.service.data_subject_factory import A, customer, recording_of, report
 from tests.service.recording_factory import COMPANY, object_store
 from tests.service.test_recordings_replay import replay, stored
 
@@ -171,7 +171,13 @@ async def test_a_whole_replay_stops_before_the_damaged_segment(
 async def download(api: Api, customer_id: str) -> bytes | None:
     """The access-export zip, or None when the download was cut off."""
     dpo = await api.token("dpo", all_companies=True)
+    # Bulk audio leaves only against a recorded access request, with a reason.
+    requested = await report(api, dpo, customer_id)
+    assert requested.status == 200, await requested.text()
+    request_id = (await requested.json())["request"]["id"]
     response = await api.client.get(f"/api/v1/customers/{customer_id}/access-export.zip",
+                                    params={"request_id": request_id,
+                                            "reason": "access request of the data subject"},
                                     headers=bearer(dpo))
     assert response.status == 200
     try:
