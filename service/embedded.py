@@ -421,12 +421,29 @@ class EmbeddedS3:
                 raise StackError(f"S3 server exited at start; see {self.directory / 's3.log'}")
             try:
                 urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback, fixed scheme
-                return
             except urllib.error.HTTPError:
-                return  # an S3 error document (403) means the gateway answers
+                pass  # an S3 error document (403) means the gateway answers
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
+                continue
+            if self._volumes_registered():
+                return
+            time.sleep(0.2)
         raise StackError("S3 server did not become ready within 90 s")
+
+    def _volumes_registered(self) -> bool:
+        """The gateway answers before the volume server has told the master about the
+        volumes already on disk; until then a read of a stored object fails (HTTP 500)."""
+        on_disk = sum(1 for _ in (self.directory / "s3").rglob("*.dat"))
+        status_url = f"http://127.0.0.1:{self.ports['master.port']}/dir/status"
+        try:
+            with urllib.request.urlopen(status_url, timeout=1) as answer:  # noqa: S310
+                topology = json.load(answer)["Topology"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return False
+        nodes = [node for centre in topology.get("DataCenters") or []
+                 for rack in centre.get("Racks") or [] for node in rack.get("DataNodes") or []]
+        return bool(nodes) and sum(int(node.get("Volumes", 0)) for node in nodes) >= on_disk
 
     def kill(self) -> None:
         kill_process(self.process)

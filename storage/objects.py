@@ -44,7 +44,7 @@ INLINE_TRANSFORM = 256 * 1024
 # A read the store refuses with a server error (a gateway whose volume server is still coming
 # up, a restarted node) or cannot take at all is tried again after these pauses before the
 # caller is told the store is unavailable. GET is idempotent and nothing has been sent yet.
-READ_RETRY_PAUSES_S = (0.1, 0.3, 0.9)
+READ_RETRY_PAUSES_S = (0.1, 0.3, 0.9, 2.0)
 RETRYABLE_READ_STATUS = frozenset({500, 502, 503, 504})
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # of a GET's (empty) body
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion"}

@@ -299,7 +299,9 @@ async def test_postgres_failover_to_a_standby_answers_503_meanwhile_and_loses_no
         password = holder.secret["pg_app_password"]
         dsn = (f"postgresql://tallenne:{password}@127.0.0.1:{primary.port},"
                f"127.0.0.1:{standby.port}/tallenne?target_session_attrs=read-write")
-        own = settings.model_copy(update={"database_url": SecretStr(dsn)})
+        # Migrated once as the owner at start-up; served as the runtime role.
+        own = settings.model_copy(update={"database_url": SecretStr(dsn),
+                                          "database_owner_url": SecretStr(primary.owner_url())})
         audios = distinct_audio(8, seconds=2.0)
         metas = [metadata() for _ in audios]
         async with TestClient(TestServer(create_app(own))) as client:
