@@ -22,7 +22,7 @@ from storage.errors import InvalidInput, TooLarge
 )
 async def list_sites(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        items = await sites.list_sites(conn)
+        items = await sites.list_sites(conn, principal_of(request).scope)
     return json_response(SiteList(items=items))
 
 
@@ -43,7 +43,7 @@ async def put_sites(request: web.Request) -> web.Response:
     principal = principal_of(request)
     changes = await change_sites(request, principal, body.items)
     async with request.app[POOL].acquire() as conn:
-        items = await sites.list_sites(conn)
+        items = await sites.list_sites(conn, principal_of(request).scope)
     return json_response(SiteUpdate(items=items, changes=changes))
 
 

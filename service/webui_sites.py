@@ -33,7 +33,7 @@ async def _page(request: web.Request, principal: Principal, csrf: str, *, status
                 submitted: dict[str, Any] | None = None, problems: Sequence[str] = (),
                 notice: str | None = None) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        registered = await sites.list_sites(conn)
+        registered = await sites.list_sites(conn, principal.scope)
     t = i18n.translator(i18n.language_of(request))
     return render(request, "sites.html", status=status, principal=principal, csrf_token=csrf,
                   title=t("sites.title"), sites=registered,

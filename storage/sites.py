@@ -12,10 +12,14 @@ from storage.db import Scope
 from storage.errors import InvalidInput
 
 
-async def list_sites(conn: asyncpg.Connection) -> list[SiteOut]:
+async def list_sites(conn: asyncpg.Connection, scope: Scope) -> list[SiteOut]:
+    """The sites of the companies in `scope` (the shippers' lookup, `site_companies`, sees
+    every site; a person sees only those of their companies)."""
     rows = await conn.fetch(
         "SELECT s.site, c.code AS company, s.updated_by, s.updated_at"
-        " FROM web_sites s JOIN companies c ON c.id = s.company_id ORDER BY s.site"
+        " FROM web_sites s JOIN companies c ON c.id = s.company_id"
+        " WHERE $1::boolean OR s.company_id = ANY($2::uuid[]) ORDER BY s.site",
+        scope.all_companies, list(scope.company_ids),
     )
     return [SiteOut(**dict(r)) for r in rows]
 

@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
 def cmd_site_list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(app: web.Application) -> int:
         async with app[POOL].acquire() as conn:
-            for row in await sites.list_sites(conn):
+            for row in await sites.list_sites(conn, Scope.everything()):
                 print(f"{row.site}\t{row.company}")
         return 0
 

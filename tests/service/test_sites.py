@@ -201,3 +201,16 @@ async def test_a_role_without_the_site_registry_is_sent_home(api: Api) -> None:
     assert response.status == 303 and response.headers["Location"] == "/"
     home = await (await api.client.get("/")).text()
     assert 'href="/admin/sites"' not in home
+
+
+async def test_an_admin_of_one_company_lists_only_its_companys_sites(api: Api) -> None:
+    group = await api.token("admin", all_companies=True, name="group-admin")
+    local = await api.token("admin", [A], name="local-admin")
+    assert (await put_sites(api, group, [{"site": "keminenergia.fi", "company": A},
+                                         {"site": "tornionenergia.fi", "company": B}])
+            ).status == 200
+    listed = await api.client.get("/api/v1/sites", headers=bearer(local))
+    assert [row["site"] for row in (await listed.json())["items"]] == ["keminenergia.fi"]
+    everything = await api.client.get("/api/v1/sites", headers=bearer(group))
+    assert {row["site"] for row in (await everything.json())["items"]} == {
+        "keminenergia.fi", "tornionenergia.fi"}
