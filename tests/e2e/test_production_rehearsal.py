@@ -80,12 +80,18 @@ def served_by(cluster: Cluster, request_id: str) -> str:
     """The replica address nginx sent a request to, from its access log (which names each
     request by the X-Request-Id its client sent)."""
     assert cluster.nginx is not None
-    log = (cluster.nginx.directory / "access.log").read_text()
-    for line in reversed(log.splitlines()):
-        fields = line.split()
-        if fields and fields[0] == request_id:
-            return fields[1].split(",")[-1].strip()  # after a retry: the last one tried
-    raise AssertionError(f"request {request_id} is not in nginx's access log")
+    # nginx writes the line when it finalises the request, which can be a moment after its
+    # client has read the last byte.
+    deadline = time.monotonic() + 10
+    while True:
+        log = (cluster.nginx.directory / "access.log").read_text()
+        for line in reversed(log.splitlines()):
+            fields = line.split()
+            if fields and fields[0] == request_id:
+                return fields[1].split(",")[-1].strip()  # after a retry: the last one tried
+        if time.monotonic() > deadline:
+            raise AssertionError(f"request {request_id} is not in nginx's access log")
+        time.sleep(0.05)
 
 
 async def post(session: aiohttp.ClientSession, url: str, tok: str, meta: dict[str, Any],
