@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from service.embedded import EmbeddedStack, StackInfo
+from devstack.embedded import EmbeddedStack, StackInfo
 from storage.audit import COLUMNS, AuditEntry, AuditLog
 from storage.checkpoints import CheckpointBucket, open_bucket, write_checkpoint
 from storage.db import create_pool

@@ -21,10 +21,10 @@ from pathlib import Path
 import asyncpg
 
 from bench.stack import BenchStack, bench_stack
-from service.commands import app_resources
-from service.commands.backup import backup_key, master_keys, pg_tools
+from service.cli.commands import app_resources
+from service.cli.commands.backup import backup_key, master_keys, pg_tools
+from service.http.keys import CHECKPOINTS, KEY_OBJECTS, KEYRING, OBJECTS, POOL
 from service.settings import Settings
-from service.typedefs import CHECKPOINTS, KEY_OBJECTS, KEYRING, OBJECTS, POOL
 from storage import backup, key_snapshot
 from storage.objects import ObjectStore
 

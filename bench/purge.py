@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from bench.stack import BenchStack, bench_stack
-from service.commands import app_resources
+from service.cli.commands import app_resources
 from service.settings import Settings
 from storage import purge
 from storage.db import Scope, apply_scope
@@ -83,7 +83,7 @@ def product_settings(stack: BenchStack, batch: int) -> Settings:
 
 async def product_purge(stack: BenchStack, batch: int) -> tuple[float, int]:
     """The purge `tallenne purge` runs (same resources, same code), timed from its start."""
-    from service.purge_scheduler import run_now
+    from service.retention.scheduler import run_now
 
     async with app_resources(product_settings(stack, batch)) as app:
         started = time.perf_counter()
@@ -112,7 +112,7 @@ async def partition_drop(stack: BenchStack, rows: int) -> None:
     finally:
         await conn.close()
     async with app_resources(product_settings(stack, 200)) as app:
-        from service.typedefs import OBJECTS, POOL
+        from service.http.keys import OBJECTS, POOL
 
         job = purge.PurgeJob(app[POOL], app[OBJECTS], uuid.uuid4(), AS_OF)
         async with app[POOL].acquire() as c:

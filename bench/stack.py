@@ -26,7 +26,7 @@ import aiohttp
 import asyncpg
 import psutil
 
-from service.embedded import (
+from devstack.embedded import (
     OWNER_ROLE,
     EmbeddedStack,
     StackInfo,

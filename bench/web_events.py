@@ -34,8 +34,8 @@ from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from pydantic import SecretStr
 
+from devstack.embedded import EmbeddedStack, load_or_create_secrets
 from service.app import create_app
-from service.embedded import EmbeddedStack, load_or_create_secrets
 from service.settings import Settings
 from storage import accounts
 

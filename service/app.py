@@ -11,19 +11,35 @@ import asyncpg
 from aiohttp import web
 
 from schemas import personal_id
-from service import api
-from service.checkpointing import checkpoint_ctx
-from service.client_address import TRUSTED_PROXIES, parse_networks
-from service.housekeeping import housekeeping_ctx
-from service.middlewares import (
+from service.audit.checkpoints import checkpoint_ctx
+from service.audit.routes import routes as audit_routes
+from service.customers.routes import routes as customer_routes
+from service.exports.routes import routes as export_routes
+from service.exports.views import export_worker_ctx
+from service.http.api import RouteTable, add_routes
+from service.http.client_address import TRUSTED_PROXIES, parse_networks
+from service.http.keys import AUDIT, KEYRING, OBJECTS, POOL, ROUTE_TABLE, SETTINGS
+from service.http.middlewares import (
     authorisation,
     mark_response_started,
     problem_documents,
     request_context,
 )
-from service.reconciler import reconciler_ctx
+from service.identity.routes import routes as identity_routes
+from service.keys.store import key_store_ctx
+from service.ops.housekeeping import housekeeping_ctx
+from service.ops.routes import routes as ops_routes
+from service.recordings import replay
+from service.recordings.analysis_queue import analysis_queue_ctx
+from service.recordings.reconciler import reconciler_ctx
+from service.recordings.routes import routes as recording_routes
+from service.recordings.scrub import scrub_ctx
+from service.recordings.windows import replay_windows_ctx
+from service.retention.routes import routes as retention_routes
+from service.retention.scheduler import purge_scheduler_ctx
+from service.rights.routes import routes as rights_routes
 from service.settings import Settings
-from service.typedefs import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
+from service.webui.routes import routes as webui_routes
 from storage.audit import AuditLog
 from storage.crypto import PersonalIdCipher, load_master_key
 from storage.db import create_pool
@@ -34,42 +50,8 @@ from storage.objects import ObjectStore
 from storage.roles import check_runtime_role
 
 logger = logging.getLogger(__name__)
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent / "webui" / "static"
 
-# Importing the view modules registers their endpoints in api.routes.
-from service import (  # noqa: E402, F401
-    access_export,
-    access_reports,
-    audit_views,
-    call_annotations,
-    customers,
-    disclosures,
-    erasure,
-    evaluation_forms,
-    exports,
-    identity,
-    ops,
-    peaks,
-    recordings,
-    replay,
-    retention,
-    shippers,
-    sites,
-    subjects,
-    vcon,
-    web_events,
-    webui,
-    webui_forms,
-    webui_pages,
-    webui_sites,
-    webui_subjects,
-)
-from service.analysis_queue import analysis_queue_ctx  # noqa: E402
-from service.exports import export_worker_ctx  # noqa: E402
-from service.key_store import key_store_ctx  # noqa: E402
-from service.purge_scheduler import purge_scheduler_ctx  # noqa: E402
-from service.replay_windows import replay_windows_ctx  # noqa: E402
-from service.scrub import scrub_ctx  # noqa: E402
 
 
 def check_region(region: str) -> None:
@@ -79,6 +61,19 @@ def check_region(region: str) -> None:
     if not region_in_eu_eea(region):
         raise ValueError(f"the S3 region {region!r} is not inside the EU/EEA")
 
+
+# Every endpoint of the service, package by package, in the router's match order.
+ROUTES = RouteTable.join(
+    rights_routes,
+    audit_routes,
+    recording_routes,
+    customer_routes,
+    export_routes,
+    identity_routes,
+    ops_routes,
+    retention_routes,
+    webui_routes,
+)
 
 POOL_CLOSE_GRACE_S = 10.0
 
@@ -178,6 +173,7 @@ def create_app(settings: Settings) -> web.Application:
          purge_scheduler_ctx, reconciler_ctx, replay_windows_ctx, scrub_ctx,
          export_worker_ctx, housekeeping_ctx, analysis_queue_ctx]
     )
-    api.add_routes(app)
+    app[ROUTE_TABLE] = ROUTES
+    add_routes(app, ROUTES)
     app.router.add_static("/static", STATIC_DIR)
     return app

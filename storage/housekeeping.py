@@ -10,7 +10,7 @@ import asyncpg
 
 # A repeated Idempotency-Key is answered from memory for this long (README, web events).
 IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
-# Login failures count towards throttling for 15 minutes (service.identity); an hour more
+# Login failures count towards throttling for 15 minutes (service.identity.views); an hour more
 # keeps them for anyone looking into a burst.
 LOGIN_FAILURE_LIFETIME = timedelta(minutes=75)
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.embedded import (
+from devstack.embedded import (
     EmbeddedPostgres,
     EmbeddedStack,
     StackError,

@@ -17,14 +17,14 @@ from aiohttp import CookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from service.app import create_app
-from service.embedded import (
+from devstack.embedded import (
     OWNER_ROLE,
     EmbeddedStack,
     StackInfo,
     free_ports,
     load_or_create_secrets,
 )
+from service.app import create_app
 from service.settings import Settings
 from storage.db import create_pool
 from storage.migrate import migrate_url

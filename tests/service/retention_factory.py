@@ -76,7 +76,7 @@ def purge_process(settings: Settings, *args: str, **extra: str) -> subprocess.Po
 async def purge_job_only(app: web.Application, as_of: datetime = FUTURE) -> int:
     """The purge's work without its audit event and S3 checkpoint (which a bucket with object
     lock would keep for ten years, so the test could not drop its bucket)."""
-    from service.typedefs import OBJECTS, POOL
+    from service.http.keys import OBJECTS, POOL
     from storage import purge
 
     run_id = uuid.uuid4()

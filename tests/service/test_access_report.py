@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from pypdf import PdfReader
 
-from service.access_letter import controller
+from service.rights.letter import controller
 from storage.objects import ObjectStore
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import (

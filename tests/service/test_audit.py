@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from minio.commonconfig import COMPLIANCE
 from minio.retention import Retention
 
-from service import cli
 from service.app import create_app
+from service.cli import main as cli
+from service.http.keys import AUDIT, AUDIT_SIGNER, CHECKPOINTS, POOL
 from service.settings import Settings
-from service.typedefs import AUDIT, AUDIT_SIGNER, CHECKPOINTS, POOL
 from storage.audit import GENESIS, AuditEntry, chain_hash, verify_chain
 from storage.checkpoints import PREFIX, Checkpoint, object_key, write_checkpoint
 from storage.errors import Unavailable
@@ -329,7 +329,7 @@ async def test_a_forged_epoch_in_the_database_is_found(
 
 async def test_periodic_writer_checkpoints_only_when_the_head_moved(
         api: Api, settings: Settings) -> None:
-    from service.checkpointing import checkpoint_once
+    from service.audit.checkpoints import checkpoint_once
 
     app = api.client.app
     await _append(app, 3)
@@ -378,7 +378,7 @@ async def test_the_checkpoint_credential_only_writes_and_readyz_tells_the_lock_t
 
 
 async def _audio_bucket_checkpoints(app: Any) -> list[str]:
-    from service.typedefs import OBJECTS
+    from service.http.keys import OBJECTS
 
     keys: list[str] = await app[OBJECTS].list_keys(PREFIX)
     return keys

@@ -1,6 +1,6 @@
 """Every endpoint in the route table × every role: the policy table decides, nothing else.
 
-Generated from `service.api.routes.endpoints`, so an endpoint added later is covered
+Generated from `service.app.ROUTES`, so an endpoint added later is covered
 without touching this file.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 
-import service.app  # noqa: F401 - importing the app registers every view module's endpoints
-from service.api import Endpoint, RouteTable, routes
+from service.app import ROUTES
+from service.http.api import Endpoint, RouteTable
 from service.policy import ACTIONS, AUTHENTICATED, PUBLIC, ROLES, allowed
 from tests.helpers import Api, bearer
 
@@ -38,7 +38,7 @@ def _id(endpoint: Endpoint) -> str:
     return f"{endpoint.method} {endpoint.path}"
 
 
-ENDPOINTS = list(routes.endpoints)
+ENDPOINTS = list(ROUTES.endpoints)
 PROTECTED = [ep for ep in ENDPOINTS if ep.action != PUBLIC]
 
 

@@ -22,9 +22,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.app import create_app
-from service.commands.backup import pg_tools
+from service.cli.commands.backup import pg_tools
+from service.http.keys import AUDIT_SIGNER, CHECKPOINTS, POOL
 from service.settings import Settings
-from service.typedefs import AUDIT_SIGNER, CHECKPOINTS, POOL
 from storage import key_snapshot
 from storage.backup import BackupCipher, Manifest, decrypted_chunks, dump_path
 from storage.checkpoints import write_checkpoint

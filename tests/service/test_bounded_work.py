@@ -18,9 +18,9 @@ from pathlib import Path
 
 import asyncpg
 
-from service import recordings
+from devstack.embedded import free_ports
 from service.app import create_app
-from service.embedded import free_ports
+from service.recordings import views as recordings
 from service.settings import Settings
 from tests import audiogen
 from tests.conftest import Stack, secure_origin_client

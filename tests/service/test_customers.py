@@ -58,7 +58,7 @@ async def all_rows_as_text(db: asyncpg.Connection) -> str:
 async def pg_dump(api: Api) -> str:
     import asyncio
 
-    from service.embedded import _pg_bin
+    from devstack.embedded import _pg_bin
 
     process = await asyncio.create_subprocess_exec(
         str(_pg_bin("pg_dump")), "--data-only", api.superuser_url,

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service.embedded import EmbeddedStack, free_ports
+from devstack.embedded import EmbeddedStack, free_ports
 from service.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import settings_env

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from service import cli
+from service.cli import main as cli
 from service.settings import Settings
 from tests import audiogen
 from tests.helpers import Api, bearer, settings_env

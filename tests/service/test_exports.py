@@ -21,9 +21,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pyrage import x25519
 
 from service.app import create_app
-from service.exports import EXPORT_WORKER
+from service.exports.views import EXPORT_WORKER
+from service.ops.tasks import stop_task
 from service.settings import Settings
-from service.tasks import stop_task
 from tests import audiogen
 from tests.conftest import Stack, drop_bucket, settings_for
 from tests.helpers import Api, bearer

@@ -20,17 +20,17 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from service.app import create_app
-from service.embedded import (
+from devstack.embedded import (
     EmbeddedPostgres,
     EmbeddedS3,
     EmbeddedStack,
     free_ports,
     load_or_create_secrets,
 )
-from service.reconciler import reconcile
+from service.app import create_app
+from service.http.keys import OBJECTS, POOL
+from service.recordings.reconciler import reconcile
 from service.settings import Settings
-from service.typedefs import OBJECTS, POOL
 from storage.db import create_pool
 from tests import audiogen
 from tests.conftest import Stack
@@ -262,7 +262,7 @@ async def test_service_killed_mid_upload_leaves_postgres_and_s3_in_agreement(
 
 def _standby_of(primary: EmbeddedPostgres, directory: Path) -> EmbeddedPostgres:
     """A streaming standby of `primary`, cloned by pg_basebackup (-R: it follows the primary)."""
-    from service.embedded import _pg_bin
+    from devstack.embedded import _pg_bin
 
     standby = EmbeddedPostgres(directory, primary.secret)
     directory.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from devstack.embedded import free_ports
 from service.app import create_app
-from service.embedded import free_ports
 from service.settings import Settings
 from storage import accounts
 from tests.conftest import Stack

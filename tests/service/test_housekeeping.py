@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from service.housekeeping import housekeep_once
+from service.ops.housekeeping import housekeep_once
 from tests.helpers import Api
 from tests.service.retention_factory import app_of
 

@@ -114,7 +114,7 @@ async def test_five_failures_throttle_and_the_throttle_releases(api: Api,
 
 
 async def test_throttle_delay_grows_with_failures() -> None:
-    from service.identity import throttle_delay
+    from service.identity.views import throttle_delay
 
     delays = [throttle_delay(n) for n in range(4, 10)]
     assert delays[0] == 0 and delays == sorted(delays) and delays[-1] > delays[1]
@@ -323,10 +323,10 @@ async def test_web_ui_shows_the_signed_in_person_and_navigation(api: Api) -> Non
 
 
 async def test_web_ui_routes_are_in_the_table_but_not_in_openapi(api: Api) -> None:
-    from service.api import routes
+    from service.app import ROUTES
     from service.policy import PUBLIC
 
-    home = [ep for ep in routes.endpoints if ep.path == "/" and ep.method == "GET"]
+    home = [ep for ep in ROUTES.endpoints if ep.path == "/" and ep.method == "GET"]
     assert home and home[0].action == PUBLIC and home[0].tag == "ui"
     spec = await (await api.client.get("/api/v1/openapi.json")).json()
     assert "/" not in spec["paths"]

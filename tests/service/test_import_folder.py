@@ -23,7 +23,7 @@ from unittest import mock
 import asyncpg
 import pytest
 
-from service import cli
+from service.cli import main as cli
 from service.settings import Settings
 from tests import audiogen
 from tests.helpers import settings_env
@@ -195,7 +195,7 @@ async def test_pair_that_meets_an_unreachable_store_stays_for_the_next_run(
     db: asyncpg.Connection, settings: Settings, tmp_path: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from service.commands import import_folder
+    from service.cli.commands import import_folder
     from storage.errors import Unavailable
 
     async def s3_down(*args: Any, **kwargs: Any) -> Any:

@@ -87,7 +87,7 @@ async def test_an_erasure_overwrites_the_key_snapshot_at_once(
     kept = uuid.UUID(await customer(api, [A], number="8001",
                                     personal_id=personal_id("020390")))
     app = app_of(api)
-    from service.typedefs import KEY_OBJECTS, KEYRING, POOL
+    from service.http.keys import KEY_OBJECTS, KEYRING, POOL
 
     first = await key_snapshot.write_snapshot(app[POOL], app[KEY_OBJECTS],
                                               app[KEYRING].masters)

@@ -13,7 +13,7 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from service import purge_scheduler
+from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
 from tests import audiogen
 from tests.helpers import Api, bearer

@@ -12,8 +12,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service import api as api_module
-from service.app import create_app
+from service.app import ROUTES, create_app
 from service.settings import Settings
 from tests.conftest import Stack, secure_origin_client
 from tests.helpers import DEFAULT_PASSWORD, Api
@@ -71,7 +70,7 @@ async def _audited_ips(db: asyncpg.Connection) -> list[str]:
 async def test_forwarded_addresses_are_believed_from_a_trusted_proxy(
         behind_proxy: Api, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture) -> None:
     client = behind_proxy.client
-    caplog.set_level(logging.INFO, logger="service.middlewares")
+    caplog.set_level(logging.INFO, logger="service.http.middlewares")
     # The last hop that is not a trusted proxy is the client.
     assert await _attempt(client, "x", {"X-Forwarded-For": "203.0.113.9, 10.9.1.1"}) == 401
     assert await _attempt(client, "x", {"Forwarded": 'for=198.51.100.4;proto=https,'
@@ -148,7 +147,7 @@ async def test_login_refuses_a_cross_site_text_plain_form_post(
 
 
 async def test_every_json_endpoint_refuses_a_body_that_is_not_json(api: Api) -> None:
-    with_body = [ep for ep in api_module.routes.endpoints if ep.body is not None]
+    with_body = [ep for ep in ROUTES.endpoints if ep.body is not None]
     assert len(with_body) > 10
     for ep in with_body:
         path = ep.path

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from service import purge_scheduler
+from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
 from tests import audiogen
 from tests.helpers import Api, bearer

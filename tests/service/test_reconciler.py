@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from service.ingest import object_key_for
-from service.reconciler import RECONCILE_LOCK, reconcile
+from service.recordings.ingest import object_key_for
+from service.recordings.reconciler import RECONCILE_LOCK, reconcile
 from service.settings import Settings
 from storage.db import create_pool
 from storage.objects import ObjectStore

@@ -22,9 +22,9 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from service.scrub import SCRUB_LOCK, scheduled_once, scrub
+from service.http.keys import KEYRING, POOL
+from service.recordings.scrub import SCRUB_LOCK, scheduled_once, scrub
 from service.settings import Settings
-from service.typedefs import KEYRING, POOL
 from storage import keys
 from storage import recordings as store
 from storage.crypto import SEGMENT_SIZE, stored_size

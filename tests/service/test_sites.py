@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from service import cli
+from service.cli import main as cli
 from service.settings import Settings
 from tests.helpers import Api, bearer, settings_env
 from tests.service.test_evaluation_forms import hidden_csrf

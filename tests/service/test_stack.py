@@ -18,8 +18,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
+from devstack.embedded import EmbeddedS3, EmbeddedStack, StackError, load_or_create_secrets
 from service.app import create_app
-from service.embedded import EmbeddedS3, EmbeddedStack, StackError, load_or_create_secrets
 from service.settings import Settings
 from storage import accounts
 from tests import audiogen

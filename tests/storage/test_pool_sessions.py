@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from service import purge_scheduler
-from service.reconciler import RECONCILE_LOCK, reconcile
+from service.recordings.reconciler import RECONCILE_LOCK, reconcile
+from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
 from storage.db import Scope, create_pool, scoped
 from storage.migrate import migrate

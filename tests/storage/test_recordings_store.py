@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from schemas.recordings import RecordingMetadata
-from service.ingest import object_key_for
-from service.reconciler import reconcile
+from service.recordings.ingest import object_key_for
+from service.recordings.reconciler import reconcile
 from storage import keys, purge
 from storage import recordings as store
 from storage.audio import AudioInfo
@@ -243,8 +243,8 @@ async def test_reconciler_runs_in_the_background_from_start_up(
 ) -> None:
     from aiohttp import web
 
-    from service.reconciler import reconciler_ctx
-    from service.typedefs import OBJECTS, POOL
+    from service.http.keys import OBJECTS, POOL
+    from service.recordings.reconciler import reconciler_ctx
 
     orphan = object_key_for(uuid.uuid4(), datetime.now(UTC))
     await objects.put_bytes(orphan, b"ciphertext")

@@ -1,0 +1,104 @@
+"""Signed audit checkpoints in the service: the checkpoint bucket and its write-only
+credential, the Object Lock probe at start-up, and the task that signs the audit head into
+the bucket every few minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from aiohttp import web
+
+from service.http.keys import AUDIT_LOCK, AUDIT_SIGNER, CHECKPOINTS, POOL, SETTINGS
+from service.ops.tasks import stop_task
+from service.settings import Settings
+from storage.checkpoints import (
+    CheckpointBucket,
+    latest_checkpoint_seq,
+    open_bucket,
+    probe_lock,
+    write_checkpoint,
+)
+from storage.crypto import load_master_key
+from storage.objects import ObjectStore
+from storage.signed_note import NoteSigner
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_S = 300.0
+
+
+def note_signer(settings: Settings) -> NoteSigner:
+    if settings.audit_signing_key is None:
+        raise ValueError("TALLENNE_AUDIT_SIGNING_KEY must be set")
+    seed = load_master_key(settings.audit_signing_key.get_secret_value(),
+                           "TALLENNE_AUDIT_SIGNING_KEY")
+    return NoteSigner(settings.audit_origin, seed)
+
+
+def checkpoint_bucket(settings: Settings) -> CheckpointBucket:
+    """The checkpoint bucket through the audit credential (puts) and the main one (reads)."""
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+
+    def store(access: str, secret: str) -> ObjectStore:
+        assert settings.s3_endpoint is not None
+        return ObjectStore(settings.s3_endpoint, access, secret, settings.audit_bucket,
+                           region=settings.s3_region, secure=settings.s3_secure, threads=2,
+                           timeout_s=settings.s3_timeout_s)
+
+    keep_for = timedelta(days=settings.audit_checkpoint_retention_days)
+    reader = store(settings.s3_access_key.get_secret_value(),
+                   settings.s3_secret_key.get_secret_value())
+    if settings.s3_audit_access_key is None or settings.s3_audit_secret_key is None:
+        return CheckpointBucket(writer=reader, reader=reader, keep_for=keep_for)
+    writer = store(settings.s3_audit_access_key.get_secret_value(),
+                   settings.s3_audit_secret_key.get_secret_value())
+    return CheckpointBucket(writer=writer, reader=reader, keep_for=keep_for)
+
+
+async def checkpoint_once(app: web.Application) -> bool:
+    """Write a checkpoint when the head moved since the last one; True if one was written."""
+    pool = app[POOL]
+    async with pool.acquire() as conn:
+        head = await conn.fetchval("SELECT seq FROM audit_head")
+        last = await latest_checkpoint_seq(conn)
+    if head is None or int(head) == 0 or (last is not None and last >= int(head)):
+        return False
+    checkpoint = await write_checkpoint(pool, app[CHECKPOINTS], app[AUDIT_SIGNER])
+    logger.info("audit checkpoint written",
+                extra={"seq": checkpoint.seq, "epoch": checkpoint.epoch,
+                       "locked": checkpoint.locked})
+    return True
+
+
+async def _checkpoint_forever(app: web.Application, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await checkpoint_once(app)
+        except Exception as exc:  # noqa: BLE001 - a failed round must not end the task
+            logger.error("audit checkpoint failed", extra={"error": repr(exc)})
+
+
+async def checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[AUDIT_SIGNER] = note_signer(settings)
+    bucket = checkpoint_bucket(settings)
+    try:
+        await open_bucket(bucket)
+        probe = await probe_lock(bucket)
+    except BaseException:
+        await bucket.close()
+        raise
+    app[CHECKPOINTS] = bucket
+    app[AUDIT_LOCK] = probe
+    log = logger.info if probe.enforced else logger.warning
+    log(f"audit checkpoint lock {probe.state}",
+        extra={"bucket": settings.audit_bucket, "lock": probe.state, "detail": probe.detail,
+               "separate_credential": bucket.writer is not bucket.reader})
+    task = asyncio.create_task(_checkpoint_forever(app, INTERVAL_S), name="audit-checkpoints")
+    yield
+    await stop_task(task)
+    await bucket.close()

@@ -1,0 +1,75 @@
+"""Reading and verifying the audit trail."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import Field
+
+from schemas.audit import AuditEventOut, AuditPage, AuditQuery, AuditVerifyOut
+from service.http.api import RouteTable, json_response, read_query
+from service.http.auth import audit, principal_of
+from service.http.keys import AUDIT_SIGNER, CHECKPOINTS, POOL
+from storage.checkpoints import verify_trail
+from storage.db import scoped
+from storage.errors import InvalidInput
+
+routes = RouteTable()
+
+
+class AuditVerifyReport(AuditVerifyOut):
+    checkpoints: int = Field(0, description="Signed checkpoints the chain was held against.")
+
+
+@routes.route("GET", "/api/v1/audit", action="audit.read", summary="Read the audit trail",
+              tag="audit", query=AuditQuery, response=AuditPage)
+async def list_audit(request: web.Request) -> web.Response:
+    query = read_query(request, AuditQuery)
+    before: int | None = None
+    if query.cursor:
+        if not query.cursor.isdigit():
+            raise InvalidInput("the cursor is not valid", [(["query", "cursor"], "invalid")])
+        before = int(query.cursor)
+    principal = principal_of(request)
+    # Row-level security decides which events the caller's companies may read.
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        subjects: list[UUID] | None = None
+        if query.subject is not None:
+            # The customer, and their recordings: a replay names the recording it read.
+            subjects = [query.subject, *[r["id"] for r in await conn.fetch(
+                "SELECT id FROM recordings WHERE customer_id = $1"
+                " OR (key_owner = 'customer' AND key_owner_id = $1)", query.subject)]]
+        rows = await conn.fetch(
+            "SELECT * FROM audit_events WHERE ($1::text IS NULL OR actor = $1)"
+            " AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR target_id = $3)"
+            " AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)"
+            " AND ($6::bigint IS NULL OR seq < $6)"
+            " AND ($8::uuid[] IS NULL OR subject_ids && $8::uuid[]"
+            "      OR target_id = ANY($8::uuid[]::text[]))"
+            " ORDER BY seq DESC LIMIT $7",
+            query.actor, query.action, query.target, query.from_, query.to, before,
+            query.limit + 1, subjects,
+        )
+    items = [
+        AuditEventOut(**{**dict(r), "hash": bytes(r["hash"]).hex()}) for r in rows[: query.limit]
+    ]
+    next_cursor = str(items[-1].seq) if len(rows) > query.limit else None
+    await audit(request, "audit.read",
+                detail={"results": len(items),
+                        **({"subject": str(query.subject)} if query.subject else {})})
+    return json_response(AuditPage(items=items, next_cursor=next_cursor))
+
+
+@routes.route("GET", "/api/v1/audit/verify", action="audit.verify",
+              summary="Recompute the audit hash chain", tag="audit", response=AuditVerifyReport)
+async def verify_audit(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        report = await verify_trail(conn, request.app[CHECKPOINTS].reader,
+                                    request.app[AUDIT_SIGNER].verifier)
+    await audit(request, "audit.verify", outcome="ok" if report.ok else "failure",
+                detail={"events": report.events, "first_bad": report.first_bad,
+                        "checkpoints": report.checkpoints})
+    return json_response(AuditVerifyReport(ok=report.ok, events=report.events,
+                                           first_bad=report.first_bad, problem=report.problem,
+                                           checkpoints=report.checkpoints))

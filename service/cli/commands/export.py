@@ -1,0 +1,148 @@
+"""`tallenne export [filters] --reason R --format F DIR`: an export job run by this command
+(a bar on stderr), its zip written into DIR (or, for `s3`, its manifest); the summary JSON
+on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from schemas.exports import ExportIn
+from service.cli.commands import Progress, with_app
+from service.exports import jobs as export_jobs
+from service.exports.views import EXPORTS, new_job, outside_eu_eea
+from service.http.keys import AUDIT, POOL, SETTINGS
+from service.settings import Settings
+from storage import exports as store
+from storage.audit import AuditEntry
+from storage.db import Scope, scoped
+from storage.errors import InvalidInput
+from storage.exports import ExportJob
+
+ACTOR = "cli"
+FILTERS = ("company", "from", "to", "agent", "queue", "direction", "customer_id", "tag",
+           "external_id")
+
+
+def request_of(args: argparse.Namespace) -> ExportIn:
+    wanted = {name: getattr(args, name.replace("from", "from_")) for name in FILTERS}
+    body = {"filter": {k: v for k, v in wanted.items() if v is not None},
+            "reason": args.reason, "format": args.format,
+            **{k: getattr(args, k) for k in ("recipient", "recipient_country", "legal_basis",
+                                             "purpose", "recipient_public_key")
+               if getattr(args, k) is not None}}
+    try:
+        return ExportIn.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "export"
+        raise InvalidInput(f"{where}: {first['msg']}") from None
+
+
+def _entry(job: ExportJob, action: str, **detail: Any) -> AuditEntry:
+    return AuditEntry(actor=ACTOR, actor_kind="system", role="admin", action=action,
+                      target_type="export", target_id=str(job.id), reason=job.reason,
+                      detail=detail)
+
+
+async def _write(stream: Any, path: Path, bar: Progress) -> int:
+    written = 0
+    partial = path.with_name(path.name + ".part")
+    handle = await asyncio.to_thread(partial.open, "wb")
+    try:
+        async for chunk in stream:
+            await asyncio.to_thread(handle.write, chunk)
+            written += len(chunk)
+            bar.advance(len(chunk))
+    finally:
+        await asyncio.to_thread(handle.close)
+    await asyncio.to_thread(partial.replace, path)
+    return written
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    body = request_of(args)
+    target_dir = Path(args.dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+
+    async def work(app: web.Application) -> int:
+        job_new, summary = new_job(app[SETTINGS], body, name=ACTOR, kind="system",
+                                   role="admin", scope=Scope.everything(), account_id=None)
+        refusal = outside_eu_eea(body)
+        if refusal is not None:
+            await app[AUDIT].append(AuditEntry(
+                actor=ACTOR, actor_kind="system", role="admin", action="export.create",
+                target_type="export", reason=body.reason, outcome="refused",
+                detail={**summary, "refused": "recipient outside the EU/EEA"}))
+            raise refusal
+        async with scoped(app[POOL], Scope.everything()) as conn:
+            job = await store.create_job(conn, job_new)
+        seq = await app[AUDIT].append(_entry(job, "export.create", **summary))
+        async with scoped(app[POOL], Scope.everything()) as conn:
+            await store.note_audit_event(conn, job.id, int(seq))
+
+        bar = Progress("export")
+
+        def progress(current: ExportJob) -> None:
+            bar.total = current.total
+            bar.done = current.done
+            bar.advance(0)
+
+        ctx = app[EXPORTS]
+        ctx.progress = progress
+        await export_jobs.run_next(ctx, export_jobs.worker_name(), job.id)
+        bar.finish()
+        async with scoped(app[POOL], Scope.everything()) as conn:
+            final = await store.get_job(conn, job.id)
+        assert final is not None
+        result: dict[str, Any] = final.out.model_dump(mode="json")
+        if final.state == "done" and final.format != "s3":
+            name = f"tallenne-export-{final.id}.zip" + (
+                ".age" if final.recipient_public_key else "")
+            await app[AUDIT].append(_entry(final, "export.download", file=name))
+            result["file"] = str(target_dir / name)
+            result["file_bytes"] = await _write(export_jobs.download_stream(ctx, final),
+                                                target_dir / name, Progress("write"))
+        elif final.state == "done":
+            target = await ctx.target_store()
+            manifest = await target.get_bytes(f"{final.target_prefix}/manifest.json")
+            await asyncio.to_thread((target_dir / f"manifest-{final.id}.json").write_bytes,
+                                    manifest)
+            result["bucket"] = final.target_bucket
+            result["prefix"] = f"{final.target_prefix}/"
+        print(json.dumps(result, ensure_ascii=False))
+        return 0 if final.state == "done" else 1
+
+    # Other replicas' jobs are theirs: this run carries out only its own.
+    return with_app(settings.model_copy(update={"export_enabled": False,
+                                                "purge_enabled": False}), work)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("export", help="export calls chosen by filters into DIR (progress on "
+                       "stderr, summary on stdout)")
+    p.add_argument("dir", metavar="DIR", help="directory the export (or s3 manifest) goes to")
+    p.add_argument("--reason", required=True, help="why the calls are exported (audited)")
+    p.add_argument("--format", choices=("zip", "vcon", "s3"), default="zip")
+    p.add_argument("--company", metavar="CODE")
+    p.add_argument("--from", dest="from_", metavar="ISO", help="started at or after")
+    p.add_argument("--to", metavar="ISO", help="started before")
+    p.add_argument("--agent")
+    p.add_argument("--queue")
+    p.add_argument("--direction", choices=("inbound", "outbound", "internal"))
+    p.add_argument("--customer-id", dest="customer_id", metavar="UUID")
+    p.add_argument("--tag")
+    p.add_argument("--external-id", dest="external_id")
+    p.add_argument("--recipient", help="who receives it, when it leaves the controller")
+    p.add_argument("--recipient-country", dest="recipient_country", metavar="CC")
+    p.add_argument("--legal-basis", dest="legal_basis")
+    p.add_argument("--purpose", help="disclosure purpose (default subcontractor)")
+    p.add_argument("--recipient-public-key", dest="recipient_public_key", metavar="AGE1…",
+                   help="encrypt the result to this age X25519 public key")
+    p.set_defaults(func=cmd_export)

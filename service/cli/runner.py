@@ -1,0 +1,85 @@
+"""Runs the service until SIGINT/SIGTERM, then finishes in-flight requests and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from aiohttp import web
+
+from devstack.embedded import StackError, port_in_use
+from devstack.environment import resolved
+from service.app import create_app
+from service.settings import Settings
+
+
+async def serve_until_signalled(settings: Settings, *, announce: bool = True) -> None:
+    app = create_app(settings)
+    # A connection must deliver a request's headers within header_timeout_s of opening (or
+    # of the previous answer): aiohttp's keep-alive timer runs until the headers are parsed.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s,
+                           keepalive_timeout=settings.header_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port,
+                       shutdown_timeout=settings.shutdown_grace_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await site.start()
+        if announce:
+            url = f"http://{settings.host}:{settings.port}"
+            print(
+                f"\ntallenne is up at {url}  (API docs: {url}/api/docs)\n"
+                "Create the first admin in another terminal:\n"
+                "  .venv/bin/tallenne user add --username admin --role admin --all-companies"
+                " --password-stdin\n"
+                f"then sign in at {url}/ . Stop with Ctrl-C.\n"
+                + ("Session cookies are sent without the Secure flag (TALLENNE_INSECURE_COOKIES"
+                   " is set): for plain-HTTP development only.\n"
+                   if settings.insecure_cookies else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+        await stop.wait()
+        print("stopping: finishing requests in flight…", file=sys.stderr, flush=True)
+    finally:
+        await runner.cleanup()
+
+
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 4 * 1024**2) -> None:
+    """Cap glibc's malloc arenas and give large buffers back to the system, before any
+    thread starts.
+
+    Each S3 worker thread would otherwise get an arena of its own, and freed audio buffers
+    stay spread over them: RSS then grows with the thread count instead of the work. Upload
+    parts (5 and 16 MiB) are mapped on their own and unmapped when freed, rather than left
+    in the heap; the 1 MiB replay chunks stay below the threshold and reuse heap memory.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+        libc.mallopt(m_arena_max, arenas)
+        libc.mallopt(m_mmap_threshold, mmap_threshold)
+        # Fixing the mmap threshold also fixes the trim threshold (128 KiB by default):
+        # keep some free heap so replay's chunks do not fault their pages in again.
+        libc.mallopt(m_trim_threshold, 2 * mmap_threshold)
+    except OSError:
+        pass  # not glibc: nothing to tune
+
+
+def serve(settings: Settings) -> int:
+    tune_malloc()
+    if port_in_use(settings.host, settings.port):
+        raise StackError(
+            f"port {settings.port} on {settings.host} is already in use (set TALLENNE_PORT)"
+        )
+    # `serve` owns its stack: it never attaches to another instance's.
+    with resolved(settings, attach=False) as ready:
+        asyncio.run(serve_until_signalled(ready))
+    print("stopped.", file=sys.stderr, flush=True)
+    return 0

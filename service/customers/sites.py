@@ -1,0 +1,61 @@
+"""Site registry endpoints: `GET/PUT /api/v1/sites`, rows `{site, company}` (admin, audited).
+
+A web event whose line names no company takes its site's company (service/web_events.py).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from schemas.sites import SiteChange, SiteList, SiteRow, SiteRows, SiteUpdate
+from service.http.api import JSON_BODY_LIMIT, RouteTable, decode_json, json_response, parse_model
+from service.http.auth import Principal, audit, principal_of
+from service.http.keys import POOL
+from storage import sites
+from storage.errors import InvalidInput, TooLarge
+
+routes = RouteTable()
+
+
+@routes.route(
+    "GET", "/api/v1/sites", action="site.manage", tag="web-events",
+    summary="The site registry: each web site and the company its events belong to",
+    response=SiteList,
+)
+async def list_sites(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        items = await sites.list_sites(conn, principal_of(request).scope)
+    return json_response(SiteList(items=items))
+
+
+@routes.route(
+    "PUT", "/api/v1/sites", action="site.manage", tag="web-events",
+    summary="Add, move or (company null) remove sites; takes a list of rows",
+    body=SiteRows, response=SiteUpdate,
+)
+async def put_sites(request: web.Request) -> web.Response:
+    raw_bytes = await request.content.read(JSON_BODY_LIMIT + 1)
+    if len(raw_bytes) > JSON_BODY_LIMIT:
+        raise TooLarge(f"the JSON body exceeds {JSON_BODY_LIMIT} bytes")
+    raw = decode_json(raw_bytes or b"null")
+    # Both a bare list of rows (the contract) and {"items": [...]} are accepted.
+    body = parse_model(SiteRows, {"items": raw} if isinstance(raw, list) else raw, "body")
+    if not body.items:
+        raise InvalidInput("no sites given", [(["body"], "give at least one row")])
+    principal = principal_of(request)
+    changes = await change_sites(request, principal, body.items)
+    async with request.app[POOL].acquire() as conn:
+        items = await sites.list_sites(conn, principal_of(request).scope)
+    return json_response(SiteUpdate(items=items, changes=changes))
+
+
+async def change_sites(
+    request: web.Request, principal: Principal, rows: list[SiteRow]
+) -> list[SiteChange]:
+    """Apply rows as this caller and audit what changed (also used by the web UI)."""
+    async with request.app[POOL].acquire() as conn:
+        changes = await sites.apply_rows(conn, rows, principal.scope, principal.name)
+    if changes:
+        await audit(request, "site.change", target_type="site",
+                    detail={"changes": [c.model_dump() for c in changes]})
+    return changes

@@ -1,0 +1,105 @@
+"""A recorded call as a vCon document (draft-ietf-vcon-vcon-core-04): its recording by
+reference to the audited audio URL or, on request, inline as base64url; authorised and
+audited as a replay, since the document opens the way to the audio."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from schemas.vcon import VCON_DRAFT, VCON_SYNTAX, VconRecording, build_vcon, vcon_json
+from service.exports.jobs import audio_of, data_key_of
+from service.http.api import RouteTable, read_query
+from service.http.auth import audit, principal_of
+from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
+from service.recordings import integrity
+from service.recordings.replay import MAX_REASON
+from service.recordings.views import recording_id_of
+from storage import annotations as call_notes
+from storage import recordings as store
+from storage.db import scoped
+from storage.errors import Conflict, IntegrityError
+from storage.vcon_stream import InlineVcon
+
+routes = RouteTable()
+
+logger = logging.getLogger(__name__)
+MEDIA_TYPE = "application/vcon+json"
+
+
+class VconQuery(BaseModel):
+    reason: str | None = Field(None, max_length=MAX_REASON,
+                               description="Why the call is handed over (required).")
+    inline: bool = Field(False, description="Carry the audio inline (base64url) instead of "
+                                            "referencing the audited audio URL.")
+
+
+@routes.route(
+    "GET", "/api/v1/recordings/{id}/vcon", action="recording.replay", tag="recordings",
+    summary="The call as a vCon (draft-ietf-vcon-vcon-core-04); reason required",
+    query=VconQuery,
+    response_content={MEDIA_TYPE: {"schema": {"type": "object"}}},
+    extra_statuses=(409, 410),
+)
+async def recording_vcon(request: web.Request) -> web.StreamResponse:
+    recording_id = recording_id_of(request)
+    query = read_query(request, VconQuery)
+    reason = (query.reason or "").strip()
+    if not reason:
+        raise web.HTTPBadRequest(text=f"say why the call is handed over: reason=1-{MAX_REASON}"
+                                      " chars")
+    principal = principal_of(request)
+    settings = request.app[SETTINGS]
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        recording = await store.get(conn, recording_id)
+        evaluations = await store.evaluations(conn, recording_id)
+        notes = await call_notes.visible(conn, recording_id, principal.name)
+        data_key = (await data_key_of(conn, request.app[KEYRING].masters, recording)
+                    if query.inline else None)
+    if recording.out.state == "corrupt":
+        raise Conflict("the recording's stored audio failed verification and is withheld")
+    base = settings.public_url.rstrip("/")
+    host = base.split("://", 1)[1].split("/", 1)[0]
+    vcon = build_vcon(
+        VconRecording.model_validate(recording.out), host=host, evaluations=evaluations,
+        analysis=(recording.out.analysis.model_dump(mode="json")
+                  if recording.out.analysis is not None else None),
+        annotations=[note.model_dump() for note in notes],
+        audio_url=None if query.inline else f"{base}/api/v1/recordings/{recording.id}/audio",
+    )
+    await audit(request, "recording.replay", target_type="recording",
+                target_id=str(recording.id), company=recording.out.company, reason=reason,
+                subject_ids=[recording.id, *filter(None, [recording.out.customer_id])],
+                detail={"vcon": VCON_DRAFT, "inline": query.inline})
+    headers = {"Content-Type": MEDIA_TYPE, "Cache-Control": "private, no-store",
+               "X-Vcon-Version": VCON_SYNTAX,
+               "Content-Disposition": f'inline; filename="{recording.id}.vcon.json"'}
+    if data_key is None:
+        return web.Response(body=vcon_json(vcon), headers=headers)
+    inline = InlineVcon(vcon, recording.out.size_bytes)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = inline.size
+    try:
+        async for chunk in inline.iter_bytes(
+                audio_of(request.app[OBJECTS], recording, data_key)):
+            if not response.prepared:
+                await response.prepare(request)
+            await response.write(chunk)
+    except IntegrityError as exc:
+        # As replay: the recording is marked and the alarm audited.
+        await integrity.mark_corrupt(request.app[POOL], principal.scope, recording.id,
+                                     exc.detail, found_by="vcon")
+        await audit(request, integrity.ALARM_ACTION, target_type="recording",
+                    target_id=str(recording.id), company=recording.out.company,
+                    outcome="failure", subject_ids=[recording.id],
+                    detail={"error": exc.detail, "found_by": "vcon"})
+        if not response.prepared:
+            raise Conflict("the recording's stored audio failed verification and is "
+                           "withheld") from None
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response

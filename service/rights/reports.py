@@ -1,0 +1,197 @@
+"""The right of access: the access report of a customer as JSON, and as a printable Finnish
+letter (PDF). Each call answers a verified access request, recorded and audited."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from schemas.access_reports import (
+    AccessReport,
+    AccessReportQuery,
+    AccessRequestOut,
+    ReportCustomer,
+    ReportDisclosure,
+    ReportEvaluation,
+    ReportHistoryEntry,
+    ReportMembership,
+    ReportRecording,
+    ReportWebEvent,
+    ReportWebEvents,
+)
+from schemas.customers import Address, Prohibition
+from schemas.register_statement import DATA_KINDS
+from service.http.api import RouteTable, json_response, read_query
+from service.http.auth import Principal, audit, principal_of, read_detail
+from service.http.keys import KEYRING, POOL
+from service.policy import SEES_PERSONAL_ID
+from service.rights.letter import render_letter
+from storage import access_reports as store
+from storage import customers
+from storage import recordings as recording_store
+from storage.db import scoped
+from storage.errors import NotFound
+from storage.keys import OwnerKey, find_customer_key
+from storage.recordings import Recording, SearchFilter
+
+routes = RouteTable()
+
+RECORDINGS_PAGE = 1000
+
+
+def customer_id_of(request: web.Request) -> UUID:
+    try:
+        return UUID(request.match_info["customer_id"])
+    except ValueError:
+        raise NotFound("no such customer") from None
+
+
+async def customer_recordings(conn: asyncpg.Connection, customer_id: UUID) -> list[Recording]:
+    """Every recording of the customer the connection's scope can see, newest first."""
+    found: list[Recording] = []
+    after = None
+    while True:
+        page = await recording_store.search(
+            conn, SearchFilter(customer_id=customer_id), after=after, limit=RECORDINGS_PAGE,
+        )
+        found.extend(page)
+        if len(page) < RECORDINGS_PAGE:
+            return found
+        after = (page[-1].out.started_at, page[-1].id)
+
+
+def _history_values(key: OwnerKey | None, customer_id: UUID,
+                    sealed: bytes | None) -> dict[str, object] | None:
+    if sealed is None or key is None:
+        return None
+    values = customers.open_history_values(key.key, customer_id, bytes(sealed))
+    values.pop("personal_id_enc", None)  # an old identity code stays sealed
+    return values
+
+
+async def build_report(
+    request: web.Request, principal: Principal, customer_id: UUID, query: AccessReportQuery
+) -> AccessReport:
+    """Record (or look up) the access request and gather everything held about the customer
+    in the caller's companies."""
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        row = await store.customer_row(conn, customer_id)
+        if row is None:
+            raise NotFound("no such customer")
+        if query.request_id is not None:
+            access_request = await store.recorded_request(conn, customer_id, query.request_id)
+        else:
+            assert query.verified_by is not None
+            access_request = await store.record_request(
+                conn, customer_id, query.verified_by, principal.name,
+                query.request_received_at or datetime.now(UTC),
+            )
+        memberships = await store.memberships(conn, customer_id)
+        history = await store.history(conn, customer_id)
+        key = await find_customer_key(conn, request.app[KEYRING].masters, customer_id)
+        recordings = await customer_recordings(conn, customer_id)
+        evaluations = await store.evaluations(conn, customer_id)
+        events_total, events = await store.web_events(conn, customer_id)
+        bans = await customers.prohibitions(conn, customer_id)
+        disclosures = await store.disclosures(conn, customer_id)
+        holds = await store.legal_holds(conn, customer_id)
+
+    code: str | None = None
+    if row["personal_id_enc"] is not None and principal.role in SEES_PERSONAL_ID:
+        code = request.app[KEYRING].personal_ids.decrypt(row["personal_id_enc"])
+    note = None
+    if events_total > len(events):
+        note = (f"the latest {len(events)} of {events_total} events are listed;"
+                " the rest are available on request")
+    return AccessReport(
+        request=AccessRequestOut.model_validate(access_request),
+        due_at=access_request["due_at"],
+        generated_at=datetime.now(UTC),
+        customer=ReportCustomer(
+            id=row["id"], name=row["name"], personal_id=code,
+            address=Address.model_validate(row["address"] or {}), email=row["email"],
+            phone=row["phone"], created_at=row["created_at"], updated_at=row["updated_at"],
+        ),
+        memberships=[ReportMembership.model_validate(m) for m in memberships],
+        history=[
+            ReportHistoryEntry(
+                company=h["company"], change=h["change"], changed_fields=h["changed_fields"],
+                old_values=_history_values(key, customer_id, h["old_values_enc"]),
+                changed_at=h["changed_at"],
+            )
+            for h in history
+        ],
+        recordings=[
+            ReportRecording.model_validate(r.out.model_dump()) for r in recordings
+        ],
+        evaluations=[ReportEvaluation.model_validate(e) for e in evaluations],
+        web_events=ReportWebEvents(
+            total=events_total, items=[ReportWebEvent.model_validate(e) for e in events],
+            note=note,
+        ),
+        prohibitions=[Prohibition.model_validate(b) for b in bans],
+        disclosures=[ReportDisclosure.model_validate(d) for d in disclosures],
+        legal_holds=holds,
+        data_kinds=DATA_KINDS,
+    )
+
+
+async def _audit_report(request: web.Request, report: AccessReport, form: str,
+                        query: AccessReportQuery) -> None:
+    ids_detail, subjects = read_detail(customers=[report.customer.id],
+                                       recordings=[r.id for r in report.recordings])
+    await audit(
+        request, "access_report.read", target_type="customer",
+        target_id=str(report.customer.id), subject_ids=subjects,
+        company_codes={m.company for m in report.memberships} or None,
+        detail={"format": form, "access_request": str(report.request.id),
+                "verified_by": report.request.verified_by,
+                "new_request": query.request_id is None,
+                "due_at": report.due_at.isoformat(),
+                "customers": ids_detail["customers"],
+                "recordings": ids_detail["recordings"],
+                "recordings_count": len(report.recordings)},
+    )
+
+
+@routes.route(
+    "GET", "/api/v1/customers/{customer_id}/access-report", action="access_report.read",
+    summary="Everything held about the customer (answers a verified access request)",
+    tag="data-subject rights", query=AccessReportQuery, response=AccessReport,
+    extra_statuses=(404,),
+)
+async def access_report(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    query = read_query(request, AccessReportQuery)
+    report = await build_report(request, principal, customer_id_of(request), query)
+    await _audit_report(request, report, "json", query)
+    return json_response(report)
+
+
+@routes.route(
+    "GET", "/api/v1/customers/{customer_id}/access-report.pdf", action="access_report.read",
+    summary="The access report as a printable Finnish letter to the address on record",
+    tag="data-subject rights", query=AccessReportQuery,
+    response_content={"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+    extra_statuses=(404,),
+)
+async def access_report_pdf(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    query = read_query(request, AccessReportQuery)
+    report = await build_report(request, principal, customer_id_of(request), query)
+    pdf = await render_letter(report)
+    await _audit_report(request, report, "pdf", query)
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/pdf",
+        "Content-Disposition": f'attachment; filename="rekisteriote-{report.customer.id}.pdf"',
+        "Cache-Control": "private, no-store",
+    })
+    response.content_length = len(pdf)
+    await response.prepare(request)
+    for start in range(0, len(pdf), 256 * 1024):
+        await response.write(pdf[start:start + 256 * 1024])
+    await response.write_eof()
+    return response

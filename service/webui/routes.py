@@ -1,0 +1,15 @@
+"""The endpoints of the web UI's pages and forms.
+
+Listed in the router's match order: a literal path before a pattern that would match it.
+"""
+
+from service.http.api import RouteTable
+from service.webui import forms, pages, render, sites, subjects
+
+routes = RouteTable.join(
+    render.routes,
+    pages.routes,
+    forms.routes,
+    sites.routes,
+    subjects.routes,
+)
