@@ -13,6 +13,7 @@ from aiohttp import web
 
 from service.http.keys import AUDIT_LOCK, AUDIT_SIGNER, CHECKPOINTS, POOL, SETTINGS
 from service.ops.tasks import stop_task
+from service.resources import object_store
 from service.settings import Settings
 from storage.checkpoints import (
     CheckpointBucket,
@@ -22,7 +23,6 @@ from storage.checkpoints import (
     write_checkpoint,
 )
 from storage.crypto import load_master_key
-from storage.objects import ObjectStore
 from storage.signed_note import NoteSigner
 
 logger = logging.getLogger(__name__)
@@ -40,21 +40,13 @@ def note_signer(settings: Settings) -> NoteSigner:
 
 def checkpoint_bucket(settings: Settings) -> CheckpointBucket:
     """The checkpoint bucket through the audit credential (puts) and the main one (reads)."""
-    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
-
-    def store(access: str, secret: str) -> ObjectStore:
-        assert settings.s3_endpoint is not None
-        return ObjectStore(settings.s3_endpoint, access, secret, settings.audit_bucket,
-                           region=settings.s3_region, secure=settings.s3_secure, threads=2,
-                           timeout_s=settings.s3_timeout_s)
-
     keep_for = timedelta(days=settings.audit_checkpoint_retention_days)
-    reader = store(settings.s3_access_key.get_secret_value(),
-                   settings.s3_secret_key.get_secret_value())
+    reader = object_store(settings, settings.audit_bucket)
     if settings.s3_audit_access_key is None or settings.s3_audit_secret_key is None:
         return CheckpointBucket(writer=reader, reader=reader, keep_for=keep_for)
-    writer = store(settings.s3_audit_access_key.get_secret_value(),
-                   settings.s3_audit_secret_key.get_secret_value())
+    writer = object_store(settings, settings.audit_bucket, credential=(
+        settings.s3_audit_access_key.get_secret_value(),
+        settings.s3_audit_secret_key.get_secret_value()))
     return CheckpointBucket(writer=writer, reader=reader, keep_for=keep_for)
 
 

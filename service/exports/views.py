@@ -20,6 +20,7 @@ from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import Principal, audit, principal_of
 from service.http.keys import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
 from service.ops.tasks import stop_task
+from service.resources import object_store
 from service.settings import Settings
 from storage import exports as store
 from storage.db import Scope, scoped
@@ -210,12 +211,7 @@ def export_context(app: web.Application) -> ExportContext:
 
     def target() -> ObjectStore:
         if not targets:
-            assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
-            targets.append(ObjectStore(
-                settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
-                settings.s3_secret_key.get_secret_value(), settings.export_target_bucket,
-                region=settings.s3_region, secure=settings.s3_secure, threads=4,
-                timeout_s=settings.s3_timeout_s))
+            targets.append(object_store(settings, settings.export_target_bucket, threads=4))
         return targets[0]
 
     return ExportContext(

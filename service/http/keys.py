@@ -14,6 +14,7 @@ from storage.signed_note import NoteSigner
 if TYPE_CHECKING:
     from service.http.api import RouteTable
     from service.http.auth import Principal
+    from service.resources import Resources
     from storage.audit import AuditLog
     from storage.checkpoints import CheckpointBucket, LockProbe
     from storage.keyring import KeyRing
@@ -27,11 +28,13 @@ KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
 CHECKPOINTS: web.AppKey[CheckpointBucket] = web.AppKey("checkpoints")
 AUDIT_SIGNER = web.AppKey("audit_signer", NoteSigner)
 AUDIT_LOCK: web.AppKey[LockProbe] = web.AppKey("audit_lock")  # start-up probe's finding
+RESOURCES: web.AppKey[Resources] = web.AppKey("resources")  # the members below, together
 ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")  # every endpoint (OpenAPI)
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 __all__ = ["AUDIT", "AUDIT_LOCK", "AUDIT_SIGNER", "CHECKPOINTS", "KEY_OBJECTS", "KEYRING",
-           "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "ROUTE_TABLE", "SETTINGS"]
+           "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "RESOURCES", "ROUTE_TABLE",
+           "SETTINGS"]
 if TYPE_CHECKING:
     __all__ += ["AuditLog", "KeyRing", "Principal"]

@@ -9,26 +9,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.http.keys import KEY_OBJECTS, KEYRING, POOL, SETTINGS
+from service.http.keys import KEY_OBJECTS, KEYRING, POOL
 from service.ops.tasks import stop_task
-from service.settings import Settings
 from storage import key_snapshot
-from storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 
 RETRY_EVERY_S = 60.0
-
-
-def key_object_store(settings: Settings) -> ObjectStore:
-    """A client of the key bucket (created on the first snapshot written)."""
-    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
-    return ObjectStore(
-        settings.s3_endpoint, settings.s3_access_key.get_secret_value(),
-        settings.s3_secret_key.get_secret_value(), settings.key_bucket,
-        region=settings.s3_region, secure=settings.s3_secure, threads=2,
-        timeout_s=settings.s3_timeout_s,
-    )
 
 
 async def follow_erasures(app: web.Application) -> key_snapshot.SnapshotInfo | None:
@@ -51,9 +38,6 @@ async def _retry_forever(app: web.Application) -> None:
 
 
 async def key_store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = key_object_store(app[SETTINGS])
-    app[KEY_OBJECTS] = store
     task = asyncio.create_task(_retry_forever(app), name="key-snapshot")
     yield
     await stop_task(task)
-    await store.close()

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from devstack.environment import resolved
+from service.resources import Resources, open_resources
 from service.settings import Settings
 
 
@@ -41,6 +42,17 @@ def with_app(settings: Settings, work: Callable[[web.Application], Awaitable[int
     async def main(ready: Settings) -> int:
         async with app_resources(ready) as app:
             return await work(app)
+
+    with resolved(settings) as ready:
+        return asyncio.run(main(ready))
+
+
+def with_resources(settings: Settings, work: Callable[[Resources], Awaitable[int]]) -> int:
+    """Run `work` with the resources of the resolved environment (no service started)."""
+
+    async def main(ready: Settings) -> int:
+        async with open_resources(ready) as resources:
+            return await work(resources)
 
     with resolved(settings) as ready:
         return asyncio.run(main(ready))

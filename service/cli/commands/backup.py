@@ -30,8 +30,8 @@ from service.http.keys import (
     OBJECTS,
     POOL,
 )
-from service.keys.store import key_object_store
 from service.recordings.reconciler import reconcile
+from service.resources import object_store
 from service.settings import Settings
 from storage import backup, key_snapshot
 from storage.audit import AuditEntry
@@ -152,7 +152,7 @@ def _snapshot_source(settings: Settings, path: Path | None) -> key_snapshot.Snap
         if not path.is_file():
             raise InvalidInput(f"no key snapshot at {path}")
         return key_snapshot.SnapshotSource(path=path)
-    return key_snapshot.SnapshotSource(store=key_object_store(settings))
+    return key_snapshot.SnapshotSource(store=object_store(settings, settings.key_bucket))
 
 
 async def run_restore(

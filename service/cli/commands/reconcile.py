@@ -10,11 +10,9 @@ import json
 import sys
 from typing import Any
 
-from aiohttp import web
-
 from devstack.environment import resolved
-from service.http.keys import OBJECTS, POOL, SETTINGS
 from service.recordings.reconciler import reconcile
+from service.resources import open_resources
 from service.settings import Settings
 
 
@@ -27,20 +25,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from service.app import database_ctx, object_store_ctx
-
     async def main(ready: Settings) -> int:
-        # Only the pool and the object store: the full app would start its own background
-        # pass, racing this one for the report.
-        app = web.Application()
-        app[SETTINGS] = ready
-        app.cleanup_ctx.extend([database_ctx, object_store_ctx])
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        try:
-            report = await reconcile(app[POOL], app[OBJECTS])
-        finally:
-            await runner.cleanup()
+        # The resources only: a started service would run its own background pass, racing
+        # this one for the report.
+        async with open_resources(ready) as resources:
+            report = await reconcile(resources.pool, resources.objects)
         # The command waits for any other instance's pass, so it never reports a skip.
         shown = {k: v for k, v in dataclasses.asdict(report).items() if k != "skipped"}
         print(json.dumps(shown), flush=True)
