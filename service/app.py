@@ -14,16 +14,18 @@ from service.customers.routes import routes as customer_routes
 from service.exports.routes import routes as export_routes
 from service.exports.views import export_worker_ctx
 from service.http.api import RouteTable, add_routes
-from service.http.client_address import TRUSTED_PROXIES, parse_networks
+from service.http.client_address import parse_networks
 from service.http.keys import (
     AUDIT,
     KEY_OBJECTS,
     KEYRING,
+    LOCATORS,
     OBJECTS,
     POOL,
     RESOURCES,
     ROUTE_TABLE,
     SETTINGS,
+    TRUSTED_PROXIES,
 )
 from service.http.middlewares import (
     authorisation,
@@ -83,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
-    app[replay.LOCATORS] = replay.Locators()
+    app[LOCATORS] = replay.Locators()
     app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(
         [resources_ctx, key_store_ctx, checkpoint_ctx,

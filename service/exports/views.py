@@ -18,7 +18,17 @@ from service.exports import jobs as export_jobs
 from service.exports.jobs import ExportContext, worker_name
 from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import Principal, audit, principal_of
-from service.http.keys import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
+from service.http.keys import (
+    AUDIT,
+    EXPORT_TARGET,
+    EXPORT_WAKE,
+    EXPORT_WORKER,
+    EXPORTS,
+    KEYRING,
+    OBJECTS,
+    POOL,
+    SETTINGS,
+)
 from service.ops.tasks import stop_task
 from service.resources import object_store
 from service.settings import Settings
@@ -31,11 +41,6 @@ from storage.objects import ObjectStore
 routes = RouteTable()
 
 logger = logging.getLogger(__name__)
-
-EXPORTS = web.AppKey("exports", ExportContext)
-EXPORT_WAKE = web.AppKey("export_wake", asyncio.Event)
-EXPORT_WORKER = web.AppKey("export_worker", asyncio.Task[None])
-EXPORT_TARGET = web.AppKey("export_target", list[ObjectStore])
 
 
 def export_id_of(request: web.Request) -> uuid.UUID:

@@ -34,8 +34,6 @@ class Ahead(Protocol):
     async def abandon(self) -> None: ...
 
 
-# Where the handler finds the work its endpoint started ahead; it owns it from then on.
-AHEAD_KEY = web.RequestKey("ahead", Ahead)
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 JSON_BODY_LIMIT = 1024 * 1024

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -13,9 +12,9 @@ from aiohttp import web
 from schemas.ip import truncated_ip
 from service.http.client_address import client_address
 from service.http.keys import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTINGS
+from service.http.principal import Principal as Principal
 from storage import accounts
 from storage.audit import AuditEntry, id_summary, subjects_of
-from storage.db import Scope
 from storage.errors import Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
@@ -23,30 +22,6 @@ if TYPE_CHECKING:
 
 SESSION_COOKIE = "tallenne_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass(frozen=True)
-class Principal:
-    account: accounts.Account
-    via_session: str | None = None  # the session id when authenticated by cookie
-
-    @property
-    def kind(self) -> str:
-        return self.account.kind
-
-    @property
-    def name(self) -> str:
-        return self.account.name
-
-    @property
-    def role(self) -> str:
-        return self.account.role
-
-    @property
-    def scope(self) -> Scope:
-        if self.account.all_companies:
-            return Scope.everything()
-        return Scope.of(self.account.company_ids)
 
 
 def client_ip(request: web.Request) -> str | None:

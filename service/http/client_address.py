@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from service.http.keys import CLIENT_ADDRESS, TRUSTED_PROXIES
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-TRUSTED_PROXIES: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
-CLIENT_ADDRESS = web.RequestKey("client_address", str)
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:

@@ -14,9 +14,9 @@ from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
 from service.http import problems
-from service.http.api import AHEAD_KEY, endpoint_of, refuse_non_json
+from service.http.api import endpoint_of, refuse_non_json
 from service.http.auth import authenticate, client_ip
-from service.http.keys import PRINCIPAL_KEY, REQUEST_ID_KEY
+from service.http.keys import AHEAD_KEY, PRINCIPAL_KEY, REQUEST_ID_KEY, RESPONSE_STARTED_KEY
 from service.ops.logs import actor_var, request_id_var
 from service.policy import PUBLIC, allowed
 from storage import errors
@@ -75,7 +75,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id_var.reset(token)
 
 
-RESPONSE_STARTED_KEY = web.RequestKey("response_started", bool)
 READ_RETRY_PAUSE_S = 0.3
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from service.http.keys import KEYRING, OBJECTS, POOL
+from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL
 from service.recordings.analysis import analyse_spooled, analyse_stored
 
 logger = logging.getLogger(__name__)
@@ -80,9 +80,6 @@ class AnalysisQueue:
             job = self._jobs.get_nowait()
             if job.spool is not None:
                 await asyncio.to_thread(job.spool.unlink, True)
-
-
-ANALYSIS_QUEUE = web.AppKey("analysis_queue", AnalysisQueue)
 
 
 async def analysis_queue_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -22,12 +22,20 @@ from aiohttp import web
 
 from schemas.recordings import ReplayQuery
 from service.http import problems
-from service.http.api import AHEAD_KEY, RouteTable, parse_model
+from service.http.api import RouteTable, parse_model
 from service.http.auth import SESSION_COOKIE, audit, principal_of
-from service.http.keys import KEYRING, OBJECTS, POOL, REQUEST_ID_KEY
+from service.http.keys import (
+    AHEAD_KEY,
+    KEYRING,
+    LOCATORS,
+    OBJECTS,
+    POOL,
+    REPLAY_WINDOWS,
+    REQUEST_ID_KEY,
+)
 from service.recordings import integrity
 from service.recordings.views import recording_id_of
-from service.recordings.windows import REPLAY_WINDOWS, note_replay, window_key
+from service.recordings.windows import note_replay, window_key
 from storage import keys
 from storage import recordings as store
 from storage.audio import CONTENT_TYPES
@@ -169,9 +177,6 @@ def credential_of(request: web.Request) -> bytes | None:
     """A digest of the request's credential (never the credential itself), if it has one."""
     presented = request.headers.get("Authorization") or request.cookies.get(SESSION_COOKIE)
     return hashlib.sha256(presented.encode()).digest() if presented else None
-
-
-LOCATORS = web.AppKey("replay_locators", Locators)
 
 
 @dataclass

@@ -45,8 +45,7 @@ from service.http.api import (
     within_read_timeout,
 )
 from service.http.auth import audit, principal_of, read_detail
-from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
-from service.recordings.analysis_queue import ANALYSIS_QUEUE
+from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
 from storage import evaluation_forms
 from storage import recordings as store

@@ -20,7 +20,7 @@ import asyncpg
 from aiohttp import web
 
 from service.http.auth import audit, principal_of
-from service.http.keys import POOL
+from service.http.keys import POOL, REPLAY_WINDOWS
 from storage import recordings as store
 from storage.db import Scope, scoped
 from storage.recordings import Recording
@@ -167,9 +167,6 @@ class ReplayWindows:
         self._write_now()
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=self.DRAIN_S)
-
-
-REPLAY_WINDOWS = web.AppKey("replay_windows", ReplayWindows)
 
 
 async def replay_windows_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -16,7 +16,15 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from schemas.retention import PurgeReport
-from service.http.keys import AUDIT, AUDIT_SIGNER, CHECKPOINTS, OBJECTS, POOL, SETTINGS
+from service.http.keys import (
+    AUDIT,
+    AUDIT_SIGNER,
+    CHECKPOINTS,
+    OBJECTS,
+    POOL,
+    PURGE_TASKS,
+    SETTINGS,
+)
 from service.keys.store import follow_erasures
 from service.ops.tasks import stop_task
 from storage import purge
@@ -30,7 +38,6 @@ HELSINKI = ZoneInfo("Europe/Helsinki")
 SCHEDULE_LOCK = 0x7A11E61
 PURGED_ITEMS = Counter("tallenne_purged_items", "Items removed by purges", ["kind"])
 PURGED_BYTES = Counter("tallenne_purged_bytes", "Object bytes removed by purges", ["kind"])
-PURGE_TASKS = web.AppKey("purge_tasks", set[asyncio.Task[None]])
 
 
 def _count(kind: str, company: str, items: int, size: int) -> None:

@@ -27,7 +27,7 @@ from service.http.api import (
     read_json,
 )
 from service.http.auth import audit, principal_of
-from service.http.keys import OBJECTS, POOL, REQUEST_ID_KEY
+from service.http.keys import OBJECTS, POOL, PURGE_TASKS, REQUEST_ID_KEY
 from service.retention import scheduler as purge_scheduler
 from storage import legal_holds, purge, retention
 from storage.db import Scope, scoped
@@ -172,7 +172,7 @@ async def start_purge(request: web.Request) -> web.Response:
                                   actor_kind=principal.kind, role=principal.role,
                                   request_id=request_id),
         name=f"purge-{run_id}")
-    tasks = app[purge_scheduler.PURGE_TASKS]
+    tasks = app[PURGE_TASKS]
     tasks.add(task)  # type: ignore[arg-type]
     task.add_done_callback(tasks.discard)
     async with app[POOL].acquire() as reader:

@@ -14,8 +14,8 @@ from multidict import MultiDictProxy
 
 from schemas.evaluation_forms import MAX_CRITERIA, FormIn
 from service.http.api import RouteTable, parse_model
-from service.http.auth import Principal
 from service.http.keys import POOL
+from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.recordings.evaluations import create_form, form_name_of, set_form_active
 from service.webui import i18n

@@ -18,8 +18,9 @@ from schemas.analysis import Flag
 from schemas.evaluation_forms import FormOut
 from schemas.recordings import EvaluationOut
 from service.http.api import RouteTable
-from service.http.auth import Principal, audit
+from service.http.auth import audit
 from service.http.keys import POOL
+from service.http.principal import Principal
 from service.policy import PUBLIC, allowed
 from service.recordings.views import load_recording
 from service.webui import i18n

@@ -19,8 +19,9 @@ import jinja2
 from aiohttp import web
 
 from service.http.api import RouteTable, endpoint_of
-from service.http.auth import Principal, authenticate
+from service.http.auth import authenticate
 from service.http.keys import POOL, PRINCIPAL_KEY
+from service.http.principal import Principal
 from service.ops.logs import actor_var
 from service.policy import PUBLIC, allowed
 from service.webui import i18n

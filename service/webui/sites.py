@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from schemas.sites import SiteRow
 from service.customers.sites import change_sites
 from service.http.api import RouteTable
-from service.http.auth import Principal
 from service.http.keys import POOL
+from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.webui import i18n
 from service.webui.forms import Fields, form_post

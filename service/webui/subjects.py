@@ -13,7 +13,7 @@ from schemas.exports import ExportIn
 from schemas.subjects import SubjectSearchIn
 from service.exports.views import begin_export
 from service.http.api import RouteTable, parse_model
-from service.http.auth import Principal
+from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.rights.subjects import find_subject
 from service.webui import i18n

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from schemas.exports import ExportIn
 from service.cli.commands import Progress, with_app
 from service.exports import jobs as export_jobs
-from service.exports.views import EXPORTS, new_job, outside_eu_eea
-from service.http.keys import AUDIT, POOL, SETTINGS
+from service.exports.views import new_job, outside_eu_eea
+from service.http.keys import AUDIT, EXPORTS, POOL, SETTINGS
 from service.settings import Settings
 from storage import exports as store
 from storage.audit import AuditEntry
