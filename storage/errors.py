@@ -4,16 +4,10 @@
     ├── NotFound            a record does not exist or lies outside the caller's scope
     ├── AlreadyExists       a unique key is taken
     ├── Conflict            the request contradicts stored state (different audio, legal hold)
-    ├── Forbidden           the caller's role may not act
-    ├── Unauthenticated     no valid credentials
+    ├── Forbidden           the caller may not act on these records
     ├── InvalidInput        a value fails a domain rule (carries loc + msg pairs)
-    │   ├── MalformedBody   the request body cannot be parsed at all (not JSON, too deep)
     │   └── AudioRejected   the bytes are not acceptable audio
     │       └── AudioTruncated  it ends before its headers say (cut off or still written)
-    ├── TooLarge            a body or file exceeds a configured limit
-    ├── UnsupportedMediaType  a body's Content-Type is not one the endpoint reads
-    ├── RequestTimeout      the client stopped sending the body it announced
-    ├── TooManyRequests     throttled; carries retry_after seconds
     ├── Unavailable         a backing service (PostgreSQL, S3) cannot be reached
     ├── ObjectMissing       an object expected in S3 is not there
     └── IntegrityError      stored bytes no longer match their recorded hash
@@ -51,10 +45,6 @@ class Forbidden(StorageError):
     title = "Forbidden"
 
 
-class Unauthenticated(StorageError):
-    title = "Authentication required"
-
-
 class InvalidInput(StorageError):
     title = "Invalid input"
 
@@ -65,36 +55,12 @@ class InvalidInput(StorageError):
         self.errors = [(list(loc), msg) for loc, msg in errors]
 
 
-class MalformedBody(InvalidInput):
-    title = "Malformed body"
-
-
 class AudioRejected(InvalidInput):
     title = "Audio rejected"
 
 
 class AudioTruncated(AudioRejected):
     """The audio ends before its own headers say it does (cut off, or still being written)."""
-
-
-class TooLarge(StorageError):
-    title = "Payload too large"
-
-
-class UnsupportedMediaType(StorageError):
-    title = "Unsupported media type"
-
-
-class RequestTimeout(StorageError):
-    title = "Request timeout"
-
-
-class TooManyRequests(StorageError):
-    title = "Too many requests"
-
-    def __init__(self, detail: str, retry_after: int) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
 
 
 class Unavailable(StorageError):

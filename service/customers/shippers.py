@@ -34,8 +34,9 @@ from schemas.shippers import (
 from schemas.web_events import BatchReport, RejectedLine
 from service.customers.web_events import MAX_LINE_BYTES, batch_slot, decoded_body, ingest
 from service.http.api import RouteTable
+from service.http.errors import MalformedBody, TooLarge
 from service.http.keys import SETTINGS
-from storage.errors import InvalidInput, MalformedBody, TooLarge
+from storage.errors import InvalidInput
 
 routes = RouteTable()
 

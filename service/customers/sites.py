@@ -10,9 +10,10 @@ from aiohttp import web
 from schemas.sites import SiteChange, SiteList, SiteRow, SiteRows, SiteUpdate
 from service.http.api import JSON_BODY_LIMIT, RouteTable, decode_json, json_response, parse_model
 from service.http.auth import Principal, audit, principal_of
+from service.http.errors import TooLarge
 from service.http.keys import POOL
 from storage import sites
-from storage.errors import InvalidInput, TooLarge
+from storage.errors import InvalidInput
 
 routes = RouteTable()
 

@@ -37,10 +37,11 @@ from schemas.web_events import (
 )
 from service.http.api import RouteTable, body_chunks, json_response, read_query
 from service.http.auth import Principal, audit, principal_of, read_detail
+from service.http.errors import MalformedBody, TooLarge, TooManyRequests
 from service.http.keys import POOL, SETTINGS
 from storage import sites, web_events
 from storage.db import Scope, scoped
-from storage.errors import InvalidInput, MalformedBody, TooLarge, TooManyRequests
+from storage.errors import InvalidInput
 
 routes = RouteTable()
 

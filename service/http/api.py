@@ -15,15 +15,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from schemas.common import Problem
+from service.http.errors import MalformedBody, RequestTimeout, TooLarge, UnsupportedMediaType
 from service.http.keys import SETTINGS
 from service.policy import ACTIONS, AUTHENTICATED, PUBLIC
-from storage.errors import (
-    InvalidInput,
-    MalformedBody,
-    RequestTimeout,
-    TooLarge,
-    UnsupportedMediaType,
-)
+from storage.errors import InvalidInput
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

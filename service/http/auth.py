@@ -11,11 +11,12 @@ from aiohttp import web
 
 from schemas.ip import truncated_ip
 from service.http.client_address import client_address
+from service.http.errors import Unauthenticated
 from service.http.keys import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTINGS
 from service.http.principal import Principal as Principal
 from storage import accounts
 from storage.audit import AuditEntry, id_summary, subjects_of
-from storage.errors import Forbidden, Unauthenticated
+from storage.errors import Forbidden
 
 if TYPE_CHECKING:
     from service.http.api import Endpoint

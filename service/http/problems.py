@@ -8,23 +8,24 @@ from typing import Any
 
 from aiohttp import web
 
+from service.http import errors as request_errors
 from storage import errors
 
 logger = logging.getLogger(__name__)
 
 STATUS_OF: list[tuple[type[errors.StorageError], int]] = [
-    (errors.MalformedBody, 400),
+    (request_errors.MalformedBody, 400),
     (errors.AudioRejected, 422),
     (errors.InvalidInput, 422),
     (errors.NotFound, 404),
     (errors.AlreadyExists, 409),
     (errors.Conflict, 409),
     (errors.Forbidden, 403),
-    (errors.Unauthenticated, 401),
-    (errors.TooLarge, 413),
-    (errors.UnsupportedMediaType, 415),
-    (errors.RequestTimeout, 408),
-    (errors.TooManyRequests, 429),
+    (request_errors.Unauthenticated, 401),
+    (request_errors.TooLarge, 413),
+    (request_errors.UnsupportedMediaType, 415),
+    (request_errors.RequestTimeout, 408),
+    (request_errors.TooManyRequests, 429),
     (errors.Unavailable, 503),
     (errors.ObjectMissing, 503),
     (errors.KeyDestroyed, 410),
@@ -58,9 +59,9 @@ def problem_response(
 def from_domain_error(exc: errors.StorageError, request_id: str | None) -> web.Response:
     status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 500)
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.TooManyRequests | errors.Unavailable):
+    if isinstance(exc, request_errors.TooManyRequests | errors.Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, errors.Unauthenticated):
+    if isinstance(exc, request_errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="tallenne"'
     issues = exc.errors if isinstance(exc, errors.InvalidInput) else None
     return problem_response(

@@ -30,6 +30,7 @@ from schemas.identity import (
 )
 from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import SESSION_COOKIE, Principal, audit, client_ip, principal_of
+from service.http.errors import TooManyRequests, Unauthenticated
 from service.http.keys import POOL, SETTINGS
 from service.policy import (
     AUTHENTICATED,
@@ -40,7 +41,7 @@ from service.policy import (
     allowed,
 )
 from storage import accounts, passwords
-from storage.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from storage.errors import Forbidden, InvalidInput, NotFound
 
 routes = RouteTable()
 

@@ -45,12 +45,13 @@ from service.http.api import (
     within_read_timeout,
 )
 from service.http.auth import audit, principal_of, read_detail
+from service.http.errors import TooLarge, TooManyRequests
 from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
 from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
-from storage.errors import InvalidInput, NotFound, TooLarge, TooManyRequests
+from storage.errors import InvalidInput, NotFound
 from storage.recordings import Recording, SearchFilter
 
 routes = RouteTable()

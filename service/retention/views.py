@@ -27,11 +27,12 @@ from service.http.api import (
     read_json,
 )
 from service.http.auth import audit, principal_of
+from service.http.errors import TooLarge
 from service.http.keys import OBJECTS, POOL, PURGE_TASKS, REQUEST_ID_KEY
 from service.retention import scheduler as purge_scheduler
 from storage import legal_holds, purge, retention
 from storage.db import Scope, scoped
-from storage.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from storage.errors import Forbidden, InvalidInput, NotFound
 
 routes = RouteTable()
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from service.http.api import RouteTable, endpoint_of
 from service.http.auth import authenticate
+from service.http.errors import Unauthenticated
 from service.http.keys import POOL, PRINCIPAL_KEY
 from service.http.principal import Principal
 from service.ops.logs import actor_var
@@ -27,7 +28,7 @@ from service.policy import PUBLIC, allowed
 from service.webui import i18n
 from storage import accounts
 from storage.crypto import token_digest
-from storage.errors import Forbidden, Unauthenticated
+from storage.errors import Forbidden
 
 routes = RouteTable()
 

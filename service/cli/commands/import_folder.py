@@ -30,6 +30,7 @@ from aiohttp import web
 from schemas.recordings import RecordingMetadata
 from service.cli.commands import Progress, with_app
 from service.http.api import decode_json, parse_model
+from service.http.errors import TooLarge
 from service.http.keys import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings.analysis import analyse_spooled
 from service.recordings.ingest import Ingested, Spooled, probe, resolve_target, store_recording
@@ -45,7 +46,6 @@ from storage.errors import (
     InvalidInput,
     NotFound,
     StorageError,
-    TooLarge,
 )
 
 POLL_S = 2.0
