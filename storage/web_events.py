@@ -8,7 +8,6 @@ which resolves customer numbers to customers through the memberships the caller 
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
@@ -16,8 +15,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-
-from storage.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -160,20 +157,6 @@ async def store_idempotent_answer(
 # --- reading -----------------------------------------------------------------
 
 
-def encode_cursor(ts: datetime, event_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{ts.isoformat()}|{event_id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode()).decode()
-        ts, _, event_id = text.rpartition("|")
-        return datetime.fromisoformat(ts), int(event_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("the cursor is not valid", [(["query", "cursor"], "bad cursor")]) \
-            from None
-
-
 async def list_events(
     conn: asyncpg.Connection,
     *,
@@ -182,11 +165,11 @@ async def list_events(
     event: str | None,
     since: datetime | None,
     until: datetime | None,
-    cursor: str | None,
+    after: tuple[datetime, int] | None,
     limit: int,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first, keyset paged on (ts, id); RLS limits rows to the caller's companies."""
-    after = decode_cursor(cursor) if cursor else None
+) -> tuple[list[dict[str, Any]], tuple[datetime, int] | None]:
+    """Newest first, keyset paged on (ts, id), with the key of the next page's start (None
+    on the last page); RLS limits rows to the caller's companies."""
     rows = await conn.fetch(
         "SELECT e.id, e.ts, c.code AS company, e.site, e.event, e.url, e.session_id,"
         " e.customer_number, e.customer_id, host(e.ip) || '/' || masklen(e.ip) AS ip,"
@@ -203,8 +186,8 @@ async def list_events(
         after[0] if after else None, after[1] if after else None, limit + 1,
     )
     items = [dict(r) for r in rows[:limit]]
-    next_cursor = None
+    next_after = None
     if len(rows) > limit:
         last = items[-1]
-        next_cursor = encode_cursor(last["ts"], last["id"])
-    return items, next_cursor
+        next_after = (last["ts"], last["id"])
+    return items, next_after

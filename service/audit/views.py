@@ -8,12 +8,12 @@ from aiohttp import web
 from pydantic import Field
 
 from schemas.audit import AuditEventOut, AuditPage, AuditQuery, AuditVerifyOut
+from service.http import cursor
 from service.http.api import RouteTable, json_response, read_query
 from service.http.auth import audit, principal_of
 from service.http.keys import AUDIT_SIGNER, CHECKPOINTS, POOL
 from storage.checkpoints import verify_trail
 from storage.db import scoped
-from storage.errors import InvalidInput
 
 routes = RouteTable()
 
@@ -28,9 +28,7 @@ async def list_audit(request: web.Request) -> web.Response:
     query = read_query(request, AuditQuery)
     before: int | None = None
     if query.cursor:
-        if not query.cursor.isdigit():
-            raise InvalidInput("the cursor is not valid", [(["query", "cursor"], "invalid")])
-        before = int(query.cursor)
+        (before,) = cursor.decode(request, "audit", query.cursor, int)
     principal = principal_of(request)
     # Row-level security decides which events the caller's companies may read.
     async with scoped(request.app[POOL], principal.scope) as conn:
@@ -54,7 +52,8 @@ async def list_audit(request: web.Request) -> web.Response:
     items = [
         AuditEventOut(**{**dict(r), "hash": bytes(r["hash"]).hex()}) for r in rows[: query.limit]
     ]
-    next_cursor = str(items[-1].seq) if len(rows) > query.limit else None
+    next_cursor = (cursor.encode(request, "audit", items[-1].seq)
+                   if len(rows) > query.limit else None)
     await audit(request, "audit.read",
                 detail={"results": len(items),
                         **({"subject": str(query.subject)} if query.subject else {})})

@@ -35,6 +35,7 @@ from schemas.web_events import (
     WebEventPage,
     WebEventQuery,
 )
+from service.http import cursor
 from service.http.api import RouteTable, body_chunks, json_response, read_query
 from service.http.auth import Principal, audit, principal_of, read_detail
 from service.http.errors import MalformedBody, TooLarge, TooManyRequests
@@ -388,10 +389,12 @@ async def _ensure_partitions(pool: Any, months: set[Any]) -> None:
 async def list_web_events(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, WebEventQuery)
+    after = (cursor.decode(request, "web-events", query.cursor, datetime.fromisoformat, int)
+             if query.cursor else None)
     async with scoped(request.app[POOL], principal.scope) as conn:
-        items, cursor = await web_events.list_events(
+        items, next_after = await web_events.list_events(
             conn, customer_id=query.customer_id, site=query.site, event=query.event,
-            since=query.from_, until=query.to, cursor=query.cursor, limit=query.limit,
+            since=query.from_, until=query.to, after=after, limit=query.limit,
         )
     ids_detail, subjects = read_detail(
         customers=[query.customer_id, *(i["customer_id"] for i in items)])
@@ -400,5 +403,7 @@ async def list_web_events(request: web.Request) -> web.Response:
                 company_codes={i["company"] for i in items} or None, subject_ids=subjects,
                 detail={"returned": len(items), "customers": ids_detail["customers"]})
     return json_response(
-        WebEventPage(items=[WebEventOut(**i) for i in items], next_cursor=cursor)
+        WebEventPage(items=[WebEventOut(**i) for i in items],
+                     next_cursor=cursor.encode(request, "web-events", *next_after)
+                     if next_after else None)
     )

@@ -5,11 +5,7 @@ Replay of the audio lives in service/replay.py.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
-import hmac
-import json
 import os
 import tempfile
 import uuid
@@ -35,6 +31,7 @@ from schemas.recordings import (
     RecordingPage,
     RecordingQuery,
 )
+from service.http import cursor
 from service.http.api import (
     RouteTable,
     decode_json,
@@ -216,30 +213,6 @@ async def _ingest_recording(request: web.Request) -> web.Response:
 # --- search --------------------------------------------------------------------------------
 
 
-def _cursor_key(request: web.Request) -> bytes:
-    master = request.app[KEYRING].master_key
-    return hmac.new(master, b"tallenne recording search cursor", hashlib.sha256).digest()
-
-
-def encode_cursor(request: web.Request, last: RecordingOut) -> str:
-    payload = json.dumps([last.started_at.isoformat(), str(last.id)]).encode()
-    mac = hmac.new(_cursor_key(request), payload, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
-
-
-def decode_cursor(request: web.Request, cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload, mac = raw[:-16], raw[-16:]
-        expected = hmac.new(_cursor_key(request), payload, hashlib.sha256).digest()[:16]
-        if len(raw) <= 16 or not hmac.compare_digest(mac, expected):
-            raise ValueError("bad cursor")
-        started, ident = json.loads(payload)
-        return datetime.fromisoformat(started), uuid.UUID(ident)
-    except (ValueError, TypeError, binascii.Error):
-        raise web.HTTPBadRequest(text="the cursor is not valid") from None
-
-
 @routes.route(
     "GET", "/api/v1/recordings", action="recording.search", tag="recordings",
     summary="Search recordings, newest first (from inclusive, to exclusive, on started_at)",
@@ -248,7 +221,8 @@ def decode_cursor(request: web.Request, cursor: str) -> tuple[datetime, uuid.UUI
 async def search_recordings(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, RecordingQuery)
-    after = decode_cursor(request, query.cursor) if query.cursor else None
+    after = (cursor.decode(request, "recordings", query.cursor, datetime.fromisoformat,
+                           uuid.UUID) if query.cursor else None)
     phone = None
     if query.phone is not None:
         phone = to_e164(query.phone)
@@ -274,7 +248,8 @@ async def search_recordings(request: web.Request) -> web.Response:
         else:
             found = await store.search(conn, where, after=after, limit=query.limit + 1)
     items = [r.out for r in found[: query.limit]]
-    next_cursor = encode_cursor(request, items[-1]) if len(found) > query.limit else None
+    next_cursor = (cursor.encode(request, "recordings", items[-1].started_at, items[-1].id)
+                   if len(found) > query.limit else None)
     filters = query.model_dump(mode="json", by_alias=True, exclude_none=True,
                                exclude={"cursor", "limit"})
     ids_detail, subjects = read_detail(customers=[i.customer_id for i in items],

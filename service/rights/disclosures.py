@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from datetime import datetime
 from typing import Any
@@ -19,6 +17,7 @@ from schemas.disclosures import (
     DisclosurePage,
     DisclosureQuery,
 )
+from service.http import cursor
 from service.http.api import RouteTable, json_response, read_json, read_query
 from service.http.auth import audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
@@ -103,21 +102,6 @@ async def create_disclosure(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    payload = json.dumps([row["disclosed_at"].isoformat(), str(row["id"])]).encode()
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        moment, ident = json.loads(raw)
-        return datetime.fromisoformat(moment), UUID(ident)
-    except (ValueError, TypeError, binascii.Error):
-        raise InvalidInput("the cursor is not valid",
-                           [(["query", "cursor"], "not valid")]) from None
-
-
 @routes.route(
     "GET", "/api/v1/disclosures", action="disclosure.read", tag="disclosures",
     summary="The disclosure log, newest first", query=DisclosureQuery, response=DisclosurePage,
@@ -125,7 +109,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 async def list_disclosures(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, DisclosureQuery)
-    after = _decode_cursor(query.cursor) if query.cursor else None
+    after = (cursor.decode(request, "disclosures", query.cursor, datetime.fromisoformat, UUID)
+             if query.cursor else None)
     async with scoped(request.app[POOL], principal.scope) as conn:
         company_id = None
         if query.company is not None:
@@ -134,7 +119,9 @@ async def list_disclosures(request: web.Request) -> web.Response:
                                           customer_id=query.customer_id, after=after,
                                           limit=query.limit + 1)
     items = [DisclosureOut.model_validate(r) for r in rows[: query.limit]]
-    next_cursor = _encode_cursor(rows[query.limit - 1]) if len(rows) > query.limit else None
+    last = rows[query.limit - 1] if len(rows) > query.limit else None
+    next_cursor = (cursor.encode(request, "disclosures", last["disclosed_at"], last["id"])
+                   if last else None)
     await audit(request, "disclosure.read", target_type="disclosure",
                 detail={"results": len(items), "paged": after is not None})
     return json_response(DisclosurePage(items=items, next_cursor=next_cursor))
