@@ -370,6 +370,14 @@ async def live_session(
     return Session(**dict(row)) if row else None
 
 
+async def session_csrf_token(conn: asyncpg.Connection, session_id: str) -> str | None:
+    """The CSRF token of a session, revoked or not; None when there is no such session."""
+    token: str | None = await conn.fetchval(
+        "SELECT csrf_token FROM sessions WHERE digest = $1", token_digest(session_id)
+    )
+    return token
+
+
 async def revoke_session(conn: asyncpg.Connection, session_id: str) -> None:
     await conn.execute(
         "UPDATE sessions SET revoked_at = now() WHERE digest = $1", token_digest(session_id)

@@ -5,12 +5,10 @@ CSRF token travels in a hidden field. The writes are the API's (service/evaluati
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from multidict import MultiDictProxy
 
 from schemas.evaluation_forms import MAX_CRITERIA, FormIn
 from service.http.api import RouteTable, parse_model
@@ -19,9 +17,9 @@ from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.recordings.evaluations import create_form, form_name_of, set_form_active
 from service.webui import i18n
-from service.webui.pages import company_codes
-from service.webui.render import page, page_principal, render
-from storage import accounts
+from service.webui.companies import company_codes
+from service.webui.form_posts import Fields, form_post
+from service.webui.render import page, render
 from storage import evaluation_forms as store
 from storage.db import scoped
 from storage.errors import AlreadyExists, Forbidden, InvalidInput, NotFound
@@ -40,36 +38,6 @@ FIELD_KEYS = {"name": "forms.name", "title": "forms.form_title",
 INPUT_IDS = {"max_score": "max"}
 NOTICES = {"created": "forms.created", "deactivated": "forms.deactivated",
            "activated": "forms.activated"}
-
-Fields = MultiDictProxy[Any]
-FormPostHandler = Callable[[web.Request, Principal, str, Fields], Awaitable[web.StreamResponse]]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def form_post(action: str) -> Callable[[FormPostHandler], Handler]:
-    """An HTML form post of a signed-in person allowed `action`, with the CSRF token of their
-    session in the `csrf_token` field."""
-
-    def wrap(handler: FormPostHandler) -> Handler:
-        @functools.wraps(handler)
-        async def run(request: web.Request) -> web.StreamResponse:
-            # The session is checked as for viewing a page (a GET needs no CSRF header); the
-            # token is then taken from the form and compared by the API's own function.
-            principal, csrf = await page_principal(
-                request, action, session_of=request.clone(method="GET"))
-            fields = await request.post()
-            sent = fields.get("csrf_token")
-            if not isinstance(sent, str) or not accounts.csrf_matches(csrf, sent):
-                return render(request, "message.html", status=400, principal=principal,
-                              csrf_token=csrf, title=i18n.translator(
-                                  i18n.language_of(request))("error"),
-                              heading="error", message="forms.csrf")
-            return await handler(request, principal, csrf, fields)
-
-        return run
-
-    return wrap
-
 
 def _row_count(request: web.Request, filled: int) -> int:
     """Criteria rows to show: what `?rows=` asks for, at least two more than are filled."""

@@ -24,8 +24,9 @@ from service.http.principal import Principal
 from service.policy import PUBLIC, allowed
 from service.recordings.views import load_recording
 from service.webui import i18n
+from service.webui.companies import company_codes
 from service.webui.render import SCRIPT_KEYS, not_found_page, page, render
-from storage import accounts, evaluation_forms
+from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
 from storage.errors import NotFound
@@ -33,13 +34,6 @@ from storage.errors import NotFound
 routes = RouteTable()
 
 SPEEDS = ("0.5", "0.75", "1", "1.25", "1.5", "1.75", "2")
-
-
-async def company_codes(request: web.Request, principal: Principal) -> list[str]:
-    if not principal.account.all_companies:
-        return sorted(principal.account.company_codes)
-    async with request.app[POOL].acquire() as conn:
-        return [c.code for c in await accounts.list_companies(conn)]
 
 
 def _uuid(text: str) -> uuid.UUID | None:

@@ -1,5 +1,6 @@
-"""The server-rendered web UI: shared page machinery, the sign-in page, home and the language
-switch. The recordings and customer pages live in service/webui_pages.py.
+"""The server-rendered web UI's shared page machinery: templates, the signed-in person and
+the `page` decorator. The sign-in/home page and the language switch are in home.py, the
+recordings and customer pages in pages.py.
 
 Pages are declared PUBLIC in the route table so that a browser without a session is sent to
 the sign-in page instead of receiving a JSON 401; each page then checks the session and asks
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
-from service.http.api import RouteTable, endpoint_of
+from service.http.api import endpoint_of
 from service.http.auth import authenticate
 from service.http.errors import Unauthenticated
 from service.http.keys import POOL, PRINCIPAL_KEY
@@ -27,10 +28,7 @@ from service.ops.logs import actor_var
 from service.policy import PUBLIC, allowed
 from service.webui import i18n
 from storage import accounts
-from storage.crypto import token_digest
 from storage.errors import Forbidden
-
-routes = RouteTable()
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -107,10 +105,7 @@ async def signed_in(request: web.Request) -> tuple[Principal, str] | None:
     if principal.via_session is None:
         return None
     async with request.app[POOL].acquire() as conn:
-        csrf = await conn.fetchval(
-            "SELECT csrf_token FROM sessions WHERE digest = $1",
-            token_digest(principal.via_session),
-        )
+        csrf = await accounts.session_csrf_token(conn, principal.via_session)
     return principal, str(csrf)
 
 
@@ -155,36 +150,3 @@ def page(action: str) -> Callable[[PageHandler], Handler]:
 def not_found_page(request: web.Request, principal: Principal, csrf: str) -> web.Response:
     return render(request, "message.html", status=404, principal=principal, csrf_token=csrf,
                   title="404", heading="notfound.title", message="notfound.text")
-
-
-@routes.route("GET", "/", action=PUBLIC, summary="The web UI", tag="ui", in_schema=False)
-async def home(request: web.Request) -> web.Response:
-    found = await signed_in(request)
-    if found is None:
-        return render(request, "login.html", script_keys=("signin", "unreachable"),
-                      title=i18n.translator(i18n.language_of(request))("signin"))
-    principal, csrf = found
-    account = principal.account
-    companies = list(account.company_codes)
-    if account.all_companies:
-        async with request.app[POOL].acquire() as conn:
-            companies = [c.code for c in await accounts.list_companies(conn)]
-    return render(request, "home.html", title="tallenne", principal=principal,
-                  csrf_token=csrf, name=account.name, role=account.role,
-                  companies=companies, all_companies=account.all_companies)
-
-
-@routes.route("GET", "/ui/lang/{lang}", action=PUBLIC, summary="Choose the UI language",
-              tag="ui", in_schema=False)
-async def choose_language(request: web.Request) -> web.Response:
-    """Sets the `lang` cookie and goes back to the page the link was on."""
-    language = request.match_info["lang"]
-    back = request.query.get("back", "/")
-    # Only a path of this site: never an open redirect.
-    if not back.startswith("/") or back.startswith("//") or "\\" in back:
-        back = "/"
-    redirect = web.HTTPSeeOther(back)
-    if language in i18n.LANGUAGES:
-        redirect.set_cookie(i18n.COOKIE, language, max_age=365 * 24 * 3600, path="/",
-                            samesite="Strict", httponly=True)
-    raise redirect

@@ -4,10 +4,10 @@ Listed in the router's match order: a literal path before a pattern that would m
 """
 
 from service.http.api import RouteTable
-from service.webui import forms, pages, render, sites, subjects
+from service.webui import forms, home, pages, sites, subjects
 
 routes = RouteTable.join(
-    render.routes,
+    home.routes,
     pages.routes,
     forms.routes,
     sites.routes,

@@ -18,8 +18,8 @@ from service.http.keys import POOL
 from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.webui import i18n
-from service.webui.forms import Fields, form_post
-from service.webui.pages import company_codes
+from service.webui.companies import company_codes
+from service.webui.form_posts import Fields, form_post
 from service.webui.render import page, render
 from storage import sites
 from storage.errors import InvalidInput

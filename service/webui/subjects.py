@@ -17,7 +17,7 @@ from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.rights.subjects import find_subject
 from service.webui import i18n
-from service.webui.forms import Fields, form_post
+from service.webui.form_posts import Fields, form_post
 from service.webui.render import page, render
 from storage.errors import InvalidInput
 
