@@ -1,7 +1,8 @@
-"""Long-running CLI commands (import, purge, backup, restore…), one module each.
+"""The CLI's commands, one module each, and what they share.
 
-Each module defines `register(sub)` that adds its sub-parser; `service.cli.main` discovers them.
-Commands run against the same resources the service uses, through `with_app`.
+Each module defines `register(sub)` that adds its sub-parsers; `service.cli.main` lists the
+modules. A command runs on one database connection (`with_connection`), on the service's
+resources (`with_resources`) or, where it needs the application itself, on `with_app`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,38 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 from aiohttp import web
 
 from devstack.environment import resolved
 from service.resources import Resources, open_resources
 from service.settings import Settings
+from storage.db import create_pool
+from storage.migrate import migrate_url
+
+
+async def migrate_if_owner(ready: Settings) -> None:
+    """Migrations run as the owner role; without its URL the schema is left as it is."""
+    if ready.database_owner_url is not None:
+        await migrate_url(ready.database_owner_url.get_secret_value())
+
+
+def with_connection(settings: Settings,
+                    work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    """Run `work` on a migrated database of the resolved environment."""
+
+    async def main(ready: Settings) -> int:
+        assert ready.database_url is not None
+        await migrate_if_owner(ready)
+        pool = await create_pool(ready.database_url.get_secret_value(), max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                return await work(conn)
+        finally:
+            await pool.close()
+
+    with resolved(settings) as ready:
+        return asyncio.run(main(ready))
 
 
 @asynccontextmanager
