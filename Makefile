@@ -22,6 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check service storage schemas devstack tests bench
 	$(BIN)/mypy schemas storage service devstack
+	$(BIN)/lint-imports
 
 fuzz: $(STAMP)
 	TALLENNE_FUZZ_EXAMPLES=$${TALLENNE_FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest -q tests/service/test_fuzz_api.py tests/service/test_bad_input_corpus.py

@@ -1,4 +1,5 @@
-"""The rule for client IP addresses: kept only truncated to /24 (IPv4) or /48 (IPv6)."""
+"""The rules for client IP addresses: kept only truncated to /24 (IPv4) or /48 (IPv6); a
+list of networks (the trusted proxies) read from text."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ipaddress
 import re
 from functools import lru_cache
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 
 
@@ -44,3 +46,17 @@ def truncated_ip(address: str | None) -> str | None:
 
 def is_ip_address(address: str) -> bool:
     return truncated_ip(address) is not None
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`10.0.0.0/8, 192.0.2.7` → networks; a ValueError names the item that is not one."""
+    networks: list[Network] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
+    return tuple(networks)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from schemas.ip import parse_networks
 from service.audit.checkpoints import checkpoint_ctx
 from service.audit.routes import routes as audit_routes
 from service.customers.routes import routes as customer_routes
 from service.exports.routes import routes as export_routes
 from service.exports.views import export_worker_ctx
 from service.http.api import RouteTable, add_routes
-from service.http.client_address import parse_networks
 from service.http.keys import (
     AUDIT,
     KEY_OBJECTS,

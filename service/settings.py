@@ -224,7 +224,7 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from service.http.client_address import parse_networks
+        from schemas.ip import parse_networks
 
         parse_networks(value)
         return value

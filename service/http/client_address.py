@@ -12,23 +12,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from schemas.ip import Network
 from service.http.keys import CLIENT_ADDRESS, TRUSTED_PROXIES
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """`10.0.0.0/8, 192.0.2.7` → networks; a ValueError names the item that is not one."""
-    networks: list[Network] = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
-    return tuple(networks)
 
 
 def _address(hop: str) -> str:

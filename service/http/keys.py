@@ -13,9 +13,9 @@ from storage.objects import ObjectStore
 from storage.signed_note import NoteSigner
 
 if TYPE_CHECKING:
+    from schemas.ip import Network
     from service.exports.jobs import ExportContext
     from service.http.api import Ahead, RouteTable
-    from service.http.client_address import Network
     from service.http.principal import Principal
     from service.recordings.analysis_queue import AnalysisQueue
     from service.recordings.replay import Locators
