@@ -15,8 +15,7 @@ from service.http.api import RouteTable, read_query
 from service.http.auth import audit, principal_of
 from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings import integrity
-from service.recordings.replay import MAX_REASON
-from service.recordings.views import recording_id_of
+from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
 from storage import annotations as call_notes
 from storage import recordings as store
 from storage.db import scoped
@@ -59,7 +58,7 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
         data_key = (await data_key_of(conn, request.app[KEYRING].masters, recording)
                     if query.inline else None)
     if recording.out.state == "corrupt":
-        raise Conflict("the recording's stored audio failed verification and is withheld")
+        raise Conflict(WITHHELD)
     base = settings.public_url.rstrip("/")
     host = base.split("://", 1)[1].split("/", 1)[0]
     vcon = build_vcon(
@@ -96,8 +95,7 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
                     outcome="failure", subject_ids=[recording.id],
                     detail={"error": exc.detail, "found_by": "vcon"})
         if not response.prepared:
-            raise Conflict("the recording's stored audio failed verification and is "
-                           "withheld") from None
+            raise Conflict(WITHHELD) from None
         if request.transport is not None:
             request.transport.abort()
         return response

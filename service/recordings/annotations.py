@@ -10,7 +10,7 @@ from schemas.annotations import AnnotationIn, AnnotationList, AnnotationOut
 from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import audit, principal_of
 from service.http.keys import POOL
-from service.recordings.views import recording_id_of
+from service.recordings.lookup import recording_id_of
 from storage import annotations as notes
 from storage import recordings as store
 from storage.db import scoped

@@ -10,8 +10,7 @@ from service.http.api import RouteTable, json_response, read_query
 from service.http.auth import principal_of
 from service.http.keys import KEYRING, POOL
 from service.recordings.analysis import opened_peaks, recording_with_key
-from service.recordings.replay import MAX_REASON, WITHHELD
-from service.recordings.views import recording_id_of
+from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
 from service.recordings.windows import REPLAY_WINDOWS, note_replay, window_key
 from storage.db import scoped
 from storage.errors import Conflict, InvalidInput, NotFound

@@ -48,15 +48,15 @@ from service.http.auth import audit, principal_of, read_detail
 from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings.analysis_queue import ANALYSIS_QUEUE
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
+from service.recordings.lookup import METADATA_LIMIT, load_recording, recording_id_of
 from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
-from storage.errors import InvalidInput, NotFound, TooLarge, TooManyRequests
-from storage.recordings import Recording, SearchFilter
+from storage.errors import InvalidInput, TooLarge, TooManyRequests
+from storage.recordings import SearchFilter
 
 routes = RouteTable()
 
-METADATA_LIMIT = 64 * 1024
 READ_CHUNK = 64 * 1024
 SPOOL_WRITE = 1024 * 1024
 # Multipart framing and the metadata part on top of the audio itself.
@@ -75,18 +75,6 @@ _MULTIPART_SCHEMA = {
         "encoding": {"metadata": {"contentType": "application/json"}},
     }
 }
-
-
-def recording_id_of(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError:
-        raise NotFound("no such recording") from None
-
-
-async def load_recording(request: web.Request, recording_id: uuid.UUID) -> Recording:
-    async with scoped(request.app[POOL], principal_of(request).scope) as conn:
-        return await store.get(conn, recording_id)
 
 
 # --- ingest --------------------------------------------------------------------------------
@@ -291,7 +279,8 @@ async def search_recordings(request: web.Request) -> web.Response:
     summary="One recording's metadata (404 when erased)", response=RecordingOut,
 )
 async def get_recording(request: web.Request) -> web.Response:
-    recording = await load_recording(request, recording_id_of(request))
+    recording = await load_recording(request.app[POOL], principal_of(request).scope,
+                                     recording_id_of(request))
     await audit(request, "recording.read", target_type="recording",
                 target_id=str(recording.id), company=recording.out.company,
                 subject_ids=[recording.id, *filter(None, [recording.out.customer_id])])

@@ -17,7 +17,7 @@ from service.http.api import RouteTable, parse_model
 from service.http.auth import Principal
 from service.http.keys import POOL
 from service.policy import PUBLIC
-from service.recordings.evaluations import create_form, form_name_of, set_form_active
+from service.recordings.forms import create_form, form_name_of, set_form_active
 from service.webui import i18n
 from service.webui.pages import company_codes
 from service.webui.render import page, page_principal, render

@@ -11,9 +11,11 @@ from aiohttp import web
 
 from schemas.exports import ExportIn
 from schemas.subjects import SubjectSearchIn
-from service.exports.views import begin_export
+from service.exports.creation import begin_export
+from service.exports.worker import EXPORT_WAKE
 from service.http.api import RouteTable, parse_model
 from service.http.auth import Principal
+from service.http.keys import POOL, SETTINGS
 from service.policy import PUBLIC
 from service.rights.subjects import find_subject
 from service.webui import i18n
@@ -78,7 +80,9 @@ async def subjects_export_form(request: web.Request, principal: Principal, csrf:
         body = parse_model(ExportIn, {"filter": {"customer_id": _field(fields, "customer_id")},
                                       "reason": _field(fields, "reason") or "",
                                       "format": "zip"}, "body")
-        job_id = await begin_export(request, body)
+        job_id = await begin_export(request, body, pool=request.app[POOL],
+                                    settings=request.app[SETTINGS],
+                                    wake=request.app.get(EXPORT_WAKE))
     except InvalidInput as exc:
         return _page(request, principal, csrf, status=422,
                      problem=t("subjects.invalid", detail=exc.detail))

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pyrage import x25519
 
 from service.app import create_app
-from service.exports.views import EXPORT_WORKER
+from service.exports.worker import EXPORT_WORKER
 from service.ops.tasks import stop_task
 from service.settings import Settings
 from tests import audiogen

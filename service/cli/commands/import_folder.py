@@ -33,7 +33,7 @@ from service.http.api import decode_json, parse_model
 from service.http.keys import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings.analysis import analyse_spooled
 from service.recordings.ingest import Ingested, Spooled, probe, resolve_target, store_recording
-from service.recordings.views import METADATA_LIMIT
+from service.recordings.lookup import METADATA_LIMIT
 from service.settings import Settings
 from storage import recordings as store
 from storage.audit import AuditEntry
