@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
+import asyncpg
 from aiohttp import web
 
 from schemas.evaluation_forms import NAME_PATTERN, FormIn, FormOut
 from service.http.auth import Principal, audit
-from service.http.keys import POOL
 from storage import evaluation_forms as store
 from storage.db import scoped
 from storage.errors import Forbidden, NotFound
@@ -31,11 +31,12 @@ def audit_detail(form: FormOut, **extra: object) -> dict[str, object]:
             "criteria": [c.key for c in form.criteria], **extra}
 
 
-async def create_form(request: web.Request, principal: Principal, body: FormIn) -> FormOut:
-    """Store a new form (version 1) and audit it."""
+async def create_form(pool: asyncpg.Pool, request: web.Request, principal: Principal,
+                      body: FormIn) -> FormOut:
+    """Store a new form (version 1) and audit it (as the request's)."""
     if body.company is None and not principal.scope.all_companies:
         raise Forbidden(GROUP_WIDE_ONLY_FOR_ALL)
-    async with scoped(request.app[POOL], principal.scope) as conn:
+    async with scoped(pool, principal.scope) as conn:
         company_id = None
         if body.company is not None:
             company_id = await store.company_id_of(conn, body.company)
@@ -45,10 +46,10 @@ async def create_form(request: web.Request, principal: Principal, body: FormIn) 
     return form
 
 
-async def set_form_active(request: web.Request, principal: Principal, name: str,
-                          active: bool) -> FormOut:
+async def set_form_active(pool: asyncpg.Pool, request: web.Request, principal: Principal,
+                          name: str, active: bool) -> FormOut:
     """Deactivate (kept for history, no new evaluations) or reactivate a form; audited."""
-    async with scoped(request.app[POOL], principal.scope) as conn:
+    async with scoped(pool, principal.scope) as conn:
         current = await store.get(conn, name)
         if current.company is None and not principal.scope.all_companies:
             raise Forbidden(GROUP_WIDE_ONLY_FOR_ALL)

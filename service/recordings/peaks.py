@@ -45,7 +45,7 @@ async def recording_peaks(request: web.Request) -> web.Response:
         windows.note_later(request, recording, reason, PEAKS_RANGE)
     else:
         async with scoped(pool, principal.scope, durable=False) as conn:
-            await note_replay(conn, request, recording, reason, PEAKS_RANGE)
+            await note_replay(conn, windows, request, recording, reason, PEAKS_RANGE)
     peaks = await opened_peaks(pool, principal.scope, recording, data_key)
     if peaks is None:
         raise NotFound("the recording has no peaks yet: it has not been analysed")

@@ -125,7 +125,8 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
             # The replay window is bookkeeping a crash may lose: its commit does not wait
             # for the disk. Its audit event is committed before any byte leaves.
             async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
-                await note_replay(conn, request, recording, reason, plan.summary(out.size_bytes))
+                await note_replay(conn, request.app[REPLAY_WINDOWS], request, recording,
+                                  reason, plan.summary(out.size_bytes))
     except BaseException:
         if read is not None:
             await read.abandon()

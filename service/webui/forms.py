@@ -169,7 +169,8 @@ async def create_form_post(request: web.Request, principal: Principal, csrf: str
         for row in submitted["criteria"]
     ]
     try:
-        form = await create_form(request, principal, parse_model(FormIn, body, "body"))
+        form = await create_form(request.app[POOL], request, principal,
+                                 parse_model(FormIn, body, "body"))
     except InvalidInput as exc:
         problems, invalid = _problems(request, exc)
         return await _page(request, principal, csrf, status=422, submitted=submitted,
@@ -184,7 +185,8 @@ async def create_form_post(request: web.Request, principal: Principal, csrf: str
 async def _set_active(request: web.Request, principal: Principal, csrf: str,
                       active: bool) -> web.Response:
     try:
-        form = await set_form_active(request, principal, form_name_of(request), active)
+        form = await set_form_active(request.app[POOL], request, principal,
+                                     form_name_of(request), active)
     except (NotFound, Forbidden) as exc:
         return await _page(request, principal, csrf,
                            status=404 if isinstance(exc, NotFound) else 403,
