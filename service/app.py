@@ -24,6 +24,7 @@ from service.http.keys import (
     RESOURCES,
     ROUTE_TABLE,
     SETTINGS,
+    UPLOADS,
 )
 from service.http.middlewares import (
     authorisation,
@@ -36,6 +37,7 @@ from service.keys.store import key_store_ctx
 from service.ops.housekeeping import housekeeping_ctx
 from service.ops.routes import routes as ops_routes
 from service.recordings.analysis_queue import analysis_queue_ctx
+from service.recordings.ingest import Uploads
 from service.recordings.reconciler import reconciler_ctx
 from service.recordings.replay_reads import LOCATORS, Locators
 from service.recordings.routes import routes as recording_routes
@@ -84,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app[LOCATORS] = Locators()
+    app[UPLOADS] = Uploads(settings.max_uploads_in_flight)
     app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(
         [resources_ctx, key_store_ctx, checkpoint_ctx,

@@ -14,6 +14,7 @@ from storage.signed_note import NoteSigner
 if TYPE_CHECKING:
     from service.http.api import RouteTable
     from service.http.auth import Principal
+    from service.recordings.ingest import Uploads
     from service.resources import Resources
     from storage.audit import AuditLog
     from storage.checkpoints import CheckpointBucket, LockProbe
@@ -30,11 +31,12 @@ AUDIT_SIGNER = web.AppKey("audit_signer", NoteSigner)
 AUDIT_LOCK: web.AppKey[LockProbe] = web.AppKey("audit_lock")  # start-up probe's finding
 RESOURCES: web.AppKey[Resources] = web.AppKey("resources")  # the members below, together
 ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")  # every endpoint (OpenAPI)
+UPLOADS: web.AppKey[Uploads] = web.AppKey("uploads")  # uploads under way, their memory
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 __all__ = ["AUDIT", "AUDIT_LOCK", "AUDIT_SIGNER", "CHECKPOINTS", "KEY_OBJECTS", "KEYRING",
            "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "RESOURCES", "ROUTE_TABLE",
-           "SETTINGS"]
+           "SETTINGS", "UPLOADS"]
 if TYPE_CHECKING:
-    __all__ += ["AuditLog", "KeyRing", "Principal"]
+    __all__ += ["AuditLog", "KeyRing", "Principal", "Uploads"]

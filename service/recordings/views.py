@@ -13,9 +13,6 @@ import json
 import os
 import tempfile
 import uuid
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,14 +42,14 @@ from service.http.api import (
     within_read_timeout,
 )
 from service.http.auth import audit, principal_of, read_detail
-from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
+from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS, UPLOADS
 from service.recordings.analysis_queue import ANALYSIS_QUEUE
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
 from service.recordings.lookup import METADATA_LIMIT, load_recording, recording_id_of
 from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
-from storage.errors import InvalidInput, TooLarge, TooManyRequests
+from storage.errors import InvalidInput, TooLarge
 from storage.recordings import SearchFilter
 
 routes = RouteTable()
@@ -144,26 +141,8 @@ async def ingest_recording(request: web.Request) -> web.Response:
     if request.content_type != "multipart/form-data":
         raise InvalidInput("the body must be multipart/form-data",
                            [(["body"], "must be multipart/form-data")])
-    with upload_slot(app):
+    with app[UPLOADS].slot():
         return await _ingest_recording(request)
-
-
-_uploads: weakref.WeakKeyDictionary[web.Application, int] = weakref.WeakKeyDictionary()
-UPLOAD_RETRY_AFTER_S = 5
-
-
-@contextmanager
-def upload_slot(app: web.Application) -> Iterator[None]:
-    """One of the process's TALLENNE_MAX_UPLOADS_IN_FLIGHT upload slots, or 429: each upload
-    spools to disk and holds a connection, so their number is capped, not their bytes alone."""
-    if _uploads.get(app, 0) >= app[SETTINGS].max_uploads_in_flight:
-        raise TooManyRequests("too many recordings are being uploaded; retry shortly",
-                              retry_after=UPLOAD_RETRY_AFTER_S)
-    _uploads[app] = _uploads.get(app, 0) + 1
-    try:
-        yield
-    finally:
-        _uploads[app] -= 1
 
 
 async def _ingest_recording(request: web.Request) -> web.Response:
@@ -184,7 +163,7 @@ async def _ingest_recording(request: web.Request) -> web.Response:
         info = await probe(spool, audio.headers.get("Content-Type"), audio.filename)
         outcome = await store_recording(
             app[POOL], app[OBJECTS], app[KEYRING].masters, principal.scope, target,
-            Spooled(spool, info, size, sha256),
+            Spooled(spool, info, size, sha256), app[UPLOADS].budget,
         )
         if outcome.created:
             # The analysis worker takes the spool file over and analyses the call from it.

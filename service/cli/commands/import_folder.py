@@ -30,7 +30,15 @@ from schemas.recordings import RecordingMetadata
 from service.cli.commands import Progress, with_resources
 from service.http.api import decode_json, parse_model
 from service.recordings.analysis import analyse_spooled
-from service.recordings.ingest import Ingested, Spooled, probe, resolve_target, store_recording
+from service.recordings.ingest import (
+    UPLOAD_MEMORY_BUDGET,
+    ByteBudget,
+    Ingested,
+    Spooled,
+    probe,
+    resolve_target,
+    store_recording,
+)
 from service.recordings.lookup import METADATA_LIMIT
 from service.resources import Resources
 from service.settings import Settings
@@ -237,6 +245,8 @@ class DropFolder:
         self.actor = f"import:{folder.name}"
         self.scope = Scope()
         self.tally = Tally()
+        # The S3 part buffers this command holds (the service has its own, per application).
+        self.upload_budget = ByteBudget(UPLOAD_MEMORY_BUDGET)
         self.stop = asyncio.Event()
         self._seen: dict[Path, Signature] = {}
         self._retry_at: dict[str, float] = {}
@@ -404,7 +414,7 @@ class DropFolder:
             info = await probe(audio, None, audio.name)
             outcome = await store_recording(
                 resources.pool, resources.objects, resources.keyring.masters, self.scope, target,
-                Spooled(audio, info, size, sha256),
+                Spooled(audio, info, size, sha256), self.upload_budget,
             )
         except PERMANENT:
             raise
