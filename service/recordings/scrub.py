@@ -29,7 +29,7 @@ from service.http.keys import RESOURCES
 from service.ops.tasks import stop_task
 from service.recordings.integrity import ALARM_ACTION, raise_alarm
 from service.resources import Resources
-from storage import keys
+from storage import keys, session_locks
 from storage import recordings as store
 from storage import scrub as scrub_store
 from storage.audit import AuditEntry
@@ -109,17 +109,17 @@ async def scrub(
     the others wait (`on_wait` is told), or with `wait=False` skip this round."""
     async with resources.pool.acquire() as conn:
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCRUB_LOCK):
+            if not await session_locks.try_lock(conn, SCRUB_LOCK):
                 if not wait:
                     return ScrubReport(skipped=True)
                 if on_wait is not None:
                     on_wait()
-                await conn.execute("SELECT pg_advisory_lock($1)", SCRUB_LOCK)
+                await session_locks.lock(conn, SCRUB_LOCK)
             return await _scrub(resources, conn, verified_before, Pace(rate), actor,
                                 on_start, on_progress)
         finally:
             # The pool keeps sessions as they are (storage.db.create_pool).
-            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await session_locks.unlock_all(conn)
 
 
 async def _scrub(

@@ -281,9 +281,7 @@ async def erase_recording(request: web.Request) -> web.Response:
     async with scoped(request.app[POOL], principal.scope) as conn:
         tombstone = await store.erase(conn, recording_id, erased_by=principal.name,
                                       reason=body.reason)
-        company = await conn.fetchval(
-            "SELECT code FROM companies WHERE id = $1", tombstone.company_id
-        )
+        company = await store.company_code(conn, tombstone.company_id)
     # After commit: a crash here leaves an object without a row, which the reconciler removes.
     await request.app[OBJECTS].delete([tombstone.object_key])
     await audit(request, "recording.erase", target_type="recording",
