@@ -88,12 +88,8 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
             await response.write(chunk)
     except IntegrityError as exc:
         # As replay: the recording is marked and the alarm audited.
-        await integrity.mark_corrupt(request.app[POOL], principal.scope, recording.id,
-                                     exc.detail, found_by="vcon")
-        await audit(request, integrity.ALARM_ACTION, target_type="recording",
-                    target_id=str(recording.id), company=recording.out.company,
-                    outcome="failure", subject_ids=[recording.id],
-                    detail={"error": exc.detail, "found_by": "vcon"})
+        await integrity.alarm_in_request(request, request.app[POOL], recording.id,
+                                         recording.out.company, exc.detail, found_by="vcon")
         if not response.prepared:
             raise Conflict(WITHHELD) from None
         if request.transport is not None:

@@ -19,7 +19,7 @@ from aiohttp import web
 from schemas.recordings import ReplayQuery
 from service.http import problems
 from service.http.api import AHEAD_KEY, RouteTable, parse_model
-from service.http.auth import audit, principal_of
+from service.http.auth import principal_of
 from service.http.keys import KEYRING, OBJECTS, POOL, REQUEST_ID_KEY
 from service.recordings import integrity
 from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
@@ -46,13 +46,16 @@ logger = logging.getLogger(__name__)
 SMALL_BODY = 256 * 1024  # ranges up to this size are sent whole, with their headers
 
 
-async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
-    await integrity.mark_corrupt(request.app[POOL], principal_of(request).scope, recording.id,
-                                 exc.detail, found_by="replay")
-    await audit(request, integrity.ALARM_ACTION, target_type="recording",
-                target_id=str(recording.id), company=recording.out.company,
-                outcome="failure", subject_ids=[recording.id],
-                detail={"error": exc.detail, "found_by": "replay"})
+def replay_reason(request: web.Request) -> str:
+    """The replay's query as ReplayQuery reads it, its reason stripped: 400 when the reason
+    is missing, blank or too long (a player's URL without one), 422 when it holds an
+    identity code."""
+    stated = (request.query.get("reason") or "").strip()
+    if not stated or len(stated) > MAX_REASON:
+        raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
+    query = parse_model(ReplayQuery, {"reason": stated}, "query")
+    assert query.reason is not None
+    return query.reason
 
 
 def read_ahead(request: web.Request) -> StoredRead | None:
@@ -86,11 +89,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     read = ahead if isinstance(ahead, StoredRead) else None
     try:
         recording_id = recording_id_of(request)
-        reason = (request.query.get("reason") or "").strip()
-        if not reason or len(reason) > MAX_REASON:
-            raise web.HTTPBadRequest(
-                text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
-        parse_model(ReplayQuery, {"reason": reason}, "query")  # no identity code in it
+        reason = replay_reason(request)
         principal = principal_of(request)
         # A window already open here has its audit event on record: this request's range
         # is noted in the background. Otherwise the replay is noted before any byte leaves.
@@ -172,7 +171,8 @@ async def _reply(
                 await response.prepare(request)  # only once the first piece is verified
             await response.write(piece)
     except IntegrityError as exc:
-        await _integrity_alarm(request, recording, exc)
+        await integrity.alarm_in_request(request, request.app[POOL], recording.id,
+                                         recording.out.company, exc.detail, found_by="replay")
         if response is None or not response.prepared:
             raise Conflict(WITHHELD) from None
         if request.transport is not None:
