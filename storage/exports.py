@@ -13,7 +13,6 @@ from uuid import UUID
 
 import asyncpg
 
-from schemas.exports import ExportOut
 from schemas.recordings import EvaluationOut
 from storage.db import Scope
 from storage.recordings import _COLUMNS, Recording, _recording
@@ -57,14 +56,6 @@ class ExportJob(ExportRequest):
     created_at: datetime
     finished_at: datetime | None
     expires_at: datetime
-
-    @property
-    def out(self) -> ExportOut:
-        return ExportOut(id=self.id, state=self.state, done=self.done,
-                         total=self.total, bytes=self.bytes, error=self.error,
-                         format=self.format, held_back=self.held_back,
-                         created_at=self.created_at, finished_at=self.finished_at,
-                         expires_at=self.expires_at)
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from schemas.annotations import AnnotationOut
 from schemas.vcon import VCON_DRAFT, VCON_SYNTAX, VconRecording, build_vcon, vcon_json
 from service.exports.jobs import audio_of, data_key_of
 from service.http.api import RouteTable, read_query
@@ -65,7 +66,8 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
         VconRecording.model_validate(recording.out), host=host, evaluations=evaluations,
         analysis=(recording.out.analysis.model_dump(mode="json")
                   if recording.out.analysis is not None else None),
-        annotations=[note.model_dump() for note in notes],
+        annotations=[AnnotationOut.model_validate(note, from_attributes=True).model_dump()
+                     for note in notes],
         audio_url=None if query.inline else f"{base}/api/v1/recordings/{recording.id}/audio",
     )
     await audit(request, "recording.replay", target_type="recording",

@@ -71,7 +71,7 @@ async def create_export(request: web.Request) -> web.Response:
 )
 async def get_export(request: web.Request) -> web.Response:
     job = await load_job(request)
-    return json_response(job.out)
+    return json_response(export_jobs.export_out(job))
 
 
 @routes.route(
@@ -90,7 +90,7 @@ async def cancel_export(request: web.Request) -> web.Response:
     wake = request.app.get(EXPORT_WAKE)
     if wake is not None:
         wake.set()
-    return json_response(cancelled.out)
+    return json_response(export_jobs.export_out(cancelled))
 
 
 @routes.route(

@@ -105,7 +105,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         async with scoped(resources.pool, Scope.everything()) as conn:
             final = await store.get_job(conn, job.id)
         assert final is not None
-        result: dict[str, Any] = final.out.model_dump(mode="json")
+        result: dict[str, Any] = export_jobs.export_out(final).model_dump(mode="json")
         if final.state == "done" and final.format != "s3":
             name = f"tallenne-export-{final.id}.zip" + (
                 ".age" if final.recipient_public_key else "")
