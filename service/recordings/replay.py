@@ -5,7 +5,7 @@ Every stored segment is AES-GCM-authenticated with the recording's id, its index
 it is the last one bound in, so a segment that was altered, moved, swapped in from another
 recording or cut short fails before any of its bytes leave. The whole-file SHA-256 is not
 recomputed here: downloads that hand the client a digest check it, and the scrub
-(service/scrub.py) re-verifies every stored object on a schedule.
+(service/recordings/scrub.py) re-verifies every stored object on a schedule.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Recording endpoints: streamed ingest, search, one recording, erasure and evaluations.
-Replay of the audio lives in service/replay.py.
+Replay of the audio lives in service/recordings/replay.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The web UI's subject search page for the DPO: a plain form post (the identity code never
 in a URL), answered with everything held about the person, and a form that starts an export
 of a customer's calls. The search and the export are the API's (service/subjects.py,
-service/exports.py)."""
+service/exports/creation.py)."""
 
 from __future__ import annotations
 
