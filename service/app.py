@@ -13,7 +13,7 @@ from service.audit.checkpoints import checkpoint_ctx
 from service.audit.routes import routes as audit_routes
 from service.customers.routes import routes as customer_routes
 from service.exports.routes import routes as export_routes
-from service.exports.views import export_worker_ctx
+from service.exports.worker import export_worker_ctx
 from service.http.api import RouteTable, add_routes
 from service.http.keys import (
     AUDIT,
@@ -26,6 +26,7 @@ from service.http.keys import (
     ROUTE_TABLE,
     SETTINGS,
     TRUSTED_PROXIES,
+    UPLOADS,
 )
 from service.http.middlewares import (
     authorisation,
@@ -37,9 +38,10 @@ from service.identity.routes import routes as identity_routes
 from service.keys.store import key_store_ctx
 from service.ops.housekeeping import housekeeping_ctx
 from service.ops.routes import routes as ops_routes
-from service.recordings import replay
 from service.recordings.analysis_queue import analysis_queue_ctx
+from service.recordings.ingest import Uploads
 from service.recordings.reconciler import reconciler_ctx
+from service.recordings.replay_reads import Locators
 from service.recordings.routes import routes as recording_routes
 from service.recordings.scrub import scrub_ctx
 from service.recordings.windows import replay_windows_ctx
@@ -85,7 +87,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
-    app[LOCATORS] = replay.Locators()
+    app[LOCATORS] = Locators()
+    app[UPLOADS] = Uploads(settings.max_uploads_in_flight)
     app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(
         [resources_ctx, key_store_ctx, checkpoint_ctx,

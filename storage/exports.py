@@ -13,7 +13,6 @@ from uuid import UUID
 
 import asyncpg
 
-from schemas.exports import ExportOut
 from schemas.recordings import EvaluationOut
 from storage.db import Scope
 from storage.recordings import _COLUMNS, Recording, _recording
@@ -22,8 +21,8 @@ FILE_BATCH = 500
 
 
 @dataclass(frozen=True)
-class ExportJob:
-    """A job row: its request, the scope it reads in, and its progress."""
+class ExportRequest:
+    """What a job was asked to do, by whom, and the scope it reads in."""
 
     id: UUID
     created_by: str
@@ -41,6 +40,12 @@ class ExportJob:
     recipient_public_key: str | None
     target_bucket: str | None
     target_prefix: str | None
+
+
+@dataclass(frozen=True)
+class ExportJob(ExportRequest):
+    """A job row: its request and its progress."""
+
     state: str
     total: int | None
     done: int
@@ -51,14 +56,6 @@ class ExportJob:
     created_at: datetime
     finished_at: datetime | None
     expires_at: datetime
-
-    @property
-    def out(self) -> ExportOut:
-        return ExportOut(id=self.id, state=self.state, done=self.done,
-                         total=self.total, bytes=self.bytes, error=self.error,
-                         format=self.format, held_back=self.held_back,
-                         created_at=self.created_at, finished_at=self.finished_at,
-                         expires_at=self.expires_at)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -82,23 +79,9 @@ def _job(row: asyncpg.Record) -> ExportJob:
 
 
 @dataclass(frozen=True)
-class NewExportJob:
-    id: UUID
-    created_by: str
-    created_by_kind: str
-    created_by_role: str
-    created_by_id: UUID | None
-    scope: Scope
-    filter: dict[str, Any]
-    reason: str
-    format: str
-    recipient: str | None
-    recipient_country: str | None
-    legal_basis: str | None
-    purpose: str | None
-    recipient_public_key: str | None
-    target_bucket: str | None
-    target_prefix: str | None
+class NewExportJob(ExportRequest):
+    """A job to create: its request and how long its result is kept."""
+
     keep_for: timedelta
 
 

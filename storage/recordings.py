@@ -80,6 +80,12 @@ async def company_id_by_code(conn: asyncpg.Connection, code: str) -> UUID | None
     return found
 
 
+async def company_code(conn: asyncpg.Connection, company_id: UUID) -> str | None:
+    found: str | None = await conn.fetchval("SELECT code FROM companies WHERE id = $1",
+                                            company_id)
+    return found
+
+
 async def customer_id_by_number(
     conn: asyncpg.Connection, company_id: UUID, customer_number: str
 ) -> UUID | None:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from schemas.disclosures import EXCLUDED_BY
-from schemas.exports import ExportFilter
+from schemas.exports import ExportFilter, ExportOut
 from schemas.recordings import EvaluationOut
 from schemas.vcon import VconRecording, build_vcon, vcon_json
 from storage import exports as store
@@ -69,6 +69,14 @@ class ExportContext:
             await target.ensure_bucket()
             self._ensured.add(target.bucket)
         return target
+
+
+def export_out(job: ExportJob) -> ExportOut:
+    """A job as the API and the CLI show it."""
+    return ExportOut(id=job.id, state=job.state, done=job.done, total=job.total,
+                     bytes=job.bytes, error=job.error, format=job.format,
+                     held_back=job.held_back, created_at=job.created_at,
+                     finished_at=job.finished_at, expires_at=job.expires_at)
 
 
 def search_filter(company_id: uuid.UUID | None, wanted: ExportFilter) -> SearchFilter:

@@ -9,14 +9,14 @@ import logging
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from schemas.annotations import AnnotationOut
 from schemas.vcon import VCON_DRAFT, VCON_SYNTAX, VconRecording, build_vcon, vcon_json
 from service.exports.jobs import audio_of, data_key_of
 from service.http.api import RouteTable, read_query
 from service.http.auth import audit, principal_of
 from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings import integrity
-from service.recordings.replay import MAX_REASON
-from service.recordings.views import recording_id_of
+from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
 from storage import annotations as call_notes
 from storage import recordings as store
 from storage.db import scoped
@@ -59,14 +59,15 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
         data_key = (await data_key_of(conn, request.app[KEYRING].masters, recording)
                     if query.inline else None)
     if recording.out.state == "corrupt":
-        raise Conflict("the recording's stored audio failed verification and is withheld")
+        raise Conflict(WITHHELD)
     base = settings.public_url.rstrip("/")
     host = base.split("://", 1)[1].split("/", 1)[0]
     vcon = build_vcon(
         VconRecording.model_validate(recording.out), host=host, evaluations=evaluations,
         analysis=(recording.out.analysis.model_dump(mode="json")
                   if recording.out.analysis is not None else None),
-        annotations=[note.model_dump() for note in notes],
+        annotations=[AnnotationOut.model_validate(note, from_attributes=True).model_dump()
+                     for note in notes],
         audio_url=None if query.inline else f"{base}/api/v1/recordings/{recording.id}/audio",
     )
     await audit(request, "recording.replay", target_type="recording",
@@ -89,15 +90,10 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
             await response.write(chunk)
     except IntegrityError as exc:
         # As replay: the recording is marked and the alarm audited.
-        await integrity.mark_corrupt(request.app[POOL], principal.scope, recording.id,
-                                     exc.detail, found_by="vcon")
-        await audit(request, integrity.ALARM_ACTION, target_type="recording",
-                    target_id=str(recording.id), company=recording.out.company,
-                    outcome="failure", subject_ids=[recording.id],
-                    detail={"error": exc.detail, "found_by": "vcon"})
+        await integrity.alarm_in_request(request, request.app[POOL], recording.id,
+                                         recording.out.company, exc.detail, found_by="vcon")
         if not response.prepared:
-            raise Conflict("the recording's stored audio failed verification and is "
-                           "withheld") from None
+            raise Conflict(WITHHELD) from None
         if request.transport is not None:
             request.transport.abort()
         return response

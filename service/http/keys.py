@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from service.http.api import Ahead, RouteTable
     from service.http.principal import Principal
     from service.recordings.analysis_queue import AnalysisQueue
-    from service.recordings.replay import Locators
+    from service.recordings.ingest import Uploads
+    from service.recordings.replay_reads import Locators
     from service.recordings.windows import ReplayWindows
     from service.resources import Resources
     from storage.audit import AuditLog
@@ -40,13 +41,13 @@ ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")  # every endpoin
 TRUSTED_PROXIES: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
 
 # Application: state of the capability packages.
+UPLOADS: web.AppKey[Uploads] = web.AppKey("uploads")  # uploads under way, their memory
 LOCATORS: web.AppKey[Locators] = web.AppKey("replay_locators")
 REPLAY_WINDOWS: web.AppKey[ReplayWindows] = web.AppKey("replay_windows")
 ANALYSIS_QUEUE: web.AppKey[AnalysisQueue] = web.AppKey("analysis_queue")
 EXPORTS: web.AppKey[ExportContext] = web.AppKey("exports")
 EXPORT_WAKE = web.AppKey("export_wake", asyncio.Event)
 EXPORT_WORKER = web.AppKey("export_worker", asyncio.Task[None])
-EXPORT_TARGET = web.AppKey("export_target", list[ObjectStore])
 PURGE_TASKS = web.AppKey("purge_tasks", set[asyncio.Task[None]])
 
 # Request.

@@ -17,10 +17,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL
 from service.recordings.analysis import analyse_spooled, analyse_stored
+from storage import keys
+from storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +37,11 @@ class Job:
 
 
 class AnalysisQueue:
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(self, pool: asyncpg.Pool, objects: ObjectStore,
+                 masters: keys.MasterKeys) -> None:
+        self._pool = pool
+        self._objects = objects
+        self._masters = masters
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(QUEUE_LIMIT)
         self._worker: asyncio.Task[None] | None = None
 
@@ -64,12 +70,10 @@ class AnalysisQueue:
                 self._jobs.task_done()
 
     async def _analyse(self, job: Job) -> None:
-        app = self._app
         if job.spool is None:
-            await analyse_stored(app[POOL], app[OBJECTS], app[KEYRING].masters,
-                                 job.recording_id)
+            await analyse_stored(self._pool, self._objects, self._masters, job.recording_id)
         else:
-            await analyse_spooled(app[POOL], app[KEYRING].masters, job.recording_id, job.spool)
+            await analyse_spooled(self._pool, self._masters, job.recording_id, job.spool)
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -83,7 +87,7 @@ class AnalysisQueue:
 
 
 async def analysis_queue_ctx(app: web.Application) -> AsyncIterator[None]:
-    queue = AnalysisQueue(app)
+    queue = AnalysisQueue(app[POOL], app[OBJECTS], app[KEYRING].masters)
     queue.start()
     app[ANALYSIS_QUEUE] = queue
     yield

@@ -10,7 +10,7 @@ from schemas.annotations import AnnotationIn, AnnotationList, AnnotationOut
 from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import audit, principal_of
 from service.http.keys import POOL
-from service.recordings.views import recording_id_of
+from service.recordings.lookup import recording_id_of
 from storage import annotations as notes
 from storage import recordings as store
 from storage.db import scoped
@@ -41,7 +41,7 @@ async def add_annotation(request: web.Request) -> web.Response:
     await audit(request, "annotation.write", target_type="recording",
                 target_id=str(recording_id), company=recording.out.company,
                 detail={"annotation": str(note.id), "visibility": note.visibility})
-    return json_response(note, status=201)
+    return json_response(AnnotationOut.model_validate(note, from_attributes=True), status=201)
 
 
 @routes.route(
@@ -58,7 +58,8 @@ async def list_annotations(request: web.Request) -> web.Response:
     await audit(request, "annotation.read", target_type="recording",
                 target_id=str(recording_id), company=recording.out.company,
                 detail={"results": len(items)})
-    return json_response(AnnotationList(items=items))
+    return json_response(AnnotationList(
+        items=[AnnotationOut.model_validate(n, from_attributes=True) for n in items]))
 
 
 @routes.route(
@@ -77,4 +78,4 @@ async def delete_annotation(request: web.Request) -> web.Response:
     await audit(request, "annotation.delete", target_type="recording",
                 target_id=str(recording_id), company=recording.out.company,
                 detail={"annotation": str(note.id), "author": note.author})
-    return json_response(note)
+    return json_response(AnnotationOut.model_validate(note, from_attributes=True))

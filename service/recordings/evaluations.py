@@ -1,15 +1,13 @@
 """Evaluation form endpoints: everyone who may read or write evaluations lists and reads the
-forms; admins define, change and deactivate them. The web UI's admin page reuses the writes.
+forms; admins define, change and deactivate them (service/recordings/forms.py, which the web
+UI's admin page uses too).
 """
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
 from schemas.evaluation_forms import (
-    NAME_PATTERN,
     FormIn,
     FormList,
     FormOut,
@@ -18,58 +16,20 @@ from schemas.evaluation_forms import (
     FormVersionQuery,
 )
 from service.http.api import RouteTable, json_response, read_json, read_query
-from service.http.auth import Principal, audit, principal_of
+from service.http.auth import audit, principal_of
 from service.http.keys import POOL
+from service.recordings.forms import (
+    GROUP_WIDE_ONLY_FOR_ALL,
+    audit_detail,
+    create_form,
+    form_name_of,
+    set_form_active,
+)
 from storage import evaluation_forms as store
 from storage.db import scoped
-from storage.errors import Forbidden, NotFound
+from storage.errors import Forbidden
 
 routes = RouteTable()
-
-GROUP_WIDE_ONLY_FOR_ALL = "only an admin of every company may define or change a group-wide form"
-
-
-def form_name_of(request: web.Request) -> str:
-    """The form named in the path; one that no form could have is simply not found (and
-    never reaches PostgreSQL, which refuses some characters outright)."""
-    name = request.match_info["name"]
-    if re.fullmatch(NAME_PATTERN, name) is None:
-        raise NotFound("no such evaluation form")
-    return name
-
-
-def audit_detail(form: FormOut, **extra: object) -> dict[str, object]:
-    return {"version": form.current_version, "active": form.active,
-            "criteria": [c.key for c in form.criteria], **extra}
-
-
-async def create_form(request: web.Request, principal: Principal, body: FormIn) -> FormOut:
-    """Store a new form (version 1) and audit it."""
-    if body.company is None and not principal.scope.all_companies:
-        raise Forbidden(GROUP_WIDE_ONLY_FOR_ALL)
-    async with scoped(request.app[POOL], principal.scope) as conn:
-        company_id = None
-        if body.company is not None:
-            company_id = await store.company_id_of(conn, body.company)
-        form = await store.create(conn, body, company_id, principal.name)
-    await audit(request, "evaluation_form.create", target_type="evaluation_form",
-                target_id=form.name, company=form.company, detail=audit_detail(form))
-    return form
-
-
-async def set_form_active(request: web.Request, principal: Principal, name: str,
-                          active: bool) -> FormOut:
-    """Deactivate (kept for history, no new evaluations) or reactivate a form; audited."""
-    async with scoped(request.app[POOL], principal.scope) as conn:
-        current = await store.get(conn, name)
-        if current.company is None and not principal.scope.all_companies:
-            raise Forbidden(GROUP_WIDE_ONLY_FOR_ALL)
-        form = await store.set_active(conn, name, active, principal.name)
-    action = "evaluation_form.activate" if active else "evaluation_form.deactivate"
-    await audit(request, action, target_type="evaluation_form", target_id=form.name,
-                company=form.company, detail=audit_detail(form))
-    return form
-
 
 @routes.route(
     "GET", "/api/v1/evaluation-forms", action="evaluation_form.read", tag="evaluations",
@@ -107,7 +67,7 @@ async def get_form(request: web.Request) -> web.Response:
 )
 async def post_form(request: web.Request) -> web.Response:
     body = await read_json(request, FormIn)
-    form = await create_form(request, principal_of(request), body)
+    form = await create_form(request.app[POOL], request, principal_of(request), body)
     return json_response(form, status=201,
                          headers={"Location": f"/api/v1/evaluation-forms/{form.name}"})
 
@@ -141,6 +101,6 @@ async def put_form(request: web.Request) -> web.Response:
     response=FormOut,
 )
 async def deactivate_form(request: web.Request) -> web.Response:
-    form = await set_form_active(request, principal_of(request), form_name_of(request),
-                                 active=False)
+    form = await set_form_active(request.app[POOL], request, principal_of(request),
+                                 form_name_of(request), active=False)
     return json_response(form)

@@ -13,10 +13,9 @@ import logging
 import os
 import threading
 import uuid
-import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ import asyncpg
 
 from schemas.analysis import ChannelRole
 from schemas.recordings import RecordingMetadata
+from service.http.errors import TooManyRequests
 from storage import keys
 from storage import recordings as store
 from storage.audio import AudioInfo, probe_audio
@@ -50,6 +50,7 @@ CONCURRENT_WAIT_S = 10.0
 # with their audio spooled on disk.
 UPLOAD_MEMORY_BUDGET = 32 * 1024**2
 LONG_UPLOAD_BUFFER = 3 * LONG_PART_SIZE
+UPLOAD_RETRY_AFTER_S = 5
 
 
 class ByteBudget:
@@ -74,16 +75,28 @@ class ByteBudget:
                 self._changed.notify_all()
 
 
-_upload_budgets: weakref.WeakKeyDictionary[ObjectStore, ByteBudget] = (
-    weakref.WeakKeyDictionary()
-)
+class Uploads:
+    """The uploads of one application (or one import command) under way: their number,
+    capped at TALLENNE_MAX_UPLOADS_IN_FLIGHT (each spools to disk and holds a connection),
+    and the bytes of S3 part buffers they hold. Created with the application, so two
+    applications in one process (tests, benchmarks) never share or leak each other's count."""
 
+    def __init__(self, max_in_flight: int, memory_budget: int = UPLOAD_MEMORY_BUDGET) -> None:
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.budget = ByteBudget(memory_budget)
 
-def upload_budget(objects: ObjectStore) -> ByteBudget:
-    budget = _upload_budgets.get(objects)
-    if budget is None:
-        budget = _upload_budgets[objects] = ByteBudget(UPLOAD_MEMORY_BUDGET)
-    return budget
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """One of the upload slots, or 429."""
+        if self.in_flight >= self.max_in_flight:
+            raise TooManyRequests("too many recordings are being uploaded; retry shortly",
+                                  retry_after=UPLOAD_RETRY_AFTER_S)
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
 
 @dataclass(frozen=True)
@@ -182,8 +195,10 @@ async def store_recording(
     scope: Scope,
     target: Target,
     audio: Spooled,
+    budget: ByteBudget,
 ) -> Ingested:
-    """Encrypt and upload a probed spool file; idempotent on (company, external_id)."""
+    """Encrypt and upload a probed spool file, holding its part buffers' bytes of `budget`
+    meanwhile; idempotent on (company, external_id)."""
     m = target.metadata
     if m.sha256 is not None and m.sha256 != audio.sha256:
         raise InvalidInput(
@@ -192,7 +207,7 @@ async def store_recording(
         )
     # The slot is taken before the pending row is written, so a row never waits in a queue
     # long enough for the reconciler to take it for a crashed upload.
-    async with upload_budget(objects).reserve(min(stored_size(audio.size), LONG_UPLOAD_BUFFER)):
+    async with budget.reserve(min(stored_size(audio.size), LONG_UPLOAD_BUFFER)):
         return await _store_in_slot(pool, objects, masters, scope, target, audio)
 
 

@@ -1,6 +1,7 @@
 """The integrity alarm: stored audio that failed verification is marked `corrupt` (withheld
 from replay and export from then on), logged as an error and counted in /metrics. Whoever
-found it (replay, a download, the scrub) writes the audit event with its own actor."""
+found it during a request (replay, a vCon, a download) calls `alarm_in_request`; the scrub
+writes its audit event with its own actor."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import logging
 import uuid
 
 import asyncpg
+from aiohttp import web
 from prometheus_client import Counter
 
+from service.http.auth import audit, principal_of
 from storage import recordings as store
 from storage.db import Scope, scoped
 
@@ -37,3 +40,16 @@ async def mark_corrupt(
     raise_alarm(recording_id, error, found_by=found_by)
     async with scoped(pool, scope) as conn:
         await store.mark_corrupt(conn, recording_id)
+
+
+async def alarm_in_request(
+    request: web.Request, pool: asyncpg.Pool, recording_id: uuid.UUID, company: str,
+    error: str, *, found_by: str,
+) -> None:
+    """Stored audio failed verification while a request read it: raise the alarm, mark the
+    recording `corrupt` in the caller's scope and audit the alarm as the caller's."""
+    await mark_corrupt(pool, principal_of(request).scope, recording_id, error,
+                       found_by=found_by)
+    await audit(request, ALARM_ACTION, target_type="recording", target_id=str(recording_id),
+                company=company, outcome="failure", subject_ids=[recording_id],
+                detail={"error": error, "found_by": found_by})

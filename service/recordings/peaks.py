@@ -10,8 +10,7 @@ from service.http.api import RouteTable, json_response, read_query
 from service.http.auth import principal_of
 from service.http.keys import KEYRING, POOL, REPLAY_WINDOWS
 from service.recordings.analysis import opened_peaks, recording_with_key
-from service.recordings.replay import MAX_REASON, WITHHELD
-from service.recordings.views import recording_id_of
+from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
 from service.recordings.windows import note_replay, window_key
 from storage.db import scoped
 from storage.errors import Conflict, InvalidInput, NotFound
@@ -46,7 +45,7 @@ async def recording_peaks(request: web.Request) -> web.Response:
         windows.note_later(request, recording, reason, PEAKS_RANGE)
     else:
         async with scoped(pool, principal.scope, durable=False) as conn:
-            await note_replay(conn, request, recording, reason, PEAKS_RANGE)
+            await note_replay(conn, windows, request, recording, reason, PEAKS_RANGE)
     peaks = await opened_peaks(pool, principal.scope, recording, data_key)
     if peaks is None:
         raise NotFound("the recording has no peaks yet: it has not been analysed")

@@ -22,6 +22,7 @@ from service.http.keys import OBJECTS, POOL
 from service.ops.tasks import stop_task
 from service.recordings.ingest import PENDING_GRACE
 from storage import recordings as store
+from storage import session_locks
 from storage.audit import AuditEntry, append_batch
 from storage.db import Scope, scoped_on
 from storage.errors import StorageError
@@ -56,15 +57,14 @@ async def reconcile(
     async with pool.acquire() as lock_conn:
         try:
             if wait:
-                await lock_conn.execute("SELECT pg_advisory_lock($1)", RECONCILE_LOCK)
-            elif not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)",
-                                              RECONCILE_LOCK):
+                await session_locks.lock(lock_conn, RECONCILE_LOCK)
+            elif not await session_locks.try_lock(lock_conn, RECONCILE_LOCK):
                 return ReconcileReport(skipped=True)
             return await _reconcile(lock_conn, objects, grace)
         finally:
             # Also when the wait for the lock was cut short: the pool keeps sessions as
             # they are (storage.db.create_pool), so nothing may be left held.
-            await lock_conn.execute("SELECT pg_advisory_unlock_all()")
+            await session_locks.unlock_all(lock_conn)
 
 
 async def _reconcile(

@@ -5,25 +5,21 @@ Every stored segment is AES-GCM-authenticated with the recording's id, its index
 it is the last one bound in, so a segment that was altered, moved, swapped in from another
 recording or cut short fails before any of its bytes leave. The whole-file SHA-256 is not
 recomputed here: downloads that hand the client a digest check it, and the scrub
-(service/scrub.py) re-verifies every stored object on a schedule.
+(service/recordings/scrub.py) re-verifies every stored object on a schedule.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from schemas.recordings import ReplayQuery
 from service.http import problems
 from service.http.api import RouteTable, parse_model
-from service.http.auth import SESSION_COOKIE, audit, principal_of
+from service.http.auth import principal_of
 from service.http.keys import (
     AHEAD_KEY,
     KEYRING,
@@ -34,196 +30,39 @@ from service.http.keys import (
     REQUEST_ID_KEY,
 )
 from service.recordings import integrity
-from service.recordings.views import recording_id_of
+from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
+from service.recordings.replay_reads import (
+    Locator,
+    Plan,
+    StoredRead,
+    credential_of,
+    plan_reply,
+)
 from service.recordings.windows import note_replay, window_key
 from storage import keys
 from storage import recordings as store
 from storage.audio import CONTENT_TYPES
 from storage.db import scoped
 from storage.errors import Conflict, IntegrityError
-from storage.objects import ObjectStore
 from storage.recordings import Recording
-from storage.sealed_audio import iter_plaintext
 
 routes = RouteTable()
 
 logger = logging.getLogger(__name__)
 
-MAX_REASON = 500
 SMALL_BODY = 256 * 1024  # ranges up to this size are sent whole, with their headers
-WITHHELD = "the recording's stored audio failed verification and is withheld"
 
 
-class Unsatisfiable(Exception):
-    """The Range header asks for bytes the recording does not have."""
-
-
-@dataclass(frozen=True)
-class ByteRange:
-    start: int
-    end: int  # inclusive
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
-
-
-def parse_range(header: str, size: int) -> ByteRange | None:
-    """One `bytes=` range of RFC 9110; None to serve the whole file (absent, malformed or
-    multi-range headers, which a server may ignore)."""
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, sep, last = (p.strip() for p in spec.partition("-"))
-    if not sep:
-        return None
-    if not first:
-        if not last.isdigit():
-            return None
-        suffix = int(last)
-        if suffix == 0:
-            raise Unsatisfiable
-        return ByteRange(max(0, size - suffix), size - 1)
-    if not first.isdigit() or (last and not last.isdigit()):
-        return None
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
-        return None
-    if start >= size:
-        raise Unsatisfiable
-    return ByteRange(start, min(end, size - 1))
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or etag in tags
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one request gets: 304, 416, or these bytes (`ranged` answers 206)."""
-
-    status: int
-    span: ByteRange | None = None
-    ranged: bool = False
-
-    def summary(self, size: int) -> str:
-        if self.status == 304:
-            return "not-modified"
-        if self.span is None:
-            return "unsatisfiable"
-        return f"bytes {self.span.start}-{self.span.end}/{size}"
-
-
-def plan_reply(request: web.Request, size: int, etag: str) -> Plan:
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and _etag_matches(if_none_match, etag):
-        return Plan(304)
-    range_header = request.headers.get("Range")
-    if_range = request.headers.get("If-Range")
-    if if_range is not None and if_range.strip() != etag:
-        range_header = None  # the client's copy is stale: send the whole file
-    try:
-        wanted = parse_range(range_header, size) if range_header else None
-    except Unsatisfiable:
-        return Plan(416)
-    if wanted is None:
-        return Plan(200, ByteRange(0, size - 1))
-    return Plan(206, wanted, ranged=True)
-
-
-@dataclass(frozen=True)
-class Locator:
-    """Where a recording's stored audio lies and what it is; fixed once it is stored."""
-
-    object_key: str
-    size: int
-    sha256: str
-
-    @classmethod
-    def of(cls, recording: Recording) -> Locator:
-        return cls(recording.object_key, recording.out.size_bytes, recording.out.sha256)
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.sha256}"'
-
-
-class Locators:
-    """Locators of the recordings that a credential (a bearer token or a session) replayed
-    here lately, so that the same listener's next request starts its S3 read while the
-    caller is authenticated and the row is read. What is read ahead is ciphertext only:
-    nothing is opened or sent before the row, read in the caller's scope, agrees. Only a
-    credential that has read the recording before starts such a read."""
-
-    LIMIT = 10_000
-
-    def __init__(self) -> None:
-        self._known: OrderedDict[tuple[bytes, uuid.UUID], Locator] = OrderedDict()
-
-    def get(self, credential: bytes, recording_id: uuid.UUID) -> Locator | None:
-        return self._known.get((credential, recording_id))
-
-    def remember(self, credential: bytes, recording_id: uuid.UUID, locator: Locator) -> None:
-        key = (credential, recording_id)
-        self._known[key] = locator
-        self._known.move_to_end(key)
-        if len(self._known) > self.LIMIT:
-            self._known.popitem(last=False)
-
-
-def credential_of(request: web.Request) -> bytes | None:
-    """A digest of the request's credential (never the credential itself), if it has one."""
-    presented = request.headers.get("Authorization") or request.cookies.get(SESSION_COOKIE)
-    return hashlib.sha256(presented.encode()).digest() if presented else None
-
-
-@dataclass
-class StoredRead:
-    """A read of stored audio under way: the S3 read starts at once and fills a bounded
-    read-ahead; its segments are opened once `data_key` is set."""
-
-    locator: Locator
-    span: ByteRange
-    data_key: asyncio.Future[bytes]
-    stream: AsyncGenerator[bytes, None]
-    first_piece: asyncio.Task[bytes | None]
-
-    @classmethod
-    def start(
-        cls, objects: ObjectStore, recording_id: uuid.UUID, locator: Locator, span: ByteRange
-    ) -> StoredRead:
-        data_key: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        stream = iter_plaintext(
-            objects, locator.object_key, data_key=data_key, object_id=recording_id,
-            size=locator.size, start=span.start, end_inclusive=span.end,
-        )
-        return cls(locator, span, data_key, stream, asyncio.create_task(cls._first(stream)))
-
-    @staticmethod
-    async def _first(stream: AsyncGenerator[bytes, None]) -> bytes | None:
-        try:
-            return await anext(stream)
-        except StopAsyncIteration:
-            return None
-
-    async def abandon(self) -> None:
-        """Drop the read (the request failed before sending anything, or is done)."""
-        self.first_piece.cancel()
-        await asyncio.wait([self.first_piece])
-        if not self.first_piece.cancelled():
-            self.first_piece.exception()  # the request's own error is the one that counts
-        await self.stream.aclose()
-
-
-async def _integrity_alarm(request: web.Request, recording: Recording, exc: IntegrityError) -> None:
-    await integrity.mark_corrupt(request.app[POOL], principal_of(request).scope, recording.id,
-                                 exc.detail, found_by="replay")
-    await audit(request, integrity.ALARM_ACTION, target_type="recording",
-                target_id=str(recording.id), company=recording.out.company,
-                outcome="failure", subject_ids=[recording.id],
-                detail={"error": exc.detail, "found_by": "replay"})
+def replay_reason(request: web.Request) -> str:
+    """The replay's query as ReplayQuery reads it, its reason stripped: 400 when the reason
+    is missing, blank or too long (a player's URL without one), 422 when it holds an
+    identity code."""
+    stated = (request.query.get("reason") or "").strip()
+    if not stated or len(stated) > MAX_REASON:
+        raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
+    query = parse_model(ReplayQuery, {"reason": stated}, "query")
+    assert query.reason is not None
+    return query.reason
 
 
 def read_ahead(request: web.Request) -> StoredRead | None:
@@ -257,11 +96,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     read = ahead if isinstance(ahead, StoredRead) else None
     try:
         recording_id = recording_id_of(request)
-        reason = (request.query.get("reason") or "").strip()
-        if not reason or len(reason) > MAX_REASON:
-            raise web.HTTPBadRequest(
-                text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
-        parse_model(ReplayQuery, {"reason": reason}, "query")  # no identity code in it
+        reason = replay_reason(request)
         principal = principal_of(request)
         # A window already open here has its audit event on record: this request's range
         # is noted in the background. Otherwise the replay is noted before any byte leaves.
@@ -296,7 +131,8 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
             # The replay window is bookkeeping a crash may lose: its commit does not wait
             # for the disk. Its audit event is committed before any byte leaves.
             async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
-                await note_replay(conn, request, recording, reason, plan.summary(out.size_bytes))
+                await note_replay(conn, request.app[REPLAY_WINDOWS], request, recording,
+                                  reason, plan.summary(out.size_bytes))
     except BaseException:
         if read is not None:
             await read.abandon()
@@ -342,7 +178,8 @@ async def _reply(
                 await response.prepare(request)  # only once the first piece is verified
             await response.write(piece)
     except IntegrityError as exc:
-        await _integrity_alarm(request, recording, exc)
+        await integrity.alarm_in_request(request, request.app[POOL], recording.id,
+                                         recording.out.company, exc.detail, found_by="replay")
         if response is None or not response.prepared:
             raise Conflict(WITHHELD) from None
         if request.transport is not None:

@@ -25,10 +25,11 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from service.http.keys import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
+from service.http.keys import RESOURCES
 from service.ops.tasks import stop_task
 from service.recordings.integrity import ALARM_ACTION, raise_alarm
-from storage import keys
+from service.resources import Resources
+from storage import keys, session_locks
 from storage import recordings as store
 from storage import scrub as scrub_store
 from storage.audit import AuditEntry
@@ -99,30 +100,30 @@ Progress = Callable[[ScrubReport], None]
 
 
 async def scrub(
-    app: web.Application, *, verified_before: datetime, rate: float | None = None,
+    resources: Resources, *, verified_before: datetime, rate: float | None = None,
     wait: bool = True, actor: str = "scrub", on_start: Progress | None = None,
     on_progress: Progress | None = None, on_wait: Callable[[], None] | None = None,
 ) -> ScrubReport:
     """One pass over the stored recordings last verified (or stored) before
     `verified_before`, reading at most `rate` bytes per second. One instance at a time:
     the others wait (`on_wait` is told), or with `wait=False` skip this round."""
-    async with app[POOL].acquire() as conn:
+    async with resources.pool.acquire() as conn:
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCRUB_LOCK):
+            if not await session_locks.try_lock(conn, SCRUB_LOCK):
                 if not wait:
                     return ScrubReport(skipped=True)
                 if on_wait is not None:
                     on_wait()
-                await conn.execute("SELECT pg_advisory_lock($1)", SCRUB_LOCK)
-            return await _scrub(app, conn, verified_before, Pace(rate), actor,
+                await session_locks.lock(conn, SCRUB_LOCK)
+            return await _scrub(resources, conn, verified_before, Pace(rate), actor,
                                 on_start, on_progress)
         finally:
             # The pool keeps sessions as they are (storage.db.create_pool).
-            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await session_locks.unlock_all(conn)
 
 
 async def _scrub(
-    app: web.Application, conn: asyncpg.Connection, verified_before: datetime, pace: Pace,
+    resources: Resources, conn: asyncpg.Connection, verified_before: datetime, pace: Pace,
     actor: str, on_start: Progress | None, on_progress: Progress | None,
 ) -> ScrubReport:
     """The pass, on the connection that holds the lock (its only connection)."""
@@ -146,7 +147,7 @@ async def _scrub(
                 break
             for recording in batch:
                 after = recording.id
-                await _verify(app, conn, recording, pace, actor, report)
+                await _verify(resources, conn, recording, pace, actor, report)
                 PASS_DONE.set(report.checked)
                 if on_progress is not None:
                     on_progress(report)
@@ -160,7 +161,7 @@ async def _scrub(
         PASS_DUE.set(0)
         PASS_DONE.set(0)
         LAST_PASS_END.set(time.time())
-    await app[AUDIT].append(AuditEntry(
+    await resources.audit.append(AuditEntry(
         actor=actor, actor_kind="system", action="recording.scrub", target_type="scrub",
         outcome="failure" if report.findings else "ok",
         detail={"verified_before": verified_before.isoformat(), **report.summary()},
@@ -172,7 +173,7 @@ async def _scrub(
     return report
 
 
-async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Recording,
+async def _verify(resources: Resources, conn: asyncpg.Connection, recording: Recording,
                   pace: Pace, actor: str, report: ScrubReport) -> None:
     """Re-read one recording's object and note what was found."""
     out = recording.out
@@ -180,7 +181,7 @@ async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Rec
         # The owner key as replay reads it (one self-scoping statement).
         _, kek_version, wrapped_owner = await store.get_for_replay(
             conn, Scope.everything(), recording.id)
-        owner = keys.open_owner_key(app[KEYRING].masters, recording.key_owner,
+        owner = keys.open_owner_key(resources.keyring.masters, recording.key_owner,
                                     recording.key_owner_id, kek_version, wrapped_owner)
     except NotFound:
         return  # erased or purged since the batch was read
@@ -192,7 +193,7 @@ async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Rec
     try:
         data_key = keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
         async for piece in iter_plaintext(
-            app[OBJECTS], recording.object_key, data_key=data_key, object_id=recording.id,
+            resources.objects, recording.object_key, data_key=data_key, object_id=recording.id,
             size=out.size_bytes, start=0, end_inclusive=out.size_bytes - 1,
             expected_sha256=out.sha256,
         ):
@@ -205,7 +206,7 @@ async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Rec
         report.missing.append(str(recording.id))
         SCRUBBED_OBJECTS.labels(outcome="missing").inc()
         raise_alarm(recording.id, exc.detail, found_by="scrub")
-        await _audit_alarm(app, recording, exc.detail, actor, marked=False)
+        await _audit_alarm(resources, recording, exc.detail, actor, marked=False)
         return
     except IntegrityError as exc:
         if not await _still_stored(conn, recording.id):
@@ -216,7 +217,7 @@ async def _verify(app: web.Application, conn: asyncpg.Connection, recording: Rec
         raise_alarm(recording.id, exc.detail, found_by="scrub")
         async with scoped_on(conn, Scope.everything()):
             await store.mark_corrupt(conn, recording.id)
-        await _audit_alarm(app, recording, exc.detail, actor, marked=True)
+        await _audit_alarm(resources, recording, exc.detail, actor, marked=True)
         return
     finally:
         report.bytes += read
@@ -235,9 +236,9 @@ async def _still_stored(conn: asyncpg.Connection, recording_id: UUID) -> bool:
     return recording.out.state == "stored"
 
 
-async def _audit_alarm(app: web.Application, recording: Recording, error: str, actor: str,
+async def _audit_alarm(resources: Resources, recording: Recording, error: str, actor: str,
                        *, marked: bool) -> None:
-    await app[AUDIT].append(AuditEntry(
+    await resources.audit.append(AuditEntry(
         actor=actor, actor_kind="system", action=ALARM_ACTION, target_type="recording",
         target_id=str(recording.id), company=recording.out.company, outcome="failure",
         detail={"error": error, "found_by": "scrub", "marked_corrupt": marked},
@@ -247,19 +248,19 @@ async def _audit_alarm(app: web.Application, recording: Recording, error: str, a
 # --- the schedule --------------------------------------------------------------------------
 
 
-async def scheduled_once(app: web.Application) -> ScrubReport:
+async def scheduled_once(resources: Resources) -> ScrubReport:
     """Verify what is due now, unless another replica is scrubbing."""
-    settings = app[SETTINGS]
+    settings = resources.settings
     return await scrub(
-        app, verified_before=datetime.now(UTC) - timedelta(hours=settings.scrub_every_hours),
+        resources, verified_before=datetime.now(UTC) - timedelta(hours=settings.scrub_every_hours),
         rate=settings.scrub_rate_mb_s * 1e6, wait=False)
 
 
-async def _scrub_forever(app: web.Application) -> None:
+async def _scrub_forever(resources: Resources) -> None:
     await asyncio.sleep(FIRST_LOOK.total_seconds())
     while True:
         try:
-            await scheduled_once(app)
+            await scheduled_once(resources)
         except (StorageError, asyncpg.PostgresError, OSError) as exc:
             logger.warning("scrub failed; retrying later", extra={"error": repr(exc)})
         await asyncio.sleep(POLL.total_seconds())
@@ -267,7 +268,8 @@ async def _scrub_forever(app: web.Application) -> None:
 
 async def scrub_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the scheduled scrub, when enabled."""
-    task = (asyncio.create_task(_scrub_forever(app), name="scrub")
-            if app[SETTINGS].scrub_enabled else None)
+    resources = app[RESOURCES]
+    task = (asyncio.create_task(_scrub_forever(resources), name="scrub")
+            if resources.settings.scrub_enabled else None)
     yield
     await stop_task(task)

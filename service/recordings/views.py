@@ -1,5 +1,5 @@
 """Recording endpoints: streamed ingest, search, one recording, erasure and evaluations.
-Replay of the audio lives in service/replay.py.
+Replay of the audio lives in service/recordings/replay.py.
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ import hashlib
 import os
 import tempfile
 import uuid
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,18 +39,18 @@ from service.http.api import (
     within_read_timeout,
 )
 from service.http.auth import audit, principal_of, read_detail
-from service.http.errors import TooLarge, TooManyRequests
-from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS
+from service.http.errors import TooLarge
+from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS, UPLOADS
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
+from service.recordings.lookup import METADATA_LIMIT, load_recording, recording_id_of
 from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
-from storage.errors import InvalidInput, NotFound
-from storage.recordings import Recording, SearchFilter
+from storage.errors import InvalidInput
+from storage.recordings import SearchFilter
 
 routes = RouteTable()
 
-METADATA_LIMIT = 64 * 1024
 READ_CHUNK = 64 * 1024
 SPOOL_WRITE = 1024 * 1024
 # Multipart framing and the metadata part on top of the audio itself.
@@ -72,18 +69,6 @@ _MULTIPART_SCHEMA = {
         "encoding": {"metadata": {"contentType": "application/json"}},
     }
 }
-
-
-def recording_id_of(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["id"])
-    except ValueError:
-        raise NotFound("no such recording") from None
-
-
-async def load_recording(request: web.Request, recording_id: uuid.UUID) -> Recording:
-    async with scoped(request.app[POOL], principal_of(request).scope) as conn:
-        return await store.get(conn, recording_id)
 
 
 # --- ingest --------------------------------------------------------------------------------
@@ -153,26 +138,8 @@ async def ingest_recording(request: web.Request) -> web.Response:
     if request.content_type != "multipart/form-data":
         raise InvalidInput("the body must be multipart/form-data",
                            [(["body"], "must be multipart/form-data")])
-    with upload_slot(app):
+    with app[UPLOADS].slot():
         return await _ingest_recording(request)
-
-
-_uploads: weakref.WeakKeyDictionary[web.Application, int] = weakref.WeakKeyDictionary()
-UPLOAD_RETRY_AFTER_S = 5
-
-
-@contextmanager
-def upload_slot(app: web.Application) -> Iterator[None]:
-    """One of the process's TALLENNE_MAX_UPLOADS_IN_FLIGHT upload slots, or 429: each upload
-    spools to disk and holds a connection, so their number is capped, not their bytes alone."""
-    if _uploads.get(app, 0) >= app[SETTINGS].max_uploads_in_flight:
-        raise TooManyRequests("too many recordings are being uploaded; retry shortly",
-                              retry_after=UPLOAD_RETRY_AFTER_S)
-    _uploads[app] = _uploads.get(app, 0) + 1
-    try:
-        yield
-    finally:
-        _uploads[app] -= 1
 
 
 async def _ingest_recording(request: web.Request) -> web.Response:
@@ -193,7 +160,7 @@ async def _ingest_recording(request: web.Request) -> web.Response:
         info = await probe(spool, audio.headers.get("Content-Type"), audio.filename)
         outcome = await store_recording(
             app[POOL], app[OBJECTS], app[KEYRING].masters, principal.scope, target,
-            Spooled(spool, info, size, sha256),
+            Spooled(spool, info, size, sha256), app[UPLOADS].budget,
         )
         if outcome.created:
             # The analysis worker takes the spool file over and analyses the call from it.
@@ -266,7 +233,8 @@ async def search_recordings(request: web.Request) -> web.Response:
     summary="One recording's metadata (404 when erased)", response=RecordingOut,
 )
 async def get_recording(request: web.Request) -> web.Response:
-    recording = await load_recording(request, recording_id_of(request))
+    recording = await load_recording(request.app[POOL], principal_of(request).scope,
+                                     recording_id_of(request))
     await audit(request, "recording.read", target_type="recording",
                 target_id=str(recording.id), company=recording.out.company,
                 subject_ids=[recording.id, *filter(None, [recording.out.customer_id])])
@@ -288,9 +256,7 @@ async def erase_recording(request: web.Request) -> web.Response:
     async with scoped(request.app[POOL], principal.scope) as conn:
         tombstone = await store.erase(conn, recording_id, erased_by=principal.name,
                                       reason=body.reason)
-        company = await conn.fetchval(
-            "SELECT code FROM companies WHERE id = $1", tombstone.company_id
-        )
+        company = await store.company_code(conn, tombstone.company_id)
     # After commit: a crash here leaves an object without a row, which the reconciler removes.
     await request.app[OBJECTS].delete([tombstone.object_key])
     await audit(request, "recording.erase", target_type="recording",

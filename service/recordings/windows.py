@@ -36,8 +36,8 @@ def window_key(request: web.Request, recording_id: uuid.UUID, reason: str) -> Wi
 
 
 async def note_replay(
-    conn: asyncpg.Connection, request: web.Request, recording: Recording, reason: str,
-    byte_range: str,
+    conn: asyncpg.Connection, windows: ReplayWindows, request: web.Request,
+    recording: Recording, reason: str, byte_range: str,
 ) -> None:
     """Note a replay in its window, opening the window (and its audit event) if none is
     open; the window is then remembered as open in this process."""
@@ -55,7 +55,7 @@ async def note_replay(
         conn, recording, principal=key[1], reason=reason, byte_range=byte_range,
         open_event=open_event,
     )
-    request.app[REPLAY_WINDOWS].remember(key, window)
+    windows.remember(key, window)
 
 
 @dataclass
@@ -86,8 +86,8 @@ class ReplayWindows:
     FLUSH_AT = 500  # windows with pending ranges that trigger a write at once
     DRAIN_S = 10.0  # how long shutdown waits for ranges still being written
 
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
         self._open: dict[WindowKey, float] = {}
         self._pending: dict[WindowKey, PendingRanges] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -142,7 +142,7 @@ class ReplayWindows:
             # Bookkeeping for windows whose audit events are on record: the batch is scoped
             # to the companies of its recordings only, and its commit need not reach disk.
             scope = Scope.of(p.recording.company_id for p in batch.values())
-            async with scoped(self._app[POOL], scope, durable=False) as conn:
+            async with scoped(self._pool, scope, durable=False) as conn:
                 closed = await store.add_replay_ranges(conn, entries)
             for entry in closed:
                 await self._reopen(entry, batch[(entry.recording_id, entry.principal,
@@ -155,9 +155,10 @@ class ReplayWindows:
         """A window closed elsewhere (or removed): open a new one, with its audit event,
         for the requests this process still had to note."""
         first, *rest = entry.ranges
-        async with scoped(self._app[POOL], principal_of(pending.request).scope,
+        async with scoped(self._pool, principal_of(pending.request).scope,
                           durable=False) as conn:
-            await note_replay(conn, pending.request, pending.recording, entry.reason, first)
+            await note_replay(conn, self, pending.request, pending.recording, entry.reason,
+                              first)
             if entry.requests > 1:
                 await store.add_replay_ranges(conn, [replace(
                     entry, requests=entry.requests - 1, ranges=tuple(rest))])
@@ -170,7 +171,7 @@ class ReplayWindows:
 
 
 async def replay_windows_ctx(app: web.Application) -> AsyncIterator[None]:
-    windows = ReplayWindows(app)
+    windows = ReplayWindows(app[POOL])
     app[REPLAY_WINDOWS] = windows
     yield
     await windows.drain()

@@ -105,12 +105,8 @@ async def access_export(request: web.Request) -> web.StreamResponse:
             except IntegrityError as exc:
                 # The zip must never look complete with a copy that differs from the record:
                 # the client sees a truncated download, and the recording is marked.
-                await integrity.mark_corrupt(request.app[POOL], principal.scope, out.id,
-                                             exc.detail, found_by="download")
-                await audit(request, integrity.ALARM_ACTION, target_type="recording",
-                            target_id=str(out.id), company=out.company, outcome="failure",
-                            subject_ids=[out.id],
-                            detail={"error": exc.detail, "found_by": "download"})
+                await integrity.alarm_in_request(request, request.app[POOL], out.id,
+                                                 out.company, exc.detail, found_by="download")
                 if request.transport is not None:
                     request.transport.abort()
                 return response

@@ -15,7 +15,7 @@ from service.http.api import RouteTable, parse_model
 from service.http.keys import POOL
 from service.http.principal import Principal
 from service.policy import PUBLIC
-from service.recordings.evaluations import create_form, form_name_of, set_form_active
+from service.recordings.forms import create_form, form_name_of, set_form_active
 from service.webui import i18n
 from service.webui.companies import company_codes
 from service.webui.form_posts import Fields, form_post
@@ -137,7 +137,8 @@ async def create_form_post(request: web.Request, principal: Principal, csrf: str
         for row in submitted["criteria"]
     ]
     try:
-        form = await create_form(request, principal, parse_model(FormIn, body, "body"))
+        form = await create_form(request.app[POOL], request, principal,
+                                 parse_model(FormIn, body, "body"))
     except InvalidInput as exc:
         problems, invalid = _problems(request, exc)
         return await _page(request, principal, csrf, status=422, submitted=submitted,
@@ -152,7 +153,8 @@ async def create_form_post(request: web.Request, principal: Principal, csrf: str
 async def _set_active(request: web.Request, principal: Principal, csrf: str,
                       active: bool) -> web.Response:
     try:
-        form = await set_form_active(request, principal, form_name_of(request), active)
+        form = await set_form_active(request.app[POOL], request, principal,
+                                     form_name_of(request), active)
     except (NotFound, Forbidden) as exc:
         return await _page(request, principal, csrf,
                            status=404 if isinstance(exc, NotFound) else 403,

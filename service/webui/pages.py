@@ -22,7 +22,7 @@ from service.http.auth import audit
 from service.http.keys import POOL
 from service.http.principal import Principal
 from service.policy import PUBLIC, allowed
-from service.recordings.views import load_recording
+from service.recordings.lookup import load_recording
 from service.webui import i18n
 from service.webui.companies import company_codes
 from service.webui.render import SCRIPT_KEYS, not_found_page, page, render
@@ -62,7 +62,7 @@ async def call_page(request: web.Request, principal: Principal, csrf: str) -> we
     if recording_id is None:
         return not_found_page(request, principal, csrf)
     try:
-        recording = await load_recording(request, recording_id)
+        recording = await load_recording(request.app[POOL], principal.scope, recording_id)
     except NotFound:
         return not_found_page(request, principal, csrf)
     out = recording.out

@@ -1,7 +1,7 @@
 """The web UI's subject search page for the DPO: a plain form post (the identity code never
 in a URL), answered with everything held about the person, and a form that starts an export
 of a customer's calls. The search and the export are the API's (service/subjects.py,
-service/exports.py)."""
+service/exports/creation.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from aiohttp import web
 
 from schemas.exports import ExportIn
 from schemas.subjects import SubjectSearchIn
-from service.exports.views import begin_export
+from service.exports.creation import begin_export
 from service.http.api import RouteTable, parse_model
+from service.http.keys import EXPORT_WAKE, POOL, SETTINGS
 from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.rights.subjects import find_subject
@@ -78,7 +79,9 @@ async def subjects_export_form(request: web.Request, principal: Principal, csrf:
         body = parse_model(ExportIn, {"filter": {"customer_id": _field(fields, "customer_id")},
                                       "reason": _field(fields, "reason") or "",
                                       "format": "zip"}, "body")
-        job_id = await begin_export(request, body)
+        job_id = await begin_export(request, body, pool=request.app[POOL],
+                                    settings=request.app[SETTINGS],
+                                    wake=request.app.get(EXPORT_WAKE))
     except InvalidInput as exc:
         return _page(request, principal, csrf, status=422,
                      problem=t("subjects.invalid", detail=exc.detail))

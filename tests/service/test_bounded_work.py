@@ -20,7 +20,7 @@ import asyncpg
 
 from devstack.embedded import free_ports
 from service.app import create_app
-from service.recordings import views as recordings
+from service.http.keys import UPLOADS
 from service.settings import Settings
 from tests import audiogen
 from tests.conftest import Stack, secure_origin_client
@@ -126,7 +126,7 @@ async def test_uploads_past_the_cap_answer_429_with_retry_after(
             headers={**bearer(token), "Content-Type": payload.content_type}))
         # Wait until the slow upload holds the process's one slot.
         deadline = time.monotonic() + 30
-        while recordings._uploads.get(app, 0) == 0 and time.monotonic() < deadline:  # noqa: SLF001
+        while app[UPLOADS].in_flight == 0 and time.monotonic() < deadline:
             assert not first.done()
             await asyncio.sleep(0.02)
         second = await upload(client, token, call_metadata(), audio)

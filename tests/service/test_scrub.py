@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from service.http.keys import KEYRING, POOL
+from service.http.keys import KEYRING, POOL, RESOURCES
 from service.recordings.scrub import SCRUB_LOCK, scheduled_once, scrub
 from service.settings import Settings
 from storage import keys
@@ -97,7 +97,8 @@ async def test_the_scrub_finds_a_flipped_byte_and_marks_the_recording(
     await flip_a_byte(settings, await object_key(db, damaged), 3 * SEGMENT_SIZE + 7)
     before = await metrics(api)
 
-    report = await scrub(app_of(api), verified_before=datetime.now(UTC) + timedelta(hours=1))
+    report = await scrub(app_of(api)[RESOURCES],
+                         verified_before=datetime.now(UTC) + timedelta(hours=1))
 
     assert report.due == 2 and report.checked == 2
     assert report.corrupt == [damaged] and not report.missing and report.stopped is None
@@ -239,7 +240,8 @@ async def test_audio_resealed_with_the_right_key_is_caught_by_its_sha256(
     assert await state_of(db, recording_id) == "corrupt"
     await db.execute("UPDATE recordings SET state = 'stored' WHERE id = $1",
                      uuid.UUID(recording_id))
-    report = await scrub(app_of(api), verified_before=datetime.now(UTC) + timedelta(hours=1))
+    report = await scrub(app_of(api)[RESOURCES],
+                         verified_before=datetime.now(UTC) + timedelta(hours=1))
     assert report.corrupt == [recording_id]
     assert [a["found_by"] for a in await alarms(db, recording_id)] == ["download", "scrub"]
     assert "SHA-256" in (await alarms(db, recording_id))[-1]["error"]
@@ -252,21 +254,21 @@ async def test_the_scheduled_pass_takes_what_is_due_one_replica_at_a_time(
     first, _ = await stored(api, seconds=2.0)
     second, _ = await stored(api, seconds=2.0)
     # Just stored: verified at ingest, not due for a week.
-    assert (await scheduled_once(app)).due == 0
+    assert (await scheduled_once(app[RESOURCES])).due == 0
     await db.execute("UPDATE recordings SET stored_at = now() - interval '8 days'"
                      " WHERE id = $1", uuid.UUID(first))
     holder = await asyncpg.connect(api.superuser_url)
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", SCRUB_LOCK)
-        assert (await scheduled_once(app)).skipped
+        assert (await scheduled_once(app[RESOURCES])).skipped
     finally:
         await holder.close()
-    report = await scheduled_once(app)
+    report = await scheduled_once(app[RESOURCES])
     assert (report.due, report.checked, report.corrupt) == (1, 1, [])
     verified = await db.fetch("SELECT recording_id FROM recording_scrubs")
     assert [str(r["recording_id"]) for r in verified] == [first]
     # Verified now, so not due again; the other one still is not due either.
-    assert (await scheduled_once(app)).due == 0
+    assert (await scheduled_once(app[RESOURCES])).due == 0
     assert second not in [str(r["recording_id"]) for r in verified]
 
 
@@ -308,7 +310,8 @@ async def test_a_missing_object_is_alarmed_but_not_marked(
         assert await objects.delete([await object_key(db, recording_id)]) == []
     finally:
         await objects.close()
-    report = await scrub(app_of(api), verified_before=datetime.now(UTC) + timedelta(hours=1))
+    report = await scrub(app_of(api)[RESOURCES],
+                         verified_before=datetime.now(UTC) + timedelta(hours=1))
     assert (report.checked, report.corrupt, report.missing) == (0, [], [recording_id])
     # A bucket configured by mistake must not condemn every recording.
     assert await state_of(db, recording_id) == "stored"

@@ -7,11 +7,9 @@ import argparse
 import json
 from typing import Any
 
-from aiohttp import web
-
-from service.cli.commands import Progress, with_app
-from service.http.keys import KEYRING, OBJECTS, POOL
+from service.cli.commands import Progress, with_resources
 from service.recordings.analysis import analyse_stored
+from service.resources import Resources
 from service.settings import Settings
 from storage import recordings as store
 from storage.db import Scope, scoped
@@ -33,8 +31,8 @@ def register(sub: Any) -> None:
 def cmd_analyse(args: argparse.Namespace, settings: Settings) -> int:
     missing_only = not args.all
 
-    async def work(app: web.Application) -> int:
-        pool = app[POOL]
+    async def work(resources: Resources) -> int:
+        pool = resources.pool
         async with scoped(pool, Scope.everything()) as conn:
             total = await store.count_to_analyse(conn, missing_only=missing_only)
         progress = Progress("analyse: calls", total)
@@ -48,7 +46,7 @@ def cmd_analyse(args: argparse.Namespace, settings: Settings) -> int:
                 break
             for recording_id in page:
                 try:
-                    done = await analyse_stored(pool, app[OBJECTS], app[KEYRING].masters,
+                    done = await analyse_stored(pool, resources.objects, resources.keyring.masters,
                                                 recording_id)
                 except StorageError:  # erased meanwhile, key destroyed, audio damaged
                     done = False
@@ -61,4 +59,4 @@ def cmd_analyse(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"analysed": analysed, "failed": failed}))
         return 0
 
-    return with_app(settings, work)
+    return with_resources(settings, work)

@@ -10,14 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from pydantic import ValidationError
 
 from schemas.exports import ExportIn
-from service.cli.commands import Progress, with_app
+from service.cli.commands import Progress, with_resources
 from service.exports import jobs as export_jobs
-from service.exports.views import new_job, outside_eu_eea
-from service.http.keys import AUDIT, EXPORTS, POOL, SETTINGS
+from service.exports.creation import new_job, outside_eu_eea
+from service.exports.jobs import ExportContext
+from service.exports.worker import export_context
+from service.resources import Resources
 from service.settings import Settings
 from storage import exports as store
 from storage.audit import AuditEntry
@@ -71,20 +72,24 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     target_dir = Path(args.dir)
     target_dir.mkdir(parents=True, exist_ok=True)
 
-    async def work(app: web.Application) -> int:
-        job_new, summary = new_job(app[SETTINGS], body, name=ACTOR, kind="system",
+    async def work(resources: Resources) -> int:
+        async with export_context(resources) as ctx:
+            return await run(resources, ctx)
+
+    async def run(resources: Resources, ctx: ExportContext) -> int:
+        job_new, summary = new_job(resources.settings, body, name=ACTOR, kind="system",
                                    role="admin", scope=Scope.everything(), account_id=None)
         refusal = outside_eu_eea(body)
         if refusal is not None:
-            await app[AUDIT].append(AuditEntry(
+            await resources.audit.append(AuditEntry(
                 actor=ACTOR, actor_kind="system", role="admin", action="export.create",
                 target_type="export", reason=body.reason, outcome="refused",
                 detail={**summary, "refused": "recipient outside the EU/EEA"}))
             raise refusal
-        async with scoped(app[POOL], Scope.everything()) as conn:
+        async with scoped(resources.pool, Scope.everything()) as conn:
             job = await store.create_job(conn, job_new)
-        seq = await app[AUDIT].append(_entry(job, "export.create", **summary))
-        async with scoped(app[POOL], Scope.everything()) as conn:
+        seq = await resources.audit.append(_entry(job, "export.create", **summary))
+        async with scoped(resources.pool, Scope.everything()) as conn:
             await store.note_audit_event(conn, job.id, int(seq))
 
         bar = Progress("export")
@@ -94,18 +99,17 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             bar.done = current.done
             bar.advance(0)
 
-        ctx = app[EXPORTS]
         ctx.progress = progress
         await export_jobs.run_next(ctx, export_jobs.worker_name(), job.id)
         bar.finish()
-        async with scoped(app[POOL], Scope.everything()) as conn:
+        async with scoped(resources.pool, Scope.everything()) as conn:
             final = await store.get_job(conn, job.id)
         assert final is not None
-        result: dict[str, Any] = final.out.model_dump(mode="json")
+        result: dict[str, Any] = export_jobs.export_out(final).model_dump(mode="json")
         if final.state == "done" and final.format != "s3":
             name = f"tallenne-export-{final.id}.zip" + (
                 ".age" if final.recipient_public_key else "")
-            await app[AUDIT].append(_entry(final, "export.download", file=name))
+            await resources.audit.append(_entry(final, "export.download", file=name))
             result["file"] = str(target_dir / name)
             result["file_bytes"] = await _write(export_jobs.download_stream(ctx, final),
                                                 target_dir / name, Progress("write"))
@@ -119,9 +123,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result, ensure_ascii=False))
         return 0 if final.state == "done" else 1
 
-    # Other replicas' jobs are theirs: this run carries out only its own.
-    return with_app(settings.model_copy(update={"export_enabled": False,
-                                                "purge_enabled": False}), work)
+    # Other replicas' jobs are theirs: this run carries out only its own (no worker runs).
+    return with_resources(settings, work)
 
 
 def register(sub: Any) -> None:

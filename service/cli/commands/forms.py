@@ -14,7 +14,7 @@ from schemas.evaluation_forms import FormIn
 from service.cli.commands import with_app
 from service.http.api import decode_json, parse_model
 from service.http.keys import AUDIT, POOL
-from service.recordings.evaluations import audit_detail
+from service.recordings.forms import audit_detail
 from service.settings import Settings
 from storage import evaluation_forms as store
 from storage.audit import AuditEntry

@@ -25,16 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 from schemas.recordings import RecordingMetadata
-from service.cli.commands import Progress, with_app
+from service.cli.commands import Progress, with_resources
 from service.http.api import decode_json, parse_model
 from service.http.errors import TooLarge
-from service.http.keys import AUDIT, KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings.analysis import analyse_spooled
-from service.recordings.ingest import Ingested, Spooled, probe, resolve_target, store_recording
-from service.recordings.views import METADATA_LIMIT
+from service.recordings.ingest import (
+    UPLOAD_MEMORY_BUDGET,
+    ByteBudget,
+    Ingested,
+    Spooled,
+    probe,
+    resolve_target,
+    store_recording,
+)
+from service.recordings.lookup import METADATA_LIMIT
+from service.resources import Resources
 from service.settings import Settings
 from storage import recordings as store
 from storage.audit import AuditEntry
@@ -78,12 +85,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     if not folder.is_dir():
         raise StorageError(f"{args.directory} is not a directory")
 
-    async def work(app: web.Application) -> int:
-        importer = DropFolder(app, folder, args.company)
+    async def work(resources: Resources) -> int:
+        importer = DropFolder(resources, folder, args.company)
         await importer.open()
         return await importer.run(watch=args.watch)
 
-    return with_app(settings, work)
+    return with_resources(settings, work)
 
 
 # --- the folder ------------------------------------------------------------------------------
@@ -231,13 +238,15 @@ class Tally:
 
 
 class DropFolder:
-    def __init__(self, app: web.Application, folder: Path, company: str) -> None:
-        self.app = app
+    def __init__(self, resources: Resources, folder: Path, company: str) -> None:
+        self.resources = resources
         self.folder = folder
         self.company = company
         self.actor = f"import:{folder.name}"
         self.scope = Scope()
         self.tally = Tally()
+        # The S3 part buffers this command holds (the service has its own, per application).
+        self.upload_budget = ByteBudget(UPLOAD_MEMORY_BUDGET)
         self.stop = asyncio.Event()
         self._seen: dict[Path, Signature] = {}
         self._retry_at: dict[str, float] = {}
@@ -247,7 +256,7 @@ class DropFolder:
         self._retrying: set[str] = set()
 
     async def open(self) -> None:
-        async with scoped(self.app[POOL], Scope.everything()) as conn:
+        async with scoped(self.resources.pool, Scope.everything()) as conn:
             company_id = await store.company_id_by_code(conn, self.company)
         if company_id is None:
             raise StorageError(f"unknown company {self.company!r}")
@@ -395,17 +404,17 @@ class DropFolder:
 
     async def _import(self, audio: Path, sidecar: Path) -> Ingested:
         """The API's ingest of one pair, the file itself serving as the spooled upload."""
-        app = self.app
+        resources = self.resources
         try:
             metadata = await asyncio.to_thread(read_sidecar, sidecar, self.company)
-            target = await resolve_target(app[POOL], self.scope, metadata)
+            target = await resolve_target(resources.pool, self.scope, metadata)
             size, sha256 = await asyncio.to_thread(
-                measure, audio, app[SETTINGS].max_recording_bytes
+                measure, audio, resources.settings.max_recording_bytes
             )
             info = await probe(audio, None, audio.name)
             outcome = await store_recording(
-                app[POOL], app[OBJECTS], app[KEYRING].masters, self.scope, target,
-                Spooled(audio, info, size, sha256),
+                resources.pool, resources.objects, resources.keyring.masters, self.scope, target,
+                Spooled(audio, info, size, sha256), self.upload_budget,
             )
         except PERMANENT:
             raise
@@ -416,8 +425,9 @@ class DropFolder:
             # Analysed from the local file before it moves on; a failure leaves it to
             # `tallenne analyse --missing`.
             with contextlib.suppress(StorageError):
-                await analyse_spooled(app[POOL], app[KEYRING].masters, recording.id, audio)
-        await app[AUDIT].append(AuditEntry(
+                await analyse_spooled(resources.pool, resources.keyring.masters, recording.id,
+                                      audio)
+        await resources.audit.append(AuditEntry(
             actor=self.actor, actor_kind="system", role="ingest", action="recording.ingest",
             target_type="recording", target_id=str(recording.id), company=recording.company,
             detail=outcome.audit_detail(),

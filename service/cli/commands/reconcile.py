@@ -4,15 +4,14 @@ report printed as JSON on stdout."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import sys
 from typing import Any
 
-from devstack.environment import resolved
+from service.cli.commands import with_resources
 from service.recordings.reconciler import reconcile
-from service.resources import open_resources
+from service.resources import Resources
 from service.settings import Settings
 
 
@@ -25,11 +24,10 @@ def register(sub: Any) -> None:
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    async def main(ready: Settings) -> int:
+    async def work(resources: Resources) -> int:
         # The resources only: a started service would run its own background pass, racing
         # this one for the report.
-        async with open_resources(ready) as resources:
-            report = await reconcile(resources.pool, resources.objects)
+        report = await reconcile(resources.pool, resources.objects)
         # The command waits for any other instance's pass, so it never reports a skip.
         shown = {k: v for k, v in dataclasses.asdict(report).items() if k != "skipped"}
         print(json.dumps(shown), flush=True)
@@ -39,5 +37,4 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         return 0
 
-    with resolved(settings) as ready:
-        return asyncio.run(main(ready))
+    return with_resources(settings, work)

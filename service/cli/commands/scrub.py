@@ -10,15 +10,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
-
-from service.cli.commands import Progress, with_app
+from service.cli.commands import Progress, with_resources
 from service.recordings.scrub import ScrubReport, scrub
+from service.resources import Resources
 from service.settings import Settings
 
 
 def cmd_scrub(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(app: web.Application) -> int:
+    async def work(resources: Resources) -> int:
         bar: Progress | None = None
 
         def started(report: ScrubReport) -> None:
@@ -33,7 +32,7 @@ def cmd_scrub(args: argparse.Namespace, settings: Settings) -> int:
             print("tallenne: another instance is scrubbing; waiting for it to finish",
                   file=sys.stderr, flush=True)
 
-        report = await scrub(app, verified_before=datetime.now(UTC),
+        report = await scrub(resources, verified_before=datetime.now(UTC),
                              rate=args.rate * 1e6 if args.rate else None, actor="cli",
                              on_start=started, on_progress=advanced, on_wait=waiting)
         if bar is not None:
@@ -45,8 +44,8 @@ def cmd_scrub(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         return 1 if report.stopped else 0
 
-    # The schedule belongs to the serving replicas, not to this one-off run.
-    return with_app(settings.model_copy(update={"scrub_enabled": False}), work)
+    # The schedule belongs to the serving replicas: this one-off run starts none.
+    return with_resources(settings, work)
 
 
 def _rate(text: str) -> float:
