@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.audit.checkpoints import checkpoint_ctx
 from service.audit.routes import routes as audit_routes
+from service.customers.event_ingest import BatchSlots
 from service.customers.routes import routes as customer_routes
 from service.exports.routes import routes as export_routes
 from service.exports.views import export_worker_ctx
@@ -17,6 +18,7 @@ from service.http.api import RouteTable, add_routes
 from service.http.client_address import TRUSTED_PROXIES, parse_networks
 from service.http.keys import (
     AUDIT,
+    BATCH_SLOTS,
     KEY_OBJECTS,
     KEYRING,
     OBJECTS,
@@ -84,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app[replay.LOCATORS] = replay.Locators()
+    app[BATCH_SLOTS] = BatchSlots(settings)
     app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(
         [resources_ctx, key_store_ctx, checkpoint_ctx,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from schemas.sites import SiteChange, SiteList, SiteRow, SiteRows, SiteUpdate
+from schemas.sites import SiteList, SiteRows, SiteUpdate
+from service.customers.site_changes import change_sites
 from service.http.api import JSON_BODY_LIMIT, RouteTable, decode_json, json_response, parse_model
-from service.http.auth import Principal, audit, principal_of
+from service.http.auth import principal_of
 from service.http.keys import POOL
 from storage import sites
 from storage.errors import InvalidInput, TooLarge
@@ -47,15 +48,3 @@ async def put_sites(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         items = await sites.list_sites(conn, principal_of(request).scope)
     return json_response(SiteUpdate(items=items, changes=changes))
-
-
-async def change_sites(
-    request: web.Request, principal: Principal, rows: list[SiteRow]
-) -> list[SiteChange]:
-    """Apply rows as this caller and audit what changed (also used by the web UI)."""
-    async with request.app[POOL].acquire() as conn:
-        changes = await sites.apply_rows(conn, rows, principal.scope, principal.name)
-    if changes:
-        await audit(request, "site.change", target_type="site",
-                    detail={"changes": [c.model_dump() for c in changes]})
-    return changes

@@ -12,6 +12,7 @@ from storage.objects import ObjectStore
 from storage.signed_note import NoteSigner
 
 if TYPE_CHECKING:
+    from service.customers.event_ingest import BatchSlots
     from service.http.api import RouteTable
     from service.http.auth import Principal
     from service.resources import Resources
@@ -29,12 +30,13 @@ CHECKPOINTS: web.AppKey[CheckpointBucket] = web.AppKey("checkpoints")
 AUDIT_SIGNER = web.AppKey("audit_signer", NoteSigner)
 AUDIT_LOCK: web.AppKey[LockProbe] = web.AppKey("audit_lock")  # start-up probe's finding
 RESOURCES: web.AppKey[Resources] = web.AppKey("resources")  # the members below, together
+BATCH_SLOTS: web.AppKey[BatchSlots] = web.AppKey("batch_slots")  # web-event batches
 ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")  # every endpoint (OpenAPI)
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
-__all__ = ["AUDIT", "AUDIT_LOCK", "AUDIT_SIGNER", "CHECKPOINTS", "KEY_OBJECTS", "KEYRING",
-           "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "RESOURCES", "ROUTE_TABLE",
-           "SETTINGS"]
+__all__ = ["AUDIT", "AUDIT_LOCK", "AUDIT_SIGNER", "BATCH_SLOTS", "CHECKPOINTS", "KEY_OBJECTS",
+           "KEYRING", "OBJECTS", "POOL", "PRINCIPAL_KEY", "REQUEST_ID_KEY", "RESOURCES",
+           "ROUTE_TABLE", "SETTINGS"]
 if TYPE_CHECKING:
     __all__ += ["AuditLog", "KeyRing", "Principal"]

@@ -9,7 +9,7 @@ from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import audit, principal_of
 from service.http.keys import OBJECTS, POOL
 from service.keys.store import follow_erasures
-from service.rights.reports import customer_id_of
+from service.rights.lookup import customer_id_of
 from storage import customers
 from storage import erasure as store
 from storage.db import scoped

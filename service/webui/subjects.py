@@ -15,7 +15,7 @@ from service.exports.views import begin_export
 from service.http.api import RouteTable, parse_model
 from service.http.auth import Principal
 from service.policy import PUBLIC
-from service.rights.subjects import find_subject
+from service.rights.subject_search import find_subject
 from service.webui import i18n
 from service.webui.forms import Fields, form_post
 from service.webui.render import page, render
