@@ -439,3 +439,20 @@ class PurgeJob:
             self.ledger.append(erased)
             self._note("customer", code, 1)
         return len(rows)
+
+
+async def try_session_lock(conn: asyncpg.Connection, lock: int) -> bool:
+    """Take an advisory lock for the session if no other session holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock))
+
+
+async def release_session_locks(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+async def finished_run_since(conn: asyncpg.Connection, started_by: str,
+                             since: datetime) -> bool:
+    """Whether a real (not dry) run by `started_by` has finished since the moment."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM purge_runs WHERE started_by = $1"
+        " AND NOT dry_run AND state = 'finished' AND started_at >= $2)", started_by, since))

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import ijson
 from aiohttp import web
 from pydantic import ValidationError
@@ -292,7 +293,8 @@ async def ingest(
     """
     principal = principal_of(request)
     key = idempotency_key(request)
-    report, replayed = await _ingest(request, principal, key, endpoint, lines, rejected_before)
+    report, replayed = await store_lines(request.app[POOL], principal, key, endpoint, lines,
+                                         rejected_before)
     await audit(request, "web_event.ingest", target_type="web_events",
                 detail={"accepted": report["accepted"], "rejected": report["rejected_total"],
                         "replayed": replayed,
@@ -300,11 +302,11 @@ async def ingest(
     return report, replayed
 
 
-async def _ingest(
-    request: web.Request, principal: Principal, key: str | None, endpoint: str,
+async def store_lines(
+    pool: asyncpg.Pool, principal: Principal, key: str | None, endpoint: str,
     lines: AsyncIterable[tuple[int, Any]], rejected_before: Iterable[RejectedLine],
 ) -> tuple[dict[str, Any], bool]:
-    pool = request.app[POOL]
+    """Validate and store the lines as this principal (once per idempotency key)."""
     account = principal.account
     async with pool.acquire() as conn:
         companies = {c.code: c.id for c in await accounts.list_companies(conn)}
@@ -350,9 +352,7 @@ async def _ingest(
     return report, False
 
 
-async def _ensure_partitions(pool: Any, months: set[Any]) -> None:
-    import asyncpg
-
+async def _ensure_partitions(pool: asyncpg.Pool, months: set[Any]) -> None:
     for attempt in range(3):
         try:
             await web_events.ensure_partitions(pool, months)

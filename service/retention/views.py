@@ -27,7 +27,7 @@ from service.http.api import (
     read_json,
 )
 from service.http.auth import audit, principal_of
-from service.http.keys import OBJECTS, POOL, REQUEST_ID_KEY
+from service.http.keys import OBJECTS, POOL, REQUEST_ID_KEY, RESOURCES
 from service.retention import scheduler as purge_scheduler
 from storage import legal_holds, purge, retention
 from storage.db import Scope, scoped
@@ -160,15 +160,16 @@ async def start_purge(request: web.Request) -> web.Response:
     request_id = request.get(REQUEST_ID_KEY)
     if body.dry_run:
         return json_response(await purge_scheduler.preview(
-            app, now, actor=principal.name, actor_kind=principal.kind, role=principal.role,
-            request_id=request_id, scope=principal.scope))
+            app[RESOURCES], now, actor=principal.name, actor_kind=principal.kind,
+            role=principal.role, request_id=request_id, scope=principal.scope))
     if not principal.scope.all_companies:
         # A run removes what has expired in every company (a month of web events is one
         # partition): it is a group-wide act.
         raise Forbidden("a purge run covers every company: it needs an all-companies admin")
-    run_id, conn = await purge_scheduler.begin(app, now, actor=principal.name)
+    run_id, conn = await purge_scheduler.begin(app[POOL], now, actor=principal.name)
+    context = purge_scheduler.purge_context(app)
     task = asyncio.create_task(
-        purge_scheduler.carry_out(app, run_id, conn, now, actor=principal.name,
+        purge_scheduler.carry_out(context, run_id, conn, now, actor=principal.name,
                                   actor_kind=principal.kind, role=principal.role,
                                   request_id=request_id),
         name=f"purge-{run_id}")
