@@ -31,6 +31,7 @@ from service.rights.letter import render_letter
 from service.rights.lookup import customer_id_of, customer_recordings
 from storage import access_reports as store
 from storage import customers
+from storage.crypto import open_customer_values
 from storage.db import scoped
 from storage.errors import NotFound
 from storage.keys import OwnerKey, find_customer_key
@@ -41,7 +42,7 @@ def _history_values(key: OwnerKey | None, customer_id: UUID,
                     sealed: bytes | None) -> dict[str, object] | None:
     if sealed is None or key is None:
         return None
-    values = customers.open_history_values(key.key, customer_id, bytes(sealed))
+    values = open_customer_values(key.key, customer_id, bytes(sealed))
     values.pop("personal_id_enc", None)  # an old identity code stays sealed
     return values
 
