@@ -15,7 +15,9 @@ async def change_sites(
 ) -> list[SiteChange]:
     """Apply rows as this caller and audit what changed (also used by the web UI)."""
     async with request.app[POOL].acquire() as conn:
-        changes = await sites.apply_rows(conn, rows, principal.scope, principal.name)
+        moves = await sites.apply_rows(conn, rows, principal.scope, principal.name)
+    changes = [SiteChange(site=m.site, old_company=m.old_company, company=m.company)
+               for m in moves]
     if changes:
         await audit(request, "site.change", target_type="site",
                     detail={"changes": [c.model_dump() for c in changes]})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from schemas.sites import SiteList, SiteRows, SiteUpdate
+from schemas.sites import SiteList, SiteOut, SiteRows, SiteUpdate
 from service.customers.site_changes import change_sites
 from service.http.api import JSON_BODY_LIMIT, RouteTable, decode_json, json_response, parse_model
 from service.http.auth import principal_of
@@ -18,6 +18,11 @@ from storage.errors import InvalidInput, TooLarge
 routes = RouteTable()
 
 
+def site_out(site: sites.Site) -> SiteOut:
+    return SiteOut(site=site.site, company=site.company, updated_by=site.updated_by,
+                   updated_at=site.updated_at)
+
+
 @routes.route(
     "GET", "/api/v1/sites", action="site.manage", tag="web-events",
     summary="The site registry: each web site and the company its events belong to",
@@ -26,7 +31,7 @@ routes = RouteTable()
 async def list_sites(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         items = await sites.list_sites(conn, principal_of(request).scope)
-    return json_response(SiteList(items=items))
+    return json_response(SiteList(items=[site_out(s) for s in items]))
 
 
 @routes.route(
@@ -47,4 +52,4 @@ async def put_sites(request: web.Request) -> web.Response:
     changes = await change_sites(request, principal, body.items)
     async with request.app[POOL].acquire() as conn:
         items = await sites.list_sites(conn, principal_of(request).scope)
-    return json_response(SiteUpdate(items=items, changes=changes))
+    return json_response(SiteUpdate(items=[site_out(s) for s in items], changes=changes))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import ValidationError
@@ -61,7 +62,7 @@ def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
         if changes:
             await resources.audit.append(AuditEntry(
                 actor=ACTOR, actor_kind="system", action="site.change", target_type="site",
-                detail={"changes": [c.model_dump() for c in changes]},
+                detail={"changes": [asdict(c) for c in changes]},
             ))
         if row.company is None:
             print(f"{row.site} removed" if changes else f"{row.site} was not registered")
