@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from schemas.retention import (
     LegalHoldOut,
     PurgeIn,
     PurgeReport,
+    RetentionPolicy,
     RetentionPolicyChange,
     RetentionPolicyList,
     RetentionPolicyUpdate,
@@ -36,6 +38,10 @@ from storage.errors import Forbidden, InvalidInput, NotFound, TooLarge
 routes = RouteTable()
 
 
+def policy_out(policy: retention.Policy) -> RetentionPolicy:
+    return RetentionPolicy.model_validate(asdict(policy))
+
+
 @routes.route(
     "GET", "/api/v1/retention-policies", action="retention.read", tag="retention",
     summary="Retention policies per company, data kind and purpose",
@@ -45,7 +51,7 @@ async def list_policies(request: web.Request) -> web.Response:
     scope = principal_of(request).scope
     async with scoped(request.app[POOL], scope) as conn:
         items = await retention.list_policies(conn, scope)
-    return json_response(RetentionPolicyList(items=items))
+    return json_response(RetentionPolicyList(items=[policy_out(p) for p in items]))
 
 
 @routes.route(
@@ -66,8 +72,9 @@ async def put_policies(request: web.Request) -> web.Response:
         raise InvalidInput("no policies given", [(["body"], "give at least one policy")])
     pool = request.app[POOL]
     async with scoped(pool, principal.scope) as conn:
-        changes = await retention.upsert_policies(conn, body.items, principal.name,
-                                                  principal.scope)
+        changes = await retention.upsert_policies(
+            conn, [retention.Policy(**p.model_dump()) for p in body.items], principal.name,
+            principal.scope)
     reported: list[RetentionPolicyChange] = []
     for change in changes:
         moved = 0
@@ -75,7 +82,7 @@ async def put_policies(request: web.Request) -> web.Response:
             moved = await retention.recompute_recordings(pool, change.company_id,
                                                          change.policy.purpose)
         reported.append(RetentionPolicyChange(
-            **change.policy.model_dump(), old_keep_days=change.old_keep_days,
+            **asdict(change.policy), old_keep_days=change.old_keep_days,
             records_moved=moved,
         ))
     await audit(request, "retention.write", target_type="retention_policy",
@@ -83,10 +90,15 @@ async def put_policies(request: web.Request) -> web.Response:
                 detail={"changes": [c.model_dump() for c in reported]})
     async with scoped(pool, principal.scope) as conn:
         items = await retention.list_policies(conn, principal.scope)
-    return json_response(RetentionPolicyUpdate(items=items, changes=reported))
+    return json_response(RetentionPolicyUpdate(items=[policy_out(p) for p in items],
+                                               changes=reported))
 
 
 # --- legal holds ---------------------------------------------------------------------------
+
+
+def legal_hold_out(hold: legal_holds.LegalHold) -> LegalHoldOut:
+    return LegalHoldOut(**asdict(hold))
 
 
 @routes.route(
@@ -111,7 +123,7 @@ async def place_hold(request: web.Request) -> web.Response:
                 detail={"recording_ids": [str(r) for r in body.recording_ids],
                         "customer_ids": [str(c) for c in body.customer_ids],
                         "objects_locked": mirrored})
-    return json_response(hold, status=201)
+    return json_response(legal_hold_out(hold), status=201)
 
 
 @routes.route(
@@ -123,7 +135,7 @@ async def list_holds(request: web.Request) -> web.Response:
     async with scoped(request.app[POOL], Scope.everything()) as conn:
         items = await legal_holds.list_holds(conn, include_released=include,
                                              scope=principal_of(request).scope)
-    return json_response(LegalHoldList(items=items))
+    return json_response(LegalHoldList(items=[legal_hold_out(h) for h in items]))
 
 
 @routes.route(
@@ -141,7 +153,7 @@ async def release_hold(request: web.Request) -> web.Response:
     unlocked = await legal_holds.mirror_to_objects(request.app[OBJECTS], freed, held=False)
     await audit(request, "legal_hold.release", target_type="legal_hold", target_id=case,
                 company_ids=companies, detail={"objects_unlocked": unlocked})
-    return json_response(hold)
+    return json_response(legal_hold_out(hold))
 
 
 # --- purges --------------------------------------------------------------------------------
