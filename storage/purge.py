@@ -20,7 +20,6 @@ from uuid import UUID
 
 import asyncpg
 
-from schemas.retention import OldestItem, PurgeBucket, PurgeReport
 from storage import erasure, legal_holds
 from storage.db import Scope, apply_scope, scoped
 from storage.errors import Unavailable
@@ -56,6 +55,42 @@ _WEB_EVENT_CUTOFFS = (
 )
 
 
+@dataclass(frozen=True)
+class KindCount:
+    """Items (and object bytes) of one kind of one company."""
+
+    company: str
+    kind: str
+    items: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class OldestExpired:
+    kind: str
+    id: str
+    company: str
+    retain_until: datetime
+
+
+@dataclass(frozen=True)
+class PurgeSummary:
+    """A preview (dry run), or the progress and result of a real run."""
+
+    dry_run: bool
+    state: str
+    as_of: datetime
+    id: UUID | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expired: list[KindCount] = field(default_factory=list)
+    purged: list[KindCount] = field(default_factory=list)
+    held_back: int = 0
+    oldest: OldestExpired | None = None
+    partitions_dropped: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
 @dataclass
 class Tally:
     """Purged items and bytes by (company code, kind)."""
@@ -67,8 +102,8 @@ class Tally:
         entry[0] += items
         entry[1] += size
 
-    def buckets(self) -> list[PurgeBucket]:
-        return [PurgeBucket(company=c, kind=k, items=v[0], bytes=v[1])
+    def buckets(self) -> list[KindCount]:
+        return [KindCount(company=c, kind=k, items=v[0], bytes=v[1])
                 for (c, k), v in sorted(self.counts.items())]
 
     @property
@@ -84,13 +119,13 @@ Progress = Callable[[str, str, int, int], None]  # kind, company, items, bytes
 
 async def preview(
     conn: asyncpg.Connection, as_of: datetime, scope: Scope | None = None
-) -> PurgeReport:
+) -> PurgeSummary:
     """What a real run at `as_of` would remove in the scope's companies (every company by
     default), and what holds keep back. Reads only."""
     await apply_scope(conn, scope or Scope.everything())
     tally = Tally()
     held = 0
-    oldest: OldestItem | None = None
+    oldest: OldestExpired | None = None
     for row in await conn.fetch(
         "SELECT co.code, count(*) AS n, coalesce(sum(r.size_bytes), 0) AS size,"
         " r.legal_holds <> '{}' AS held"
@@ -111,8 +146,8 @@ async def preview(
         as_of,
     )
     if first is not None:
-        oldest = OldestItem(kind="recording", id=str(first["id"]), company=first["code"],
-                            retain_until=first["retain_until"])
+        oldest = OldestExpired(kind="recording", id=str(first["id"]), company=first["code"],
+                               retain_until=first["retain_until"])
     held_customers = await legal_holds.held_customer_ids(conn)
     for row in await conn.fetch(
         "SELECT co.code, count(*) AS n FROM web_events e"
@@ -139,7 +174,7 @@ async def preview(
             held += 1
         else:
             tally.add(row["code"] or "-", "customer", 1)
-    return PurgeReport(dry_run=True, state="finished", as_of=as_of, expired=tally.buckets(),
+    return PurgeSummary(dry_run=True, state="finished", as_of=as_of, expired=tally.buckets(),
                        held_back=held, oldest=oldest)
 
 
@@ -181,7 +216,7 @@ async def finish_run(
     await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", RUN_LOCK_SPACE, str(run_id))
 
 
-async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeReport | None:
+async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeSummary | None:
     """A run's state and what it has purged so far (from the purge log)."""
     run = await conn.fetchrow("SELECT * FROM purge_runs WHERE id = $1", run_id)
     if run is None:
@@ -199,7 +234,7 @@ async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeReport | No
         "SELECT item_id FROM purge_log WHERE purge_id = $1 AND item_kind = 'web_event_partition'"
         " ORDER BY item_id", run_id)]
     counts = run["counts"] or {}
-    return PurgeReport(
+    return PurgeSummary(
         id=run["id"], dry_run=run["dry_run"], state=run["state"], as_of=run["as_of"],
         started_at=run["started_at"], finished_at=run["finished_at"], purged=tally.buckets(),
         held_back=int(counts.get("held_back", 0)), partitions_dropped=dropped,

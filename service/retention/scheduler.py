@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -61,6 +61,11 @@ async def one_off_purge_context(resources: Resources) -> AsyncIterator[PurgeCont
         yield PurgeContext(resources, bucket, signer)
 
 
+def purge_report(summary: purge.PurgeSummary) -> PurgeReport:
+    """The API's form of a preview or a run."""
+    return PurgeReport.model_validate(asdict(summary))
+
+
 def _count(kind: str, company: str, items: int, size: int) -> None:
     PURGED_ITEMS.labels(kind=kind).inc(items)
     if size:
@@ -73,15 +78,15 @@ async def preview(resources: Resources, as_of: datetime, *, actor: str, actor_ki
     """A dry run over the scope's companies (every company by default): counts only, one
     audit event."""
     async with resources.pool.acquire() as conn, conn.transaction(readonly=True):
-        report = await purge.preview(conn, as_of, scope)
+        summary = await purge.preview(conn, as_of, scope)
     await resources.audit.append(AuditEntry(
         actor=actor, actor_kind=actor_kind, role=role, action="purge.preview",
         target_type="purge", request_id=request_id,
         company_ids=None if scope is None or scope.all_companies else sorted(scope.company_ids),
-        detail={"as_of": as_of.isoformat(), "held_back": report.held_back,
-                "expired": [b.model_dump() for b in report.expired]},
+        detail={"as_of": as_of.isoformat(), "held_back": summary.held_back,
+                "expired": [asdict(b) for b in summary.expired]},
     ))
-    return report
+    return purge_report(summary)
 
 
 async def begin(
@@ -128,7 +133,7 @@ async def carry_out(
         state, error = "failed", f"{exc.__class__.__name__}: {getattr(exc, 'detail', exc)}"
         logger.error("purge failed", extra={"purge_id": str(run_id), "error": error})
     finally:
-        counts = {"purged": [b.model_dump() for b in job.tally.buckets()],
+        counts = {"purged": [asdict(b) for b in job.tally.buckets()],
                   "partitions_dropped": job.dropped}
         try:
             await purge.finish_run(conn, run_id, state=state, counts=counts, error=error)
@@ -147,9 +152,9 @@ async def carry_out(
         logger.warning("audit checkpoint after purge failed", extra={"error": repr(exc)})
     await follow_erasures(resources)  # expired customers' keys leave the key snapshot too
     async with resources.pool.acquire() as reader:
-        report = await purge.run_report(reader, run_id)
-    assert report is not None
-    return report
+        summary = await purge.run_report(reader, run_id)
+    assert summary is not None
+    return purge_report(summary)
 
 
 async def run_now(context: PurgeContext, as_of: datetime | None = None, *, actor: str,

@@ -191,7 +191,7 @@ async def start_purge(request: web.Request) -> web.Response:
     async with app[POOL].acquire() as reader:
         report = await purge.run_report(reader, run_id)
     assert report is not None
-    return json_response(report, status=202,
+    return json_response(purge_scheduler.purge_report(report), status=202,
                          headers={"Location": f"/api/v1/purges/{run_id}"})
 
 
@@ -210,4 +210,4 @@ async def get_purge(request: web.Request) -> web.Response:
         report = await purge.run_report(conn, run_id)
     if report is None:
         raise NotFound("no such purge")
-    return json_response(report)
+    return json_response(purge_scheduler.purge_report(report))
