@@ -21,9 +21,9 @@ from pathlib import Path
 import asyncpg
 
 from bench.stack import BenchStack, bench_stack
-from service.cli.commands import app_resources
+from service.audit.checkpoints import opened_checkpoint_bucket
 from service.cli.commands.backup import backup_key, master_keys, pg_tools
-from service.http.keys import CHECKPOINTS, KEY_OBJECTS, KEYRING, OBJECTS, POOL
+from service.resources import open_resources
 from service.settings import Settings
 from storage import backup, key_snapshot
 from storage.objects import ObjectStore
@@ -99,10 +99,11 @@ async def run(count: int, size: int, rounds: int) -> int:
             assert settings.database_owner_url is not None
             dsn = settings.database_owner_url.get_secret_value()
             raw_s = product_s = float("inf")
-            async with app_resources(settings) as app:
+            async with open_resources(settings) as resources, \
+                    opened_checkpoint_bucket(settings) as checkpoints:
                 async def snapshot() -> dict[str, object]:
-                    info = await key_snapshot.write_snapshot(app[POOL], app[KEY_OBJECTS],
-                                                             app[KEYRING].masters)
+                    info = await key_snapshot.write_snapshot(
+                        resources.pool, resources.key_objects, resources.keyring.masters)
                     return {"snapshot_id": info.snapshot_id, "created_at": info.created_at}
 
                 store = stack.objects(threads=settings.s3_threads)
@@ -115,8 +116,8 @@ async def run(count: int, size: int, rounds: int) -> int:
                         target = scratch / f"backup-{i}"
                         started = time.perf_counter()
                         manifest = await backup.take_backup(
-                            dsn, app[OBJECTS], target, pg_tools(), key, snapshot,
-                            app[CHECKPOINTS].reader)
+                            dsn, resources.objects, target, pg_tools(), key, snapshot,
+                            checkpoints.reader)
                         product_s = min(product_s, time.perf_counter() - started)
                         assert len(manifest.objects) == count and not manifest.missing
                         if i == rounds - 1:

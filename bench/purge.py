@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from bench.stack import BenchStack, bench_stack
-from service.cli.commands import app_resources
+from service.resources import open_resources
 from service.settings import Settings
 from storage import purge
 from storage.db import Scope, apply_scope
@@ -83,11 +83,12 @@ def product_settings(stack: BenchStack, batch: int) -> Settings:
 
 async def product_purge(stack: BenchStack, batch: int) -> tuple[float, int]:
     """The purge `tallenne purge` runs (same resources, same code), timed from its start."""
-    from service.retention.scheduler import run_now
+    from service.retention.scheduler import one_off_purge_context, run_now
 
-    async with app_resources(product_settings(stack, batch)) as app:
+    async with open_resources(product_settings(stack, batch)) as resources, \
+            one_off_purge_context(resources) as context:
         started = time.perf_counter()
-        report = await run_now(app, AS_OF, actor="bench")
+        report = await run_now(context, AS_OF, actor="bench")
         elapsed = time.perf_counter() - started
     assert report.state == "finished", report.error
     return elapsed, sum(b.items for b in report.purged if b.kind == "recording")
@@ -111,11 +112,9 @@ async def partition_drop(stack: BenchStack, rows: int) -> None:
               f"{time.perf_counter() - started:.1f} s", flush=True)
     finally:
         await conn.close()
-    async with app_resources(product_settings(stack, 200)) as app:
-        from service.http.keys import OBJECTS, POOL
-
-        job = purge.PurgeJob(app[POOL], app[OBJECTS], uuid.uuid4(), AS_OF)
-        async with app[POOL].acquire() as c:
+    async with open_resources(product_settings(stack, 200)) as resources:
+        job = purge.PurgeJob(resources.pool, resources.objects, uuid.uuid4(), AS_OF)
+        async with resources.pool.acquire() as c:
             await purge.start_run(c, job.run_id, as_of=AS_OF, started_by="bench",
                                   dry_run=False)
             started = time.perf_counter()

@@ -11,12 +11,14 @@ from aiohttp import web
 from schemas.ip import parse_networks
 from service.audit.checkpoints import checkpoint_ctx
 from service.audit.routes import routes as audit_routes
+from service.customers.event_ingest import BatchSlots
 from service.customers.routes import routes as customer_routes
 from service.exports.routes import routes as export_routes
 from service.exports.worker import export_worker_ctx
 from service.http.api import RouteTable, add_routes
 from service.http.keys import (
     AUDIT,
+    BATCH_SLOTS,
     KEY_OBJECTS,
     KEYRING,
     LOCATORS,
@@ -89,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     app[LOCATORS] = Locators()
     app[UPLOADS] = Uploads(settings.max_uploads_in_flight)
+    app[BATCH_SLOTS] = BatchSlots(settings)
     app.on_response_prepare.append(mark_response_started)
     app.cleanup_ctx.extend(
         [resources_ctx, key_store_ctx, checkpoint_ctx,

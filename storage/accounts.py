@@ -386,3 +386,44 @@ async def revoke_session(conn: asyncpg.Connection, session_id: str) -> None:
 
 def csrf_matches(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+LOGIN_LOCK = 0x7A11E60  # advisory-lock class of the per-account and per-address counters
+
+
+@dataclass(frozen=True)
+class FailureCount:
+    kind: str  # "user" (the account) or "ip" (the client address)
+    failures: int
+    last: datetime | None
+
+
+async def lock_login_failures(
+    conn: asyncpg.Connection, username: str, ip: str, window: timedelta
+) -> list[FailureCount]:
+    """Take the per-account, then the per-address lock (for the transaction) and count the
+    recent failures of each. Always in that order: no two attempts wait on each other."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                       LOGIN_LOCK, "user:" + username)
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                       LOGIN_LOCK, "ip:" + ip)
+    rows = await conn.fetch(
+        "SELECT 'user' AS kind, count(*) AS n, max(at) AS last FROM login_failures"
+        " WHERE username = $1 AND at > now() - $3::interval"
+        " UNION ALL SELECT 'ip', count(*), max(at) FROM login_failures"
+        " WHERE client_ip = $2 AND at > now() - $3::interval",
+        username, ip, window,
+    )
+    return [FailureCount(kind=r["kind"], failures=int(r["n"]), last=r["last"]) for r in rows]
+
+
+async def record_login_failure(conn: asyncpg.Connection, username: str, ip: str) -> int:
+    attempt: int = await conn.fetchval(
+        "INSERT INTO login_failures (username, client_ip) VALUES ($1, $2) RETURNING id",
+        username, ip,
+    )
+    return attempt
+
+
+async def clear_login_failures(conn: asyncpg.Connection, username: str) -> None:
+    await conn.execute("DELETE FROM login_failures WHERE username = $1", username)

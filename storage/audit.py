@@ -254,3 +254,41 @@ async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
     if head is not None and int(head["seq"]) != expected_seq - 1:
         return ChainReport(False, count, expected_seq, "events after the last one are missing")
     return ChainReport(True, count, None)
+
+
+async def recordings_of_subject(conn: asyncpg.Connection, customer_id: UUID) -> list[UUID]:
+    """The customer's recordings (also those sealed under the customer's key): a replay
+    names the recording it read, not the customer."""
+    rows = await conn.fetch(
+        "SELECT id FROM recordings WHERE customer_id = $1"
+        " OR (key_owner = 'customer' AND key_owner_id = $1)", customer_id)
+    return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before_seq: int | None = None
+    subjects: list[UUID] | None = None  # events about any of them
+
+
+async def search_events(conn: asyncpg.Connection, wanted: EventFilter,
+                        limit: int) -> list[dict[str, Any]]:
+    """Events matching the filter, newest first; row-level security limits them to the
+    connection's scope."""
+    rows = await conn.fetch(
+        "SELECT * FROM audit_events WHERE ($1::text IS NULL OR actor = $1)"
+        " AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR target_id = $3)"
+        " AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)"
+        " AND ($6::bigint IS NULL OR seq < $6)"
+        " AND ($8::uuid[] IS NULL OR subject_ids && $8::uuid[]"
+        "      OR target_id = ANY($8::uuid[]::text[]))"
+        " ORDER BY seq DESC LIMIT $7",
+        wanted.actor, wanted.action, wanted.target, wanted.since, wanted.until,
+        wanted.before_seq, limit, wanted.subjects,
+    )
+    return [dict(r) for r in rows]

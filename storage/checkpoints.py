@@ -223,6 +223,12 @@ async def start_epoch(
         return await _write(conn, bucket, signer, new_epoch=max([current, *in_bucket]) + 1)
 
 
+async def audit_head_seq(conn: asyncpg.Connection) -> int | None:
+    """The sequence number of the latest audit event (0 before the first)."""
+    value = await conn.fetchval("SELECT seq FROM audit_head")
+    return None if value is None else int(value)
+
+
 async def latest_checkpoint_seq(conn: asyncpg.Connection) -> int | None:
     value = await conn.fetchval(
         "SELECT max(c.seq) FROM audit_checkpoints c, audit_head h WHERE c.epoch = h.epoch")

@@ -8,10 +8,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -66,6 +68,21 @@ def unwrap_key(kek: bytes, wrapped: bytes, *, context: bytes) -> bytes:
         return AESGCM(kek).decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], context)
     except InvalidTag:
         raise IntegrityError("wrapped key failed authentication") from None
+
+
+def seal_customer_values(key: bytes, customer_id: uuid.UUID, values: dict[str, Any]) -> bytes:
+    """A customer's old field values (rectification history) sealed under the customer's
+    key, bound to the customer by the associated data."""
+    nonce = os.urandom(NONCE_SIZE)
+    plaintext = json.dumps(values, default=str).encode()
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, customer_id.bytes)
+
+
+def open_customer_values(key: bytes, customer_id: uuid.UUID, sealed: bytes) -> dict[str, Any]:
+    """Inverse of `seal_customer_values`."""
+    plain = AESGCM(key).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], customer_id.bytes)
+    values: dict[str, Any] = json.loads(plain)
+    return values
 
 
 def load_master_key(text: str, what: str = "master key") -> bytes:

@@ -4,23 +4,20 @@ lookups and prohibitions. Every function runs on a connection already scoped by 
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from storage.crypto import seal_customer_values
 from storage.db import Scope, apply_scope
 from storage.errors import Conflict, NotFound
 from storage.keys import MasterKeys, create_customer_key, find_customer_key
 from storage.recordings import rewrap_for_customer
 
 CUSTOMER_FIELDS = ("name", "address", "email", "phone")
-_NONCE = 12
 
 
 async def link_lock(conn: asyncpg.Connection, company_id: UUID, *, shared: bool) -> None:
@@ -127,20 +124,6 @@ async def set_membership_end(
     return True
 
 
-def _seal(key: bytes, customer_id: UUID, values: dict[str, Any]) -> bytes:
-    nonce = os.urandom(_NONCE)
-    plaintext = json.dumps(values, default=str).encode()
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, customer_id.bytes)
-
-
-def open_history_values(key: bytes, customer_id: UUID, sealed: bytes) -> dict[str, Any]:
-    """Old values of one history row (for the access report and rectification review),
-    opened with the customer's key (storage.keys.find_customer_key)."""
-    plain = AESGCM(key).decrypt(sealed[:_NONCE], sealed[_NONCE:], customer_id.bytes)
-    values: dict[str, Any] = json.loads(plain)
-    return values
-
-
 async def _history(
     conn: asyncpg.Connection, customer_id: UUID, company_id: UUID, change: str,
     fields: list[str], sealed: bytes | None, actor: str,
@@ -230,7 +213,7 @@ async def upsert_customer(
     if changed:
         # Rectification keeps history: the old values, sealed under the customer's key.
         key = await find_customer_key(conn, masters, customer_id)
-        sealed = _seal(key.key, customer_id, {f: old[f] for f in changed}) \
+        sealed = seal_customer_values(key.key, customer_id, {f: old[f] for f in changed}) \
             if key is not None else None
         await conn.execute(
             "UPDATE customers SET name = $2, address = $3, email = $4, phone = $5,"

@@ -128,3 +128,8 @@ async def scoped_on(
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
+
+
+async def ping(conn: asyncpg.Connection) -> None:
+    """A round trip to the server (readiness)."""
+    await conn.fetchval("SELECT 1")

@@ -440,3 +440,17 @@ async def load_keys(
     loaded["without_owner"] = (contents.customer_keys + contents.company_keys
                                - loaded["customer_keys"] - loaded["company_keys"])
     return contents, loaded
+
+
+async def count_by_version(conn: asyncpg.Connection) -> dict[int, int]:
+    """How many customer and company keys are wrapped under each master-key version."""
+    rows = await conn.fetch(
+        "SELECT kek_version, count(*) AS n FROM (SELECT kek_version FROM customer_keys"
+        " UNION ALL SELECT kek_version FROM company_keys) k GROUP BY kek_version")
+    return {int(r["kek_version"]): int(r["n"]) for r in rows}
+
+
+async def holds_keys(conn: asyncpg.Connection) -> bool:
+    """Whether the key store holds any customer or company key."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM customer_keys)"
+                                    " OR EXISTS (SELECT 1 FROM company_keys)"))

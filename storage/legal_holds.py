@@ -7,16 +7,32 @@ of migration 010, for the readers that need no join (recording JSON, erasure, pu
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from schemas.retention import LegalHoldIn, LegalHoldOut
+from schemas.retention import LegalHoldIn
 from storage.checkpoints import bucket_has_object_lock
 from storage.db import Scope
 from storage.errors import Conflict, InvalidInput, NotFound, ObjectMissing
 from storage.objects import ObjectStore
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """A case with the recordings and customers it holds."""
+
+    case: str
+    reason: str
+    created_by: str
+    created_at: datetime
+    released_by: str | None
+    released_at: datetime | None
+    recording_ids: list[UUID]
+    customer_ids: list[UUID]
+
 
 _CUSTOMER_RECORDINGS = (
     "(r.customer_id = ANY($2::uuid[])"
@@ -64,7 +80,7 @@ def _inside(scope: Scope, companies: set[UUID]) -> bool:
 
 async def place(
     conn: asyncpg.Connection, hold: LegalHoldIn, created_by: str, scope: Scope | None = None
-) -> LegalHoldOut:
+) -> LegalHold:
     """Open a case (or add records to an open one). The connection sees every company and is
     in a transaction; `scope` is the caller's: records (and an existing case) outside it are
     as missing as records that do not exist."""
@@ -132,7 +148,7 @@ async def place(
 
 async def release(
     conn: asyncpg.Connection, case_id: str, released_by: str, scope: Scope | None = None
-) -> LegalHoldOut:
+) -> LegalHold:
     """Release a case; one outside `scope` (the caller's) is as missing as no case."""
     if scope is not None and not _inside(scope, (await case_companies(conn, [case_id]))[case_id]):
         raise NotFound("no such open case")
@@ -157,10 +173,11 @@ async def release(
     return await get(conn, case_id)
 
 
-def _hold(row: asyncpg.Record) -> LegalHoldOut:
-    data: dict[str, Any] = dict(row)
-    data["case"] = data.pop("case_id")
-    return LegalHoldOut.model_validate(data)
+def _hold(row: asyncpg.Record) -> LegalHold:
+    return LegalHold(case=row["case_id"], reason=row["reason"], created_by=row["created_by"],
+                     created_at=row["created_at"], released_by=row["released_by"],
+                     released_at=row["released_at"], recording_ids=list(row["recording_ids"]),
+                     customer_ids=list(row["customer_ids"]))
 
 
 _SELECT = (
@@ -172,7 +189,7 @@ _SELECT = (
 )
 
 
-async def get(conn: asyncpg.Connection, case_id: str) -> LegalHoldOut:
+async def get(conn: asyncpg.Connection, case_id: str) -> LegalHold:
     row = await conn.fetchrow(f"{_SELECT} WHERE h.case_id = $1", case_id)
     if row is None:
         raise NotFound("no such case")
@@ -181,7 +198,7 @@ async def get(conn: asyncpg.Connection, case_id: str) -> LegalHoldOut:
 
 async def list_holds(
     conn: asyncpg.Connection, *, include_released: bool, scope: Scope | None = None
-) -> list[LegalHoldOut]:
+) -> list[LegalHold]:
     """The cases, only those wholly inside `scope` when given."""
     where = "" if include_released else " WHERE h.released_at IS NULL"
     rows = await conn.fetch(f"{_SELECT}{where} ORDER BY h.created_at, h.case_id")

@@ -355,6 +355,37 @@ class ObjectStore:
 
         return await self.run(_delete)
 
+    async def is_versioned(self) -> bool:
+        """Whether deleting a key leaves older versions behind (versioning enabled or
+        suspended)."""
+        config = await self.run(self.client.get_bucket_versioning, self.bucket)
+        return str(config.status) in ("Enabled", "Suspended")
+
+    async def delete_versions(self, keys: list[str], *, every_version: bool) -> list[str]:
+        """Delete the keys in multi-object deletes of at most 1000, with every version and
+        delete marker by id when `every_version` (a delete without a version id would only
+        add one more marker). Returns "key: code" of each failure other than already gone."""
+
+        def _delete() -> list[str]:
+            targets: list[DeleteObject] = []
+            if every_version:
+                for key in keys:
+                    for version in self.client.list_objects(
+                        self.bucket, prefix=key, include_version=True
+                    ):
+                        if version.object_name == key:
+                            targets.append(DeleteObject(key, version.version_id))
+            else:
+                targets.extend(DeleteObject(k) for k in keys)
+            failed: list[str] = []
+            for start in range(0, len(targets), 1000):
+                errors = self.client.remove_objects(self.bucket, targets[start:start + 1000])
+                failed.extend(f"{e.name}: {e.code}" for e in errors if e.code not in
+                              ("NoSuchKey", "NoSuchVersion"))
+            return failed
+
+        return await self.run(_delete)
+
     async def iter_keys(self, prefix: str, page: int = 1000) -> AsyncIterator[list[str]]:
         """The keys under `prefix`, a page at a time, so a bucket of millions of objects is
         never listed into memory at once."""

@@ -19,10 +19,8 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from minio.deleteobjects import DeleteObject
 
-from schemas.retention import OldestItem, PurgeBucket, PurgeReport
-from storage import erasure
+from storage import erasure, legal_holds
 from storage.db import Scope, apply_scope, scoped
 from storage.errors import Unavailable
 from storage.objects import ObjectStore
@@ -35,9 +33,9 @@ WORKERS = 2
 RUN_LOCK_SPACE = 0x7A11E60  # session lock held by a live run, keyed by hashtext(run id)
 PURGED_BY = "purge"
 
-_EXPIRED_RECORDINGS = (
-    "FROM recordings r WHERE r.retain_until <= $1 AND r.state <> 'pending'"
-)
+# The one definition of an expired recording (`r`, as of $1): its retention has ended and
+# its upload is complete. A held one (legal_holds not empty) is expired but kept.
+_RECORDING_EXPIRED = "r.retain_until <= $1 AND r.state <> 'pending'"
 _EXPIRED_CUSTOMERS = (
     "FROM customers c WHERE c.erased_at IS NULL"
     " AND NOT EXISTS (SELECT 1 FROM customer_memberships m"
@@ -57,6 +55,42 @@ _WEB_EVENT_CUTOFFS = (
 )
 
 
+@dataclass(frozen=True)
+class KindCount:
+    """Items (and object bytes) of one kind of one company."""
+
+    company: str
+    kind: str
+    items: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class OldestExpired:
+    kind: str
+    id: str
+    company: str
+    retain_until: datetime
+
+
+@dataclass(frozen=True)
+class PurgeSummary:
+    """A preview (dry run), or the progress and result of a real run."""
+
+    dry_run: bool
+    state: str
+    as_of: datetime
+    id: UUID | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expired: list[KindCount] = field(default_factory=list)
+    purged: list[KindCount] = field(default_factory=list)
+    held_back: int = 0
+    oldest: OldestExpired | None = None
+    partitions_dropped: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
 @dataclass
 class Tally:
     """Purged items and bytes by (company code, kind)."""
@@ -68,8 +102,8 @@ class Tally:
         entry[0] += items
         entry[1] += size
 
-    def buckets(self) -> list[PurgeBucket]:
-        return [PurgeBucket(company=c, kind=k, items=v[0], bytes=v[1])
+    def buckets(self) -> list[KindCount]:
+        return [KindCount(company=c, kind=k, items=v[0], bytes=v[1])
                 for (c, k), v in sorted(self.counts.items())]
 
     @property
@@ -85,17 +119,18 @@ Progress = Callable[[str, str, int, int], None]  # kind, company, items, bytes
 
 async def preview(
     conn: asyncpg.Connection, as_of: datetime, scope: Scope | None = None
-) -> PurgeReport:
+) -> PurgeSummary:
     """What a real run at `as_of` would remove in the scope's companies (every company by
     default), and what holds keep back. Reads only."""
     await apply_scope(conn, scope or Scope.everything())
     tally = Tally()
     held = 0
-    oldest: OldestItem | None = None
+    oldest: OldestExpired | None = None
     for row in await conn.fetch(
         "SELECT co.code, count(*) AS n, coalesce(sum(r.size_bytes), 0) AS size,"
         " r.legal_holds <> '{}' AS held"
-        f" {_EXPIRED_RECORDINGS.replace('FROM recordings r', 'FROM recordings r JOIN companies co ON co.id = r.company_id')}"  # noqa: E501
+        " FROM recordings r JOIN companies co ON co.id = r.company_id"
+        f" WHERE {_RECORDING_EXPIRED}"
         " GROUP BY co.code, r.legal_holds <> '{}'",
         as_of,
     ):
@@ -106,14 +141,14 @@ async def preview(
     first = await conn.fetchrow(
         "SELECT r.id, co.code, r.retain_until FROM recordings r"
         " JOIN companies co ON co.id = r.company_id"
-        " WHERE r.retain_until <= $1 AND r.state <> 'pending' AND r.legal_holds = '{}'"
+        f" WHERE {_RECORDING_EXPIRED} AND r.legal_holds = '{{}}'"
         " ORDER BY r.retain_until, r.id LIMIT 1",
         as_of,
     )
     if first is not None:
-        oldest = OldestItem(kind="recording", id=str(first["id"]), company=first["code"],
-                            retain_until=first["retain_until"])
-    held_customers = await _held_customers(conn)
+        oldest = OldestExpired(kind="recording", id=str(first["id"]), company=first["code"],
+                               retain_until=first["retain_until"])
+    held_customers = await legal_holds.held_customer_ids(conn)
     for row in await conn.fetch(
         "SELECT co.code, count(*) AS n FROM web_events e"
         f" JOIN ({_WEB_EVENT_CUTOFFS}) p ON p.company_id = e.company_id"
@@ -139,15 +174,8 @@ async def preview(
             held += 1
         else:
             tally.add(row["code"] or "-", "customer", 1)
-    return PurgeReport(dry_run=True, state="finished", as_of=as_of, expired=tally.buckets(),
+    return PurgeSummary(dry_run=True, state="finished", as_of=as_of, expired=tally.buckets(),
                        held_back=held, oldest=oldest)
-
-
-async def _held_customers(conn: asyncpg.Connection) -> list[UUID]:
-    rows = await conn.fetch(
-        "SELECT DISTINCT customer_id FROM legal_hold_customers WHERE released_at IS NULL"
-    )
-    return [r["customer_id"] for r in rows]
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -188,7 +216,7 @@ async def finish_run(
     await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", RUN_LOCK_SPACE, str(run_id))
 
 
-async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeReport | None:
+async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeSummary | None:
     """A run's state and what it has purged so far (from the purge log)."""
     run = await conn.fetchrow("SELECT * FROM purge_runs WHERE id = $1", run_id)
     if run is None:
@@ -206,7 +234,7 @@ async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeReport | No
         "SELECT item_id FROM purge_log WHERE purge_id = $1 AND item_kind = 'web_event_partition'"
         " ORDER BY item_id", run_id)]
     counts = run["counts"] or {}
-    return PurgeReport(
+    return PurgeSummary(
         id=run["id"], dry_run=run["dry_run"], state=run["state"], as_of=run["as_of"],
         started_at=run["started_at"], finished_at=run["finished_at"], purged=tally.buckets(),
         held_back=int(counts.get("held_back", 0)), partitions_dropped=dropped,
@@ -220,38 +248,16 @@ async def run_report(conn: asyncpg.Connection, run_id: UUID) -> PurgeReport | No
 async def bucket_is_versioned(objects: ObjectStore) -> bool:
     """Whether deleting a key leaves older versions behind (then each version is deleted)."""
     try:
-        config = await objects.run(objects.client.get_bucket_versioning, objects.bucket)
+        return await objects.is_versioned()
     except Unavailable:
         return True  # cannot tell: take the slow, complete path
-    return str(config.status) in ("Enabled", "Suspended")
 
 
 async def delete_all_versions(objects: ObjectStore, keys: list[str], versioned: bool) -> None:
     """One multi-object delete of the keys (and of every version of them when versioned)."""
     if not keys:
         return
-
-    def _delete() -> list[str]:
-        targets: list[DeleteObject] = []
-        if versioned:
-            # Every version and delete marker by id; a delete without a version id would
-            # only add one more marker.
-            for key in keys:
-                for version in objects.client.list_objects(
-                    objects.bucket, prefix=key, include_version=True
-                ):
-                    if version.object_name == key:
-                        targets.append(DeleteObject(key, version.version_id))
-        else:
-            targets.extend(DeleteObject(k) for k in keys)
-        failed: list[str] = []
-        for start in range(0, len(targets), 1000):
-            errors = objects.client.remove_objects(objects.bucket, targets[start:start + 1000])
-            failed.extend(f"{e.name}: {e.code}" for e in errors if e.code not in
-                          ("NoSuchKey", "NoSuchVersion"))
-        return failed
-
-    failed = await objects.run(_delete)
+    failed = await objects.delete_versions(keys, every_version=versioned)
     if failed:
         raise Unavailable(f"the object store did not delete {len(failed)} object(s)")
 
@@ -302,7 +308,7 @@ class PurgeJob:
             await conn.execute("SET LOCAL synchronous_commit = off")
             rows = await conn.fetch(
                 "WITH doomed AS (SELECT r.id FROM recordings r"
-                " WHERE r.retain_until <= $1 AND r.state <> 'pending' AND r.legal_holds = '{}'"
+                f" WHERE {_RECORDING_EXPIRED} AND r.legal_holds = '{{}}'"
                 " ORDER BY r.retain_until, r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED),"
                 " gone AS (DELETE FROM recordings r USING doomed WHERE r.id = doomed.id"
                 " RETURNING r.id, r.company_id, r.external_id, r.object_key, r.size_bytes,"
@@ -351,7 +357,7 @@ class PurgeJob:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
                 return
-            held = await _held_customers(conn)
+            held = await legal_holds.held_customer_ids(conn)
             if held and await conn.fetchval(
                 f"SELECT EXISTS (SELECT 1 FROM {name} WHERE customer_id = ANY($1))", held
             ):
@@ -374,7 +380,7 @@ class PurgeJob:
 
     async def web_event_rows_batch(self) -> int:
         async with scoped(self.pool, Scope.everything()) as conn:
-            held = await _held_customers(conn)
+            held = await legal_holds.held_customer_ids(conn)
             rows = await conn.fetch(
                 f"WITH cutoffs AS ({_WEB_EVENT_CUTOFFS}),"
                 " doomed AS (SELECT e.ts, e.id FROM web_events e"
@@ -439,3 +445,20 @@ class PurgeJob:
             self.ledger.append(erased)
             self._note("customer", code, 1)
         return len(rows)
+
+
+async def try_session_lock(conn: asyncpg.Connection, lock: int) -> bool:
+    """Take an advisory lock for the session if no other session holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock))
+
+
+async def release_session_locks(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+async def finished_run_since(conn: asyncpg.Connection, started_by: str,
+                             since: datetime) -> bool:
+    """Whether a real (not dry) run by `started_by` has finished since the moment."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM purge_runs WHERE started_by = $1"
+        " AND NOT dry_run AND state = 'finished' AND started_at >= $2)", started_by, since))

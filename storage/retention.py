@@ -6,12 +6,12 @@ The rule itself (a record's time plus its policy's keep_days) is the SQL functio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
 
-from schemas.retention import RetentionPolicy
 from storage.db import Scope, scoped
 from storage.errors import InvalidInput
 
@@ -19,13 +19,23 @@ RECOMPUTE_BATCH = 5000
 
 
 @dataclass(frozen=True)
+class Policy:
+    """How long a company keeps one kind of data for one purpose."""
+
+    company: str  # the company's code
+    kind: str
+    purpose: str
+    keep_days: int
+
+
+@dataclass(frozen=True)
 class PolicyChange:
     company_id: UUID
-    policy: RetentionPolicy
+    policy: Policy
     old_keep_days: int | None
 
 
-async def list_policies(conn: asyncpg.Connection, scope: Scope) -> list[RetentionPolicy]:
+async def list_policies(conn: asyncpg.Connection, scope: Scope) -> list[Policy]:
     """The policies of the companies in `scope`."""
     rows = await conn.fetch(
         "SELECT c.code AS company, p.kind, p.purpose, p.keep_days FROM retention_policies p"
@@ -33,11 +43,11 @@ async def list_policies(conn: asyncpg.Connection, scope: Scope) -> list[Retentio
         " WHERE $1 OR c.id = ANY($2::uuid[]) ORDER BY c.code, p.kind, p.purpose",
         scope.all_companies, sorted(scope.company_ids),
     )
-    return [RetentionPolicy.model_validate(dict(r)) for r in rows]
+    return [Policy(**dict(r)) for r in rows]
 
 
 async def upsert_policies(
-    conn: asyncpg.Connection, policies: list[RetentionPolicy], updated_by: str, scope: Scope
+    conn: asyncpg.Connection, policies: Sequence[Policy], updated_by: str, scope: Scope
 ) -> list[PolicyChange]:
     """Upsert in the caller's transaction; returns the rows whose keep_days changed. A
     company outside `scope` is as unknown as one that does not exist."""

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from schemas.sites import SiteChange, SiteOut, SiteRow
+from schemas.sites import SiteRow
 from storage.db import Scope
 from storage.errors import InvalidInput
 
 
-async def list_sites(conn: asyncpg.Connection, scope: Scope) -> list[SiteOut]:
+@dataclass(frozen=True)
+class Site:
+    site: str
+    company: str  # the company's code
+    updated_by: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SiteMove:
+    """One change to the registry: added (old_company None), moved, or removed (company
+    None)."""
+
+    site: str
+    old_company: str | None
+    company: str | None
+
+
+async def list_sites(conn: asyncpg.Connection, scope: Scope) -> list[Site]:
     """The sites of the companies in `scope` (the shippers' lookup, `site_companies`, sees
     every site; a person sees only those of their companies)."""
     rows = await conn.fetch(
@@ -21,7 +41,7 @@ async def list_sites(conn: asyncpg.Connection, scope: Scope) -> list[SiteOut]:
         " WHERE $1::boolean OR s.company_id = ANY($2::uuid[]) ORDER BY s.site",
         scope.all_companies, list(scope.company_ids),
     )
-    return [SiteOut(**dict(r)) for r in rows]
+    return [Site(**dict(r)) for r in rows]
 
 
 async def site_companies(conn: asyncpg.Connection) -> dict[str, UUID]:
@@ -32,7 +52,7 @@ async def site_companies(conn: asyncpg.Connection) -> dict[str, UUID]:
 
 async def apply_rows(
     conn: asyncpg.Connection, rows: Sequence[SiteRow], scope: Scope, actor: str
-) -> list[SiteChange]:
+) -> list[SiteMove]:
     """Upsert the rows (company null removes the site); the changes made, in row order.
 
     A company outside `scope` is refused as if it did not exist, and so is moving or
@@ -63,7 +83,7 @@ async def apply_rows(
                                  f"site {row.site} belongs to a company outside your scope"))
         if problems:
             raise InvalidInput("the site rows are not valid", problems)
-        changes: list[SiteChange] = []
+        changes: list[SiteMove] = []
         for row in rows:
             old = present.get(row.site)
             old_code = codes.get(old) if old is not None else None
@@ -80,5 +100,5 @@ async def apply_rows(
                     " updated_by = EXCLUDED.updated_by, updated_at = now()",
                     row.site, companies[row.company], actor,
                 )
-            changes.append(SiteChange(site=row.site, old_company=old_code, company=row.company))
+            changes.append(SiteMove(site=row.site, old_company=old_code, company=row.company))
     return changes

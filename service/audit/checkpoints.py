@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import asyncpg
 from aiohttp import web
 
 from service.http.keys import AUDIT_LOCK, AUDIT_SIGNER, CHECKPOINTS, POOL, SETTINGS
@@ -17,6 +19,7 @@ from service.resources import object_store
 from service.settings import Settings
 from storage.checkpoints import (
     CheckpointBucket,
+    audit_head_seq,
     latest_checkpoint_seq,
     open_bucket,
     probe_lock,
@@ -50,33 +53,45 @@ def checkpoint_bucket(settings: Settings) -> CheckpointBucket:
     return CheckpointBucket(writer=writer, reader=reader, keep_for=keep_for)
 
 
-async def checkpoint_once(app: web.Application) -> bool:
+@asynccontextmanager
+async def opened_checkpoint_bucket(settings: Settings) -> AsyncIterator[CheckpointBucket]:
+    """The checkpoint bucket, created if missing, for work outside the service (CLI)."""
+    bucket = checkpoint_bucket(settings)
+    try:
+        await open_bucket(bucket)
+        yield bucket
+    finally:
+        await bucket.close()
+
+
+async def checkpoint_once(pool: asyncpg.Pool, bucket: CheckpointBucket,
+                          signer: NoteSigner) -> bool:
     """Write a checkpoint when the head moved since the last one; True if one was written."""
-    pool = app[POOL]
     async with pool.acquire() as conn:
-        head = await conn.fetchval("SELECT seq FROM audit_head")
+        head = await audit_head_seq(conn)
         last = await latest_checkpoint_seq(conn)
-    if head is None or int(head) == 0 or (last is not None and last >= int(head)):
+    if head is None or head == 0 or (last is not None and last >= head):
         return False
-    checkpoint = await write_checkpoint(pool, app[CHECKPOINTS], app[AUDIT_SIGNER])
+    checkpoint = await write_checkpoint(pool, bucket, signer)
     logger.info("audit checkpoint written",
                 extra={"seq": checkpoint.seq, "epoch": checkpoint.epoch,
                        "locked": checkpoint.locked})
     return True
 
 
-async def _checkpoint_forever(app: web.Application, interval_s: float) -> None:
+async def _checkpoint_forever(pool: asyncpg.Pool, bucket: CheckpointBucket,
+                              signer: NoteSigner, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await checkpoint_once(app)
+            await checkpoint_once(pool, bucket, signer)
         except Exception as exc:  # noqa: BLE001 - a failed round must not end the task
             logger.error("audit checkpoint failed", extra={"error": repr(exc)})
 
 
 async def checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[AUDIT_SIGNER] = note_signer(settings)
+    signer = app[AUDIT_SIGNER] = note_signer(settings)
     bucket = checkpoint_bucket(settings)
     try:
         await open_bucket(bucket)
@@ -90,7 +105,8 @@ async def checkpoint_ctx(app: web.Application) -> AsyncIterator[None]:
     log(f"audit checkpoint lock {probe.state}",
         extra={"bucket": settings.audit_bucket, "lock": probe.state, "detail": probe.detail,
                "separate_credential": bucket.writer is not bucket.reader})
-    task = asyncio.create_task(_checkpoint_forever(app, INTERVAL_S), name="audit-checkpoints")
+    task = asyncio.create_task(_checkpoint_forever(app[POOL], bucket, signer, INTERVAL_S),
+                                name="audit-checkpoints")
     yield
     await stop_task(task)
     await bucket.close()

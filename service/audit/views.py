@@ -12,6 +12,7 @@ from service.http import cursor
 from service.http.api import RouteTable, json_response, read_query
 from service.http.auth import audit, principal_of
 from service.http.keys import AUDIT_SIGNER, CHECKPOINTS, POOL
+from storage import audit as audit_store
 from storage.checkpoints import verify_trail
 from storage.db import scoped
 
@@ -35,22 +36,14 @@ async def list_audit(request: web.Request) -> web.Response:
         subjects: list[UUID] | None = None
         if query.subject is not None:
             # The customer, and their recordings: a replay names the recording it read.
-            subjects = [query.subject, *[r["id"] for r in await conn.fetch(
-                "SELECT id FROM recordings WHERE customer_id = $1"
-                " OR (key_owner = 'customer' AND key_owner_id = $1)", query.subject)]]
-        rows = await conn.fetch(
-            "SELECT * FROM audit_events WHERE ($1::text IS NULL OR actor = $1)"
-            " AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR target_id = $3)"
-            " AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)"
-            " AND ($6::bigint IS NULL OR seq < $6)"
-            " AND ($8::uuid[] IS NULL OR subject_ids && $8::uuid[]"
-            "      OR target_id = ANY($8::uuid[]::text[]))"
-            " ORDER BY seq DESC LIMIT $7",
-            query.actor, query.action, query.target, query.from_, query.to, before,
-            query.limit + 1, subjects,
-        )
+            subjects = [query.subject,
+                        *await audit_store.recordings_of_subject(conn, query.subject)]
+        rows = await audit_store.search_events(conn, audit_store.EventFilter(
+            actor=query.actor, action=query.action, target=query.target, since=query.from_,
+            until=query.to, before_seq=before, subjects=subjects,
+        ), query.limit + 1)
     items = [
-        AuditEventOut(**{**dict(r), "hash": bytes(r["hash"]).hex()}) for r in rows[: query.limit]
+        AuditEventOut(**{**r, "hash": bytes(r["hash"]).hex()}) for r in rows[: query.limit]
     ]
     next_cursor = (cursor.encode(request, "audit", items[-1].seq)
                    if len(rows) > query.limit else None)

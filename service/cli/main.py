@@ -28,7 +28,7 @@ from service.cli.commands import (
     tokens,
     users,
 )
-from service.ops.logs import configure_logging
+from service.logs import configure_logging
 from service.settings import Settings
 from storage.errors import StorageError
 from storage.roles import UnsafeDatabaseRole

@@ -1,8 +1,8 @@
 """Web-site logs from standard log shippers: OTLP/HTTP logs and the Loki push API.
 
 Each request is decoded by schemas/shippers into web-event lines, then stored through the one
-ingest path of `/web-events` (service/web_events.py): the same validation, company rule, IP
-truncation, idempotency and COPY; a record that fails fails alone. A request none of whose
+ingest path of `/web-events` (service/customers/event_ingest.py): the same validation, company
+rule, IP truncation, idempotency and COPY; a record that fails fails alone. A request none of whose
 records could be stored answers 422, so a shipper does not retry it.
 """
 
@@ -32,7 +32,7 @@ from schemas.shippers import (
     rejection_message,
 )
 from schemas.web_events import BatchReport, RejectedLine
-from service.customers.web_events import MAX_LINE_BYTES, batch_slot, decoded_body, ingest
+from service.customers.event_ingest import MAX_LINE_BYTES, batch_slot, decoded_body, ingest
 from service.http.api import RouteTable
 from service.http.errors import MalformedBody, TooLarge
 from service.http.keys import SETTINGS

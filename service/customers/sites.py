@@ -7,15 +7,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from schemas.sites import SiteChange, SiteList, SiteRow, SiteRows, SiteUpdate
+from schemas.sites import SiteList, SiteOut, SiteRows, SiteUpdate
+from service.customers.site_changes import change_sites
 from service.http.api import JSON_BODY_LIMIT, RouteTable, decode_json, json_response, parse_model
-from service.http.auth import Principal, audit, principal_of
+from service.http.auth import principal_of
 from service.http.errors import TooLarge
 from service.http.keys import POOL
 from storage import sites
 from storage.errors import InvalidInput
 
 routes = RouteTable()
+
+
+def site_out(site: sites.Site) -> SiteOut:
+    return SiteOut(site=site.site, company=site.company, updated_by=site.updated_by,
+                   updated_at=site.updated_at)
 
 
 @routes.route(
@@ -26,7 +32,7 @@ routes = RouteTable()
 async def list_sites(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         items = await sites.list_sites(conn, principal_of(request).scope)
-    return json_response(SiteList(items=items))
+    return json_response(SiteList(items=[site_out(s) for s in items]))
 
 
 @routes.route(
@@ -47,16 +53,4 @@ async def put_sites(request: web.Request) -> web.Response:
     changes = await change_sites(request, principal, body.items)
     async with request.app[POOL].acquire() as conn:
         items = await sites.list_sites(conn, principal_of(request).scope)
-    return json_response(SiteUpdate(items=items, changes=changes))
-
-
-async def change_sites(
-    request: web.Request, principal: Principal, rows: list[SiteRow]
-) -> list[SiteChange]:
-    """Apply rows as this caller and audit what changed (also used by the web UI)."""
-    async with request.app[POOL].acquire() as conn:
-        changes = await sites.apply_rows(conn, rows, principal.scope, principal.name)
-    if changes:
-        await audit(request, "site.change", target_type="site",
-                    detail={"changes": [c.model_dump() for c in changes]})
-    return changes
+    return json_response(SiteUpdate(items=[site_out(s) for s in items], changes=changes))

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
 from schemas.customers import (
     CUSTOMER_NUMBER_PATTERN,
-    Address,
     CustomerDetailOut,
     CustomerIn,
     CustomerList,
@@ -20,11 +18,10 @@ from schemas.customers import (
     ProhibitedUse,
     ProhibitionIn,
 )
-from schemas.personal_id import mask_personal_id
+from service.customers.presentation import present
 from service.http.api import RouteTable, json_response, parse_model, read_json
 from service.http.auth import Principal, audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
-from service.policy import SEES_PERSONAL_ID
 from storage import customers
 from storage.db import scoped
 from storage.errors import InvalidInput, NotFound
@@ -40,25 +37,6 @@ def _customer_id(request: web.Request) -> UUID:
         return UUID(request.match_info["customer_id"])
     except ValueError:
         raise NotFound("no such customer") from None
-
-
-def present(request: web.Request, principal: Principal, row: dict[str, Any]) -> CustomerOut:
-    """A customer as this caller may see it: the identity code masked unless dpo/admin."""
-    code: str | None = None
-    if row["personal_id_enc"] is not None:
-        plain = request.app[KEYRING].personal_ids.decrypt(row["personal_id_enc"])
-        code = plain if principal.role in SEES_PERSONAL_ID else mask_personal_id(plain)
-    return CustomerOut(
-        id=row["id"],
-        name=row["name"],
-        personal_id=code,
-        address=Address.model_validate(row["address"] or {}),
-        email=row["email"],
-        phone=row["phone"],
-        companies=row["companies"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
 
 
 @routes.route(
@@ -96,7 +74,7 @@ async def put_customer(request: web.Request) -> web.Response:
                 **({"ended_at": body.ended_at.isoformat() if body.ended_at else None}
                    if ended else {})},
     )
-    return json_response(present(request, principal, rows[0]),
+    return json_response(present(request.app[KEYRING], principal, rows[0]),
                          status=201 if result.created else 200)
 
 
@@ -126,7 +104,8 @@ async def lookup_customers(request: web.Request) -> web.Response:
                 company_codes={m["company"] for r in rows for m in r["companies"]},
                 subject_ids=subjects,
                 detail={"by": how, "found": len(rows), **ids_detail})
-    return json_response(CustomerList(items=[present(request, principal, r) for r in rows]))
+    keyring = request.app[KEYRING]
+    return json_response(CustomerList(items=[present(keyring, principal, r) for r in rows]))
 
 
 @routes.route(
@@ -153,7 +132,7 @@ async def _detail(
             raise NotFound("no such customer")
         bans = await customers.prohibitions(conn, customer_id)
         counts = await customers.data_counts(conn, customer_id)
-    out = present(request, principal, rows[0])
+    out = present(request.app[KEYRING], principal, rows[0])
     return CustomerDetailOut.model_validate(
         {**out.model_dump(), "prohibitions": bans, "counts": counts}
     )

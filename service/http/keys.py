@@ -14,6 +14,7 @@ from storage.signed_note import NoteSigner
 
 if TYPE_CHECKING:
     from schemas.ip import Network
+    from service.customers.event_ingest import BatchSlots
     from service.exports.jobs import ExportContext
     from service.http.api import Ahead, RouteTable
     from service.http.principal import Principal
@@ -37,6 +38,7 @@ CHECKPOINTS: web.AppKey[CheckpointBucket] = web.AppKey("checkpoints")
 AUDIT_SIGNER = web.AppKey("audit_signer", NoteSigner)
 AUDIT_LOCK: web.AppKey[LockProbe] = web.AppKey("audit_lock")  # start-up probe's finding
 RESOURCES: web.AppKey[Resources] = web.AppKey("resources")  # the members above, together
+BATCH_SLOTS: web.AppKey[BatchSlots] = web.AppKey("batch_slots")  # web-event batches
 ROUTE_TABLE: web.AppKey[RouteTable] = web.AppKey("route_table")  # every endpoint (OpenAPI)
 TRUSTED_PROXIES: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
 

@@ -17,7 +17,7 @@ from service.http import problems
 from service.http.api import endpoint_of, refuse_non_json
 from service.http.auth import authenticate, client_ip
 from service.http.keys import AHEAD_KEY, PRINCIPAL_KEY, REQUEST_ID_KEY, RESPONSE_STARTED_KEY
-from service.ops.logs import actor_var, request_id_var
+from service.logs import actor_var, request_id_var
 from service.policy import PUBLIC, allowed
 from storage import errors
 from storage.db import CONNECTION_LOST

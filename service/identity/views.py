@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-import asyncpg
 from aiohttp import web
 
 from schemas.identity import (
@@ -29,15 +26,20 @@ from schemas.identity import (
     UserPatchIn,
 )
 from service.http.api import RouteTable, json_response, read_json
-from service.http.auth import SESSION_COOKIE, Principal, audit, client_ip, principal_of
-from service.http.errors import TooManyRequests, Unauthenticated
+from service.http.auth import SESSION_COOKIE, audit, client_ip, principal_of
+from service.http.errors import Unauthenticated
 from service.http.keys import POOL, SETTINGS
+from service.identity.accounts import (
+    create_user_account,
+    grants_no_more,
+    hash_password,
+    reserve_attempt,
+    verify_password,
+    within,
+)
 from service.policy import (
     AUTHENTICATED,
-    MAY_HAVE_ALL_COMPANIES,
     PUBLIC,
-    ROLES,
-    actions_of,
     allowed,
 )
 from storage import accounts, passwords
@@ -45,81 +47,16 @@ from storage.errors import Forbidden, InvalidInput, NotFound
 
 routes = RouteTable()
 
-FREE_FAILURES = 5
-THROTTLE_WINDOW = timedelta(minutes=15)
-MAX_DELAY_S = 900
-
-
-async def _hash(password: str) -> str:
-    """argon2 takes tens of milliseconds of CPU: keep it off the event loop."""
-    return await asyncio.to_thread(passwords.hash_password, password)
-
-
-async def _verify(stored_hash: str, password: str) -> bool:
-    return await asyncio.to_thread(passwords.verify_password, stored_hash, password)
-
-
-def _company_codes(account: accounts.Account) -> list[str]:
-    return list(account.company_codes)
-
-
-def throttle_delay(failures: int) -> int:
-    """Seconds to wait after the latest failure: none for the first five, then doubling."""
-    if failures < FREE_FAILURES:
-        return 0
-    return int(min(MAX_DELAY_S, 2 ** (failures - FREE_FAILURES + 1)))
-
-
-LOGIN_LOCK = 0x7A11E60  # advisory-lock class of the per-account and per-address counters
-
-
-async def _reserve_attempt(request: web.Request, username: str) -> int:
-    """Count this attempt as a failure before the password is checked, atomically with the
-    throttle check: under a per-account and a per-address lock, refuse (429) when either is
-    throttled, else record a failure row (removed again when the password is right). A burst
-    of parallel attempts is thereby counted one by one. Returns the row's id."""
-    ip = client_ip(request) or "unknown"
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        # Always the account first, then the address: no two attempts wait on each other.
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                           LOGIN_LOCK, "user:" + username)
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                           LOGIN_LOCK, "ip:" + ip)
-        rows = await conn.fetch(
-            "SELECT 'user' AS kind, count(*) AS n, max(at) AS last FROM login_failures"
-            " WHERE username = $1 AND at > now() - $3::interval"
-            " UNION ALL SELECT 'ip', count(*), max(at) FROM login_failures"
-            " WHERE client_ip = $2 AND at > now() - $3::interval",
-            username, ip, THROTTLE_WINDOW,
-        )
-        now = datetime.now(UTC)
-        # Per IP the allowance is wider: several people may share one office address.
-        for row in rows:
-            failures = int(row["n"]) if row["kind"] == "user" else int(row["n"]) // 4
-            delay = throttle_delay(failures)
-            if delay and row["last"] is not None:
-                wait = (row["last"] + timedelta(seconds=delay) - now).total_seconds()
-                if wait > 0:
-                    raise TooManyRequests(
-                        "too many failed sign-ins; wait before trying again", int(wait) + 1
-                    )
-        attempt: int = await conn.fetchval(
-            "INSERT INTO login_failures (username, client_ip) VALUES ($1, $2) RETURNING id",
-            username, ip,
-        )
-    return attempt
-
-
 @routes.route("POST", "/api/v1/session", action=PUBLIC, summary="Sign in (sets the cookie)",
               tag="identity", body=LoginIn, response=LoginOut, extra_statuses=(401, 429))
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginIn)
-    await _reserve_attempt(request, body.username)
+    await reserve_attempt(request.app[POOL], body.username, client_ip(request) or "unknown")
     pool = request.app[POOL]
     async with pool.acquire() as conn:
         found = await accounts.user_with_hash(conn, body.username)
         stored_hash = found[1] if found else passwords.DUMMY_HASH
-        good = await _verify(stored_hash, body.password)
+        good = await verify_password(stored_hash, body.password)
         if not found or not good or found[0].disabled:
             # The attempt's failure row stays: it was written before the check.
             await audit(request, "login", outcome="failure", actor=body.username,
@@ -127,8 +64,8 @@ async def login(request: web.Request) -> web.Response:
             raise Unauthenticated("wrong username or password")
         account = found[0]
         if passwords.needs_rehash(stored_hash):
-            await accounts.set_password_hash(conn, account.id, await _hash(body.password))
-        await conn.execute("DELETE FROM login_failures WHERE username = $1", body.username)
+            await accounts.set_password_hash(conn, account.id, await hash_password(body.password))
+        await accounts.clear_login_failures(conn, body.username)
         session_id, csrf = await accounts.create_session(conn, account.id)
     await audit(request, "login", actor=account.name, target_type="user",
                 target_id=str(account.id), detail={"role": account.role},
@@ -159,7 +96,7 @@ async def logout(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     principal = principal_of(request)
     account = principal.account
-    companies = _company_codes(account)
+    companies = list(account.company_codes)
     if account.all_companies:
         async with request.app[POOL].acquire() as conn:
             companies = [c.code for c in await accounts.list_companies(conn)]
@@ -176,12 +113,12 @@ async def change_own_password(request: web.Request) -> web.Response:
     body = await read_json(request, PasswordChangeIn)
     async with request.app[POOL].acquire() as conn:
         found = await accounts.user_with_hash(conn, principal.name)
-        if found is None or not await _verify(found[1], body.current_password):
+        if found is None or not await verify_password(found[1], body.current_password):
             raise InvalidInput("the current password is wrong",
                                [(["body", "current_password"], "wrong password")])
         passwords.check_password_rules(body.new_password, username=principal.name)
         await accounts.set_password_hash(conn, principal.account.id,
-                                         await _hash(body.new_password))
+                                         await hash_password(body.new_password))
     await audit(request, "user.password_change", target_type="user",
                 target_id=str(principal.account.id))
     return web.Response(status=204)
@@ -196,28 +133,6 @@ def _token_out(record: accounts.TokenRecord) -> TokenOut:
         created_at=record.created_at, expires_at=record.expires_at,
         last_used_at=record.last_used_at, revoked_at=record.revoked_at,
     )
-
-
-def within(principal: Principal, all_companies: bool, company_ids: Iterable[UUID]) -> bool:
-    """Whether an account or token of these companies lies inside the principal's scope: an
-    all-companies one (a group-wide object) only inside an all-companies principal's."""
-    if principal.account.all_companies:
-        return True
-    ids = set(company_ids)
-    return not all_companies and bool(ids) and ids <= principal.account.company_ids
-
-
-def grants_no_more(principal: Principal, role: str, all_companies: bool,
-                   company_ids: Iterable[UUID]) -> None:
-    """A principal may hand out only what it has: a role whose actions are all its own, and
-    companies it sees itself."""
-    if not actions_of(role) <= actions_of(principal.role):
-        raise Forbidden(f"a {principal.role} cannot grant the role {role}")
-    if all_companies and not principal.account.all_companies:
-        raise Forbidden("only an all-companies principal can grant all companies")
-    if not principal.account.all_companies and not set(company_ids) <= (
-            principal.account.company_ids):
-        raise Forbidden("a principal cannot grant companies it does not see")
 
 
 @routes.route("POST", "/api/v1/tokens", action=AUTHENTICATED, summary="Create an API token",
@@ -304,25 +219,6 @@ def _user_out(account: accounts.Account) -> UserOut:
                    disabled=account.disabled)
 
 
-async def create_user_account(
-    conn: asyncpg.Connection, username: str, password: str, role: str,
-    company_codes: list[str], all_companies: bool,
-) -> accounts.Account:
-    """Shared by the API and the CLI: the rules for a new person's account."""
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role}", [(["role"], "unknown role")])
-    if all_companies and role not in MAY_HAVE_ALL_COMPANIES:
-        raise InvalidInput("only admin and dpo accounts may see all companies",
-                           [(["all_companies"], "not allowed for this role")])
-    if not all_companies and not company_codes:
-        raise InvalidInput("give at least one company (or all companies for admin/dpo)",
-                           [(["companies"], "empty")])
-    passwords.check_password_rules(password, username=username)
-    companies = await accounts.companies_by_code(conn, company_codes)
-    return await accounts.create_user(conn, username, await _hash(password), role,
-                                      [c.id for c in companies], all_companies)
-
-
 @routes.route("POST", "/api/v1/users", action="user.manage", summary="Create a person's account",
               tag="admin", body=UserCreateIn, response=UserOut, status=201)
 async def create_user(request: web.Request) -> web.Response:
@@ -367,7 +263,7 @@ async def patch_user(request: web.Request) -> web.Response:
         account = found[0]
         if body.password is not None:
             passwords.check_password_rules(body.password, username=username)
-            await accounts.set_password_hash(conn, account.id, await _hash(body.password))
+            await accounts.set_password_hash(conn, account.id, await hash_password(body.password))
             await accounts.revoke_user_sessions(conn, account.id)
         if body.disabled is not None:
             account = await accounts.set_user_disabled(conn, username, body.disabled)

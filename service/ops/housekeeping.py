@@ -8,10 +8,12 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import asyncpg
 from aiohttp import web
 
 from service.http.keys import POOL, SETTINGS
 from service.ops.tasks import stop_task
+from service.settings import Settings
 from storage.housekeeping import Housekept, purge_expired_access_rows
 
 logger = logging.getLogger(__name__)
@@ -19,9 +21,8 @@ logger = logging.getLogger(__name__)
 INTERVAL_S = 600.0
 
 
-async def housekeep_once(app: web.Application) -> Housekept:
-    settings = app[SETTINGS]
-    async with app[POOL].acquire() as conn:
+async def housekeep_once(pool: asyncpg.Pool, settings: Settings) -> Housekept:
+    async with pool.acquire() as conn:
         done = await purge_expired_access_rows(
             conn, session_idle=timedelta(minutes=settings.session_idle_minutes),
             session_absolute=timedelta(hours=settings.session_absolute_hours))
@@ -32,16 +33,16 @@ async def housekeep_once(app: web.Application) -> Housekept:
     return done
 
 
-async def _forever(app: web.Application) -> None:
+async def _forever(pool: asyncpg.Pool, settings: Settings) -> None:
     while True:
         await asyncio.sleep(INTERVAL_S)
         try:
-            await housekeep_once(app)
+            await housekeep_once(pool, settings)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             logger.error("housekeeping failed", extra={"error": repr(exc)})
 
 
 async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_forever(app), name="housekeeping")
+    task = asyncio.create_task(_forever(app[POOL], app[SETTINGS]), name="housekeeping")
     yield
     await stop_task(task)

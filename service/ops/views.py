@@ -15,6 +15,7 @@ from schemas.ops import Health, Readiness
 from service.http.api import RouteTable, build_openapi, json_response
 from service.http.keys import AUDIT_LOCK, OBJECTS, POOL, ROUTE_TABLE
 from service.policy import PUBLIC
+from storage.db import ping
 from storage.errors import StorageError, Unavailable
 
 routes = RouteTable()
@@ -39,7 +40,7 @@ async def _check_postgres(request: web.Request) -> str:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             async with request.app[POOL].acquire() as conn:
-                await conn.fetchval("SELECT 1")
+                await ping(conn)
     except Exception:  # noqa: BLE001 - any failure means "not ready", nothing to re-raise
         return "unreachable"
     return "ok"

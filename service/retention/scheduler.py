@@ -8,6 +8,8 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,21 +18,16 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from schemas.retention import PurgeReport
-from service.http.keys import (
-    AUDIT,
-    AUDIT_SIGNER,
-    CHECKPOINTS,
-    OBJECTS,
-    POOL,
-    PURGE_TASKS,
-    SETTINGS,
-)
+from service.audit.checkpoints import note_signer, opened_checkpoint_bucket
+from service.http.keys import AUDIT_SIGNER, CHECKPOINTS, PURGE_TASKS, RESOURCES, SETTINGS
 from service.keys.store import follow_erasures
 from service.ops.tasks import stop_task
+from service.resources import Resources
 from storage import purge
 from storage.audit import AuditEntry
-from storage.checkpoints import write_checkpoint
+from storage.checkpoints import CheckpointBucket, write_checkpoint
 from storage.db import Scope
+from storage.signed_note import NoteSigner
 
 logger = logging.getLogger(__name__)
 
@@ -40,54 +37,82 @@ PURGED_ITEMS = Counter("tallenne_purged_items", "Items removed by purges", ["kin
 PURGED_BYTES = Counter("tallenne_purged_bytes", "Object bytes removed by purges", ["kind"])
 
 
+@dataclass(frozen=True)
+class PurgeContext:
+    """What a purge run works with: the resources, and the checkpoint bucket and signer of
+    the audit checkpoint written after it."""
+
+    resources: Resources
+    checkpoints: CheckpointBucket
+    signer: NoteSigner
+
+
+def purge_context(app: web.Application) -> PurgeContext:
+    return PurgeContext(app[RESOURCES], app[CHECKPOINTS], app[AUDIT_SIGNER])
+
+
+@asynccontextmanager
+async def one_off_purge_context(resources: Resources) -> AsyncIterator[PurgeContext]:
+    """For a run outside the service (`tallenne purge`, benchmarks): the checkpoint bucket
+    and signer built from the settings."""
+    signer = note_signer(resources.settings)
+    async with opened_checkpoint_bucket(resources.settings) as bucket:
+        yield PurgeContext(resources, bucket, signer)
+
+
+def purge_report(summary: purge.PurgeSummary) -> PurgeReport:
+    """The API's form of a preview or a run."""
+    return PurgeReport.model_validate(asdict(summary))
+
+
 def _count(kind: str, company: str, items: int, size: int) -> None:
     PURGED_ITEMS.labels(kind=kind).inc(items)
     if size:
         PURGED_BYTES.labels(kind=kind).inc(size)
 
 
-async def preview(app: web.Application, as_of: datetime, *, actor: str, actor_kind: str,
+async def preview(resources: Resources, as_of: datetime, *, actor: str, actor_kind: str,
                   role: str | None, request_id: str | None = None,
                   scope: Scope | None = None) -> PurgeReport:
     """A dry run over the scope's companies (every company by default): counts only, one
     audit event."""
-    async with app[POOL].acquire() as conn, conn.transaction(readonly=True):
-        report = await purge.preview(conn, as_of, scope)
-    await app[AUDIT].append(AuditEntry(
+    async with resources.pool.acquire() as conn, conn.transaction(readonly=True):
+        summary = await purge.preview(conn, as_of, scope)
+    await resources.audit.append(AuditEntry(
         actor=actor, actor_kind=actor_kind, role=role, action="purge.preview",
         target_type="purge", request_id=request_id,
         company_ids=None if scope is None or scope.all_companies else sorted(scope.company_ids),
-        detail={"as_of": as_of.isoformat(), "held_back": report.held_back,
-                "expired": [b.model_dump() for b in report.expired]},
+        detail={"as_of": as_of.isoformat(), "held_back": summary.held_back,
+                "expired": [asdict(b) for b in summary.expired]},
     ))
-    return report
+    return purge_report(summary)
 
 
 async def begin(
-    app: web.Application, as_of: datetime, *, actor: str
+    pool: asyncpg.Pool, as_of: datetime, *, actor: str
 ) -> tuple[uuid.UUID, asyncpg.Connection]:
     """Register a run and hold its liveness lock on a connection of its own."""
     run_id = uuid.uuid4()
-    conn = await app[POOL].acquire()
+    conn = await pool.acquire()
     try:
         await purge.start_run(conn, run_id, as_of=as_of, started_by=actor, dry_run=False)
     except BaseException:
-        await _give_back(app, conn)
+        await _give_back(pool, conn)
         raise
     return run_id, conn
 
 
-async def _give_back(app: web.Application, conn: asyncpg.Connection) -> None:
+async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
     """Return a run's connection to the pool without any session lock it may still hold
     (the pool does not reset sessions: storage.db.create_pool)."""
     try:
-        await conn.execute("SELECT pg_advisory_unlock_all()")
+        await purge.release_session_locks(conn)
     finally:
-        await app[POOL].release(conn)
+        await pool.release(conn)
 
 
 async def carry_out(
-    app: web.Application, run_id: uuid.UUID, conn: asyncpg.Connection, as_of: datetime, *,
+    context: PurgeContext, run_id: uuid.UUID, conn: asyncpg.Connection, as_of: datetime, *,
     actor: str, actor_kind: str, role: str | None, request_id: str | None = None,
     on_progress: purge.Progress | None = None,
 ) -> PurgeReport:
@@ -97,8 +122,9 @@ async def carry_out(
         if on_progress is not None:
             on_progress(kind, company, items, size)
 
-    job = purge.PurgeJob(app[POOL], app[OBJECTS], run_id, as_of,
-                         batch_size=app[SETTINGS].purge_batch_size, on_progress=progress)
+    resources = context.resources
+    job = purge.PurgeJob(resources.pool, resources.objects, run_id, as_of,
+                         batch_size=resources.settings.purge_batch_size, on_progress=progress)
     state, error = "finished", None
     try:
         await job.run()
@@ -106,13 +132,13 @@ async def carry_out(
         state, error = "failed", f"{exc.__class__.__name__}: {getattr(exc, 'detail', exc)}"
         logger.error("purge failed", extra={"purge_id": str(run_id), "error": error})
     finally:
-        counts = {"purged": [b.model_dump() for b in job.tally.buckets()],
+        counts = {"purged": [asdict(b) for b in job.tally.buckets()],
                   "partitions_dropped": job.dropped}
         try:
             await purge.finish_run(conn, run_id, state=state, counts=counts, error=error)
         finally:
-            await _give_back(app, conn)
-    await app[AUDIT].append(AuditEntry(
+            await _give_back(resources.pool, conn)
+    await resources.audit.append(AuditEntry(
         actor=actor, actor_kind=actor_kind, role=role, action="purge.run",
         target_type="purge", target_id=str(run_id), request_id=request_id,
         outcome="ok" if state == "finished" else "failed",
@@ -120,22 +146,22 @@ async def carry_out(
                 **({"error": error} if error else {})},
     ))
     try:
-        await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
+        await write_checkpoint(resources.pool, context.checkpoints, context.signer)
     except Exception as exc:  # noqa: BLE001 - the purge is done; the periodic task retries
         logger.warning("audit checkpoint after purge failed", extra={"error": repr(exc)})
-    await follow_erasures(app)  # expired customers' keys leave the key snapshot too
-    async with app[POOL].acquire() as reader:
-        report = await purge.run_report(reader, run_id)
-    assert report is not None
-    return report
+    await follow_erasures(resources)  # expired customers' keys leave the key snapshot too
+    async with resources.pool.acquire() as reader:
+        summary = await purge.run_report(reader, run_id)
+    assert summary is not None
+    return purge_report(summary)
 
 
-async def run_now(app: web.Application, as_of: datetime | None = None, *, actor: str,
+async def run_now(context: PurgeContext, as_of: datetime | None = None, *, actor: str,
                   actor_kind: str = "system", role: str | None = None,
                   on_progress: purge.Progress | None = None) -> PurgeReport:
     moment = as_of or datetime.now(UTC)
-    run_id, conn = await begin(app, moment, actor=actor)
-    return await carry_out(app, run_id, conn, moment, actor=actor, actor_kind=actor_kind,
+    run_id, conn = await begin(context.resources.pool, moment, actor=actor)
+    return await carry_out(context, run_id, conn, moment, actor=actor, actor_kind=actor_kind,
                            role=role, on_progress=on_progress)
 
 
@@ -152,30 +178,27 @@ def next_run_after(now: datetime, at: str) -> datetime:
     return candidate.astimezone(UTC)
 
 
-async def scheduled_once(app: web.Application) -> PurgeReport | None:
+async def scheduled_once(context: PurgeContext) -> PurgeReport | None:
     """Run today's purge unless another replica holds the lock or already ran it today."""
-    async with app[POOL].acquire() as conn:
+    async with context.resources.pool.acquire() as conn:
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULE_LOCK):
+            if not await purge.try_session_lock(conn, SCHEDULE_LOCK):
                 return None
             today = datetime.now(HELSINKI).date()
             start = datetime.combine(today, time(0), HELSINKI)
-            if await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM purge_runs WHERE started_by = 'scheduler'"
-                " AND NOT dry_run AND state = 'finished' AND started_at >= $1)", start
-            ):
+            if await purge.finished_run_since(conn, "scheduler", start):
                 return None
-            return await run_now(app, actor="scheduler")
+            return await run_now(context, actor="scheduler")
         finally:
-            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await purge.release_session_locks(conn)
 
 
-async def _schedule_forever(app: web.Application, at: str) -> None:
+async def _schedule_forever(context: PurgeContext, at: str) -> None:
     while True:
         due = next_run_after(datetime.now(UTC), at)
         await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
         try:
-            await scheduled_once(app)
+            await scheduled_once(context)
         except Exception as exc:  # noqa: BLE001 - tomorrow's run must still happen
             logger.error("scheduled purge failed", extra={"error": repr(exc)})
 
@@ -186,7 +209,7 @@ async def purge_scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PURGE_TASKS] = set()
     task = None
     if settings.purge_enabled and settings.purge_at:
-        task = asyncio.create_task(_schedule_forever(app, settings.purge_at),
+        task = asyncio.create_task(_schedule_forever(purge_context(app), settings.purge_at),
                                    name="purge-schedule")
     yield
     running = [t for t in (task, *app[PURGE_TASKS]) if t is not None]

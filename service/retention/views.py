@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from schemas.retention import (
     LegalHoldOut,
     PurgeIn,
     PurgeReport,
+    RetentionPolicy,
     RetentionPolicyChange,
     RetentionPolicyList,
     RetentionPolicyUpdate,
@@ -28,13 +30,17 @@ from service.http.api import (
 )
 from service.http.auth import audit, principal_of
 from service.http.errors import TooLarge
-from service.http.keys import OBJECTS, POOL, PURGE_TASKS, REQUEST_ID_KEY
+from service.http.keys import OBJECTS, POOL, PURGE_TASKS, REQUEST_ID_KEY, RESOURCES
 from service.retention import scheduler as purge_scheduler
 from storage import legal_holds, purge, retention
 from storage.db import Scope, scoped
 from storage.errors import Forbidden, InvalidInput, NotFound
 
 routes = RouteTable()
+
+
+def policy_out(policy: retention.Policy) -> RetentionPolicy:
+    return RetentionPolicy.model_validate(asdict(policy))
 
 
 @routes.route(
@@ -46,7 +52,7 @@ async def list_policies(request: web.Request) -> web.Response:
     scope = principal_of(request).scope
     async with scoped(request.app[POOL], scope) as conn:
         items = await retention.list_policies(conn, scope)
-    return json_response(RetentionPolicyList(items=items))
+    return json_response(RetentionPolicyList(items=[policy_out(p) for p in items]))
 
 
 @routes.route(
@@ -67,8 +73,9 @@ async def put_policies(request: web.Request) -> web.Response:
         raise InvalidInput("no policies given", [(["body"], "give at least one policy")])
     pool = request.app[POOL]
     async with scoped(pool, principal.scope) as conn:
-        changes = await retention.upsert_policies(conn, body.items, principal.name,
-                                                  principal.scope)
+        changes = await retention.upsert_policies(
+            conn, [retention.Policy(**p.model_dump()) for p in body.items], principal.name,
+            principal.scope)
     reported: list[RetentionPolicyChange] = []
     for change in changes:
         moved = 0
@@ -76,7 +83,7 @@ async def put_policies(request: web.Request) -> web.Response:
             moved = await retention.recompute_recordings(pool, change.company_id,
                                                          change.policy.purpose)
         reported.append(RetentionPolicyChange(
-            **change.policy.model_dump(), old_keep_days=change.old_keep_days,
+            **asdict(change.policy), old_keep_days=change.old_keep_days,
             records_moved=moved,
         ))
     await audit(request, "retention.write", target_type="retention_policy",
@@ -84,10 +91,15 @@ async def put_policies(request: web.Request) -> web.Response:
                 detail={"changes": [c.model_dump() for c in reported]})
     async with scoped(pool, principal.scope) as conn:
         items = await retention.list_policies(conn, principal.scope)
-    return json_response(RetentionPolicyUpdate(items=items, changes=reported))
+    return json_response(RetentionPolicyUpdate(items=[policy_out(p) for p in items],
+                                               changes=reported))
 
 
 # --- legal holds ---------------------------------------------------------------------------
+
+
+def legal_hold_out(hold: legal_holds.LegalHold) -> LegalHoldOut:
+    return LegalHoldOut(**asdict(hold))
 
 
 @routes.route(
@@ -112,7 +124,7 @@ async def place_hold(request: web.Request) -> web.Response:
                 detail={"recording_ids": [str(r) for r in body.recording_ids],
                         "customer_ids": [str(c) for c in body.customer_ids],
                         "objects_locked": mirrored})
-    return json_response(hold, status=201)
+    return json_response(legal_hold_out(hold), status=201)
 
 
 @routes.route(
@@ -124,7 +136,7 @@ async def list_holds(request: web.Request) -> web.Response:
     async with scoped(request.app[POOL], Scope.everything()) as conn:
         items = await legal_holds.list_holds(conn, include_released=include,
                                              scope=principal_of(request).scope)
-    return json_response(LegalHoldList(items=items))
+    return json_response(LegalHoldList(items=[legal_hold_out(h) for h in items]))
 
 
 @routes.route(
@@ -142,7 +154,7 @@ async def release_hold(request: web.Request) -> web.Response:
     unlocked = await legal_holds.mirror_to_objects(request.app[OBJECTS], freed, held=False)
     await audit(request, "legal_hold.release", target_type="legal_hold", target_id=case,
                 company_ids=companies, detail={"objects_unlocked": unlocked})
-    return json_response(hold)
+    return json_response(legal_hold_out(hold))
 
 
 # --- purges --------------------------------------------------------------------------------
@@ -161,15 +173,16 @@ async def start_purge(request: web.Request) -> web.Response:
     request_id = request.get(REQUEST_ID_KEY)
     if body.dry_run:
         return json_response(await purge_scheduler.preview(
-            app, now, actor=principal.name, actor_kind=principal.kind, role=principal.role,
-            request_id=request_id, scope=principal.scope))
+            app[RESOURCES], now, actor=principal.name, actor_kind=principal.kind,
+            role=principal.role, request_id=request_id, scope=principal.scope))
     if not principal.scope.all_companies:
         # A run removes what has expired in every company (a month of web events is one
         # partition): it is a group-wide act.
         raise Forbidden("a purge run covers every company: it needs an all-companies admin")
-    run_id, conn = await purge_scheduler.begin(app, now, actor=principal.name)
+    run_id, conn = await purge_scheduler.begin(app[POOL], now, actor=principal.name)
+    context = purge_scheduler.purge_context(app)
     task = asyncio.create_task(
-        purge_scheduler.carry_out(app, run_id, conn, now, actor=principal.name,
+        purge_scheduler.carry_out(context, run_id, conn, now, actor=principal.name,
                                   actor_kind=principal.kind, role=principal.role,
                                   request_id=request_id),
         name=f"purge-{run_id}")
@@ -179,7 +192,7 @@ async def start_purge(request: web.Request) -> web.Response:
     async with app[POOL].acquire() as reader:
         report = await purge.run_report(reader, run_id)
     assert report is not None
-    return json_response(report, status=202,
+    return json_response(purge_scheduler.purge_report(report), status=202,
                          headers={"Location": f"/api/v1/purges/{run_id}"})
 
 
@@ -198,4 +211,4 @@ async def get_purge(request: web.Request) -> web.Response:
         report = await purge.run_report(conn, run_id)
     if report is None:
         raise NotFound("no such purge")
-    return json_response(report)
+    return json_response(purge_scheduler.purge_report(report))

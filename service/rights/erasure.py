@@ -7,9 +7,9 @@ from aiohttp import web
 from schemas.access_reports import ErasureIn, ErasureOut
 from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import audit, principal_of
-from service.http.keys import OBJECTS, POOL
+from service.http.keys import OBJECTS, POOL, RESOURCES
 from service.keys.store import follow_erasures
-from service.rights.reports import customer_id_of
+from service.rights.lookup import customer_id_of
 from storage import customers
 from storage import erasure as store
 from storage.db import scoped
@@ -43,7 +43,7 @@ async def erase_customer(request: web.Request) -> web.Response:
     left = await request.app[OBJECTS].delete(erasure.object_keys)
     await store.write_ledger_object(request.app[OBJECTS], erasure)
     # At once: the key snapshot that restores need must no longer hold the destroyed key.
-    snapshot = await follow_erasures(request.app)
+    snapshot = await follow_erasures(request.app[RESOURCES])
     await audit(request, "customer.erase", target_type="customer", target_id=str(customer_id),
                 reason=body.reason, company_ids=erasure.company_ids or None,
                 subject_ids=[customer_id, *erasure.recording_ids],

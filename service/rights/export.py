@@ -16,7 +16,7 @@ from service.http.api import RouteTable, read_query
 from service.http.auth import audit, principal_of, read_detail
 from service.http.keys import KEYRING, OBJECTS, POOL
 from service.recordings import integrity
-from service.rights.reports import customer_id_of, customer_recordings
+from service.rights.lookup import customer_id_of, customer_recordings
 from storage import access_reports as store
 from storage import keys
 from storage.db import scoped

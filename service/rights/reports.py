@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-import asyncpg
 from aiohttp import web
 
 from schemas.access_reports import (
@@ -29,45 +28,21 @@ from service.http.auth import Principal, audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
 from service.policy import SEES_PERSONAL_ID
 from service.rights.letter import render_letter
+from service.rights.lookup import customer_id_of, customer_recordings
 from storage import access_reports as store
 from storage import customers
-from storage import recordings as recording_store
+from storage.crypto import open_customer_values
 from storage.db import scoped
 from storage.errors import NotFound
 from storage.keys import OwnerKey, find_customer_key
-from storage.recordings import Recording, SearchFilter
 
 routes = RouteTable()
-
-RECORDINGS_PAGE = 1000
-
-
-def customer_id_of(request: web.Request) -> UUID:
-    try:
-        return UUID(request.match_info["customer_id"])
-    except ValueError:
-        raise NotFound("no such customer") from None
-
-
-async def customer_recordings(conn: asyncpg.Connection, customer_id: UUID) -> list[Recording]:
-    """Every recording of the customer the connection's scope can see, newest first."""
-    found: list[Recording] = []
-    after = None
-    while True:
-        page = await recording_store.search(
-            conn, SearchFilter(customer_id=customer_id), after=after, limit=RECORDINGS_PAGE,
-        )
-        found.extend(page)
-        if len(page) < RECORDINGS_PAGE:
-            return found
-        after = (page[-1].out.started_at, page[-1].id)
-
 
 def _history_values(key: OwnerKey | None, customer_id: UUID,
                     sealed: bytes | None) -> dict[str, object] | None:
     if sealed is None or key is None:
         return None
-    values = customers.open_history_values(key.key, customer_id, bytes(sealed))
+    values = open_customer_values(key.key, customer_id, bytes(sealed))
     values.pop("personal_id_enc", None)  # an old identity code stays sealed
     return values
 

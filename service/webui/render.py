@@ -24,7 +24,7 @@ from service.http.auth import authenticate
 from service.http.errors import Unauthenticated
 from service.http.keys import POOL, PRINCIPAL_KEY
 from service.http.principal import Principal
-from service.ops.logs import actor_var
+from service.logs import actor_var
 from service.policy import PUBLIC, allowed
 from service.webui import i18n
 from storage import accounts

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from schemas.sites import SiteRow
-from service.customers.sites import change_sites
+from service.customers.site_changes import change_sites
 from service.http.api import RouteTable
 from service.http.keys import POOL
 from service.http.principal import Principal

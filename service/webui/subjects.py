@@ -16,7 +16,7 @@ from service.http.api import RouteTable, parse_model
 from service.http.keys import EXPORT_WAKE, POOL, SETTINGS
 from service.http.principal import Principal
 from service.policy import PUBLIC
-from service.rights.subjects import find_subject
+from service.rights.subject_search import find_subject
 from service.webui import i18n
 from service.webui.form_posts import Fields, form_post
 from service.webui.render import page, render

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from service.retention.scheduler import PurgeContext, purge_context
 from service.settings import Settings
 from tests.helpers import Api, settings_env
 from tests.service.recording_factory import object_store
@@ -26,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def app_of(api: Api) -> web.Application:
     app: web.Application = api.client.server.app  # type: ignore[attr-defined]
     return app
+
+
+def purge_context_of(api: Api) -> PurgeContext:
+    """What a purge run of the test's application works with."""
+    return purge_context(app_of(api))
 
 
 async def expired_recordings(

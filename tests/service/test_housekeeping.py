@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from service.http.keys import POOL, SETTINGS
 from service.ops.housekeeping import housekeep_once
 from tests.helpers import Api
 from tests.service.retention_factory import app_of
@@ -38,7 +39,8 @@ async def test_expired_sessions_login_failures_and_idempotency_keys_go_live_ones
                      " ('token', $1, 'web-events', 'old', 200, '{}', now() - interval '25 hours'),"
                      " ('token', $1, 'web-events', 'new', 200, '{}', now())", account)
 
-    done = await housekeep_once(app_of(api))
+    app = app_of(api)
+    done = await housekeep_once(app[POOL], app[SETTINGS])
 
     assert (done.sessions, done.login_failures, done.idempotency_keys) == (3, 1, 1)
     left = {bytes(r["digest"]) for r in await db.fetch("SELECT digest FROM sessions")}

@@ -114,7 +114,7 @@ async def test_five_failures_throttle_and_the_throttle_releases(api: Api,
 
 
 async def test_throttle_delay_grows_with_failures() -> None:
-    from service.identity.views import throttle_delay
+    from service.identity.accounts import throttle_delay
 
     delays = [throttle_delay(n) for n in range(4, 10)]
     assert delays[0] == 0 and delays == sorted(delays) and delays[-1] > delays[1]

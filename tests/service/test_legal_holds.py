@@ -19,7 +19,7 @@ from tests import audiogen
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import A, customer, recording_of
 from tests.service.recording_factory import COMPANY, bucket_keys, metadata, upload
-from tests.service.retention_factory import FUTURE, app_of, purge_job_only
+from tests.service.retention_factory import FUTURE, app_of, purge_context_of, purge_job_only
 
 
 async def stored_id(api: Api) -> str:
@@ -43,7 +43,7 @@ async def release(api: Api, admin: str, case: str) -> int:
 
 
 async def purge(api: Api) -> None:
-    report = await purge_scheduler.run_now(app_of(api), FUTURE, actor="test")
+    report = await purge_scheduler.run_now(purge_context_of(api), FUTURE, actor="test")
     assert report.state == "finished", report.error
 
 

@@ -236,10 +236,10 @@ async def test_unknown_site_malformed_wrong_type_and_bomb_are_4xx_and_store_noth
 async def test_full_batch_slots_answer_429_with_retry_after(
     api: Api, db: asyncpg.Connection, monkeypatch: Any
 ) -> None:
-    import service.customers.web_events
+    import service.customers.event_ingest
 
     token = await registered(api)
-    monkeypatch.setattr(service.customers.web_events, "batch_slots", lambda app: 0)
+    monkeypatch.setattr(service.customers.event_ingest, "batch_slots", lambda app: 0)
     response = await export_request(token, api, request_of([(SITE, "192.0.2.1")]))
     assert response.status == 429
     assert response.headers["Retry-After"] == "1"

@@ -19,7 +19,12 @@ from tests import audiogen
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import A, customer
 from tests.service.recording_factory import COMPANY, bucket_keys, metadata, upload
-from tests.service.retention_factory import FUTURE, app_of, expired_recordings, purge_process
+from tests.service.retention_factory import (
+    FUTURE,
+    expired_recordings,
+    purge_context_of,
+    purge_process,
+)
 
 COUNTED_TABLES = ("recordings", "recording_tombstones", "customers", "web_events",
                   "purge_log", "erasure_ledger")
@@ -38,7 +43,7 @@ async def test_purged_call_is_gone_from_s3_and_leaves_a_tombstone(
     recording_id = (await response.json())["id"]
     assert len(await bucket_keys(settings)) == 1
 
-    report = await purge_scheduler.run_now(app_of(api), FUTURE, actor="test")
+    report = await purge_scheduler.run_now(purge_context_of(api), FUTURE, actor="test")
     assert report.state == "finished"
     assert [(b.company, b.kind, b.items) for b in report.purged] == [(COMPANY, "recording", 1)]
 
@@ -179,7 +184,7 @@ async def test_web_events_go_by_whole_expired_months_and_row_deletes(
     assert (await response.json())["accepted"] == 21
     assert await db.fetchval("SELECT to_regclass('web_events_2020_03') IS NOT NULL")
 
-    report = await purge_scheduler.run_now(app_of(api), now, actor="test")
+    report = await purge_scheduler.run_now(purge_context_of(api), now, actor="test")
     assert report.partitions_dropped == ["web_events_2020_03"]
     assert [(b.kind, b.items) for b in report.purged] == [("web_event", 20)]
     assert not await db.fetchval("SELECT to_regclass('web_events_2020_03') IS NOT NULL")
@@ -187,7 +192,7 @@ async def test_web_events_go_by_whole_expired_months_and_row_deletes(
 
     # Later, by row deletes: the month of `now` still holds newer rows of other days.
     later = now + timedelta(days=397)
-    report = await purge_scheduler.run_now(app_of(api), later, actor="test")
+    report = await purge_scheduler.run_now(purge_context_of(api), later, actor="test")
     assert [(b.kind, b.items) for b in report.purged] == [("web_event", 1)]
 
 
@@ -197,9 +202,9 @@ async def test_customer_without_membership_or_data_expires_and_is_shredded(
     customer_id = uuid.UUID(await customer(api, [A]))
     await db.execute("UPDATE customer_memberships SET ended_at = now(), active = false"
                      " WHERE customer_id = $1", customer_id)
-    report = await purge_scheduler.run_now(app_of(api), datetime.now(UTC), actor="test")
+    report = await purge_scheduler.run_now(purge_context_of(api), datetime.now(UTC), actor="test")
     assert report.purged == []  # the relationship ended today: three years to go
-    report = await purge_scheduler.run_now(app_of(api), FUTURE, actor="test")
+    report = await purge_scheduler.run_now(purge_context_of(api), FUTURE, actor="test")
     assert [(b.kind, b.items) for b in report.purged] == [("customer", 1)]
     row = await db.fetchrow("SELECT * FROM customers WHERE id = $1", customer_id)
     assert row["erased_at"] is not None and row["name"] is None
@@ -210,7 +215,7 @@ async def test_customer_without_membership_or_data_expires_and_is_shredded(
 
 async def test_active_customer_never_expires(api: Api, db: asyncpg.Connection) -> None:
     await customer(api, [A])
-    report = await purge_scheduler.run_now(app_of(api), FUTURE, actor="test")
+    report = await purge_scheduler.run_now(purge_context_of(api), FUTURE, actor="test")
     assert report.purged == []
     assert await db.fetchval("SELECT count(*) FROM customers WHERE erased_at IS NULL") == 1
 
@@ -226,13 +231,13 @@ async def test_scheduled_purge_runs_on_one_replica_only(
     api: Api, db: asyncpg.Connection, settings: Settings
 ) -> None:
     await expired_recordings(db, settings, 2)
-    app = app_of(api)
+    context = purge_context_of(api)
     holder = await asyncpg.connect(settings.database_url.get_secret_value())  # type: ignore[union-attr]
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", purge_scheduler.SCHEDULE_LOCK)
-        assert await purge_scheduler.scheduled_once(app) is None  # another replica has it
+        assert await purge_scheduler.scheduled_once(context) is None  # another replica has it
     finally:
         await holder.close()
-    report = await purge_scheduler.scheduled_once(app)
+    report = await purge_scheduler.scheduled_once(context)
     assert report is not None and report.state == "finished"
-    assert await purge_scheduler.scheduled_once(app) is None  # already done today
+    assert await purge_scheduler.scheduled_once(context) is None  # already done today

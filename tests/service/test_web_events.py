@@ -200,9 +200,9 @@ async def test_batch_is_audited_with_counts_only(api: Api, db: asyncpg.Connectio
 async def test_full_batch_slots_answer_429_with_retry_after(
     api: Api, db: asyncpg.Connection, monkeypatch: Any
 ) -> None:
-    import service.customers.web_events
+    import service.customers.event_ingest
 
-    monkeypatch.setattr(service.customers.web_events, "batch_slots", lambda app: 0)
+    monkeypatch.setattr(service.customers.event_ingest, "batch_slots", lambda app: 0)
     token = await api.token("ingest", [A])
     response = await post(api, token, ndjson([event()]))
     assert response.status == 429

@@ -14,7 +14,7 @@ from storage.db import Scope, create_pool, scoped
 from storage.migrate import migrate
 from storage.objects import ObjectStore
 from tests.helpers import Api
-from tests.service.retention_factory import app_of
+from tests.service.retention_factory import purge_context_of
 
 HELD = ("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
         " WHERE l.locktype = 'advisory' AND d.datname = current_database()")
@@ -47,8 +47,8 @@ async def test_session_locks_are_all_released(
         await db.execute("SELECT pg_advisory_lock($1)", RECONCILE_LOCK)
         assert (await reconcile(pool, objects, wait=False)).skipped
         await db.execute("SELECT pg_advisory_unlock($1)", RECONCILE_LOCK)
-        app = app_of(api)
-        assert (await purge_scheduler.scheduled_once(app)) is not None
+        context = purge_context_of(api)
+        assert (await purge_scheduler.scheduled_once(context)) is not None
         assert await db.fetchval(HELD) == 0
     finally:
         await owner.close()

@@ -20,18 +20,10 @@ from typing import Any
 
 from devstack.embedded import load_secrets
 from devstack.environment import resolved
-from service.cli.commands import Progress, app_resources
-from service.http.keys import (
-    AUDIT,
-    AUDIT_SIGNER,
-    CHECKPOINTS,
-    KEY_OBJECTS,
-    KEYRING,
-    OBJECTS,
-    POOL,
-)
+from service.audit.checkpoints import note_signer, opened_checkpoint_bucket
+from service.cli.commands import Progress
 from service.recordings.reconciler import reconcile
-from service.resources import object_store
+from service.resources import object_store, open_resources
 from service.settings import Settings
 from storage import backup, key_snapshot
 from storage.audit import AuditEntry
@@ -84,7 +76,8 @@ def backup_key(settings: Settings, *, masters: MasterKeys | None = None) -> byte
 
 async def run_backup(settings: Settings, directory: Path) -> dict[str, Any]:
     key = backup_key(settings, masters=master_keys(settings))
-    async with app_resources(settings) as app:
+    async with open_resources(settings) as resources, \
+            opened_checkpoint_bucket(settings) as checkpoints:
         _say(f"backup: dumping the database into {directory}")
         progress = Progress("backup: objects")
 
@@ -93,18 +86,18 @@ async def run_backup(settings: Settings, directory: Path) -> dict[str, Any]:
 
         async def snapshot() -> dict[str, Any]:
             _say("backup: writing the key snapshot")
-            info = await key_snapshot.write_snapshot(app[POOL], app[KEY_OBJECTS],
-                                                     app[KEYRING].masters)
+            info = await key_snapshot.write_snapshot(resources.pool, resources.key_objects,
+                                                     resources.keyring.masters)
             return {"snapshot_id": info.snapshot_id, "created_at": info.created_at,
-                    "bucket": app[KEY_OBJECTS].bucket}
+                    "bucket": resources.key_objects.bucket}
 
         manifest = await backup.take_backup(
-            _dsn(settings), app[OBJECTS], directory, pg_tools(), key, snapshot,
-            app[CHECKPOINTS].reader,
+            _dsn(settings), resources.objects, directory, pg_tools(), key, snapshot,
+            checkpoints.reader,
             advance=progress.advance, on_total=total,
         )
         progress.finish()
-        await app[AUDIT].append(AuditEntry(
+        await resources.audit.append(AuditEntry(
             actor="backup", actor_kind="system", action="backup.take",
             detail={"objects": len(manifest.objects), "missing": len(manifest.missing),
                     "audit_head_seq": manifest.database["audit_head_seq"],
@@ -174,18 +167,18 @@ async def run_restore(
             f"this backup wrote ({taken.isoformat()}); give the current key snapshot")
     _say("restore: loading the database dump")
     await backup.restore_database(_dsn(settings), directory, manifest, cipher, pg_tools())
-    async with app_resources(settings) as app:
-        pool, objects = app[POOL], app[OBJECTS]
-        checkpoints = app[CHECKPOINTS]
+    signer = note_signer(settings)
+    async with open_resources(settings) as resources, \
+            opened_checkpoint_bucket(settings) as checkpoints:
+        pool, objects = resources.pool, resources.objects
         _say("restore: loading the keys of the key snapshot")
         async with pool.acquire() as conn, conn.transaction():
             await apply_scope(conn, Scope.everything())
-            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM customer_keys)"
-                                   " OR EXISTS (SELECT 1 FROM company_keys)"):
+            if await key_snapshot.holds_keys(conn):
                 raise Conflict("the key store is not empty; restore only into an empty "
                                "deployment")
             source = _snapshot_source(settings, snapshot_file) if snapshot_file else \
-                key_snapshot.SnapshotSource(store=app[KEY_OBJECTS])
+                key_snapshot.SnapshotSource(store=resources.key_objects)
             contents, loaded = await key_snapshot.load_keys(conn, source, masters)
         uploaded = 0
         already = 0
@@ -199,7 +192,7 @@ async def run_restore(
         # The restored chain may be behind checkpoints signed after the backup: a new
         # epoch, begun with a signed checkpoint of the restored head, says so.
         _say("restore: starting a new audit epoch at the restored head")
-        epoch = await start_epoch(pool, checkpoints, app[AUDIT_SIGNER])
+        epoch = await start_epoch(pool, checkpoints, signer)
         _say("restore: re-applying the erasure ledger")
         async with pool.acquire() as conn:
             erased_again = await reapply_erasures(conn, objects, also=contents.erased)
@@ -224,8 +217,8 @@ async def run_restore(
         in_manifest = {e.key for e in recordings}
         without_audio = sorted(live - in_manifest)
         _say("restore: writing the key snapshot of the restored deployment")
-        written = await key_snapshot.write_snapshot(pool, app[KEY_OBJECTS], masters)
-        await app[AUDIT].append(AuditEntry(
+        written = await key_snapshot.write_snapshot(pool, resources.key_objects, masters)
+        await resources.audit.append(AuditEntry(
             actor="restore", actor_kind="system", action="backup.restore",
             detail={"backup_created_at": manifest.created_at, "objects_uploaded": uploaded,
                     "customers_erased_again": erased_again,
@@ -235,7 +228,7 @@ async def run_restore(
         ))
         _say("restore: verifying the audit chain")
         async with pool.acquire() as conn:
-            trail = await verify_trail(conn, checkpoints.reader, app[AUDIT_SIGNER].verifier)
+            trail = await verify_trail(conn, checkpoints.reader, signer.verifier)
     ok = (trail.ok and not without_audio and not reconciled.failed_deletes
           and not recordings_without_key)
     return {

@@ -8,13 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from schemas.evaluation_forms import FormIn
-from service.cli.commands import with_app
+from service.cli.commands import with_resources
 from service.http.api import decode_json, parse_model
-from service.http.keys import AUDIT, POOL
 from service.recordings.forms import audit_detail
+from service.resources import Resources
 from service.settings import Settings
 from storage import evaluation_forms as store
 from storage.audit import AuditEntry
@@ -35,15 +33,15 @@ def register(sub: Any) -> None:
 
 
 def cmd_forms_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(app: web.Application) -> int:
-        async with scoped(app[POOL], Scope.everything()) as conn:
+    async def work(resources: Resources) -> int:
+        async with scoped(resources.pool, Scope.everything()) as conn:
             for form in await store.list_forms(conn):
                 state = "active" if form.active else "inactive"
                 print(f"{form.name}\tv{form.current_version}\t{state}\t{form.company or '-'}"
                       f"\t{form.title}")
         return 0
 
-    return with_app(settings, work)
+    return with_resources(settings, work)
 
 
 def read_form(path: Path) -> FormIn:
@@ -58,13 +56,13 @@ def read_form(path: Path) -> FormIn:
 def cmd_forms_add(args: argparse.Namespace, settings: Settings) -> int:
     body = read_form(args.file)
 
-    async def work(app: web.Application) -> int:
-        async with scoped(app[POOL], Scope.everything()) as conn:
+    async def work(resources: Resources) -> int:
+        async with scoped(resources.pool, Scope.everything()) as conn:
             company_id = None
             if body.company is not None:
                 company_id = await store.company_id_of(conn, body.company)
             form = await store.create(conn, body, company_id, ACTOR)
-        await app[AUDIT].append(AuditEntry(
+        await resources.audit.append(AuditEntry(
             actor=ACTOR, actor_kind="system", action="evaluation_form.create",
             target_type="evaluation_form", target_id=form.name, company=form.company,
             detail=audit_detail(form),
@@ -72,4 +70,4 @@ def cmd_forms_add(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(form.model_dump(mode="json"), ensure_ascii=False), flush=True)
         return 0
 
-    return with_app(settings, work)
+    return with_resources(settings, work)

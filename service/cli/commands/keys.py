@@ -14,32 +14,28 @@ import argparse
 import json
 from typing import Any
 
-from aiohttp import web
-
-from service.cli.commands import with_app
-from service.http.keys import AUDIT, KEY_OBJECTS, KEYRING, POOL
+from service.cli.commands import with_resources
+from service.resources import Resources
 from service.settings import Settings
 from storage import key_snapshot, keys
 from storage.audit import AuditEntry
 from storage.db import Scope, scoped
 
 
-async def _versions(app: web.Application) -> dict[str, int]:
-    async with scoped(app[POOL], Scope.everything()) as conn:
-        rows = await conn.fetch(
-            "SELECT kek_version, count(*) AS n FROM (SELECT kek_version FROM customer_keys"
-            " UNION ALL SELECT kek_version FROM company_keys) k GROUP BY kek_version")
-    return {str(r["kek_version"]): int(r["n"]) for r in rows}
+async def _versions(resources: Resources) -> dict[str, int]:
+    async with scoped(resources.pool, Scope.everything()) as conn:
+        by_version = await key_snapshot.count_by_version(conn)
+    return {str(version): n for version, n in by_version.items()}
 
 
 def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(app: web.Application) -> int:
-        masters = app[KEYRING].masters
-        async with app[POOL].acquire() as conn:
+    async def work(resources: Resources) -> int:
+        masters = resources.keyring.masters
+        async with resources.pool.acquire() as conn:
             counts = await keys.rotate(conn, masters)
-        info = await key_snapshot.write_snapshot(app[POOL], app[KEY_OBJECTS], masters)
-        versions = await _versions(app)
-        await app[AUDIT].append(AuditEntry(
+        info = await key_snapshot.write_snapshot(resources.pool, resources.key_objects, masters)
+        versions = await _versions(resources)
+        await resources.audit.append(AuditEntry(
             actor="cli", actor_kind="system", action="keys.rotate",
             detail={"kek_version": masters.version, "rewrapped": counts,
                     "key_snapshot": info.snapshot_id},
@@ -50,22 +46,22 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
                           "key_snapshot": info.report()}, indent=1))
         return 0 if older == 0 else 1
 
-    return with_app(settings.model_copy(update={"purge_enabled": False}), work)
+    return with_resources(settings, work)
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(app: web.Application) -> int:
-        info = await key_snapshot.write_snapshot(app[POOL], app[KEY_OBJECTS],
-                                                 app[KEYRING].masters)
-        await app[AUDIT].append(AuditEntry(
+    async def work(resources: Resources) -> int:
+        info = await key_snapshot.write_snapshot(resources.pool, resources.key_objects,
+                                                 resources.keyring.masters)
+        await resources.audit.append(AuditEntry(
             actor="cli", actor_kind="system", action="keys.snapshot",
             detail={"key_snapshot": info.snapshot_id},
         ))
-        print(json.dumps({"ok": True, "bucket": app[KEY_OBJECTS].bucket,
+        print(json.dumps({"ok": True, "bucket": resources.key_objects.bucket,
                           "object": key_snapshot.OBJECT_KEY, **info.report()}, indent=1))
         return 0
 
-    return with_app(settings.model_copy(update={"purge_enabled": False}), work)
+    return with_resources(settings, work)
 
 
 def register(sub: Any) -> None:

@@ -8,10 +8,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
-
-from service.cli.commands import Progress, with_app
-from service.http.keys import POOL
+from service.cli.commands import Progress, with_resources
+from service.resources import Resources
 from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
 from storage import purge
@@ -29,27 +27,27 @@ def _as_of(text: str | None) -> datetime:
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     as_of = _as_of(args.now)
 
-    async def work(app: web.Application) -> int:
+    async def work(resources: Resources) -> int:
         if args.dry_run:
-            report = await purge_scheduler.preview(app, as_of, actor="cli", actor_kind="system",
-                                                   role="admin")
+            report = await purge_scheduler.preview(resources, as_of, actor="cli",
+                                                   actor_kind="system", role="admin")
         else:
-            async with app[POOL].acquire() as conn, conn.transaction(readonly=True):
+            async with resources.pool.acquire() as conn, conn.transaction(readonly=True):
                 expected = await purge.preview(conn, as_of)
             bar = Progress("purge", sum(b.items for b in expected.expired) or None)
 
             def advance(kind: str, company: str, items: int, size: int) -> None:
                 bar.advance(items)
 
-            report = await purge_scheduler.run_now(app, as_of, actor="cli", role="admin",
-                                                   on_progress=advance)
+            async with purge_scheduler.one_off_purge_context(resources) as context:
+                report = await purge_scheduler.run_now(context, as_of, actor="cli",
+                                                       role="admin", on_progress=advance)
             bar.finish()
         summary: dict[str, Any] = report.model_dump(mode="json")
         print(json.dumps(summary, ensure_ascii=False))
         return 0 if report.state == "finished" else 1
 
-    # The schedule belongs to the serving replicas, not to this one-off run.
-    return with_app(settings.model_copy(update={"purge_enabled": False}), work)
+    return with_resources(settings, work)
 
 
 def register(sub: Any) -> None:

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
-from aiohttp import web
 from pydantic import ValidationError
 
 from schemas.sites import SiteRow
-from service.cli.commands import with_app
-from service.http.keys import AUDIT, POOL
+from service.cli.commands import with_resources
+from service.resources import Resources
 from service.settings import Settings
 from storage import sites
 from storage.audit import AuditEntry
@@ -36,13 +36,13 @@ def register(sub: Any) -> None:
 
 
 def cmd_site_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(app: web.Application) -> int:
-        async with app[POOL].acquire() as conn:
+    async def work(resources: Resources) -> int:
+        async with resources.pool.acquire() as conn:
             for row in await sites.list_sites(conn, Scope.everything()):
                 print(f"{row.site}\t{row.company}")
         return 0
 
-    return with_app(settings, work)
+    return with_resources(settings, work)
 
 
 def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,16 +53,16 @@ def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
                              for e in exc.errors(include_input=False))
         raise ValueError(problems) from None
 
-    async def work(app: web.Application) -> int:
-        async with app[POOL].acquire() as conn:
+    async def work(resources: Resources) -> int:
+        async with resources.pool.acquire() as conn:
             try:
                 changes = await sites.apply_rows(conn, [row], Scope.everything(), ACTOR)
             except InvalidInput as exc:
                 raise ValueError("; ".join(msg for _, msg in exc.errors) or exc.detail) from exc
         if changes:
-            await app[AUDIT].append(AuditEntry(
+            await resources.audit.append(AuditEntry(
                 actor=ACTOR, actor_kind="system", action="site.change", target_type="site",
-                detail={"changes": [c.model_dump() for c in changes]},
+                detail={"changes": [asdict(c) for c in changes]},
             ))
         if row.company is None:
             print(f"{row.site} removed" if changes else f"{row.site} was not registered")
@@ -70,4 +70,4 @@ def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{row.site}\t{row.company}")
         return 0
 
-    return with_app(settings, work)
+    return with_resources(settings, work)

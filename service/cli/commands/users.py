@@ -51,7 +51,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
-    from service.identity.views import create_user_account
+    from service.identity.accounts import create_user_account
 
     password = _read_password(args)
 
