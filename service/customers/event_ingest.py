@@ -16,7 +16,7 @@ import json
 import re
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -29,9 +29,9 @@ from pydantic import ValidationError
 from schemas.ip import truncated_ip
 from schemas.web_events import MAX_REPORTED_REJECTIONS, BatchReport, RejectedLine, WebEventLine
 from service.http.api import body_chunks
-from service.http.auth import Principal, audit, principal_of
+from service.http.auth import Actor
 from service.http.errors import MalformedBody, TooLarge, TooManyRequests
-from service.http.keys import BATCH_SLOTS, POOL
+from service.http.principal import Principal
 from service.settings import Settings
 from storage import accounts, sites, web_events
 from storage.db import Scope, scoped
@@ -278,28 +278,23 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def batch_slot(app: web.Application) -> AbstractAsyncContextManager[None]:
-    """One of the application's concurrent batch slots (429 when all are taken)."""
-    return app[BATCH_SLOTS].slot()
-
-
 async def ingest(
-    request: web.Request, endpoint: str, lines: AsyncIterable[tuple[int, Any]],
-    rejected_before: Iterable[RejectedLine] = (),
+    pool: asyncpg.Pool, actor: Actor, key: str | None, endpoint: str,
+    lines: AsyncIterable[tuple[int, Any]], rejected_before: Iterable[RejectedLine] = (),
 ) -> tuple[dict[str, Any], bool]:
-    """Store the lines of one request, each failing alone; (the BatchReport, replayed).
+    """Store the lines of one request as its actor, each failing alone, once per idempotency
+    key; (the BatchReport, replayed).
 
     `rejected_before` are lines a decoder already refused (a shipper's record that maps to no
     line); they join the report in line order. Audited with counts only.
     """
-    principal = principal_of(request)
-    key = idempotency_key(request)
-    report, replayed = await store_lines(request.app[POOL], principal, key, endpoint, lines,
+    report, replayed = await store_lines(pool, actor.caller, key, endpoint, lines,
                                          rejected_before)
-    await audit(request, "web_event.ingest", target_type="web_events",
-                detail={"accepted": report["accepted"], "rejected": report["rejected_total"],
-                        "replayed": replayed,
-                        **({"via": endpoint} if endpoint != IDEMPOTENCY_ENDPOINT else {})})
+    await actor.audit("web_event.ingest", target_type="web_events",
+                      detail={"accepted": report["accepted"],
+                              "rejected": report["rejected_total"], "replayed": replayed,
+                              **({"via": endpoint} if endpoint != IDEMPOTENCY_ENDPOINT
+                                 else {})})
     return report, replayed
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from schemas.customers import Address, CustomerOut
 from schemas.personal_id import mask_personal_id
-from service.http.auth import Principal
+from service.http.principal import Principal
 from service.policy import SEES_PERSONAL_ID
 from storage.keyring import KeyRing
 

@@ -32,10 +32,11 @@ from schemas.shippers import (
     rejection_message,
 )
 from schemas.web_events import BatchReport, RejectedLine
-from service.customers.event_ingest import MAX_LINE_BYTES, batch_slot, decoded_body, ingest
+from service.customers.event_ingest import MAX_LINE_BYTES, decoded_body, idempotency_key, ingest
 from service.http.api import RouteTable
+from service.http.auth import actor_of
 from service.http.errors import MalformedBody, TooLarge
-from service.http.keys import SETTINGS
+from service.http.keys import BATCH_SLOTS, POOL, SETTINGS
 from storage.errors import InvalidInput
 
 routes = RouteTable()
@@ -79,10 +80,12 @@ async def _lines(mapped: Sequence[MappedLine]) -> AsyncIterator[tuple[int, Any]]
 async def _store(
     request: web.Request, endpoint: str, decode: Decoder, what: str
 ) -> tuple[BatchReport, bool]:
-    async with batch_slot(request.app):
+    async with request.app[BATCH_SLOTS].slot():
         batch = await _decoded(request, decode)
         refused = [RejectedLine(line=e.record, error=e.error) for e in batch.errors]
-        answer, replayed = await ingest(request, endpoint, _lines(batch.lines), refused)
+        actor = actor_of(request)
+        answer, replayed = await ingest(request.app[POOL], actor, idempotency_key(request),
+                                        endpoint, _lines(batch.lines), refused)
     report = BatchReport.model_validate(answer)
     if report.rejected and not report.accepted:
         raise InvalidInput(

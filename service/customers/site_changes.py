@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncpg
 
 from schemas.sites import SiteChange, SiteRow
-from service.http.auth import Principal, audit
-from service.http.keys import POOL
+from service.http.auth import Actor
 from storage import sites
 
 
-async def change_sites(
-    request: web.Request, principal: Principal, rows: list[SiteRow]
-) -> list[SiteChange]:
+async def change_sites(pool: asyncpg.Pool, actor: Actor, rows: list[SiteRow]) -> list[SiteChange]:
     """Apply rows as this caller and audit what changed (also used by the web UI)."""
-    async with request.app[POOL].acquire() as conn:
+    principal = actor.caller
+    async with pool.acquire() as conn:
         moves = await sites.apply_rows(conn, rows, principal.scope, principal.name)
     changes = [SiteChange(site=m.site, old_company=m.old_company, company=m.company)
                for m in moves]
     if changes:
-        await audit(request, "site.change", target_type="site",
-                    detail={"changes": [c.model_dump() for c in changes]})
+        await actor.audit("site.change", target_type="site",
+                          detail={"changes": [c.model_dump() for c in changes]})
     return changes

@@ -10,7 +10,7 @@ from aiohttp import web
 from schemas.sites import SiteList, SiteOut, SiteRows, SiteUpdate
 from service.customers.site_changes import change_sites
 from service.http.api import JSON_BODY_LIMIT, RouteTable, decode_json, json_response, parse_model
-from service.http.auth import principal_of
+from service.http.auth import actor_of, principal_of
 from service.http.errors import TooLarge
 from service.http.keys import POOL
 from storage import sites
@@ -49,8 +49,7 @@ async def put_sites(request: web.Request) -> web.Response:
     body = parse_model(SiteRows, {"items": raw} if isinstance(raw, list) else raw, "body")
     if not body.items:
         raise InvalidInput("no sites given", [(["body"], "give at least one row")])
-    principal = principal_of(request)
-    changes = await change_sites(request, principal, body.items)
+    changes = await change_sites(request.app[POOL], actor_of(request), body.items)
     async with request.app[POOL].acquire() as conn:
         items = await sites.list_sites(conn, principal_of(request).scope)
     return json_response(SiteUpdate(items=[site_out(s) for s in items], changes=changes))

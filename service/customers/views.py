@@ -20,8 +20,9 @@ from schemas.customers import (
 )
 from service.customers.presentation import present
 from service.http.api import RouteTable, json_response, parse_model, read_json
-from service.http.auth import Principal, audit, principal_of, read_detail
+from service.http.auth import audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
+from service.http.principal import Principal
 from storage import customers
 from storage.db import scoped
 from storage.errors import InvalidInput, NotFound

@@ -8,11 +8,11 @@ from datetime import datetime
 from aiohttp import web
 
 from schemas.web_events import BatchReport, WebEventOut, WebEventPage, WebEventQuery
-from service.customers.event_ingest import IDEMPOTENCY_ENDPOINT, batch_slot, body_lines, ingest
+from service.customers.event_ingest import IDEMPOTENCY_ENDPOINT, body_lines, idempotency_key, ingest
 from service.http import cursor
 from service.http.api import RouteTable, json_response, read_query
-from service.http.auth import audit, principal_of, read_detail
-from service.http.keys import POOL, SETTINGS
+from service.http.auth import actor_of, audit, principal_of, read_detail
+from service.http.keys import BATCH_SLOTS, POOL, SETTINGS
 from storage import web_events
 from storage.db import scoped
 
@@ -30,9 +30,11 @@ routes = RouteTable()
     extra_statuses=(413, 429),
 )
 async def post_web_events(request: web.Request) -> web.Response:
-    async with batch_slot(request.app):
+    async with request.app[BATCH_SLOTS].slot():
         limit = request.app[SETTINGS].max_batch_bytes
-        report, replayed = await ingest(request, IDEMPOTENCY_ENDPOINT, body_lines(request, limit))
+        actor = actor_of(request)
+        report, replayed = await ingest(request.app[POOL], actor, idempotency_key(request),
+                                        IDEMPOTENCY_ENDPOINT, body_lines(request, limit))
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return json_response(report, headers=headers)
 

@@ -9,11 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 from schemas.countries import country_in_eu_eea
 from schemas.exports import ExportIn
-from service.http.auth import audit, principal_of
+from service.http.auth import Actor
 from service.settings import Settings
 from storage import exports as store
 from storage.db import Scope, scoped
@@ -54,24 +53,24 @@ def outside_eu_eea(body: ExportIn) -> InvalidInput | None:
     return None
 
 
-async def begin_export(request: web.Request, body: ExportIn, *, pool: asyncpg.Pool,
+async def begin_export(actor: Actor, body: ExportIn, *, pool: asyncpg.Pool,
                        settings: Settings, wake: asyncio.Event | None) -> uuid.UUID:
-    """Register the job the request's caller asks for (refused outside the EU/EEA), audit it
-    and wake the local worker."""
-    principal = principal_of(request)
+    """Register the job the actor asks for (refused outside the EU/EEA), audit it and wake
+    the local worker."""
+    principal = actor.caller
     job, summary = new_job(settings, body, name=principal.name,
                            kind=principal.kind, role=principal.role, scope=principal.scope,
                            account_id=principal.account.id)
     refusal = outside_eu_eea(body)
     if refusal is not None:
-        await audit(request, "export.create", target_type="export", reason=body.reason,
-                    outcome="refused", detail={**summary, "refused": "recipient outside the "
-                                                                     "EU/EEA"})
+        await actor.audit("export.create", target_type="export", reason=body.reason,
+                          outcome="refused", detail={**summary, "refused": "recipient outside"
+                                                                           " the EU/EEA"})
         raise refusal
     async with scoped(pool, principal.scope) as conn:
         await store.create_job(conn, job)
-    seq = await audit(request, "export.create", target_type="export", target_id=str(job.id),
-                      reason=body.reason, detail=summary)
+    seq = await actor.audit("export.create", target_type="export", target_id=str(job.id),
+                            reason=body.reason, detail=summary)
     async with scoped(pool, principal.scope) as conn:
         await store.note_audit_event(conn, job.id, seq)
     if wake is not None:

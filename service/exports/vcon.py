@@ -13,7 +13,7 @@ from schemas.annotations import AnnotationOut
 from schemas.vcon import VCON_DRAFT, VCON_SYNTAX, VconRecording, build_vcon, vcon_json
 from service.exports.jobs import audio_of, data_key_of
 from service.http.api import RouteTable, read_query
-from service.http.auth import audit, principal_of
+from service.http.auth import actor_of, audit, principal_of
 from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings import integrity
 from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
@@ -90,7 +90,7 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
             await response.write(chunk)
     except IntegrityError as exc:
         # As replay: the recording is marked and the alarm audited.
-        await integrity.alarm_in_request(request, request.app[POOL], recording.id,
+        await integrity.alarm_in_request(actor_of(request), request.app[POOL], recording.id,
                                          recording.out.company, exc.detail, found_by="vcon")
         if not response.prepared:
             raise Conflict(WITHHELD) from None

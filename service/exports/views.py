@@ -13,8 +13,9 @@ from schemas.exports import ExportCreated, ExportIn, ExportOut
 from service.exports import jobs as export_jobs
 from service.exports.creation import begin_export
 from service.http.api import RouteTable, json_response, read_json
-from service.http.auth import Principal, audit, principal_of
+from service.http.auth import actor_of, audit, principal_of
 from service.http.keys import EXPORT_WAKE, EXPORTS, POOL, SETTINGS
+from service.http.principal import Principal
 from storage import exports as store
 from storage.db import scoped
 from storage.errors import Conflict, NotFound
@@ -57,7 +58,7 @@ async def load_job(request: web.Request) -> ExportJob:
 )
 async def create_export(request: web.Request) -> web.Response:
     body = await read_json(request, ExportIn)
-    job_id = await begin_export(request, body, pool=request.app[POOL],
+    job_id = await begin_export(actor_of(request), body, pool=request.app[POOL],
                                 settings=request.app[SETTINGS],
                                 wake=request.app.get(EXPORT_WAKE))
     return json_response(ExportCreated(id=job_id), status=202,

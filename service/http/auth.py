@@ -1,8 +1,10 @@
-"""Who is calling: bearer tokens and session cookies resolved to a principal, plus CSRF."""
+"""Who is calling: bearer tokens and session cookies resolved to a principal, plus CSRF; and
+the actor of a request (`Actor`), as whom domain functions write audit events."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -13,9 +15,9 @@ from schemas.ip import truncated_ip
 from service.http.client_address import client_address
 from service.http.errors import Unauthenticated
 from service.http.keys import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTINGS
-from service.http.principal import Principal as Principal
+from service.http.principal import Principal
 from storage import accounts
-from storage.audit import AuditEntry, id_summary, subjects_of
+from storage.audit import AuditEntry, AuditLog, id_summary, subjects_of
 from storage.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -81,6 +83,80 @@ def principal_of(request: web.Request) -> Principal:
     return found
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who acts in a request and where from, as its audit events record it, with the audit
+    log they go to: what a domain function needs of the request to audit its work."""
+
+    log: AuditLog
+    principal: Principal | None
+    request_id: str | None = None
+    client_ip: str | None = None
+
+    @property
+    def caller(self) -> Principal:
+        """The authenticated principal (Unauthenticated when there is none)."""
+        if self.principal is None:
+            raise Unauthenticated("sign in or send a bearer token")
+        return self.principal
+
+    async def audit(
+        self,
+        action: str,
+        *,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        company: str | None = None,
+        reason: str | None = None,
+        outcome: str = "ok",
+        detail: dict[str, object] | None = None,
+        actor_name: str | None = None,
+        company_ids: Iterable[UUID] | None = None,
+        subject_ids: Iterable[UUID] | None = None,
+        company_codes: Iterable[str] | None = None,
+    ) -> int:
+        """Append one audit event about this actor's request and wait until it is committed.
+
+        The event concerns `company_ids` (or the company named by `company`); when neither
+        is given, the companies of a company-scoped caller, and otherwise no company
+        (group-wide: only all-companies readers see it). `subject_ids` are the customers and
+        recordings whose data it read or changed (`GET /api/v1/audit?subject=`)."""
+        who = self.principal
+        concerns = sorted(set(company_ids)) if company_ids is not None else None
+        codes = sorted(set(company_codes)) if company_codes is not None else None
+        if (concerns is None and company is None and not codes and who is not None
+                and not who.account.all_companies):
+            concerns = sorted(who.account.company_ids)
+        entry = AuditEntry(
+            actor=actor_name or (who.name if who else "anonymous"),
+            actor_kind=who.kind if who else "anonymous",
+            role=who.role if who else None,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            company=company,
+            reason=reason,
+            outcome=outcome,
+            request_id=self.request_id,
+            client_ip=self.client_ip,
+            detail=dict(detail or {}),
+            company_ids=concerns,
+            subject_ids=sorted(set(subject_ids)) if subject_ids is not None else None,
+            company_codes=codes or None,
+        )
+        return int(await self.log.append(entry))
+
+
+def actor_of(request: web.Request, principal: Principal | None = None) -> Actor:
+    """The request's actor: `principal`, else the request's principal (if any)."""
+    return Actor(
+        log=request.app[AUDIT],
+        principal=principal or request.get(PRINCIPAL_KEY),
+        request_id=request.get(REQUEST_ID_KEY),
+        client_ip=client_ip(request),
+    )
+
+
 async def audit(
     request: web.Request,
     action: str,
@@ -97,36 +173,13 @@ async def audit(
     subject_ids: Iterable[UUID] | None = None,
     company_codes: Iterable[str] | None = None,
 ) -> int:
-    """Append one audit event about this request and wait until it is committed.
-
-    The event concerns `company_ids` (or the company named by `company`); when neither is
-    given, the companies of a company-scoped caller, and otherwise no company (group-wide:
-    only all-companies readers see it). `subject_ids` are the customers and recordings whose
-    data it read or changed (`GET /api/v1/audit?subject=`)."""
-    who = principal or request.get(PRINCIPAL_KEY)
-    concerns = sorted(set(company_ids)) if company_ids is not None else None
-    codes = sorted(set(company_codes)) if company_codes is not None else None
-    if (concerns is None and company is None and not codes and who is not None
-            and not who.account.all_companies):
-        concerns = sorted(who.account.company_ids)
-    entry = AuditEntry(
-        actor=actor or (who.name if who else "anonymous"),
-        actor_kind=who.kind if who else "anonymous",
-        role=who.role if who else None,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        company=company,
-        reason=reason,
-        outcome=outcome,
-        request_id=request.get(REQUEST_ID_KEY),
-        client_ip=client_ip(request),
-        detail=dict(detail or {}),
-        company_ids=concerns,
-        subject_ids=sorted(set(subject_ids)) if subject_ids is not None else None,
-        company_codes=codes or None,
+    """Append one audit event about this request as its actor (`Actor.audit`), or as
+    `principal` when given."""
+    return await actor_of(request, principal).audit(
+        action, target_type=target_type, target_id=target_id, company=company, reason=reason,
+        outcome=outcome, detail=detail, actor_name=actor, company_ids=company_ids,
+        subject_ids=subject_ids, company_codes=company_codes,
     )
-    return int(await request.app[AUDIT].append(entry))
 
 
 def read_detail(

@@ -10,8 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
-from service.http.auth import Principal
 from service.http.errors import TooManyRequests
+from service.http.principal import Principal
 from service.policy import MAY_HAVE_ALL_COMPANIES, ROLES, actions_of
 from storage import accounts, passwords
 from storage.errors import Forbidden, InvalidInput

@@ -16,7 +16,7 @@ from schemas.evaluation_forms import (
     FormVersionQuery,
 )
 from service.http.api import RouteTable, json_response, read_json, read_query
-from service.http.auth import audit, principal_of
+from service.http.auth import actor_of, audit, principal_of
 from service.http.keys import POOL
 from service.recordings.forms import (
     GROUP_WIDE_ONLY_FOR_ALL,
@@ -67,7 +67,7 @@ async def get_form(request: web.Request) -> web.Response:
 )
 async def post_form(request: web.Request) -> web.Response:
     body = await read_json(request, FormIn)
-    form = await create_form(request.app[POOL], request, principal_of(request), body)
+    form = await create_form(request.app[POOL], actor_of(request), body)
     return json_response(form, status=201,
                          headers={"Location": f"/api/v1/evaluation-forms/{form.name}"})
 
@@ -101,6 +101,6 @@ async def put_form(request: web.Request) -> web.Response:
     response=FormOut,
 )
 async def deactivate_form(request: web.Request) -> web.Response:
-    form = await set_form_active(request.app[POOL], request, principal_of(request),
+    form = await set_form_active(request.app[POOL], actor_of(request),
                                  form_name_of(request), active=False)
     return json_response(form)

@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from schemas.evaluation_forms import NAME_PATTERN, FormIn, FormOut
-from service.http.auth import Principal, audit
+from service.http.auth import Actor
 from storage import evaluation_forms as store
 from storage.db import scoped
 from storage.errors import Forbidden, NotFound
@@ -31,9 +31,9 @@ def audit_detail(form: FormOut, **extra: object) -> dict[str, object]:
             "criteria": [c.key for c in form.criteria], **extra}
 
 
-async def create_form(pool: asyncpg.Pool, request: web.Request, principal: Principal,
-                      body: FormIn) -> FormOut:
-    """Store a new form (version 1) and audit it (as the request's)."""
+async def create_form(pool: asyncpg.Pool, actor: Actor, body: FormIn) -> FormOut:
+    """Store a new form (version 1) and audit it as the actor's."""
+    principal = actor.caller
     if body.company is None and not principal.scope.all_companies:
         raise Forbidden(GROUP_WIDE_ONLY_FOR_ALL)
     async with scoped(pool, principal.scope) as conn:
@@ -41,20 +41,21 @@ async def create_form(pool: asyncpg.Pool, request: web.Request, principal: Princ
         if body.company is not None:
             company_id = await store.company_id_of(conn, body.company)
         form = await store.create(conn, body, company_id, principal.name)
-    await audit(request, "evaluation_form.create", target_type="evaluation_form",
-                target_id=form.name, company=form.company, detail=audit_detail(form))
+    await actor.audit("evaluation_form.create", target_type="evaluation_form",
+                      target_id=form.name, company=form.company, detail=audit_detail(form))
     return form
 
 
-async def set_form_active(pool: asyncpg.Pool, request: web.Request, principal: Principal,
-                          name: str, active: bool) -> FormOut:
+async def set_form_active(pool: asyncpg.Pool, actor: Actor, name: str,
+                          active: bool) -> FormOut:
     """Deactivate (kept for history, no new evaluations) or reactivate a form; audited."""
+    principal = actor.caller
     async with scoped(pool, principal.scope) as conn:
         current = await store.get(conn, name)
         if current.company is None and not principal.scope.all_companies:
             raise Forbidden(GROUP_WIDE_ONLY_FOR_ALL)
         form = await store.set_active(conn, name, active, principal.name)
     action = "evaluation_form.activate" if active else "evaluation_form.deactivate"
-    await audit(request, action, target_type="evaluation_form", target_id=form.name,
-                company=form.company, detail=audit_detail(form))
+    await actor.audit(action, target_type="evaluation_form", target_id=form.name,
+                      company=form.company, detail=audit_detail(form))
     return form

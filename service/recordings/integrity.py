@@ -9,10 +9,9 @@ import logging
 import uuid
 
 import asyncpg
-from aiohttp import web
 from prometheus_client import Counter
 
-from service.http.auth import audit, principal_of
+from service.http.auth import Actor
 from storage import recordings as store
 from storage.db import Scope, scoped
 
@@ -43,13 +42,12 @@ async def mark_corrupt(
 
 
 async def alarm_in_request(
-    request: web.Request, pool: asyncpg.Pool, recording_id: uuid.UUID, company: str,
+    actor: Actor, pool: asyncpg.Pool, recording_id: uuid.UUID, company: str,
     error: str, *, found_by: str,
 ) -> None:
     """Stored audio failed verification while a request read it: raise the alarm, mark the
     recording `corrupt` in the caller's scope and audit the alarm as the caller's."""
-    await mark_corrupt(pool, principal_of(request).scope, recording_id, error,
-                       found_by=found_by)
-    await audit(request, ALARM_ACTION, target_type="recording", target_id=str(recording_id),
-                company=company, outcome="failure", subject_ids=[recording_id],
-                detail={"error": error, "found_by": found_by})
+    await mark_corrupt(pool, actor.caller.scope, recording_id, error, found_by=found_by)
+    await actor.audit(ALARM_ACTION, target_type="recording", target_id=str(recording_id),
+                      company=company, outcome="failure", subject_ids=[recording_id],
+                      detail={"error": error, "found_by": found_by})

@@ -7,7 +7,7 @@ from aiohttp import web
 from schemas.analysis import Peaks
 from schemas.recordings import ReplayQuery
 from service.http.api import RouteTable, json_response, read_query
-from service.http.auth import principal_of
+from service.http.auth import actor_of, principal_of
 from service.http.keys import KEYRING, POOL, REPLAY_WINDOWS
 from service.recordings.analysis import opened_peaks, recording_with_key
 from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
@@ -41,11 +41,12 @@ async def recording_peaks(request: web.Request) -> web.Response:
     if recording.out.state == "corrupt":
         raise Conflict(WITHHELD)
     windows = request.app[REPLAY_WINDOWS]
-    if windows.is_open(window_key(request, recording.id, reason)):
-        windows.note_later(request, recording, reason, PEAKS_RANGE)
+    actor = actor_of(request)
+    if windows.is_open(window_key(actor, recording.id, reason)):
+        windows.note_later(actor, recording, reason, PEAKS_RANGE)
     else:
         async with scoped(pool, principal.scope, durable=False) as conn:
-            await note_replay(conn, windows, request, recording, reason, PEAKS_RANGE)
+            await note_replay(conn, windows, actor, recording, reason, PEAKS_RANGE)
     peaks = await opened_peaks(pool, principal.scope, recording, data_key)
     if peaks is None:
         raise NotFound("the recording has no peaks yet: it has not been analysed")

@@ -19,7 +19,7 @@ from aiohttp import web
 from schemas.recordings import ReplayQuery
 from service.http import problems
 from service.http.api import RouteTable, parse_model
-from service.http.auth import principal_of
+from service.http.auth import actor_of, principal_of
 from service.http.keys import (
     AHEAD_KEY,
     KEYRING,
@@ -98,10 +98,11 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         recording_id = recording_id_of(request)
         reason = replay_reason(request)
         principal = principal_of(request)
+        actor = actor_of(request)
         # A window already open here has its audit event on record: this request's range
         # is noted in the background. Otherwise the replay is noted before any byte leaves.
         note_first = not request.app[REPLAY_WINDOWS].is_open(
-            window_key(request, recording_id, reason))
+            window_key(actor, recording_id, reason))
         # One self-scoping statement reads the row with its owner key; the S3 read starts
         # once it is known, unless it started ahead.
         async with request.app[POOL].acquire() as conn:
@@ -131,7 +132,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
             # The replay window is bookkeeping a crash may lose: its commit does not wait
             # for the disk. Its audit event is committed before any byte leaves.
             async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
-                await note_replay(conn, request.app[REPLAY_WINDOWS], request, recording,
+                await note_replay(conn, request.app[REPLAY_WINDOWS], actor, recording,
                                   reason, plan.summary(out.size_bytes))
     except BaseException:
         if read is not None:
@@ -139,7 +140,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         raise
     if not note_first:
         request.app[REPLAY_WINDOWS].note_later(
-            request, recording, reason, plan.summary(out.size_bytes))
+            actor, recording, reason, plan.summary(out.size_bytes))
     return await _reply(request, recording, plan, read)
 
 
@@ -178,7 +179,7 @@ async def _reply(
                 await response.prepare(request)  # only once the first piece is verified
             await response.write(piece)
     except IntegrityError as exc:
-        await integrity.alarm_in_request(request, request.app[POOL], recording.id,
+        await integrity.alarm_in_request(actor_of(request), request.app[POOL], recording.id,
                                          recording.out.company, exc.detail, found_by="replay")
         if response is None or not response.prepared:
             raise Conflict(WITHHELD) from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import asyncpg
 from aiohttp import web
 
-from service.http.auth import audit, principal_of
+from service.http.auth import Actor
 from service.http.keys import POOL, REPLAY_WINDOWS
 from storage import recordings as store
 from storage.db import Scope, scoped
@@ -30,22 +30,22 @@ logger = logging.getLogger(__name__)
 WindowKey = tuple[uuid.UUID, str, str]  # recording, principal, reason
 
 
-def window_key(request: web.Request, recording_id: uuid.UUID, reason: str) -> WindowKey:
-    principal = principal_of(request)
+def window_key(actor: Actor, recording_id: uuid.UUID, reason: str) -> WindowKey:
+    principal = actor.caller
     return recording_id, f"{principal.kind}:{principal.account.id}", reason
 
 
 async def note_replay(
-    conn: asyncpg.Connection, windows: ReplayWindows, request: web.Request,
+    conn: asyncpg.Connection, windows: ReplayWindows, actor: Actor,
     recording: Recording, reason: str, byte_range: str,
 ) -> None:
     """Note a replay in its window, opening the window (and its audit event) if none is
     open; the window is then remembered as open in this process."""
-    key = window_key(request, recording.id, reason)
+    key = window_key(actor, recording.id, reason)
 
     async def open_event() -> int:
-        return await audit(
-            request, "recording.replay", target_type="recording",
+        return await actor.audit(
+            "recording.replay", target_type="recording",
             target_id=str(recording.id), company=recording.out.company, reason=reason,
             subject_ids=[recording.id, *filter(None, [recording.out.customer_id])],
             detail={"range": byte_range, "grouped_minutes": 10},
@@ -60,17 +60,17 @@ async def note_replay(
 
 @dataclass
 class PendingRanges:
-    """Requests of one window not yet written; the latest request stands in for them all
-    should the window have closed meanwhile (a new window and audit event open for it)."""
+    """Requests of one window not yet written; the latest request's actor stands in for them
+    all should the window have closed meanwhile (a new window and audit event open for it)."""
 
-    request: web.Request
+    actor: Actor
     recording: Recording
     reason: str
     requests: int = 0
     ranges: list[str] = field(default_factory=list)
 
-    def add(self, request: web.Request, byte_range: str) -> None:
-        self.request = request
+    def add(self, actor: Actor, byte_range: str) -> None:
+        self.actor = actor
         self.requests += 1
         if len(self.ranges) < store.MAX_SUMMARISED_RANGES:
             self.ranges.append(byte_range)
@@ -110,14 +110,14 @@ class ReplayWindows:
             self._open[key] = now + window.open_for.total_seconds() - self.MARGIN_S
 
     def note_later(
-        self, request: web.Request, recording: Recording, reason: str, byte_range: str
+        self, actor: Actor, recording: Recording, reason: str, byte_range: str
     ) -> None:
         """Add this request's range to its open window with the next batch."""
-        key = window_key(request, recording.id, reason)
+        key = window_key(actor, recording.id, reason)
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = PendingRanges(request, recording, reason)
-        pending.add(request, byte_range)
+            pending = self._pending[key] = PendingRanges(actor, recording, reason)
+        pending.add(actor, byte_range)
         if len(self._pending) >= self.FLUSH_AT:
             self._write_now()
         elif self._timer is None:
@@ -155,10 +155,8 @@ class ReplayWindows:
         """A window closed elsewhere (or removed): open a new one, with its audit event,
         for the requests this process still had to note."""
         first, *rest = entry.ranges
-        async with scoped(self._pool, principal_of(pending.request).scope,
-                          durable=False) as conn:
-            await note_replay(conn, self, pending.request, pending.recording, entry.reason,
-                              first)
+        async with scoped(self._pool, pending.actor.caller.scope, durable=False) as conn:
+            await note_replay(conn, self, pending.actor, pending.recording, entry.reason, first)
             if entry.requests > 1:
                 await store.add_replay_ranges(conn, [replace(
                     entry, requests=entry.requests - 1, ranges=tuple(rest))])

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from schemas.access_reports import AccessExportQuery
 from service.http.api import RouteTable, read_query
-from service.http.auth import audit, principal_of, read_detail
+from service.http.auth import actor_of, audit, principal_of, read_detail
 from service.http.keys import KEYRING, OBJECTS, POOL
 from service.recordings import integrity
 from service.rights.lookup import customer_id_of, customer_recordings
@@ -105,7 +105,7 @@ async def access_export(request: web.Request) -> web.StreamResponse:
             except IntegrityError as exc:
                 # The zip must never look complete with a copy that differs from the record:
                 # the client sees a truncated download, and the recording is marked.
-                await integrity.alarm_in_request(request, request.app[POOL], out.id,
+                await integrity.alarm_in_request(actor_of(request), request.app[POOL], out.id,
                                                  out.company, exc.detail, found_by="download")
                 if request.transport is not None:
                     request.transport.abort()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
+import asyncpg
 from aiohttp import web
 
 from schemas.access_reports import (
@@ -24,8 +25,9 @@ from schemas.access_reports import (
 from schemas.customers import Address, Prohibition
 from schemas.register_statement import DATA_KINDS
 from service.http.api import RouteTable, json_response, read_query
-from service.http.auth import Principal, audit, principal_of, read_detail
+from service.http.auth import audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
+from service.http.principal import Principal
 from service.policy import SEES_PERSONAL_ID
 from service.rights.letter import render_letter
 from service.rights.lookup import customer_id_of, customer_recordings
@@ -34,6 +36,7 @@ from storage import customers
 from storage.crypto import open_customer_values
 from storage.db import scoped
 from storage.errors import NotFound
+from storage.keyring import KeyRing
 from storage.keys import OwnerKey, find_customer_key
 
 routes = RouteTable()
@@ -48,11 +51,12 @@ def _history_values(key: OwnerKey | None, customer_id: UUID,
 
 
 async def build_report(
-    request: web.Request, principal: Principal, customer_id: UUID, query: AccessReportQuery
+    pool: asyncpg.Pool, keyring: KeyRing, principal: Principal, customer_id: UUID,
+    query: AccessReportQuery,
 ) -> AccessReport:
     """Record (or look up) the access request and gather everything held about the customer
     in the caller's companies."""
-    async with scoped(request.app[POOL], principal.scope) as conn:
+    async with scoped(pool, principal.scope) as conn:
         row = await store.customer_row(conn, customer_id)
         if row is None:
             raise NotFound("no such customer")
@@ -66,7 +70,7 @@ async def build_report(
             )
         memberships = await store.memberships(conn, customer_id)
         history = await store.history(conn, customer_id)
-        key = await find_customer_key(conn, request.app[KEYRING].masters, customer_id)
+        key = await find_customer_key(conn, keyring.masters, customer_id)
         recordings = await customer_recordings(conn, customer_id)
         evaluations = await store.evaluations(conn, customer_id)
         events_total, events = await store.web_events(conn, customer_id)
@@ -76,7 +80,7 @@ async def build_report(
 
     code: str | None = None
     if row["personal_id_enc"] is not None and principal.role in SEES_PERSONAL_ID:
-        code = request.app[KEYRING].personal_ids.decrypt(row["personal_id_enc"])
+        code = keyring.personal_ids.decrypt(row["personal_id_enc"])
     note = None
     if events_total > len(events):
         note = (f"the latest {len(events)} of {events_total} events are listed;"
@@ -141,7 +145,8 @@ async def _audit_report(request: web.Request, report: AccessReport, form: str,
 async def access_report(request: web.Request) -> web.Response:
     principal = principal_of(request)
     query = read_query(request, AccessReportQuery)
-    report = await build_report(request, principal, customer_id_of(request), query)
+    report = await build_report(request.app[POOL], request.app[KEYRING], principal,
+                                customer_id_of(request), query)
     await _audit_report(request, report, "json", query)
     return json_response(report)
 
@@ -156,7 +161,8 @@ async def access_report(request: web.Request) -> web.Response:
 async def access_report_pdf(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     query = read_query(request, AccessReportQuery)
-    report = await build_report(request, principal, customer_id_of(request), query)
+    report = await build_report(request.app[POOL], request.app[KEYRING], principal,
+                                customer_id_of(request), query)
     pdf = await render_letter(report)
     await _audit_report(request, report, "pdf", query)
     response = web.StreamResponse(headers={

@@ -6,19 +6,19 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from aiohttp import web
+import asyncpg
 
 from schemas.disclosures import DisclosureOut
 from schemas.phone import to_e164
 from schemas.recordings import EvaluationOut
 from schemas.subjects import SubjectRead, SubjectRecording, SubjectsOut, SubjectWebEvent
 from service.customers.presentation import present
-from service.http.auth import audit, principal_of
-from service.http.keys import KEYRING, POOL
+from service.http.auth import Actor
 from storage import customers
 from storage import subjects as store
 from storage.db import scoped
 from storage.errors import InvalidInput
+from storage.keyring import KeyRing
 from storage.recordings import Recording
 
 
@@ -30,16 +30,18 @@ def e164_of(phone: str, where: list[str]) -> str:
     return e164
 
 
-async def find_subject(request: web.Request, *, phone: str | None,
-                       personal_id: str | None) -> SubjectsOut:
+async def find_subject(pool: asyncpg.Pool, keyring: KeyRing, actor: Actor, *,
+                       phone: str | None, personal_id: str | None,
+                       phone_in: str = "query") -> SubjectsOut:
     """Search and audit: one `subject.search` event, with how the person was found (never
-    the identity code itself)."""
-    principal = principal_of(request)
-    e164 = e164_of(phone, ["body" if personal_id is None and request.method == "POST"
-                           else "query", "phone"]) if phone is not None else None
-    async with scoped(request.app[POOL], principal.scope) as conn:
+    the identity code itself). `phone_in` is where the phone number came from ("query" or
+    "body"), named when it is not a valid number."""
+    principal = actor.caller
+    e164 = e164_of(phone, [phone_in if personal_id is None else "query",
+                           "phone"]) if phone is not None else None
+    async with scoped(pool, principal.scope) as conn:
         if personal_id is not None:
-            digest = request.app[KEYRING].personal_ids.lookup_hash(personal_id)
+            digest = keyring.personal_ids.lookup_hash(personal_id)
             customer_ids = await customers.find_by_hash(conn, digest)
         else:
             assert e164 is not None
@@ -62,7 +64,7 @@ async def find_subject(request: web.Request, *, phone: str | None,
     ordered = sorted(calls.values(), key=lambda c: (c[0].out.started_at, c[0].id), reverse=True)
     result = SubjectsOut(
         phone=e164,
-        customers=[present(request.app[KEYRING], principal, r) for r in rows],
+        customers=[present(keyring, principal, r) for r in rows],
         recordings=[SubjectRecording(**r.out.model_dump(), matched_by=how,
                                      evaluations=per_call.get(r.id, []))
                     for r, how in ordered],
@@ -71,11 +73,11 @@ async def find_subject(request: web.Request, *, phone: str | None,
         reads=[SubjectRead.model_validate(r) for r in reads],
         links=_links(visible_ids, e164),
     )
-    await audit(request, "subject.search", target_type="subject",
-                detail={"by": "personal_id" if personal_id is not None else "phone",
-                        "customers": [str(i) for i in visible_ids],
-                        "recordings": len(result.recordings),
-                        "web_events": len(result.web_events)})
+    await actor.audit("subject.search", target_type="subject",
+                      detail={"by": "personal_id" if personal_id is not None else "phone",
+                              "customers": [str(i) for i in visible_ids],
+                              "recordings": len(result.recordings),
+                              "web_events": len(result.web_events)})
     return result
 
 

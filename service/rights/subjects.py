@@ -9,6 +9,8 @@ from aiohttp import web
 
 from schemas.subjects import SubjectQuery, SubjectSearchIn, SubjectsOut
 from service.http.api import RouteTable, json_response, read_json, read_query
+from service.http.auth import actor_of
+from service.http.keys import KEYRING, POOL
 from service.rights.subject_search import find_subject
 
 routes = RouteTable()
@@ -21,7 +23,9 @@ routes = RouteTable()
 )
 async def subjects_by_phone(request: web.Request) -> web.Response:
     query = read_query(request, SubjectQuery)
-    return json_response(await find_subject(request, phone=query.phone, personal_id=None))
+    return json_response(await find_subject(
+        request.app[POOL], request.app[KEYRING], actor_of(request), phone=query.phone,
+        personal_id=None))
 
 
 @routes.route(
@@ -31,5 +35,6 @@ async def subjects_by_phone(request: web.Request) -> web.Response:
 )
 async def subjects_search(request: web.Request) -> web.Response:
     body = await read_json(request, SubjectSearchIn)
-    return json_response(await find_subject(request, phone=body.phone,
-                                            personal_id=body.personal_id))
+    return json_response(await find_subject(
+        request.app[POOL], request.app[KEYRING], actor_of(request), phone=body.phone,
+        personal_id=body.personal_id, phone_in="body"))

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from schemas.evaluation_forms import MAX_CRITERIA, FormIn
 from service.http.api import RouteTable, parse_model
+from service.http.auth import actor_of
 from service.http.keys import POOL
 from service.http.principal import Principal
 from service.policy import PUBLIC
@@ -137,7 +138,7 @@ async def create_form_post(request: web.Request, principal: Principal, csrf: str
         for row in submitted["criteria"]
     ]
     try:
-        form = await create_form(request.app[POOL], request, principal,
+        form = await create_form(request.app[POOL], actor_of(request),
                                  parse_model(FormIn, body, "body"))
     except InvalidInput as exc:
         problems, invalid = _problems(request, exc)
@@ -153,7 +154,7 @@ async def create_form_post(request: web.Request, principal: Principal, csrf: str
 async def _set_active(request: web.Request, principal: Principal, csrf: str,
                       active: bool) -> web.Response:
     try:
-        form = await set_form_active(request.app[POOL], request, principal,
+        form = await set_form_active(request.app[POOL], actor_of(request),
                                      form_name_of(request), active)
     except (NotFound, Forbidden) as exc:
         return await _page(request, principal, csrf,

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from schemas.sites import SiteRow
 from service.customers.site_changes import change_sites
 from service.http.api import RouteTable
+from service.http.auth import actor_of
 from service.http.keys import POOL
 from service.http.principal import Principal
 from service.policy import PUBLIC
@@ -65,7 +66,7 @@ async def _apply(request: web.Request, principal: Principal, csrf: str, site: st
     submitted = {"site": site, "company": company}
     try:
         row = SiteRow(site=site, company=company)
-        await change_sites(request, principal, [row])
+        await change_sites(request.app[POOL], actor_of(request), [row])
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                     for e in exc.errors(include_input=False)]

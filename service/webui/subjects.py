@@ -13,7 +13,8 @@ from schemas.exports import ExportIn
 from schemas.subjects import SubjectSearchIn
 from service.exports.creation import begin_export
 from service.http.api import RouteTable, parse_model
-from service.http.keys import EXPORT_WAKE, POOL, SETTINGS
+from service.http.auth import actor_of
+from service.http.keys import EXPORT_WAKE, KEYRING, POOL, SETTINGS
 from service.http.principal import Principal
 from service.policy import PUBLIC
 from service.rights.subject_search import find_subject
@@ -60,8 +61,9 @@ async def subjects_search_form(request: web.Request, principal: Principal, csrf:
         wanted = parse_model(SubjectSearchIn, {
             "personal_id": _field(fields, "personal_id"),
             "phone": None if _field(fields, "personal_id") else phone}, "body")
-        found = await find_subject(request, phone=wanted.phone,
-                                   personal_id=wanted.personal_id)
+        found = await find_subject(request.app[POOL], request.app[KEYRING], actor_of(request),
+                                   phone=wanted.phone, personal_id=wanted.personal_id,
+                                   phone_in="body")
     except InvalidInput as exc:
         # The detail names the field, never the value (no identity code is echoed).
         return _page(request, principal, csrf, status=422, phone=phone,
@@ -79,7 +81,7 @@ async def subjects_export_form(request: web.Request, principal: Principal, csrf:
         body = parse_model(ExportIn, {"filter": {"customer_id": _field(fields, "customer_id")},
                                       "reason": _field(fields, "reason") or "",
                                       "format": "zip"}, "body")
-        job_id = await begin_export(request, body, pool=request.app[POOL],
+        job_id = await begin_export(actor_of(request), body, pool=request.app[POOL],
                                     settings=request.app[SETTINGS],
                                     wake=request.app.get(EXPORT_WAKE))
     except InvalidInput as exc:
