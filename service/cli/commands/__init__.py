@@ -1,19 +1,17 @@
 """The CLI's commands, one module each, and what they share.
 
 Each module defines `register(sub)` that adds its sub-parsers; `service.cli.main` lists the
-modules. A command runs on one database connection (`with_connection`), on the service's
-resources (`with_resources`) or, where it needs the application itself, on `with_app`.
+modules. A command runs on one database connection (`with_connection`) or on the service's
+resources (`with_resources`); none is handed the aiohttp application.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import asyncpg
-from aiohttp import web
 
 from devstack.environment import resolved
 from service.resources import Resources, open_resources
@@ -41,35 +39,6 @@ def with_connection(settings: Settings,
                 return await work(conn)
         finally:
             await pool.close()
-
-    with resolved(settings) as ready:
-        return asyncio.run(main(ready))
-
-
-@asynccontextmanager
-async def app_resources(settings: Settings) -> AsyncIterator[web.Application]:
-    """The application with its pool, object store, key ring and audit log started, not served.
-
-    Commands read `app[POOL]`, `app[OBJECTS]`, `app[KEYRING]`, `app[AUDIT]` from it.
-    """
-    from service.app import create_app
-
-    # Export jobs are the serving replicas' work; a one-off command does not pick them up.
-    app = create_app(settings.model_copy(update={"export_enabled": False}))
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    try:
-        yield app
-    finally:
-        await runner.cleanup()
-
-
-def with_app(settings: Settings, work: Callable[[web.Application], Awaitable[int]]) -> int:
-    """Run `work` with the started application of the resolved environment."""
-
-    async def main(ready: Settings) -> int:
-        async with app_resources(ready) as app:
-            return await work(app)
 
     with resolved(settings) as ready:
         return asyncio.run(main(ready))
