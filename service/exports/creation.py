@@ -57,21 +57,20 @@ async def begin_export(actor: Actor, body: ExportIn, *, pool: asyncpg.Pool,
                        settings: Settings, wake: asyncio.Event | None) -> uuid.UUID:
     """Register the job the actor asks for (refused outside the EU/EEA), audit it and wake
     the local worker."""
-    principal = actor.caller
-    job, summary = new_job(settings, body, name=principal.name,
-                           kind=principal.kind, role=principal.role, scope=principal.scope,
-                           account_id=principal.account.id)
+    name, kind, role, scope, account_id = actor.owner()
+    job, summary = new_job(settings, body, name=name, kind=kind, role=role, scope=scope,
+                           account_id=account_id)
     refusal = outside_eu_eea(body)
     if refusal is not None:
         await actor.audit("export.create", target_type="export", reason=body.reason,
                           outcome="refused", detail={**summary, "refused": "recipient outside"
                                                                            " the EU/EEA"})
         raise refusal
-    async with scoped(pool, principal.scope) as conn:
+    async with scoped(pool, scope) as conn:
         await store.create_job(conn, job)
     seq = await actor.audit("export.create", target_type="export", target_id=str(job.id),
                             reason=body.reason, detail=summary)
-    async with scoped(pool, principal.scope) as conn:
+    async with scoped(pool, scope) as conn:
         await store.note_audit_event(conn, job.id, seq)
     if wake is not None:
         wake.set()

@@ -18,6 +18,7 @@ from service.http.keys import AUDIT, POOL, PRINCIPAL_KEY, REQUEST_ID_KEY, SETTIN
 from service.http.principal import Principal
 from storage import accounts
 from storage.audit import AuditEntry, AuditLog, id_summary, subjects_of
+from storage.db import Scope
 from storage.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -92,6 +93,12 @@ class Actor:
     principal: Principal | None
     request_id: str | None = None
     client_ip: str | None = None
+    # The operator of a CLI command: no account, every company, this name and role.
+    system: tuple[str, str] | None = None
+
+    @classmethod
+    def operator(cls, log: AuditLog, name: str, role: str) -> Actor:
+        return cls(log=log, principal=None, system=(name, role))
 
     @property
     def caller(self) -> Principal:
@@ -99,6 +106,14 @@ class Actor:
         if self.principal is None:
             raise Unauthenticated("sign in or send a bearer token")
         return self.principal
+
+    def owner(self) -> tuple[str, str, str, Scope, UUID | None]:
+        """Name, kind, role, scope and account id of whoever acts: the caller (Unauthenticated
+        when there is none) or the operator."""
+        if self.system is not None:
+            return self.system[0], "system", self.system[1], Scope.everything(), None
+        who = self.caller
+        return who.name, who.kind, who.role, who.scope, who.account.id
 
     async def audit(
         self,
@@ -127,10 +142,13 @@ class Actor:
         if (concerns is None and company is None and not codes and who is not None
                 and not who.account.all_companies):
             concerns = sorted(who.account.company_ids)
+        name, kind, role = ((who.name, who.kind, who.role) if who is not None
+                            else (self.system[0], "system", self.system[1])
+                            if self.system is not None else ("anonymous", "anonymous", None))
         entry = AuditEntry(
-            actor=actor_name or (who.name if who else "anonymous"),
-            actor_kind=who.kind if who else "anonymous",
-            role=who.role if who else None,
+            actor=actor_name or name,
+            actor_kind=kind,
+            role=role,
             action=action,
             target_type=target_type,
             target_id=target_id,

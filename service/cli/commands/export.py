@@ -15,9 +15,10 @@ from pydantic import ValidationError
 from schemas.exports import ExportIn
 from service.cli.commands import Progress, with_resources
 from service.exports import jobs as export_jobs
-from service.exports.creation import new_job, outside_eu_eea
+from service.exports.creation import begin_export
 from service.exports.jobs import ExportContext
 from service.exports.worker import export_context
+from service.http.auth import Actor
 from service.resources import Resources
 from service.settings import Settings
 from storage import exports as store
@@ -77,20 +78,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             return await run(resources, ctx)
 
     async def run(resources: Resources, ctx: ExportContext) -> int:
-        job_new, summary = new_job(resources.settings, body, name=ACTOR, kind="system",
-                                   role="admin", scope=Scope.everything(), account_id=None)
-        refusal = outside_eu_eea(body)
-        if refusal is not None:
-            await resources.audit.append(AuditEntry(
-                actor=ACTOR, actor_kind="system", role="admin", action="export.create",
-                target_type="export", reason=body.reason, outcome="refused",
-                detail={**summary, "refused": "recipient outside the EU/EEA"}))
-            raise refusal
-        async with scoped(resources.pool, Scope.everything()) as conn:
-            job = await store.create_job(conn, job_new)
-        seq = await resources.audit.append(_entry(job, "export.create", **summary))
-        async with scoped(resources.pool, Scope.everything()) as conn:
-            await store.note_audit_event(conn, job.id, int(seq))
+        job_id = await begin_export(Actor.operator(resources.audit, ACTOR, "admin"), body,
+                                    pool=resources.pool, settings=resources.settings,
+                                    wake=None)
 
         bar = Progress("export")
 
@@ -100,10 +90,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             bar.advance(0)
 
         ctx.progress = progress
-        await export_jobs.run_next(ctx, export_jobs.worker_name(), job.id)
+        await export_jobs.run_next(ctx, export_jobs.worker_name(), job_id)
         bar.finish()
         async with scoped(resources.pool, Scope.everything()) as conn:
-            final = await store.get_job(conn, job.id)
+            final = await store.get_job(conn, job_id)
         assert final is not None
         result: dict[str, Any] = export_jobs.export_out(final).model_dump(mode="json")
         if final.state == "done" and final.format != "s3":
