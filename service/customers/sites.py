@@ -9,12 +9,10 @@ from aiohttp import web
 
 from schemas.sites import SiteList, SiteOut, SiteRows, SiteUpdate
 from service.customers.site_changes import change_sites
-from service.http.api import JSON_BODY_LIMIT, RouteTable, decode_json, json_response, parse_model
+from service.http.api import RouteTable, json_response, read_json_rows
 from service.http.auth import actor_of, principal_of
-from service.http.errors import TooLarge
 from service.http.keys import POOL
 from storage import sites
-from storage.errors import InvalidInput
 
 routes = RouteTable()
 
@@ -41,14 +39,8 @@ async def list_sites(request: web.Request) -> web.Response:
     body=SiteRows, response=SiteUpdate,
 )
 async def put_sites(request: web.Request) -> web.Response:
-    raw_bytes = await request.content.read(JSON_BODY_LIMIT + 1)
-    if len(raw_bytes) > JSON_BODY_LIMIT:
-        raise TooLarge(f"the JSON body exceeds {JSON_BODY_LIMIT} bytes")
-    raw = decode_json(raw_bytes or b"null")
-    # Both a bare list of rows (the contract) and {"items": [...]} are accepted.
-    body = parse_model(SiteRows, {"items": raw} if isinstance(raw, list) else raw, "body")
-    if not body.items:
-        raise InvalidInput("no sites given", [(["body"], "give at least one row")])
+    body = await read_json_rows(request, SiteRows, none_given="no sites given",
+                                hint="give at least one row")
     changes = await change_sites(request.app[POOL], actor_of(request), body.items)
     async with request.app[POOL].acquire() as conn:
         items = await sites.list_sites(conn, principal_of(request).scope)

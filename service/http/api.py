@@ -190,9 +190,11 @@ def refuse_non_json(request: web.Request) -> None:
             f"{request.content_type!r}")
 
 
-async def read_json(request: web.Request, model: type[M], *, limit: int = JSON_BODY_LIMIT) -> M:
-    """Read and validate a JSON body of bounded size; a body sent as anything but JSON is
-    refused (415), so that no cross-site form post reaches a JSON endpoint."""
+async def read_json_value(request: web.Request, *, limit: int = JSON_BODY_LIMIT,
+                          empty: bytes = b"{}") -> Any:
+    """A JSON body of bounded size, decoded (`empty` stands for a blank body); a body sent
+    as anything but JSON is refused (415), so that no cross-site form post reaches a JSON
+    endpoint."""
     refuse_non_json(request)
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the JSON body exceeds {limit} bytes")
@@ -201,9 +203,26 @@ async def read_json(request: web.Request, model: type[M], *, limit: int = JSON_B
         raw += chunk
         if len(raw) > limit:
             raise TooLarge(f"the JSON body exceeds {limit} bytes")
-    if not raw.strip():
-        raw = bytearray(b"{}")
-    return parse_model(model, decode_json(bytes(raw)), "body")
+    return decode_json(bytes(raw) if raw.strip() else empty)
+
+
+async def read_json(request: web.Request, model: type[M], *, limit: int = JSON_BODY_LIMIT) -> M:
+    """Read and validate a JSON body of bounded size (see `read_json_value`)."""
+    return parse_model(model, await read_json_value(request, limit=limit), "body")
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+async def read_json_rows(request: web.Request, model: type[R], *, none_given: str,
+                         hint: str) -> R:
+    """A body of rows: a bare JSON list (the contract) or {"items": [...]}, validated as
+    `model` (which has `items`); at least one row (else 422 saying `none_given`)."""
+    raw = await read_json_value(request, empty=b"null")
+    body = parse_model(model, {"items": raw} if isinstance(raw, list) else raw, "body")
+    if not vars(body)["items"]:
+        raise InvalidInput(none_given, [(["body"], hint)])
+    return body
 
 
 def read_query(request: web.Request, model: type[M]) -> M:

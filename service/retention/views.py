@@ -21,20 +21,17 @@ from schemas.retention import (
     RetentionPolicyUpdate,
 )
 from service.http.api import (
-    JSON_BODY_LIMIT,
     RouteTable,
-    decode_json,
     json_response,
-    parse_model,
     read_json,
+    read_json_rows,
 )
 from service.http.auth import audit, principal_of
-from service.http.errors import TooLarge
 from service.http.keys import OBJECTS, POOL, PURGE_TASKS, REQUEST_ID_KEY, RESOURCES
 from service.retention import scheduler as purge_scheduler
 from storage import legal_holds, purge, retention
 from storage.db import Scope, scoped
-from storage.errors import Forbidden, InvalidInput, NotFound
+from storage.errors import Forbidden, NotFound
 
 routes = RouteTable()
 
@@ -62,15 +59,8 @@ async def list_policies(request: web.Request) -> web.Response:
 )
 async def put_policies(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    raw_bytes = await request.content.read(JSON_BODY_LIMIT + 1)
-    if len(raw_bytes) > JSON_BODY_LIMIT:
-        raise TooLarge(f"the JSON body exceeds {JSON_BODY_LIMIT} bytes")
-    raw = decode_json(raw_bytes or b"null")
-    # Both a bare list of rows (the contract) and {"items": [...]} are accepted.
-    body = parse_model(RetentionPolicyList, {"items": raw} if isinstance(raw, list) else raw,
-                       "body")
-    if not body.items:
-        raise InvalidInput("no policies given", [(["body"], "give at least one policy")])
+    body = await read_json_rows(request, RetentionPolicyList, none_given="no policies given",
+                                hint="give at least one policy")
     pool = request.app[POOL]
     async with scoped(pool, principal.scope) as conn:
         changes = await retention.upsert_policies(
