@@ -247,7 +247,7 @@ class EmbeddedPostgres:
         stale = self.pgdata / "postmaster.pid"
         if stale.exists():
             stale.unlink()  # the instance lock proves no other postmaster uses this pgdata
-        self._log = open(self.directory / "postgres.log", "ab")  # noqa: SIM115
+        self._log = open(self.directory / "postgres.log", "ab")
         self.process = subprocess.Popen(
             [
                 str(_pg_bin("postgres")),
@@ -262,7 +262,7 @@ class EmbeddedPostgres:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist at start-up
+            preexec_fn=_die_with_parent,
             **self._as_user_kwargs(),
         )
         self._wait_ready()
@@ -402,14 +402,14 @@ class EmbeddedS3:
             "-master.volumeSizeLimitMB=64",
             f"-s3.config={config}",
         ] + [f"-{flag}={port}" for flag, port in self.ports.items()]
-        self._log = open(self.directory / "s3.log", "ab")  # noqa: SIM115
+        self._log = open(self.directory / "s3.log", "ab")
         self.process = subprocess.Popen(
             args,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=store,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=_die_with_parent,
         )
         self._wait_ready()
 
@@ -420,7 +420,7 @@ class EmbeddedS3:
             if self.process is not None and self.process.poll() is not None:
                 raise StackError(f"S3 server exited at start; see {self.directory / 's3.log'}")
             try:
-                urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback, fixed scheme
+                urllib.request.urlopen(url, timeout=1)
             except urllib.error.HTTPError:
                 pass  # an S3 error document (403) means the gateway answers
             except (urllib.error.URLError, OSError):
@@ -437,7 +437,7 @@ class EmbeddedS3:
         on_disk = sum(1 for _ in (self.directory / "s3").rglob("*.dat"))
         status_url = f"http://127.0.0.1:{self.ports['master.port']}/dir/status"
         try:
-            with urllib.request.urlopen(status_url, timeout=1) as answer:  # noqa: S310
+            with urllib.request.urlopen(status_url, timeout=1) as answer:
                 topology = json.load(answer)["Topology"]
         except (urllib.error.URLError, OSError, ValueError, KeyError):
             return False
@@ -464,7 +464,7 @@ class InstanceLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115
+        handle = open(self.path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

@@ -160,7 +160,7 @@ async def _customer_hold_cases(conn: asyncpg.Connection, customer_id: UUID) -> l
             continue
         live = " AND released_at IS NULL" if "released_at" in columns else ""
         rows = await conn.fetch(
-            f'SELECT DISTINCT "{case_col}"::text AS case_id FROM {table}'  # noqa: S608
+            f'SELECT DISTINCT "{case_col}"::text AS case_id FROM {table}'
             f" WHERE ({' OR '.join(clauses)}){live}",
             customer_id,
         )

@@ -199,7 +199,7 @@ class AuditLog:
                 async with self.pool.acquire() as conn:
                     seqs = await append_batch(conn, [entry for entry, _ in batch],
                                               self._company_ids)
-            except Exception as exc:  # noqa: BLE001 - the writer must outlive any one batch
+            except Exception as exc:
                 logger.error("audit append failed", extra={"error": repr(exc)})
                 for _, future in batch:
                     if not future.done():

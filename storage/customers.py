@@ -25,7 +25,7 @@ async def link_lock(conn: asyncpg.Connection, company_id: UUID, *, shared: bool)
     records carrying customer numbers (shared) never miss each other's rows."""
     fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     await conn.execute(
-        f"SELECT {fn}(hashtextextended('tallenne link ' || $1::uuid::text, 0))",  # noqa: S608
+        f"SELECT {fn}(hashtextextended('tallenne link ' || $1::uuid::text, 0))",
         company_id,
     )
 

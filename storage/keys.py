@@ -233,7 +233,7 @@ async def rotate(conn: asyncpg.Connection, masters: MasterKeys, *, batch: int = 
             async with conn.transaction():
                 await conn.execute("SELECT set_config('tallenne.all_companies', 'on', true)")
                 rows = await conn.fetch(
-                    f"SELECT {column} AS id, kek_version, wrapped_key FROM {table}"  # noqa: S608
+                    f"SELECT {column} AS id, kek_version, wrapped_key FROM {table}"
                     f" WHERE kek_version <> $1 ORDER BY {column} LIMIT $2 FOR UPDATE",
                     masters.version, batch,
                 )
@@ -243,7 +243,7 @@ async def rotate(conn: asyncpg.Connection, masters: MasterKeys, *, batch: int = 
                                            context=context)
                     version, wrapped = masters.wrap(plain, context=context)
                     await conn.execute(
-                        f"UPDATE {table} SET kek_version = $2, wrapped_key = $3"  # noqa: S608
+                        f"UPDATE {table} SET kek_version = $2, wrapped_key = $3"
                         f" WHERE {column} = $1",
                         row["id"], version, wrapped,
                     )

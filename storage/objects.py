@@ -180,7 +180,7 @@ class ObjectStore:
                     if chunk:
                         await queue.put(chunk)
                 await queue.put(None)
-            except Exception as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            except Exception as exc:
                 await queue.put(exc)
 
         feeder = asyncio.ensure_future(feed())

@@ -12,7 +12,7 @@ import asyncpg
 from storage.migrate import migration_files
 
 
-class UnsafeDatabaseRole(Exception):  # noqa: N818 - named for what the operator must fix
+class UnsafeDatabaseRole(Exception):
     """The runtime role may bypass row-level security, or the schema is not ready for it."""
 
 

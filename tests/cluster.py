@@ -75,7 +75,7 @@ def missing_tools() -> str | None:
 
 def _get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
@@ -103,11 +103,11 @@ class Process:
 
     def start(self) -> None:
         self.cwd.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch the fork
+            preexec_fn=_die_with_parent,
         )
 
     def kill(self) -> None:

@@ -26,7 +26,7 @@ async def follow_erasures(resources: Resources) -> key_snapshot.SnapshotInfo | N
     try:
         return await key_snapshot.refresh_if_due(resources.pool, resources.key_objects,
                                                  resources.keyring.masters)
-    except Exception as exc:  # noqa: BLE001 - the background task retries
+    except Exception as exc:
         logger.error("the key snapshot could not be overwritten; retrying in the background",
                      extra={"error": repr(exc)})
         return None

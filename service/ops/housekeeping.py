@@ -38,7 +38,7 @@ async def _forever(pool: asyncpg.Pool, settings: Settings) -> None:
         await asyncio.sleep(INTERVAL_S)
         try:
             await housekeep_once(pool, settings)
-        except Exception as exc:  # noqa: BLE001 - the next round tries again
+        except Exception as exc:
             logger.error("housekeeping failed", extra={"error": repr(exc)})
 
 

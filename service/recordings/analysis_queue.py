@@ -61,7 +61,7 @@ class AnalysisQueue:
             job = await self._jobs.get()
             try:
                 await self._analyse(job)
-            except Exception as exc:  # noqa: BLE001 - one call's failure stops no other
+            except Exception as exc:
                 logger.warning("recording not analysed", extra={
                     "recording_id": str(job.recording_id), "error": exc.__class__.__name__})
             finally:

@@ -295,7 +295,7 @@ async def analyse(
         return await loop.run_in_executor(_ANALYSES, analyse_file, path, roles, duration_s)
     except UndecodableAudio as exc:
         logger.warning("recording not analysed", extra={"error": str(exc)})
-    except Exception as exc:  # noqa: BLE001 - an analysis never costs the call its storage
+    except Exception as exc:
         logger.warning("recording not analysed", extra={"error": exc.__class__.__name__})
     return None
 
@@ -326,5 +326,5 @@ async def _abandon(
         async with scoped(pool, scope) as conn:
             await store.delete_pending(conn, recording_id)
         await objects.delete([key])
-    except Exception:  # noqa: BLE001 - the original error is the one to report
+    except Exception:
         logger.warning("could not undo a failed upload", extra={"recording_id": str(recording_id)})

@@ -72,7 +72,7 @@ def purge_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def purge_process(settings: Settings, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
+    return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "purge", "--now", FUTURE.isoformat(), *args],
         cwd=ROOT, env=purge_env(settings, **extra),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -203,7 +203,7 @@ async def test_restore_from_backup_before_erasure_is_erased_again(
     await db.execute("DELETE FROM recording_tombstones")
     columns = list(row.keys())
     await db.execute(
-        f"INSERT INTO recordings ({', '.join(columns)}) VALUES"  # noqa: S608
+        f"INSERT INTO recordings ({', '.join(columns)}) VALUES"
         f" ({', '.join(f'${i + 1}' for i in range(len(columns)))})", *row.values())
     await db.execute("DELETE FROM erasure_ledger")
 

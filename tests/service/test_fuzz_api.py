@@ -22,7 +22,7 @@ import schemathesis
 # Imported here, at collection, not lazily by the first from_dict() deep inside a test: its
 # modules are compiled (and assertion-rewritten) then, on a shallow stack. Compiled deep in
 # a long session, CPython 3.11's AST constructor has failed with a recursion depth mismatch.
-import schemathesis.specs.openapi.schemas  # noqa: F401
+import schemathesis.specs.openapi.schemas
 from aiohttp import web
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings

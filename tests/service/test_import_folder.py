@@ -238,7 +238,7 @@ class Watcher:
 async def watching(settings: Settings, folder: Path) -> AsyncIterator[Watcher]:
     """`tallenne import FOLDER --watch` running for the block, then stopped with SIGTERM;
     its output is on the Watcher afterwards."""
-    process = subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
+    process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "import", str(folder), "--company", COMPANY,
          "--watch"],
         cwd=ROOT, env=subprocess_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -331,7 +331,7 @@ async def test_cli_reconcile_removes_orphans_and_stale_pending_rows_and_reports_
     )
 
     def reconcile() -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
+        return subprocess.run(
             [sys.executable, "-m", "service.cli", "reconcile"], cwd=ROOT,
             env=subprocess_env(settings), capture_output=True, timeout=120, check=False,
         )

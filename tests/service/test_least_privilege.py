@@ -110,7 +110,7 @@ async def test_disabling_a_person_revokes_their_tokens_for_good(
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
+    return subprocess.run(
         [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=purge_env(settings),
         capture_output=True, text=True, timeout=120, check=False,
     )

@@ -275,7 +275,7 @@ async def test_the_scheduled_pass_takes_what_is_due_one_replica_at_a_time(
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLENNE_")}
     env.update(settings_env(settings))
-    return subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
+    return subprocess.run(
         [sys.executable, "-m", "service.cli", *args], env=env, cwd=ROOT,
         capture_output=True, text=True, timeout=120, check=False)
 
