@@ -10,7 +10,6 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -44,11 +43,6 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """True when `exc` says no writable PostgreSQL answers (retrying later may succeed)."""
-    return isinstance(exc, CONNECTION_LOST)
 
 
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
@@ -124,10 +118,6 @@ async def scoped_on(
     async with conn.transaction():
         await apply_scope(conn, scope, durable=durable)
         yield conn
-
-
-def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
-    return dict(record) if record is not None else None
 
 
 async def ping(conn: asyncpg.Connection) -> None:
