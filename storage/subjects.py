@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.recordings import _COLUMNS, Recording, _recording
+from storage.recordings import _COLUMNS, Evaluation, Recording, _evaluation, _recording
 
 LIMIT = 1000
 
@@ -70,13 +70,13 @@ async def recordings_of_customers(conn: asyncpg.Connection,
 
 
 async def evaluations_of(conn: asyncpg.Connection,
-                         recording_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+                         recording_ids: Sequence[UUID]) -> list[Evaluation]:
     rows = await conn.fetch(
         "SELECT * FROM recording_evaluations WHERE recording_id = ANY($1::uuid[])"
         " ORDER BY created_at, id",
         list(recording_ids),
     )
-    return [dict(r) for r in rows]
+    return [_evaluation(r) for r in rows]
 
 
 async def web_events_of(conn: asyncpg.Connection,

@@ -27,6 +27,7 @@ from service.http.api import RouteTable, json_response, read_query
 from service.http.auth import Principal, audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
 from service.policy import SEES_PERSONAL_ID
+from service.recordings.presentation import recording_out
 from service.rights.letter import render_letter
 from service.rights.lookup import customer_id_of, customer_recordings
 from storage import access_reports as store
@@ -100,7 +101,7 @@ async def build_report(
             for h in history
         ],
         recordings=[
-            ReportRecording.model_validate(r.out.model_dump()) for r in recordings
+            ReportRecording.model_validate(recording_out(r).model_dump()) for r in recordings
         ],
         evaluations=[ReportEvaluation.model_validate(e) for e in evaluations],
         web_events=ReportWebEvents(

@@ -15,6 +15,7 @@ from schemas.subjects import SubjectRead, SubjectRecording, SubjectsOut, Subject
 from service.customers.presentation import present
 from service.http.auth import audit, principal_of
 from service.http.keys import KEYRING, POOL
+from service.recordings.presentation import evaluation_out, recording_out
 from storage import customers
 from storage import subjects as store
 from storage.db import scoped
@@ -57,13 +58,13 @@ async def find_subject(request: web.Request, *, phone: str | None,
         disclosures = await store.disclosures_of(conn, visible_ids)
         reads = await store.reads_of(conn, [*visible_ids, *calls])
     per_call: dict[UUID, list[EvaluationOut]] = {}
-    for row in evaluations:
-        per_call.setdefault(row["recording_id"], []).append(EvaluationOut.model_validate(row))
-    ordered = sorted(calls.values(), key=lambda c: (c[0].out.started_at, c[0].id), reverse=True)
+    for evaluation in evaluations:
+        per_call.setdefault(evaluation.recording_id, []).append(evaluation_out(evaluation))
+    ordered = sorted(calls.values(), key=lambda c: (c[0].started_at, c[0].id), reverse=True)
     result = SubjectsOut(
         phone=e164,
         customers=[present(request.app[KEYRING], principal, r) for r in rows],
-        recordings=[SubjectRecording(**r.out.model_dump(), matched_by=how,
+        recordings=[SubjectRecording(**recording_out(r).model_dump(), matched_by=how,
                                      evaluations=per_call.get(r.id, []))
                     for r, how in ordered],
         web_events=[SubjectWebEvent.model_validate(e) for e in web_events],
