@@ -4,6 +4,7 @@ fields in batches, and the disclosure log. Every function takes a scoped connect
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -13,6 +14,32 @@ import asyncpg
 from storage.errors import NotFound
 
 BATCH = 500
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """An entry of the disclosure log, with its company's code."""
+
+    id: UUID
+    company: str
+    company_id: UUID
+    disclosed_by: str
+    recipient: str
+    recipient_country: str
+    purpose: str
+    legal_basis: str
+    fields: list[str]
+    customer_ids: list[UUID]
+    customer_count: int
+    disclosed_at: datetime
+
+
+_DISCLOSURE_FIELDS = tuple(f.name for f in fields(Disclosure))
+
+
+def disclosure(row: asyncpg.Record) -> Disclosure:
+    """The record of a row of `SELECT d.*, co.code AS company FROM disclosures d …`."""
+    return Disclosure(**{name: row[name] for name in _DISCLOSURE_FIELDS})
 
 
 async def eligible_customers(
@@ -81,7 +108,7 @@ async def customer_batches(
 async def disclosure_log(
     conn: asyncpg.Connection, *, company_id: UUID | None, customer_id: UUID | None,
     after: tuple[datetime, UUID] | None, limit: int,
-) -> list[dict[str, Any]]:
+) -> list[Disclosure]:
     """Newest first, keyset paged on (disclosed_at, id)."""
     rows = await conn.fetch(
         "SELECT d.*, co.code AS company FROM disclosures d"
@@ -93,4 +120,4 @@ async def disclosure_log(
         company_id, customer_id, after[0] if after else None, after[1] if after else None,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [disclosure(r) for r in rows]

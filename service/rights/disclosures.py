@@ -118,9 +118,9 @@ async def list_disclosures(request: web.Request) -> web.Response:
         rows = await store.disclosure_log(conn, company_id=company_id,
                                           customer_id=query.customer_id, after=after,
                                           limit=query.limit + 1)
-    items = [DisclosureOut.model_validate(r) for r in rows[: query.limit]]
+    items = [DisclosureOut.model_validate(r, from_attributes=True) for r in rows[: query.limit]]
     last = rows[query.limit - 1] if len(rows) > query.limit else None
-    next_cursor = (cursor.encode(request, "disclosures", last["disclosed_at"], last["id"])
+    next_cursor = (cursor.encode(request, "disclosures", last.disclosed_at, last.id)
                    if last else None)
     await audit(request, "disclosure.read", target_type="disclosure",
                 detail={"results": len(items), "paged": after is not None})

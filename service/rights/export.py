@@ -72,8 +72,8 @@ async def access_export(request: web.Request) -> web.StreamResponse:
                                        recordings=[r.id for r in recordings])
     await audit(request, "access_report.export", target_type="customer",
                 target_id=str(customer_id), reason=query.reason, subject_ids=subjects,
-                company_codes={m["company"] for m in memberships} or None,
-                detail={"access_request": str(access_request["id"]),
+                company_codes={m.company for m in memberships} or None,
+                detail={"access_request": str(access_request.id),
                         "recordings": ids_detail["recordings"],
                         "bytes": sum(r.size_bytes for r in recordings)})
 

@@ -67,9 +67,10 @@ async def find_subject(request: web.Request, *, phone: str | None,
         recordings=[SubjectRecording(**recording_out(r).model_dump(), matched_by=how,
                                      evaluations=per_call.get(r.id, []))
                     for r, how in ordered],
-        web_events=[SubjectWebEvent.model_validate(e) for e in web_events],
-        disclosures=[DisclosureOut.model_validate(d) for d in disclosures],
-        reads=[SubjectRead.model_validate(r) for r in reads],
+        web_events=[SubjectWebEvent.model_validate(e, from_attributes=True)
+                    for e in web_events],
+        disclosures=[DisclosureOut.model_validate(d, from_attributes=True) for d in disclosures],
+        reads=[SubjectRead.model_validate(r, from_attributes=True) for r in reads],
         links=_links(visible_ids, e164),
     )
     await audit(request, "subject.search", target_type="subject",
