@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -35,6 +35,25 @@ class Disclosure:
 
 
 _DISCLOSURE_FIELDS = tuple(f.name for f in fields(Disclosure))
+
+
+class LoggedDisclosure(NamedTuple):
+    id: UUID
+    disclosed_at: datetime
+
+
+@dataclass(frozen=True)
+class DisclosedCustomer:
+    """A disclosed customer's record with their number at the company; the identity code
+    still sealed."""
+
+    id: UUID
+    name: str | None
+    personal_id_enc: bytes | None
+    address: dict[str, Any] | None
+    email: str | None
+    phone: str | None
+    customer_number: str
 
 
 def disclosure(row: asyncpg.Record) -> Disclosure:
@@ -76,7 +95,7 @@ async def log_disclosure(
     conn: asyncpg.Connection, *, company_id: UUID, disclosed_by: str, recipient: str,
     recipient_country: str, purpose: str, legal_basis: str, fields: list[str],
     customer_ids: list[UUID],
-) -> dict[str, Any]:
+) -> LoggedDisclosure:
     row = await conn.fetchrow(
         "INSERT INTO disclosures (company_id, disclosed_by, recipient, recipient_country,"
         " purpose, legal_basis, fields, customer_ids, customer_count)"
@@ -85,12 +104,12 @@ async def log_disclosure(
         company_id, disclosed_by, recipient, recipient_country, purpose, legal_basis, fields,
         customer_ids,
     )
-    return dict(row)
+    return LoggedDisclosure(row["id"], row["disclosed_at"])
 
 
 async def customer_batches(
     conn: asyncpg.Connection, company_id: UUID, customer_ids: list[UUID], batch: int = BATCH
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> AsyncIterator[list[DisclosedCustomer]]:
     """The disclosed customers' records with their number at the company, in the log's order."""
     for start in range(0, len(customer_ids), batch):
         chunk = customer_ids[start:start + batch]
@@ -102,7 +121,7 @@ async def customer_batches(
             " WHERE c.erased_at IS NULL ORDER BY s.n",
             company_id, chunk,
         )
-        yield [dict(r) for r in rows]
+        yield [DisclosedCustomer(**r) for r in rows]
 
 
 async def disclosure_log(

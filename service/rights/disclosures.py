@@ -24,19 +24,21 @@ from service.http.keys import KEYRING, POOL
 from storage import customers
 from storage import disclosures as store
 from storage.db import apply_scope, scoped
+from storage.disclosures import DisclosedCustomer
 from storage.errors import InvalidInput, NotFound
 
 routes = RouteTable()
 
 
-def _line(request: web.Request, row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+def _line(request: web.Request, customer: DisclosedCustomer,
+          fields: list[str]) -> dict[str, Any]:
     line: dict[str, Any] = {}
     for name in fields:
         if name == "personal_id":
-            enc = row["personal_id_enc"]
+            enc = customer.personal_id_enc
             line[name] = request.app[KEYRING].personal_ids.decrypt(enc) if enc else None
         else:
-            line[name] = row[name]
+            line[name] = getattr(customer, name)
     return line
 
 
@@ -82,13 +84,13 @@ async def create_disclosure(request: web.Request) -> web.StreamResponse:
             )
         ids_detail, subjects = read_detail(customers=chosen)
         await audit(request, "disclosure.create", target_type="disclosure",
-                    target_id=str(logged["id"]), company=body.company, subject_ids=subjects,
+                    target_id=str(logged.id), company=body.company, subject_ids=subjects,
                     detail={**summary, "customers": len(chosen),
                             "customer_ids": ids_detail["customers"]})
         response = web.StreamResponse(headers={
             "Content-Type": "application/x-ndjson",
-            "Content-Disposition": f'attachment; filename="luovutus-{logged["id"]}.ndjson"',
-            "X-Disclosure-Id": str(logged["id"]),
+            "Content-Disposition": f'attachment; filename="luovutus-{logged.id}.ndjson"',
+            "X-Disclosure-Id": str(logged.id),
             "Cache-Control": "private, no-store",
         })
         await response.prepare(request)
