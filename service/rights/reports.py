@@ -111,7 +111,7 @@ async def build_report(
             items=[ReportWebEvent.model_validate(e, from_attributes=True) for e in events],
             note=note,
         ),
-        prohibitions=[Prohibition.model_validate(b) for b in bans],
+        prohibitions=[Prohibition.model_validate(b, from_attributes=True) for b in bans],
         disclosures=[ReportDisclosure.model_validate(d, from_attributes=True)
                      for d in disclosures],
         legal_holds=holds,

@@ -46,7 +46,7 @@ async def find_subject(request: web.Request, *, phone: str | None,
             assert e164 is not None
             customer_ids = await store.customers_by_phone(conn, e164)
         rows = await customers.customer_rows(conn, customer_ids)
-        visible_ids = [r["id"] for r in rows]
+        visible_ids = [r.id for r in rows]
         by_customer = await store.recordings_of_customers(conn, visible_ids)
         by_phone = await store.recordings_by_phone(conn, e164) if e164 is not None else []
         calls: dict[UUID, tuple[Recording, list[str]]] = {}
