@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
 
-from schemas.analysis import ChannelRole, RecordingAnalysis
+from schemas.analysis import ChannelRole
 from schemas.phone import to_e164
 from schemas.recordings import AudioFormat, Direction, EvaluationIn, Purpose, RecordingMetadata
 from storage import keys
@@ -20,6 +20,9 @@ from storage.audio import AudioInfo
 from storage.db import Scope
 from storage.errors import Conflict, NotFound
 from storage.keys import KeyOwner
+
+if TYPE_CHECKING:
+    from storage.audio.analysis import CallAnalysis
 
 REPLAY_WINDOW = timedelta(minutes=10)
 MAX_SUMMARISED_RANGES = 200
@@ -202,7 +205,7 @@ async def mark_stored(
 class StoredAnalysis:
     """A call's analysis with its peaks, sealed under the call's data key."""
 
-    analysis: RecordingAnalysis
+    analysis: CallAnalysis
     channels: int
     peaks_size: int
     sealed_peaks: bytes
@@ -215,7 +218,7 @@ async def save_analysis(
     company_id = await conn.fetchval(
         "UPDATE recordings SET analysis = $2, silence_ratio = $3, overtalk_s = $4, flags = $5"
         " WHERE id = $1 RETURNING company_id",
-        recording_id, a.model_dump(mode="json"), a.silence_ratio, a.overtalk_s, list(a.flags),
+        recording_id, a.document(), a.silence_ratio, a.overtalk_s, list(a.flags),
     )
     if company_id is None:
         raise NotFound("no such recording")
