@@ -199,7 +199,7 @@ async def run(n: int) -> int:
                     recorder = Recorder(conn)
                     found = await store.search(recorder, where, after=None, limit=101)  # type: ignore[arg-type]
                     if i % 4 == 0 and len(found) == 101:  # every 4th also fetches page 2
-                        last = found[99].out
+                        last = found[99]
                         await store.search(recorder, where, after=(last.started_at, last.id),  # type: ignore[arg-type]
                                            limit=101)
                 elapsed = (time.perf_counter() - started) * 1000

@@ -3,6 +3,7 @@ customer. Every function runs on a connection scoped to the caller's companies."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -14,10 +15,89 @@ from storage.errors import NotFound
 WEB_EVENTS_SHOWN = 200
 
 
+@dataclass(frozen=True)
+class AccessRequest:
+    """A verified access request; answered by `due_at`."""
+
+    id: UUID
+    customer_id: UUID
+    verified_by: str
+    requested_by: str
+    received_at: datetime
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class ReportedCustomer:
+    """What the report shows of the customer record; the identity code still sealed."""
+
+    id: UUID
+    name: str | None
+    personal_id_enc: bytes | None
+    address: dict[str, Any] | None
+    email: str | None
+    phone: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Membership:
+    company: str
+    company_name: str
+    customer_number: str
+    active: bool
+    since: datetime
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A change of the customer record; the old values still sealed."""
+
+    company: str | None
+    change: str
+    changed_fields: list[str]
+    old_values_enc: bytes | None
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class ReportedEvaluation:
+    recording_id: UUID
+    company: str
+    form: str
+    scores: dict[str, Any]
+    comment: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ReportedWebEvent:
+    ts: datetime
+    company: str
+    site: str
+    event: str
+    url: str | None
+    ip: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class ReportedDisclosure:
+    id: UUID
+    company: str
+    recipient: str
+    recipient_country: str
+    purpose: str
+    legal_basis: str
+    fields: list[str]
+    disclosed_at: datetime
+
+
 async def record_request(
     conn: asyncpg.Connection, customer_id: UUID, verified_by: str, requested_by: str,
     received_at: datetime,
-) -> dict[str, Any]:
+) -> AccessRequest:
     """Record a verified access request; its deadline is one calendar month from receipt."""
     row = await conn.fetchrow(
         "INSERT INTO access_requests (customer_id, verified_by, requested_by, received_at,"
@@ -25,12 +105,12 @@ async def record_request(
         " RETURNING id, customer_id, verified_by, requested_by, received_at, due_at",
         customer_id, verified_by, requested_by, received_at,
     )
-    return dict(row)
+    return AccessRequest(**row)
 
 
 async def recorded_request(
     conn: asyncpg.Connection, customer_id: UUID, request_id: UUID
-) -> dict[str, Any]:
+) -> AccessRequest:
     row = await conn.fetchrow(
         "SELECT id, customer_id, verified_by, requested_by, received_at, due_at"
         " FROM access_requests WHERE id = $1 AND customer_id = $2",
@@ -38,19 +118,19 @@ async def recorded_request(
     )
     if row is None:
         raise NotFound("no such access request")
-    return dict(row)
+    return AccessRequest(**row)
 
 
-async def customer_row(conn: asyncpg.Connection, customer_id: UUID) -> dict[str, Any] | None:
+async def customer_row(conn: asyncpg.Connection, customer_id: UUID) -> ReportedCustomer | None:
     row = await conn.fetchrow(
         "SELECT id, name, personal_id_enc, address, email, phone, created_at,"
         " updated_at FROM customers WHERE id = $1 AND erased_at IS NULL",
         customer_id,
     )
-    return dict(row) if row is not None else None
+    return ReportedCustomer(**row) if row is not None else None
 
 
-async def memberships(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str, Any]]:
+async def memberships(conn: asyncpg.Connection, customer_id: UUID) -> list[Membership]:
     rows = await conn.fetch(
         "SELECT co.code AS company, co.name AS company_name, m.customer_number,"
         " tallenne_membership_current(m.ended_at) AS active,"
@@ -58,10 +138,10 @@ async def memberships(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[
         " JOIN companies co ON co.id = m.company_id WHERE m.customer_id = $1 ORDER BY co.code",
         customer_id,
     )
-    return [dict(r) for r in rows]
+    return [Membership(**r) for r in rows]
 
 
-async def history(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str, Any]]:
+async def history(conn: asyncpg.Connection, customer_id: UUID) -> list[HistoryEntry]:
     """History rows of the caller's companies (and company-less ones)."""
     rows = await conn.fetch(
         "SELECT co.code AS company, h.change, h.changed_fields, h.old_values_enc, h.changed_at"
@@ -70,10 +150,10 @@ async def history(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str,
         " ORDER BY h.id",
         customer_id,
     )
-    return [dict(r) for r in rows]
+    return [HistoryEntry(**r) for r in rows]
 
 
-async def evaluations(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str, Any]]:
+async def evaluations(conn: asyncpg.Connection, customer_id: UUID) -> list[ReportedEvaluation]:
     rows = await conn.fetch(
         "SELECT e.recording_id, co.code AS company, e.form, e.scores, e.comment, e.created_at"
         " FROM recording_evaluations e JOIN recordings r ON r.id = e.recording_id"
@@ -81,12 +161,12 @@ async def evaluations(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[
         " WHERE r.customer_id = $1 ORDER BY e.created_at, e.id",
         customer_id,
     )
-    return [dict(r) for r in rows]
+    return [ReportedEvaluation(**r) for r in rows]
 
 
 async def web_events(
     conn: asyncpg.Connection, customer_id: UUID, shown: int = WEB_EVENTS_SHOWN
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[ReportedWebEvent]]:
     """(how many events are linked to the customer, the latest `shown` of them)."""
     total: int = await conn.fetchval(
         "SELECT count(*) FROM web_events WHERE customer_id = $1", customer_id
@@ -97,10 +177,10 @@ async def web_events(
         " WHERE e.customer_id = $1 ORDER BY e.ts DESC, e.id DESC LIMIT $2",
         customer_id, shown,
     )
-    return int(total), [dict(r) for r in rows]
+    return int(total), [ReportedWebEvent(**r) for r in rows]
 
 
-async def disclosures(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str, Any]]:
+async def disclosures(conn: asyncpg.Connection, customer_id: UUID) -> list[ReportedDisclosure]:
     rows = await conn.fetch(
         "SELECT d.id, co.code AS company, d.recipient, d.recipient_country, d.purpose,"
         " d.legal_basis, d.fields, d.disclosed_at FROM disclosures d"
@@ -108,7 +188,7 @@ async def disclosures(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[
         " WHERE d.customer_ids @> ARRAY[$1::uuid] ORDER BY d.disclosed_at, d.id",
         customer_id,
     )
-    return [dict(r) for r in rows]
+    return [ReportedDisclosure(**r) for r in rows]
 
 
 async def legal_holds(conn: asyncpg.Connection, customer_id: UUID) -> list[str]:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -276,8 +276,34 @@ class EventFilter:
     subjects: list[UUID] | None = None  # events about any of them
 
 
+@dataclass(frozen=True)
+class AuditEvent:
+    """A stored audit event; `hash` is its link in the chain."""
+
+    seq: int
+    at: datetime
+    actor: str
+    actor_kind: str
+    role: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    company: str | None
+    reason: str | None
+    outcome: str
+    request_id: str | None
+    client_ip: str | None
+    detail: dict[str, Any]
+    company_ids: list[UUID] | None
+    subject_ids: list[UUID] | None
+    hash: bytes
+
+
+_AUDIT_EVENT_FIELDS = tuple(f.name for f in fields(AuditEvent))
+
+
 async def search_events(conn: asyncpg.Connection, wanted: EventFilter,
-                        limit: int) -> list[dict[str, Any]]:
+                        limit: int) -> list[AuditEvent]:
     """Events matching the filter, newest first; row-level security limits them to the
     connection's scope."""
     rows = await conn.fetch(
@@ -291,4 +317,5 @@ async def search_events(conn: asyncpg.Connection, wanted: EventFilter,
         wanted.actor, wanted.action, wanted.target, wanted.since, wanted.until,
         wanted.before_seq, limit, wanted.subjects,
     )
-    return [dict(r) for r in rows]
+    return [AuditEvent(**{**{name: r[name] for name in _AUDIT_EVENT_FIELDS},
+                          "hash": bytes(r["hash"])}) for r in rows]

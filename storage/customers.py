@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -264,7 +264,42 @@ async def _recordings_linkable(conn: asyncpg.Connection) -> bool:
 # --- reading ---------------------------------------------------------------
 
 
-async def customer_rows(conn: asyncpg.Connection, ids: list[UUID]) -> list[dict[str, Any]]:
+class CustomerNumber(NamedTuple):
+    """A customer's number at a company; `ended_at` once the membership has ended."""
+
+    company: str
+    customer_number: str
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A customer record with the memberships the scope sees; the identity code sealed."""
+
+    id: UUID
+    name: str | None
+    personal_id_enc: bytes | None
+    address: dict[str, Any] | None
+    email: str | None
+    phone: str | None
+    created_at: datetime
+    updated_at: datetime
+    companies: tuple[CustomerNumber, ...]
+
+
+def _customer(row: asyncpg.Record) -> Customer:
+    companies = tuple(
+        CustomerNumber(m["company"], m["customer_number"],
+                       datetime.fromisoformat(m["ended_at"]) if m["ended_at"] else None)
+        for m in row["companies"])
+    return Customer(
+        id=row["id"], name=row["name"], personal_id_enc=row["personal_id_enc"],
+        address=row["address"], email=row["email"], phone=row["phone"],
+        created_at=row["created_at"], updated_at=row["updated_at"], companies=companies,
+    )
+
+
+async def customer_rows(conn: asyncpg.Connection, ids: list[UUID]) -> list[Customer]:
     """Customers by id with the memberships the scope can see; missing ids are skipped."""
     rows = await conn.fetch(
         "SELECT c.id, c.name, c.personal_id_enc, c.address, c.email, c.phone, c.created_at,"
@@ -279,7 +314,7 @@ async def customer_rows(conn: asyncpg.Connection, ids: list[UUID]) -> list[dict[
         " GROUP BY c.id ORDER BY c.name, c.id",
         ids,
     )
-    return [dict(r) for r in rows]
+    return [_customer(r) for r in rows]
 
 
 async def find_by_hash(conn: asyncpg.Connection, personal_id_hash: bytes) -> list[UUID]:
@@ -310,13 +345,25 @@ async def data_counts(conn: asyncpg.Connection, customer_id: UUID) -> dict[str, 
     return {"recordings": int(recordings), "web_events": int(events)}
 
 
-async def prohibitions(conn: asyncpg.Connection, customer_id: UUID) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Prohibition:
+    """A prohibition of a use of the customer's data; withdrawn when `withdrawn_at` is set."""
+
+    use: str
+    channel: str
+    received_at: datetime
+    recorded_by: str
+    withdrawn_at: datetime | None
+    withdrawn_by: str | None
+
+
+async def prohibitions(conn: asyncpg.Connection, customer_id: UUID) -> list[Prohibition]:
     rows = await conn.fetch(
         "SELECT use, channel, received_at, recorded_by, withdrawn_at, withdrawn_by"
         " FROM customer_prohibitions WHERE customer_id = $1 ORDER BY received_at, id",
         customer_id,
     )
-    return [dict(r) for r in rows]
+    return [Prohibition(**r) for r in rows]
 
 
 async def add_prohibition(

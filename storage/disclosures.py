@@ -4,8 +4,9 @@ fields in batches, and the disclosure log. Every function takes a scoped connect
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -13,6 +14,51 @@ import asyncpg
 from storage.errors import NotFound
 
 BATCH = 500
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """An entry of the disclosure log, with its company's code."""
+
+    id: UUID
+    company: str
+    company_id: UUID
+    disclosed_by: str
+    recipient: str
+    recipient_country: str
+    purpose: str
+    legal_basis: str
+    fields: list[str]
+    customer_ids: list[UUID]
+    customer_count: int
+    disclosed_at: datetime
+
+
+_DISCLOSURE_FIELDS = tuple(f.name for f in fields(Disclosure))
+
+
+class LoggedDisclosure(NamedTuple):
+    id: UUID
+    disclosed_at: datetime
+
+
+@dataclass(frozen=True)
+class DisclosedCustomer:
+    """A disclosed customer's record with their number at the company; the identity code
+    still sealed."""
+
+    id: UUID
+    name: str | None
+    personal_id_enc: bytes | None
+    address: dict[str, Any] | None
+    email: str | None
+    phone: str | None
+    customer_number: str
+
+
+def disclosure(row: asyncpg.Record) -> Disclosure:
+    """The record of a row of `SELECT d.*, co.code AS company FROM disclosures d …`."""
+    return Disclosure(**{name: row[name] for name in _DISCLOSURE_FIELDS})
 
 
 async def eligible_customers(
@@ -49,7 +95,7 @@ async def log_disclosure(
     conn: asyncpg.Connection, *, company_id: UUID, disclosed_by: str, recipient: str,
     recipient_country: str, purpose: str, legal_basis: str, fields: list[str],
     customer_ids: list[UUID],
-) -> dict[str, Any]:
+) -> LoggedDisclosure:
     row = await conn.fetchrow(
         "INSERT INTO disclosures (company_id, disclosed_by, recipient, recipient_country,"
         " purpose, legal_basis, fields, customer_ids, customer_count)"
@@ -58,12 +104,12 @@ async def log_disclosure(
         company_id, disclosed_by, recipient, recipient_country, purpose, legal_basis, fields,
         customer_ids,
     )
-    return dict(row)
+    return LoggedDisclosure(row["id"], row["disclosed_at"])
 
 
 async def customer_batches(
     conn: asyncpg.Connection, company_id: UUID, customer_ids: list[UUID], batch: int = BATCH
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> AsyncIterator[list[DisclosedCustomer]]:
     """The disclosed customers' records with their number at the company, in the log's order."""
     for start in range(0, len(customer_ids), batch):
         chunk = customer_ids[start:start + batch]
@@ -75,13 +121,13 @@ async def customer_batches(
             " WHERE c.erased_at IS NULL ORDER BY s.n",
             company_id, chunk,
         )
-        yield [dict(r) for r in rows]
+        yield [DisclosedCustomer(**r) for r in rows]
 
 
 async def disclosure_log(
     conn: asyncpg.Connection, *, company_id: UUID | None, customer_id: UUID | None,
     after: tuple[datetime, UUID] | None, limit: int,
-) -> list[dict[str, Any]]:
+) -> list[Disclosure]:
     """Newest first, keyset paged on (disclosed_at, id)."""
     rows = await conn.fetch(
         "SELECT d.*, co.code AS company FROM disclosures d"
@@ -93,4 +139,4 @@ async def disclosure_log(
         company_id, customer_id, after[0] if after else None, after[1] if after else None,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [disclosure(r) for r in rows]

@@ -6,12 +6,14 @@ lets only an all-companies caller write a group-wide one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
-from schemas.evaluation_forms import Criterion, FormIn, FormOut, FormUpdate
+from schemas.evaluation_forms import Criterion, FormIn, FormUpdate
 from storage.errors import AlreadyExists, Forbidden, InvalidInput, NotFound
 
 _SELECT = (
@@ -24,8 +26,42 @@ _SELECT = (
 )
 
 
-def _form(row: asyncpg.Record) -> FormOut:
-    return FormOut.model_validate(dict(row))
+class FormCriterion(NamedTuple):
+    key: str
+    label: str
+    max_score: int
+
+
+@dataclass(frozen=True)
+class Form:
+    """A version of a form (`version`) with the form's current state; `company` and
+    `company_id` are None for a group-wide form."""
+
+    name: str
+    title: str
+    description: str | None
+    company: str | None
+    company_id: UUID | None
+    version: int
+    current_version: int
+    criteria: tuple[FormCriterion, ...]
+    active: bool
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+
+
+def _form(row: asyncpg.Record) -> Form:
+    return Form(
+        name=row["name"], title=row["title"], description=row["description"],
+        company=row["company"], company_id=row["company_id"], version=row["version"],
+        current_version=row["current_version"],
+        criteria=tuple(FormCriterion(c["key"], c["label"], c["max_score"])
+                       for c in row["criteria"]),
+        active=row["active"], created_by=row["created_by"], created_at=row["created_at"],
+        updated_by=row["updated_by"], updated_at=row["updated_at"],
+    )
 
 
 def _criteria(criteria: list[Criterion]) -> list[dict[str, Any]]:
@@ -34,7 +70,7 @@ def _criteria(criteria: list[Criterion]) -> list[dict[str, Any]]:
 
 async def list_forms(
     conn: asyncpg.Connection, *, active: bool | None = None, company_id: UUID | None = None
-) -> list[FormOut]:
+) -> list[Form]:
     """Current versions of the visible forms, by name; `company_id`: only those usable for
     that company's calls (its own and the group-wide ones)."""
     rows = await conn.fetch(
@@ -47,7 +83,7 @@ async def list_forms(
     return [_form(r) for r in rows]
 
 
-async def get(conn: asyncpg.Connection, name: str, version: int | None = None) -> FormOut:
+async def get(conn: asyncpg.Connection, name: str, version: int | None = None) -> Form:
     row = await conn.fetchrow(
         _SELECT + " WHERE f.name = $1 AND v.version = coalesce($2, f.version)", name, version
     )
@@ -59,7 +95,7 @@ async def get(conn: asyncpg.Connection, name: str, version: int | None = None) -
 
 async def versions(
     conn: asyncpg.Connection, wanted: Iterable[tuple[str, int]]
-) -> dict[tuple[str, int], FormOut]:
+) -> dict[tuple[str, int], Form]:
     """The given (name, version) pairs that exist and are visible, for showing evaluations
     with the criteria they were scored on."""
     pairs = sorted(set(wanted))
@@ -73,7 +109,7 @@ async def versions(
     return {(r["name"], r["version"]): _form(r) for r in rows}
 
 
-async def usable(conn: asyncpg.Connection, name: str, company_id: UUID) -> FormOut:
+async def usable(conn: asyncpg.Connection, name: str, company_id: UUID) -> Form:
     """The current version of an active form that may score a call of `company_id`.
 
     A form that does not exist, is hidden from the caller, is inactive or belongs to another
@@ -105,7 +141,7 @@ async def company_id_of(conn: asyncpg.Connection, code: str, where: str = "body"
 
 async def create(
     conn: asyncpg.Connection, form: FormIn, company_id: UUID | None, created_by: str
-) -> FormOut:
+) -> Form:
     try:
         async with conn.transaction():
             await conn.execute(
@@ -128,7 +164,7 @@ async def create(
 
 async def update(
     conn: asyncpg.Connection, name: str, change: FormUpdate, updated_by: str
-) -> tuple[FormOut, bool]:
+) -> tuple[Form, bool]:
     """Apply `change`; True when the criteria changed and so made a new version."""
     current = await conn.fetchrow(
         "SELECT f.version, f.company_id, v.criteria FROM evaluation_forms f"
@@ -162,7 +198,7 @@ async def update(
 
 async def set_active(
     conn: asyncpg.Connection, name: str, active: bool, updated_by: str
-) -> FormOut:
+) -> Form:
     """(De)activate a form; an inactive one scores no new evaluations but stays on record."""
     try:
         found = await conn.fetchval(

@@ -13,9 +13,8 @@ from uuid import UUID
 
 import asyncpg
 
-from schemas.recordings import EvaluationOut
 from storage.db import Scope
-from storage.recordings import _COLUMNS, Recording, _recording
+from storage.recordings import _COLUMNS, Evaluation, Recording, _evaluation, _recording
 
 FILE_BATCH = 500
 
@@ -324,15 +323,15 @@ async def lock_calls(conn: asyncpg.Connection, ids: Sequence[UUID]) -> set[UUID]
 
 
 async def evaluations_by_call(conn: asyncpg.Connection,
-                              ids: Sequence[UUID]) -> dict[UUID, list[EvaluationOut]]:
+                              ids: Sequence[UUID]) -> dict[UUID, list[Evaluation]]:
     rows = await conn.fetch(
         "SELECT * FROM recording_evaluations WHERE recording_id = ANY($1::uuid[])"
         " ORDER BY created_at, id",
         list(ids),
     )
-    found: dict[UUID, list[EvaluationOut]] = {}
+    found: dict[UUID, list[Evaluation]] = {}
     for row in rows:
-        found.setdefault(row["recording_id"], []).append(EvaluationOut.model_validate(dict(row)))
+        found.setdefault(row["recording_id"], []).append(_evaluation(row))
     return found
 
 

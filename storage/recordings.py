@@ -5,21 +5,24 @@ evaluations and what the reconciler needs. Every function takes a scoped connect
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
 
-from schemas.analysis import RecordingAnalysis
+from schemas.analysis import ChannelRole
 from schemas.phone import to_e164
-from schemas.recordings import EvaluationIn, EvaluationOut, RecordingMetadata, RecordingOut
+from schemas.recordings import AudioFormat, Direction, EvaluationIn, Purpose, RecordingMetadata
 from storage import keys
 from storage.audio import AudioInfo
 from storage.db import Scope
 from storage.errors import Conflict, NotFound
 from storage.keys import KeyOwner
+
+if TYPE_CHECKING:
+    from storage.audio.analysis import CallAnalysis
 
 REPLAY_WINDOW = timedelta(minutes=10)
 MAX_SUMMARISED_RANGES = 200
@@ -31,30 +34,51 @@ _COLUMNS = "r.*, c.code AS company"
 
 @dataclass(frozen=True)
 class Recording:
-    """A recording row: what the API shows plus where and how its audio is kept."""
+    """A recording row with its company's code: the call, its audio's properties, and where
+    and how its audio is kept. `analysis` is the stored analysis document, None until the
+    call is analysed."""
 
-    out: RecordingOut
+    id: UUID
+    company: str
     company_id: UUID
+    external_id: str
+    started_at: datetime
+    ended_at: datetime
+    direction: Direction
+    agent: str | None
+    queue: str | None
+    caller: str | None
+    callee: str | None
+    customer_number: str | None
+    customer_id: UUID | None
+    purpose: Purpose
+    tags: list[str]
+    format: AudioFormat
+    codec: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    size_bytes: int
+    sha256: str
+    state: str
+    retain_until: datetime | None
+    legal_holds: list[str]
+    created_at: datetime
+    channel_roles: list[ChannelRole] | None
+    analysis: dict[str, Any] | None
     object_key: str
     key_owner: KeyOwner
     key_owner_id: UUID
     wrapped_key: bytes
 
-    @property
-    def id(self) -> UUID:
-        return self.out.id
+
+_RECORDING_FIELDS = tuple(f.name for f in fields(Recording))
 
 
 def _recording(row: asyncpg.Record) -> Recording:
-    data = dict(row)
-    return Recording(
-        out=RecordingOut.model_validate(data),
-        company_id=data["company_id"],
-        object_key=data["object_key"],
-        key_owner=data["key_owner"],
-        key_owner_id=data["key_owner_id"],
-        wrapped_key=bytes(data["wrapped_key"]),
-    )
+    data = {name: row[name] for name in _RECORDING_FIELDS}
+    data["wrapped_key"] = bytes(data["wrapped_key"])
+    return Recording(**data)
 
 
 @dataclass(frozen=True)
@@ -181,7 +205,7 @@ async def mark_stored(
 class StoredAnalysis:
     """A call's analysis with its peaks, sealed under the call's data key."""
 
-    analysis: RecordingAnalysis
+    analysis: CallAnalysis
     channels: int
     peaks_size: int
     sealed_peaks: bytes
@@ -194,7 +218,7 @@ async def save_analysis(
     company_id = await conn.fetchval(
         "UPDATE recordings SET analysis = $2, silence_ratio = $3, overtalk_s = $4, flags = $5"
         " WHERE id = $1 RETURNING company_id",
-        recording_id, a.model_dump(mode="json"), a.silence_ratio, a.overtalk_s, list(a.flags),
+        recording_id, a.document(), a.silence_ratio, a.overtalk_s, list(a.flags),
     )
     if company_id is None:
         raise NotFound("no such recording")
@@ -561,10 +585,33 @@ async def note_replay(
 # --- evaluations ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """An evaluator's scoring of a call; `form_version` is None for evaluations stored
+    before forms were defined."""
+
+    id: UUID
+    recording_id: UUID
+    evaluator: str
+    form: str
+    form_version: int | None
+    scores: dict[str, int]
+    comment: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+_EVALUATION_FIELDS = tuple(f.name for f in fields(Evaluation))
+
+
+def _evaluation(row: asyncpg.Record) -> Evaluation:
+    return Evaluation(**{name: row[name] for name in _EVALUATION_FIELDS})
+
+
 async def save_evaluation(
     conn: asyncpg.Connection, recording: Recording, evaluator: str, evaluation: EvaluationIn,
     form_version: int,
-) -> tuple[EvaluationOut, bool]:
+) -> tuple[Evaluation, bool]:
     """Store the evaluator's scoring of the call with this form (checked against
     `form_version` by the caller); True when it is new. Scoring again replaces the scores
     and moves the evaluation to that version."""
@@ -577,15 +624,15 @@ async def save_evaluation(
         recording.id, recording.company_id, evaluator, evaluation.form, form_version,
         evaluation.scores, evaluation.comment,
     )
-    return EvaluationOut.model_validate(dict(row)), bool(row["inserted"])
+    return _evaluation(row), bool(row["inserted"])
 
 
-async def evaluations(conn: asyncpg.Connection, recording_id: UUID) -> list[EvaluationOut]:
+async def evaluations(conn: asyncpg.Connection, recording_id: UUID) -> list[Evaluation]:
     rows = await conn.fetch(
         "SELECT * FROM recording_evaluations WHERE recording_id = $1 ORDER BY created_at, id",
         recording_id,
     )
-    return [EvaluationOut.model_validate(dict(r)) for r in rows]
+    return [_evaluation(r) for r in rows]
 
 
 # --- reconciliation ------------------------------------------------------------------------

@@ -8,14 +8,43 @@ stripped of everything but digits and "+", against the written forms of the E.16
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from storage.recordings import _COLUMNS, Recording, _recording
+from storage.disclosures import Disclosure, disclosure
+from storage.recordings import _COLUMNS, Evaluation, Recording, _evaluation, _recording
 
 LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class LinkedWebEvent:
+    """A web-site event linked to one of the customers found."""
+
+    id: int
+    ts: datetime
+    company: str
+    site: str
+    event: str
+    url: str | None
+    customer_id: UUID | None
+
+
+@dataclass(frozen=True)
+class AuditedRead:
+    """An audit event about one of the customers or calls found."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str | None
+    target_id: str | None
+    company: str | None
+    reason: str | None
 
 
 def written_forms(e164: str) -> list[str]:
@@ -70,17 +99,17 @@ async def recordings_of_customers(conn: asyncpg.Connection,
 
 
 async def evaluations_of(conn: asyncpg.Connection,
-                         recording_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+                         recording_ids: Sequence[UUID]) -> list[Evaluation]:
     rows = await conn.fetch(
         "SELECT * FROM recording_evaluations WHERE recording_id = ANY($1::uuid[])"
         " ORDER BY created_at, id",
         list(recording_ids),
     )
-    return [dict(r) for r in rows]
+    return [_evaluation(r) for r in rows]
 
 
 async def web_events_of(conn: asyncpg.Connection,
-                        customer_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+                        customer_ids: Sequence[UUID]) -> list[LinkedWebEvent]:
     if not customer_ids:
         return []
     rows = await conn.fetch(
@@ -89,11 +118,11 @@ async def web_events_of(conn: asyncpg.Connection,
         " WHERE e.customer_id = ANY($1::uuid[]) ORDER BY e.ts DESC, e.id DESC LIMIT $2",
         list(customer_ids), LIMIT,
     )
-    return [dict(r) for r in rows]
+    return [LinkedWebEvent(**r) for r in rows]
 
 
 async def disclosures_of(conn: asyncpg.Connection,
-                         customer_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+                         customer_ids: Sequence[UUID]) -> list[Disclosure]:
     if not customer_ids:
         return []
     rows = await conn.fetch(
@@ -102,10 +131,10 @@ async def disclosures_of(conn: asyncpg.Connection,
         " WHERE d.customer_ids && $1::uuid[] ORDER BY d.disclosed_at DESC, d.id DESC LIMIT $2",
         list(customer_ids), LIMIT,
     )
-    return [dict(r) for r in rows]
+    return [disclosure(r) for r in rows]
 
 
-async def reads_of(conn: asyncpg.Connection, target_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+async def reads_of(conn: asyncpg.Connection, target_ids: Sequence[UUID]) -> list[AuditedRead]:
     """Audit events about these customers and calls, in the scope's companies (events of
     group-wide principals name no company and are shown to all-company callers only)."""
     if not target_ids:
@@ -119,4 +148,4 @@ async def reads_of(conn: asyncpg.Connection, target_ids: Sequence[UUID]) -> list
         " ORDER BY seq DESC LIMIT $2",
         [str(t) for t in target_ids], LIMIT,
     )
-    return [dict(r) for r in rows]
+    return [AuditedRead(**r) for r in rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -157,6 +158,27 @@ async def store_idempotent_answer(
 # --- reading -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WebEvent:
+    """A stored web-site event with its company's code; `ip` is the truncated network
+    (address/prefix length) as stored."""
+
+    id: int
+    ts: datetime
+    company: str
+    site: str
+    event: str
+    url: str | None
+    session_id: str | None
+    customer_number: str | None
+    customer_id: UUID | None
+    ip: str | None
+    user_agent: str | None
+    referrer: str | None
+    attributes: dict[str, Any]
+    received_at: datetime
+
+
 async def list_events(
     conn: asyncpg.Connection,
     *,
@@ -167,7 +189,7 @@ async def list_events(
     until: datetime | None,
     after: tuple[datetime, int] | None,
     limit: int,
-) -> tuple[list[dict[str, Any]], tuple[datetime, int] | None]:
+) -> tuple[list[WebEvent], tuple[datetime, int] | None]:
     """Newest first, keyset paged on (ts, id), with the key of the next page's start (None
     on the last page); RLS limits rows to the caller's companies."""
     rows = await conn.fetch(
@@ -185,9 +207,9 @@ async def list_events(
         customer_id, site, event, since, until,
         after[0] if after else None, after[1] if after else None, limit + 1,
     )
-    items = [dict(r) for r in rows[:limit]]
+    items = [WebEvent(**r) for r in rows[:limit]]
     next_after = None
     if len(rows) > limit:
         last = items[-1]
-        next_after = (last["ts"], last["id"])
+        next_after = (last.ts, last.id)
     return items, next_after

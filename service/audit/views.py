@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from uuid import UUID
 
 from aiohttp import web
@@ -43,7 +44,7 @@ async def list_audit(request: web.Request) -> web.Response:
             until=query.to, before_seq=before, subjects=subjects,
         ), query.limit + 1)
     items = [
-        AuditEventOut(**{**r, "hash": bytes(r["hash"]).hex()}) for r in rows[: query.limit]
+        AuditEventOut(**{**asdict(r), "hash": r.hash.hex()}) for r in rows[: query.limit]
     ]
     next_cursor = (cursor.encode(request, "audit", items[-1].seq)
                    if len(rows) > query.limit else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -100,9 +101,9 @@ async def lookup_customers(request: web.Request) -> web.Response:
                 ids = await customers.find_by_number(conn, company_id, body.customer_number)
             how = "customer_number"
         rows = await customers.customer_rows(conn, ids)
-    ids_detail, subjects = read_detail(customers=[r["id"] for r in rows])
+    ids_detail, subjects = read_detail(customers=[r.id for r in rows])
     await audit(request, "customer.search", target_type="customer",
-                company_codes={m["company"] for r in rows for m in r["companies"]},
+                company_codes={m.company for r in rows for m in r.companies},
                 subject_ids=subjects,
                 detail={"by": how, "found": len(rows), **ids_detail})
     keyring = request.app[KEYRING]
@@ -135,7 +136,7 @@ async def _detail(
         counts = await customers.data_counts(conn, customer_id)
     out = present(request.app[KEYRING], principal, rows[0])
     return CustomerDetailOut.model_validate(
-        {**out.model_dump(), "prohibitions": bans, "counts": counts}
+        {**out.model_dump(), "prohibitions": [asdict(b) for b in bans], "counts": counts}
     )
 
 

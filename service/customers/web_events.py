@@ -55,13 +55,14 @@ async def list_web_events(request: web.Request) -> web.Response:
             since=query.from_, until=query.to, after=after, limit=query.limit,
         )
     ids_detail, subjects = read_detail(
-        customers=[query.customer_id, *(i["customer_id"] for i in items)])
+        customers=[query.customer_id, *(i.customer_id for i in items)])
     await audit(request, "web_event.read", target_type="customer" if query.customer_id else None,
                 target_id=str(query.customer_id) if query.customer_id else None,
-                company_codes={i["company"] for i in items} or None, subject_ids=subjects,
+                company_codes={i.company for i in items} or None, subject_ids=subjects,
                 detail={"returned": len(items), "customers": ids_detail["customers"]})
     return json_response(
-        WebEventPage(items=[WebEventOut(**i) for i in items],
+        WebEventPage(items=[WebEventOut.model_validate(i, from_attributes=True)
+                            for i in items],
                      next_cursor=cursor.encode(request, "web-events", *next_after)
                      if next_after else None)
     )

@@ -20,8 +20,8 @@ import asyncpg
 
 from schemas.disclosures import EXCLUDED_BY
 from schemas.exports import ExportFilter, ExportOut
-from schemas.recordings import EvaluationOut
 from schemas.vcon import VconRecording, build_vcon, vcon_json
+from service.recordings.presentation import evaluation_out, recording_out
 from storage import exports as store
 from storage import keys
 from storage import recordings as recordings_store
@@ -34,7 +34,7 @@ from storage.export_bundle import BundleEntry, BundleFile, iter_export, manifest
 from storage.export_layout import s3_export_key, s3_key, vcon_files, zip_files
 from storage.exports import ExportFile, ExportJob, PendingCall, PlannedCall
 from storage.objects import ObjectStore
-from storage.recordings import Recording, SearchFilter
+from storage.recordings import Evaluation, Recording, SearchFilter
 from storage.sealed_audio import iter_plaintext
 
 logger = logging.getLogger(__name__)
@@ -104,14 +104,13 @@ async def matching_recordings(conn: asyncpg.Connection, scope: Scope,
             yield recording
         if len(page) < PLAN_PAGE:
             return
-        after = (page[-1].out.started_at, page[-1].id)
+        after = (page[-1].started_at, page[-1].id)
 
 
 def _held_back(recording: Recording, prohibited: set[uuid.UUID]) -> bool:
     """See schemas.exports.HELD_BACK_RULE."""
-    out = recording.out
-    return (bool(out.legal_holds) or out.state == "corrupt"
-            or (out.customer_id is not None and out.customer_id in prohibited))
+    return (bool(recording.legal_holds) or recording.state == "corrupt"
+            or (recording.customer_id is not None and recording.customer_id in prohibited))
 
 
 async def plan_job(ctx: ExportContext, job: ExportJob) -> None:
@@ -120,7 +119,7 @@ async def plan_job(ctx: ExportContext, job: ExportJob) -> None:
     wanted = ExportFilter.model_validate(job.filter)
     async with scoped(ctx.pool, job.scope) as conn:
         # Only what planning needs is kept of each call, not the call itself.
-        found = [PlannedCall(r.id, r.company_id, r.out.customer_id, _held_back(r, set()))
+        found = [PlannedCall(r.id, r.company_id, r.customer_id, _held_back(r, set()))
                  async for r in matching_recordings(conn, job.scope, wanted)]
         uses = sorted(EXCLUDED_BY.get(job.purpose, frozenset())) if (  # type: ignore[call-overload]
             job.recipient and job.purpose) else []
@@ -140,9 +139,9 @@ async def plan_job(ctx: ExportContext, job: ExportJob) -> None:
                 )
 
 
-def call_metadata(recording: Recording, evaluations: Sequence[Any]) -> bytes:
-    document = {"recording": recording.out.model_dump(mode="json"),
-                "evaluations": [e.model_dump(mode="json") for e in evaluations]}
+def call_metadata(recording: Recording, evaluations: Sequence[Evaluation]) -> bytes:
+    document = {"recording": recording_out(recording).model_dump(mode="json"),
+                "evaluations": [evaluation_out(e).model_dump(mode="json") for e in evaluations]}
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
 
 
@@ -159,10 +158,10 @@ async def data_key_of(conn: asyncpg.Connection, masters: keys.MasterKeys,
 
 
 def audio_of(objects: ObjectStore, recording: Recording, data_key: bytes) -> AsyncIterator[bytes]:
-    out = recording.out
-    return iter_plaintext(objects, recording.object_key, data_key=data_key, object_id=out.id,
-                          size=out.size_bytes, start=0, end_inclusive=out.size_bytes - 1,
-                          expected_sha256=out.sha256)
+    return iter_plaintext(objects, recording.object_key, data_key=data_key,
+                          object_id=recording.id, size=recording.size_bytes, start=0,
+                          end_inclusive=recording.size_bytes - 1,
+                          expected_sha256=recording.sha256)
 
 
 async def _counted(chunks: AsyncIterator[bytes], digest: Any, size: list[int],
@@ -194,20 +193,20 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
 
 
 def listed_files(ctx: ExportContext, job: ExportJob, call: PendingCall, recording: Recording,
-                 evaluations: Sequence[EvaluationOut]) -> list[ExportFile]:
+                 evaluations: Sequence[Evaluation]) -> list[ExportFile]:
     """A `zip` or `vcon` call's files: the small ones with their bytes, the audio by its
     stored size and SHA-256 (re-read when the result is downloaded)."""
-    out = recording.out
     audio = ExportFile("", call.seq, call.recording_id, call.company_id, "audio",
-                       out.size_bytes, out.sha256)
+                       recording.size_bytes, recording.sha256)
     if job.format == "zip":
-        names = zip_files(out)
+        names = zip_files(recording)
         return [replace(audio, name=names.audio),
                 _small(names.metadata, call, "metadata", call_metadata(recording, evaluations))]
-    names = vcon_files(out)
+    names = vcon_files(recording)
     document = vcon_json(build_vcon(
-        VconRecording.model_validate(out), host=_host(ctx.public_url), evaluations=evaluations,
-        audio_url=f"{ctx.public_url.rstrip('/')}/api/v1/recordings/{out.id}/audio"))
+        VconRecording.model_validate(recording_out(recording)), host=_host(ctx.public_url),
+        evaluations=[evaluation_out(e) for e in evaluations],
+        audio_url=f"{ctx.public_url.rstrip('/')}/api/v1/recordings/{recording.id}/audio"))
     return [replace(audio, name=names.audio), _small(names.metadata, call, "vcon", document)]
 
 
@@ -247,15 +246,14 @@ async def export_call(ctx: ExportContext, job: ExportJob, call: PendingCall) -> 
             await store.finish_call(conn, job.id, call.seq, "held_back", [])
             return
         evaluations = await recordings_store.evaluations(conn, recording.id)
-        out = recording.out
         try:
             data_key = await data_key_of(conn, ctx.masters, recording)
         except KeyDestroyed:
             await store.finish_call(conn, job.id, call.seq, "erased", [])
             return
-        prefix = s3_key("", out, "metadata.json").rsplit("/", 1)[0]
+        prefix = s3_key("", recording, "metadata.json").rsplit("/", 1)[0]
         files = [
-            await _put_s3(ctx, job, call, f"{prefix}/audio.{out.format}", "audio",
+            await _put_s3(ctx, job, call, f"{prefix}/audio.{recording.format}", "audio",
                           audio_of(ctx.objects, recording, data_key)),
             await _put_s3(ctx, job, call, f"{prefix}/metadata.json", "metadata",
                           _one(call_metadata(recording, evaluations))),
@@ -492,7 +490,7 @@ async def bundle_entries(ctx: ExportContext, job: ExportJob,
                 if index + 1 < len(calls_left):
                     following, following_key = calls_left[index + 1][1]
                     ahead = Prefetched(audio_of(ctx.objects, following, following_key))
-                started = recording.out.started_at
+                started = recording.started_at
                 for file in groups[seq]:
                     if file.content is not None:
                         yield BundleEntry(file.name, file.size, _one(file.content), started,

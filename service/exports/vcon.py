@@ -17,6 +17,7 @@ from service.http.auth import actor_of, audit, principal_of
 from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings import integrity
 from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
+from service.recordings.presentation import evaluation_out, recording_out
 from storage import annotations as call_notes
 from storage import recordings as store
 from storage.db import scoped
@@ -58,28 +59,29 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
         notes = await call_notes.visible(conn, recording_id, principal.name)
         data_key = (await data_key_of(conn, request.app[KEYRING].masters, recording)
                     if query.inline else None)
-    if recording.out.state == "corrupt":
+    if recording.state == "corrupt":
         raise Conflict(WITHHELD)
     base = settings.public_url.rstrip("/")
     host = base.split("://", 1)[1].split("/", 1)[0]
+    out = recording_out(recording)
     vcon = build_vcon(
-        VconRecording.model_validate(recording.out), host=host, evaluations=evaluations,
-        analysis=(recording.out.analysis.model_dump(mode="json")
-                  if recording.out.analysis is not None else None),
+        VconRecording.model_validate(out), host=host,
+        evaluations=[evaluation_out(e) for e in evaluations],
+        analysis=out.analysis.model_dump(mode="json") if out.analysis is not None else None,
         annotations=[AnnotationOut.model_validate(note, from_attributes=True).model_dump()
                      for note in notes],
         audio_url=None if query.inline else f"{base}/api/v1/recordings/{recording.id}/audio",
     )
     await audit(request, "recording.replay", target_type="recording",
-                target_id=str(recording.id), company=recording.out.company, reason=reason,
-                subject_ids=[recording.id, *filter(None, [recording.out.customer_id])],
+                target_id=str(recording.id), company=recording.company, reason=reason,
+                subject_ids=[recording.id, *filter(None, [recording.customer_id])],
                 detail={"vcon": VCON_DRAFT, "inline": query.inline})
     headers = {"Content-Type": MEDIA_TYPE, "Cache-Control": "private, no-store",
                "X-Vcon-Version": VCON_SYNTAX,
                "Content-Disposition": f'inline; filename="{recording.id}.vcon.json"'}
     if data_key is None:
         return web.Response(body=vcon_json(vcon), headers=headers)
-    inline = InlineVcon(vcon, recording.out.size_bytes)
+    inline = InlineVcon(vcon, recording.size_bytes)
     response = web.StreamResponse(headers=headers)
     response.content_length = inline.size
     try:
@@ -91,7 +93,7 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
     except IntegrityError as exc:
         # As replay: the recording is marked and the alarm audited.
         await integrity.alarm_in_request(actor_of(request), request.app[POOL], recording.id,
-                                         recording.out.company, exc.detail, found_by="vcon")
+                                         recording.company, exc.detail, found_by="vcon")
         if not response.prepared:
             raise Conflict(WITHHELD) from None
         if request.transport is not None:

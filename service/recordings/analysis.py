@@ -49,7 +49,7 @@ async def opened_peaks(
     packed = await asyncio.to_thread(
         open_bytes, sealed.sealed, data_key, derived_object_id(recording.id, "peaks"),
         sealed.size)
-    roles = list(recording.out.channel_roles or [])
+    roles = list(recording.channel_roles or [])
     channels = await asyncio.to_thread(unpack_peaks, packed, sealed.channels)
     return Peaks(interval_ms=1000 // TICKS_PER_S, channels=[
         ChannelPeaks(role=roles[i] if i < len(roles) else None, min=low, max=high)
@@ -65,7 +65,6 @@ async def analyse_stored(
     file, never into memory whole); False when its audio cannot be analysed."""
     scope = Scope.everything()
     recording, data_key = await recording_with_key(pool, masters, scope, recording_id)
-    out = recording.out
     fd, name = tempfile.mkstemp(prefix="tallenne-analyse-")
     os.close(fd)
     spool = Path(name)
@@ -74,13 +73,13 @@ async def analyse_stored(
         try:
             async for piece in iter_plaintext(
                 objects, recording.object_key, data_key=data_key, object_id=recording.id,
-                size=out.size_bytes, start=0, end_inclusive=out.size_bytes - 1,
-                expected_sha256=out.sha256,
+                size=recording.size_bytes, start=0, end_inclusive=recording.size_bytes - 1,
+                expected_sha256=recording.sha256,
             ):
                 await asyncio.to_thread(sink.write, piece)
         finally:
             await asyncio.to_thread(sink.close)
-        analysed = await analyse(spool, out.channel_roles, out.duration_s)
+        analysed = await analyse(spool, recording.channel_roles, recording.duration_s)
     finally:
         await asyncio.to_thread(spool.unlink, True)
     if analysed is None:
@@ -98,8 +97,7 @@ async def analyse_spooled(
     imported file); False when it cannot be analysed or is gone."""
     recording, data_key = await recording_with_key(pool, masters, Scope.everything(),
                                                    recording_id)
-    out = recording.out
-    analysed = await analyse(audio, out.channel_roles, out.duration_s)
+    analysed = await analyse(audio, recording.channel_roles, recording.duration_s)
     if analysed is None:
         return False
     try:

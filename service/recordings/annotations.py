@@ -39,7 +39,7 @@ async def add_annotation(request: web.Request) -> web.Response:
         recording = await store.get(conn, recording_id)
         note = await notes.add(conn, recording.id, recording.company_id, principal.name, body)
     await audit(request, "annotation.write", target_type="recording",
-                target_id=str(recording_id), company=recording.out.company,
+                target_id=str(recording_id), company=recording.company,
                 detail={"annotation": str(note.id), "visibility": note.visibility})
     return json_response(AnnotationOut.model_validate(note, from_attributes=True), status=201)
 
@@ -56,7 +56,7 @@ async def list_annotations(request: web.Request) -> web.Response:
         recording = await store.get(conn, recording_id)
         items = await notes.visible(conn, recording.id, principal.name)
     await audit(request, "annotation.read", target_type="recording",
-                target_id=str(recording_id), company=recording.out.company,
+                target_id=str(recording_id), company=recording.company,
                 detail={"results": len(items)})
     return json_response(AnnotationList(
         items=[AnnotationOut.model_validate(n, from_attributes=True) for n in items]))
@@ -76,6 +76,6 @@ async def delete_annotation(request: web.Request) -> web.Response:
         note = await notes.delete(conn, recording.id, annotation_id,
                                   author=None if principal.role == "admin" else principal.name)
     await audit(request, "annotation.delete", target_type="recording",
-                target_id=str(recording_id), company=recording.out.company,
+                target_id=str(recording_id), company=recording.company,
                 detail={"annotation": str(note.id), "author": note.author})
     return json_response(AnnotationOut.model_validate(note, from_attributes=True))

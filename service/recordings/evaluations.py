@@ -25,6 +25,7 @@ from service.recordings.forms import (
     form_name_of,
     set_form_active,
 )
+from service.recordings.presentation import form_out
 from storage import evaluation_forms as store
 from storage.db import scoped
 from storage.errors import Forbidden
@@ -45,7 +46,7 @@ async def list_forms(request: web.Request) -> web.Response:
             items = await store.list_forms(conn, active=query.active, company_id=company_id)
         else:
             items = await store.list_forms(conn, active=query.active)
-    return json_response(FormList(items=items))
+    return json_response(FormList(items=[form_out(f) for f in items]))
 
 
 @routes.route(
@@ -57,7 +58,7 @@ async def get_form(request: web.Request) -> web.Response:
     query = read_query(request, FormVersionQuery)
     async with scoped(request.app[POOL], principal_of(request).scope) as conn:
         form = await store.get(conn, form_name_of(request), query.version)
-    return json_response(form)
+    return json_response(form_out(form))
 
 
 @routes.route(
@@ -91,7 +92,7 @@ async def put_form(request: web.Request) -> web.Response:
     await audit(request, "evaluation_form.update", target_type="evaluation_form",
                 target_id=form.name, company=form.company,
                 detail=audit_detail(form, new_version=new_version))
-    return json_response(form)
+    return json_response(form_out(form))
 
 
 @routes.route(

@@ -10,9 +10,11 @@ from aiohttp import web
 
 from schemas.evaluation_forms import NAME_PATTERN, FormIn, FormOut
 from service.http.auth import Actor
+from service.recordings.presentation import form_out
 from storage import evaluation_forms as store
 from storage.db import scoped
 from storage.errors import Forbidden, NotFound
+from storage.evaluation_forms import Form
 
 GROUP_WIDE_ONLY_FOR_ALL = "only an admin of every company may define or change a group-wide form"
 
@@ -26,7 +28,7 @@ def form_name_of(request: web.Request) -> str:
     return name
 
 
-def audit_detail(form: FormOut, **extra: object) -> dict[str, object]:
+def audit_detail(form: Form, **extra: object) -> dict[str, object]:
     return {"version": form.current_version, "active": form.active,
             "criteria": [c.key for c in form.criteria], **extra}
 
@@ -43,7 +45,7 @@ async def create_form(pool: asyncpg.Pool, actor: Actor, body: FormIn) -> FormOut
         form = await store.create(conn, body, company_id, principal.name)
     await actor.audit("evaluation_form.create", target_type="evaluation_form",
                       target_id=form.name, company=form.company, detail=audit_detail(form))
-    return form
+    return form_out(form)
 
 
 async def set_form_active(pool: asyncpg.Pool, actor: Actor, name: str,
@@ -58,4 +60,4 @@ async def set_form_active(pool: asyncpg.Pool, actor: Actor, name: str,
     action = "evaluation_form.activate" if active else "evaluation_form.deactivate"
     await actor.audit(action, target_type="evaluation_form", target_id=form.name,
                       company=form.company, detail=audit_detail(form))
-    return form
+    return form_out(form)

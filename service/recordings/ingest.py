@@ -115,8 +115,9 @@ class Ingested:
 
     def audit_detail(self) -> dict[str, object]:
         """What the audit event of an ingest records, whoever pushed the call."""
-        out = self.recording.out
-        return {"size_bytes": out.size_bytes, "sha256": out.sha256, "format": out.format,
+        recording = self.recording
+        return {"size_bytes": recording.size_bytes, "sha256": recording.sha256,
+                "format": recording.format,
                 "created": self.created}
 
 
@@ -164,9 +165,9 @@ async def _existing_outcome(
             existing = await store.by_external_id(conn, target.company_id, m.external_id)
             if existing is None:
                 return None
-            if existing.out.sha256 != sha256:
+            if existing.sha256 != sha256:
                 raise Conflict("a recording of this call with different audio already exists")
-            if existing.out.state != "pending":
+            if existing.state != "pending":
                 return Ingested(existing, created=False)
             age = await store.pending_age(conn, existing.id)
             if age is not None and age > PENDING_GRACE:

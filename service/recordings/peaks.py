@@ -38,7 +38,7 @@ async def recording_peaks(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     recording, data_key = await recording_with_key(
         pool, request.app[KEYRING].masters, principal.scope, recording_id)
-    if recording.out.state == "corrupt":
+    if recording.state == "corrupt":
         raise Conflict(WITHHELD)
     windows = request.app[REPLAY_WINDOWS]
     actor = actor_of(request)

@@ -108,8 +108,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
         async with request.app[POOL].acquire() as conn:
             recording, owner_kek_version, wrapped_owner_key = await store.get_for_replay(
                 conn, principal.scope, recording_id)
-        out = recording.out
-        if out.state == "corrupt":
+        if recording.state == "corrupt":
             raise Conflict(WITHHELD)
         locator = Locator.of(recording)
         credential = credential_of(request)
@@ -133,27 +132,26 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
             # for the disk. Its audit event is committed before any byte leaves.
             async with scoped(request.app[POOL], principal.scope, durable=False) as conn:
                 await note_replay(conn, request.app[REPLAY_WINDOWS], actor, recording,
-                                  reason, plan.summary(out.size_bytes))
+                                  reason, plan.summary(recording.size_bytes))
     except BaseException:
         if read is not None:
             await read.abandon()
         raise
     if not note_first:
         request.app[REPLAY_WINDOWS].note_later(
-            actor, recording, reason, plan.summary(out.size_bytes))
+            actor, recording, reason, plan.summary(recording.size_bytes))
     return await _reply(request, recording, plan, read)
 
 
 async def _reply(
     request: web.Request, recording: Recording, plan: Plan, read: StoredRead | None
 ) -> web.StreamResponse:
-    out = recording.out
-    size = out.size_bytes
+    size = recording.size_bytes
     headers = {
-        "ETag": f'"{out.sha256}"',
+        "ETag": f'"{recording.sha256}"',
         "Accept-Ranges": "bytes",
-        "Content-Type": CONTENT_TYPES[out.format],
-        "Content-Disposition": f'inline; filename="recording-{out.id}.{out.format}"',
+        "Content-Type": CONTENT_TYPES[recording.format],
+        "Content-Disposition": f'inline; filename="recording-{recording.id}.{recording.format}"',
         "Cache-Control": "private, no-cache",
     }
     if plan.status == 304:
@@ -180,7 +178,7 @@ async def _reply(
             await response.write(piece)
     except IntegrityError as exc:
         await integrity.alarm_in_request(actor_of(request), request.app[POOL], recording.id,
-                                         recording.out.company, exc.detail, found_by="replay")
+                                         recording.company, exc.detail, found_by="replay")
         if response is None or not response.prepared:
             raise Conflict(WITHHELD) from None
         if request.transport is not None:

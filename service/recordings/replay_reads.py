@@ -108,7 +108,7 @@ class Locator:
 
     @classmethod
     def of(cls, recording: Recording) -> Locator:
-        return cls(recording.object_key, recording.out.size_bytes, recording.out.sha256)
+        return cls(recording.object_key, recording.size_bytes, recording.sha256)
 
     @property
     def etag(self) -> str:

@@ -176,7 +176,6 @@ async def _scrub(
 async def _verify(resources: Resources, conn: asyncpg.Connection, recording: Recording,
                   pace: Pace, actor: str, report: ScrubReport) -> None:
     """Re-read one recording's object and note what was found."""
-    out = recording.out
     try:
         # The owner key as replay reads it (one self-scoping statement).
         _, kek_version, wrapped_owner = await store.get_for_replay(
@@ -194,8 +193,8 @@ async def _verify(resources: Resources, conn: asyncpg.Connection, recording: Rec
         data_key = keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
         async for piece in iter_plaintext(
             resources.objects, recording.object_key, data_key=data_key, object_id=recording.id,
-            size=out.size_bytes, start=0, end_inclusive=out.size_bytes - 1,
-            expected_sha256=out.sha256,
+            size=recording.size_bytes, start=0, end_inclusive=recording.size_bytes - 1,
+            expected_sha256=recording.sha256,
         ):
             read += len(piece)
             await pace.spend(len(piece))
@@ -233,14 +232,14 @@ async def _still_stored(conn: asyncpg.Connection, recording_id: UUID) -> bool:
         recording, _, _ = await store.get_for_replay(conn, Scope.everything(), recording_id)
     except NotFound:
         return False
-    return recording.out.state == "stored"
+    return recording.state == "stored"
 
 
 async def _audit_alarm(resources: Resources, recording: Recording, error: str, actor: str,
                        *, marked: bool) -> None:
     await resources.audit.append(AuditEntry(
         actor=actor, actor_kind="system", action=ALARM_ACTION, target_type="recording",
-        target_id=str(recording.id), company=recording.out.company, outcome="failure",
+        target_id=str(recording.id), company=recording.company, outcome="failure",
         detail={"error": error, "found_by": "scrub", "marked_corrupt": marked},
     ))
 

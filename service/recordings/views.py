@@ -43,6 +43,7 @@ from service.http.errors import TooLarge
 from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS, UPLOADS
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
 from service.recordings.lookup import METADATA_LIMIT, load_recording, recording_id_of
+from service.recordings.presentation import evaluation_out, form_out, recording_out
 from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
@@ -169,7 +170,7 @@ async def _ingest_recording(request: web.Request) -> web.Response:
     finally:
         if spool is not None:
             await asyncio.to_thread(spool.unlink, True)
-    recording = outcome.recording.out
+    recording = recording_out(outcome.recording)
     await audit(
         request, "recording.ingest", target_type="recording", target_id=str(recording.id),
         company=recording.company, detail=outcome.audit_detail(),
@@ -214,7 +215,7 @@ async def search_recordings(request: web.Request) -> web.Response:
             found = []
         else:
             found = await store.search(conn, where, after=after, limit=query.limit + 1)
-    items = [r.out for r in found[: query.limit]]
+    items = [recording_out(r) for r in found[: query.limit]]
     next_cursor = (cursor.encode(request, "recordings", items[-1].started_at, items[-1].id)
                    if len(found) > query.limit else None)
     filters = query.model_dump(mode="json", by_alias=True, exclude_none=True,
@@ -236,9 +237,9 @@ async def get_recording(request: web.Request) -> web.Response:
     recording = await load_recording(request.app[POOL], principal_of(request).scope,
                                      recording_id_of(request))
     await audit(request, "recording.read", target_type="recording",
-                target_id=str(recording.id), company=recording.out.company,
-                subject_ids=[recording.id, *filter(None, [recording.out.customer_id])])
-    return json_response(recording.out)
+                target_id=str(recording.id), company=recording.company,
+                subject_ids=[recording.id, *filter(None, [recording.customer_id])])
+    return json_response(recording_out(recording))
 
 
 # --- erasure -------------------------------------------------------------------------------
@@ -282,16 +283,16 @@ async def evaluate_recording(request: web.Request) -> web.Response:
     async with scoped(request.app[POOL], principal.scope) as conn:
         recording = await store.get(conn, recording_id)
         form = await evaluation_forms.usable(conn, body.form, recording.company_id)
-        errors = score_errors(form, body.scores)
+        errors = score_errors(form_out(form), body.scores)
         if errors:
             raise InvalidInput(f"the scores do not fit the form {form.name!r}: {errors[0][1]}",
                                errors)
         evaluation, created = await store.save_evaluation(conn, recording, principal.name, body,
                                                           form.version)
     await audit(request, "evaluation.write", target_type="recording",
-                target_id=str(recording_id), company=recording.out.company,
+                target_id=str(recording_id), company=recording.company,
                 detail={"form": body.form, "form_version": form.version, "created": created})
-    return json_response(evaluation, status=201 if created else 200)
+    return json_response(evaluation_out(evaluation), status=201 if created else 200)
 
 
 @routes.route(
@@ -304,6 +305,6 @@ async def list_evaluations(request: web.Request) -> web.Response:
         recording = await store.get(conn, recording_id)
         items = await store.evaluations(conn, recording.id)
     await audit(request, "evaluation.read", target_type="recording",
-                target_id=str(recording_id), company=recording.out.company,
+                target_id=str(recording_id), company=recording.company,
                 detail={"results": len(items)})
-    return json_response(EvaluationList(items=items))
+    return json_response(EvaluationList(items=[evaluation_out(e) for e in items]))

@@ -46,8 +46,8 @@ async def note_replay(
     async def open_event() -> int:
         return await actor.audit(
             "recording.replay", target_type="recording",
-            target_id=str(recording.id), company=recording.out.company, reason=reason,
-            subject_ids=[recording.id, *filter(None, [recording.out.customer_id])],
+            target_id=str(recording.id), company=recording.company, reason=reason,
+            subject_ids=[recording.id, *filter(None, [recording.customer_id])],
             detail={"range": byte_range, "grouped_minutes": 10},
         )
 

@@ -24,19 +24,21 @@ from service.http.keys import KEYRING, POOL
 from storage import customers
 from storage import disclosures as store
 from storage.db import apply_scope, scoped
+from storage.disclosures import DisclosedCustomer
 from storage.errors import InvalidInput, NotFound
 
 routes = RouteTable()
 
 
-def _line(request: web.Request, row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+def _line(request: web.Request, customer: DisclosedCustomer,
+          fields: list[str]) -> dict[str, Any]:
     line: dict[str, Any] = {}
     for name in fields:
         if name == "personal_id":
-            enc = row["personal_id_enc"]
+            enc = customer.personal_id_enc
             line[name] = request.app[KEYRING].personal_ids.decrypt(enc) if enc else None
         else:
-            line[name] = row[name]
+            line[name] = getattr(customer, name)
     return line
 
 
@@ -82,13 +84,13 @@ async def create_disclosure(request: web.Request) -> web.StreamResponse:
             )
         ids_detail, subjects = read_detail(customers=chosen)
         await audit(request, "disclosure.create", target_type="disclosure",
-                    target_id=str(logged["id"]), company=body.company, subject_ids=subjects,
+                    target_id=str(logged.id), company=body.company, subject_ids=subjects,
                     detail={**summary, "customers": len(chosen),
                             "customer_ids": ids_detail["customers"]})
         response = web.StreamResponse(headers={
             "Content-Type": "application/x-ndjson",
-            "Content-Disposition": f'attachment; filename="luovutus-{logged["id"]}.ndjson"',
-            "X-Disclosure-Id": str(logged["id"]),
+            "Content-Disposition": f'attachment; filename="luovutus-{logged.id}.ndjson"',
+            "X-Disclosure-Id": str(logged.id),
             "Cache-Control": "private, no-store",
         })
         await response.prepare(request)
@@ -118,9 +120,9 @@ async def list_disclosures(request: web.Request) -> web.Response:
         rows = await store.disclosure_log(conn, company_id=company_id,
                                           customer_id=query.customer_id, after=after,
                                           limit=query.limit + 1)
-    items = [DisclosureOut.model_validate(r) for r in rows[: query.limit]]
+    items = [DisclosureOut.model_validate(r, from_attributes=True) for r in rows[: query.limit]]
     last = rows[query.limit - 1] if len(rows) > query.limit else None
-    next_cursor = (cursor.encode(request, "disclosures", last["disclosed_at"], last["id"])
+    next_cursor = (cursor.encode(request, "disclosures", last.disclosed_at, last.id)
                    if last else None)
     await audit(request, "disclosure.read", target_type="disclosure",
                 detail={"results": len(items), "paged": after is not None})

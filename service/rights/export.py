@@ -32,9 +32,9 @@ HELSINKI = ZoneInfo("Europe/Helsinki")
 
 
 def entry_name(recording: Recording) -> str:
-    out = recording.out
-    started = out.started_at.astimezone(HELSINKI)
-    return f"recordings/{started:%Y%m%d-%H%M%S}_{out.company}_{out.id}.{out.format}"
+    started = recording.started_at.astimezone(HELSINKI)
+    return (f"recordings/{started:%Y%m%d-%H%M%S}_{recording.company}_{recording.id}"
+            f".{recording.format}")
 
 
 @routes.route(
@@ -58,7 +58,7 @@ async def access_export(request: web.Request) -> web.StreamResponse:
         access_request = await store.recorded_request(conn, customer_id, query.request_id)
         memberships = await store.memberships(conn, customer_id)
         recordings = [r for r in await customer_recordings(conn, customer_id)
-                      if r.out.state == "stored"]
+                      if r.state == "stored"]
         data_keys = {}
         for recording in recordings:
             owner = await keys.owner_key(
@@ -72,10 +72,10 @@ async def access_export(request: web.Request) -> web.StreamResponse:
                                        recordings=[r.id for r in recordings])
     await audit(request, "access_report.export", target_type="customer",
                 target_id=str(customer_id), reason=query.reason, subject_ids=subjects,
-                company_codes={m["company"] for m in memberships} or None,
-                detail={"access_request": str(access_request["id"]),
+                company_codes={m.company for m in memberships} or None,
+                detail={"access_request": str(access_request.id),
                         "recordings": ids_detail["recordings"],
-                        "bytes": sum(r.out.size_bytes for r in recordings)})
+                        "bytes": sum(r.size_bytes for r in recordings)})
 
     response = web.StreamResponse(headers={
         "Content-Type": "application/zip",
@@ -88,36 +88,40 @@ async def access_export(request: web.Request) -> web.StreamResponse:
     sums = []
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for recording in recordings:
-            out = recording.out
             name = entry_name(recording)
-            started = out.started_at.astimezone(HELSINKI)
+            started = recording.started_at.astimezone(HELSINKI)
             info = zipfile.ZipInfo(name, date_time=started.timetuple()[:6])
-            info.file_size = out.size_bytes
+            info.file_size = recording.size_bytes
             try:
                 with archive.open(info, "w") as entry:
                     async for piece in iter_plaintext(
-                        request.app[OBJECTS], recording.object_key, data_key=data_keys[out.id],
-                        object_id=out.id, size=out.size_bytes, start=0,
-                        end_inclusive=out.size_bytes - 1, expected_sha256=out.sha256,
+                        request.app[OBJECTS], recording.object_key,
+                        data_key=data_keys[recording.id], object_id=recording.id,
+                        size=recording.size_bytes, start=0,
+                        end_inclusive=recording.size_bytes - 1,
+                        expected_sha256=recording.sha256,
                     ):
                         entry.write(piece)
                         await response.write(pipe.take())
             except IntegrityError as exc:
                 # The zip must never look complete with a copy that differs from the record:
                 # the client sees a truncated download, and the recording is marked.
-                await integrity.alarm_in_request(actor_of(request), request.app[POOL], out.id,
-                                                 out.company, exc.detail, found_by="download")
+                await integrity.alarm_in_request(actor_of(request), request.app[POOL],
+                                                 recording.id, recording.company, exc.detail,
+                                                 found_by="download")
                 if request.transport is not None:
                     request.transport.abort()
                 return response
             await response.write(pipe.take())
-            sums.append(f"{out.sha256}  {name}")
+            sums.append(f"{recording.sha256}  {name}")
             manifest.append({
-                "file": name, "recording_id": str(out.id), "company": out.company,
-                "started_at": out.started_at.isoformat(), "ended_at": out.ended_at.isoformat(),
-                "direction": out.direction, "purpose": out.purpose, "format": out.format,
-                "duration_s": out.duration_s, "size_bytes": out.size_bytes,
-                "sha256": out.sha256,
+                "file": name, "recording_id": str(recording.id), "company": recording.company,
+                "started_at": recording.started_at.isoformat(),
+                "ended_at": recording.ended_at.isoformat(),
+                "direction": recording.direction, "purpose": recording.purpose,
+                "format": recording.format,
+                "duration_s": recording.duration_s, "size_bytes": recording.size_bytes,
+                "sha256": recording.sha256,
             })
         archive.writestr("manifest.json", json.dumps({
             "customer_id": str(customer_id),

@@ -33,4 +33,4 @@ async def customer_recordings(conn: asyncpg.Connection, customer_id: UUID) -> li
         found.extend(page)
         if len(page) < RECORDINGS_PAGE:
             return found
-        after = (page[-1].out.started_at, page[-1].id)
+        after = (page[-1].started_at, page[-1].id)

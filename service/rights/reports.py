@@ -29,6 +29,7 @@ from service.http.auth import audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
 from service.http.principal import Principal
 from service.policy import SEES_PERSONAL_ID
+from service.recordings.presentation import recording_out
 from service.rights.letter import render_letter
 from service.rights.lookup import customer_id_of, customer_recordings
 from storage import access_reports as store
@@ -79,40 +80,44 @@ async def build_report(
         holds = await store.legal_holds(conn, customer_id)
 
     code: str | None = None
-    if row["personal_id_enc"] is not None and principal.role in SEES_PERSONAL_ID:
-        code = keyring.personal_ids.decrypt(row["personal_id_enc"])
+    if row.personal_id_enc is not None and principal.role in SEES_PERSONAL_ID:
+        code = keyring.personal_ids.decrypt(row.personal_id_enc)
     note = None
     if events_total > len(events):
         note = (f"the latest {len(events)} of {events_total} events are listed;"
                 " the rest are available on request")
     return AccessReport(
-        request=AccessRequestOut.model_validate(access_request),
-        due_at=access_request["due_at"],
+        request=AccessRequestOut.model_validate(access_request, from_attributes=True),
+        due_at=access_request.due_at,
         generated_at=datetime.now(UTC),
         customer=ReportCustomer(
-            id=row["id"], name=row["name"], personal_id=code,
-            address=Address.model_validate(row["address"] or {}), email=row["email"],
-            phone=row["phone"], created_at=row["created_at"], updated_at=row["updated_at"],
+            id=row.id, name=row.name, personal_id=code,
+            address=Address.model_validate(row.address or {}), email=row.email,
+            phone=row.phone, created_at=row.created_at, updated_at=row.updated_at,
         ),
-        memberships=[ReportMembership.model_validate(m) for m in memberships],
+        memberships=[ReportMembership.model_validate(m, from_attributes=True)
+                     for m in memberships],
         history=[
             ReportHistoryEntry(
-                company=h["company"], change=h["change"], changed_fields=h["changed_fields"],
-                old_values=_history_values(key, customer_id, h["old_values_enc"]),
-                changed_at=h["changed_at"],
+                company=h.company, change=h.change, changed_fields=h.changed_fields,
+                old_values=_history_values(key, customer_id, h.old_values_enc),
+                changed_at=h.changed_at,
             )
             for h in history
         ],
         recordings=[
-            ReportRecording.model_validate(r.out.model_dump()) for r in recordings
+            ReportRecording.model_validate(recording_out(r).model_dump()) for r in recordings
         ],
-        evaluations=[ReportEvaluation.model_validate(e) for e in evaluations],
+        evaluations=[ReportEvaluation.model_validate(e, from_attributes=True)
+                     for e in evaluations],
         web_events=ReportWebEvents(
-            total=events_total, items=[ReportWebEvent.model_validate(e) for e in events],
+            total=events_total,
+            items=[ReportWebEvent.model_validate(e, from_attributes=True) for e in events],
             note=note,
         ),
-        prohibitions=[Prohibition.model_validate(b) for b in bans],
-        disclosures=[ReportDisclosure.model_validate(d) for d in disclosures],
+        prohibitions=[Prohibition.model_validate(b, from_attributes=True) for b in bans],
+        disclosures=[ReportDisclosure.model_validate(d, from_attributes=True)
+                     for d in disclosures],
         legal_holds=holds,
         data_kinds=DATA_KINDS,
     )

@@ -14,6 +14,7 @@ from schemas.recordings import EvaluationOut
 from schemas.subjects import SubjectRead, SubjectRecording, SubjectsOut, SubjectWebEvent
 from service.customers.presentation import present
 from service.http.auth import Actor
+from service.recordings.presentation import evaluation_out, recording_out
 from storage import customers
 from storage import subjects as store
 from storage.db import scoped
@@ -47,7 +48,7 @@ async def find_subject(pool: asyncpg.Pool, keyring: KeyRing, actor: Actor, *,
             assert e164 is not None
             customer_ids = await store.customers_by_phone(conn, e164)
         rows = await customers.customer_rows(conn, customer_ids)
-        visible_ids = [r["id"] for r in rows]
+        visible_ids = [r.id for r in rows]
         by_customer = await store.recordings_of_customers(conn, visible_ids)
         by_phone = await store.recordings_by_phone(conn, e164) if e164 is not None else []
         calls: dict[UUID, tuple[Recording, list[str]]] = {}
@@ -59,18 +60,19 @@ async def find_subject(pool: asyncpg.Pool, keyring: KeyRing, actor: Actor, *,
         disclosures = await store.disclosures_of(conn, visible_ids)
         reads = await store.reads_of(conn, [*visible_ids, *calls])
     per_call: dict[UUID, list[EvaluationOut]] = {}
-    for row in evaluations:
-        per_call.setdefault(row["recording_id"], []).append(EvaluationOut.model_validate(row))
-    ordered = sorted(calls.values(), key=lambda c: (c[0].out.started_at, c[0].id), reverse=True)
+    for evaluation in evaluations:
+        per_call.setdefault(evaluation.recording_id, []).append(evaluation_out(evaluation))
+    ordered = sorted(calls.values(), key=lambda c: (c[0].started_at, c[0].id), reverse=True)
     result = SubjectsOut(
         phone=e164,
         customers=[present(keyring, principal, r) for r in rows],
-        recordings=[SubjectRecording(**r.out.model_dump(), matched_by=how,
+        recordings=[SubjectRecording(**recording_out(r).model_dump(), matched_by=how,
                                      evaluations=per_call.get(r.id, []))
                     for r, how in ordered],
-        web_events=[SubjectWebEvent.model_validate(e) for e in web_events],
-        disclosures=[DisclosureOut.model_validate(d) for d in disclosures],
-        reads=[SubjectRead.model_validate(r) for r in reads],
+        web_events=[SubjectWebEvent.model_validate(e, from_attributes=True)
+                    for e in web_events],
+        disclosures=[DisclosureOut.model_validate(d, from_attributes=True) for d in disclosures],
+        reads=[SubjectRead.model_validate(r, from_attributes=True) for r in reads],
         links=_links(visible_ids, e164),
     )
     await actor.audit("subject.search", target_type="subject",

@@ -15,14 +15,13 @@ from typing import get_args
 from aiohttp import web
 
 from schemas.analysis import Flag
-from schemas.evaluation_forms import FormOut
-from schemas.recordings import EvaluationOut
 from service.http.api import RouteTable
 from service.http.auth import audit
 from service.http.keys import POOL
 from service.http.principal import Principal
 from service.policy import PUBLIC, allowed
 from service.recordings.lookup import load_recording
+from service.recordings.presentation import recording_out
 from service.webui import i18n
 from service.webui.companies import company_codes
 from service.webui.render import SCRIPT_KEYS, not_found_page, page, render
@@ -30,6 +29,8 @@ from storage import evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
 from storage.errors import NotFound
+from storage.evaluation_forms import Form
+from storage.recordings import Evaluation
 
 routes = RouteTable()
 
@@ -65,14 +66,14 @@ async def call_page(request: web.Request, principal: Principal, csrf: str) -> we
         recording = await load_recording(request.app[POOL], principal.scope, recording_id)
     except NotFound:
         return not_found_page(request, principal, csrf)
-    out = recording.out
+    out = recording_out(recording)
     await audit(request, "recording.read", target_type="recording", target_id=str(out.id),
                 company=out.company, subject_ids=[out.id, *filter(None, [out.customer_id])])
     may_evaluate = allowed(principal.role, "evaluation.write")
     language = i18n.language_of(request)
     shown = None
-    forms: list[FormOut] = []
-    own: dict[str, EvaluationOut] = {}
+    forms: list[Form] = []
+    own: dict[str, Evaluation] = {}
     if allowed(principal.role, "evaluation.read"):
         async with scoped(request.app[POOL], principal.scope) as conn:
             evaluations = await store.evaluations(conn, recording.id)
@@ -114,12 +115,12 @@ class ShownEvaluation:
     """An evaluation as the call page lists it: with the labels of the form version it was
     scored with (or the bare criterion names of one stored before forms existed)."""
 
-    evaluation: EvaluationOut
+    evaluation: Evaluation
     form_title: str
     scores: list[ShownScore]
 
 
-def _shown(evaluation: EvaluationOut, scored_with: dict[tuple[str, int], FormOut],
+def _shown(evaluation: Evaluation, scored_with: dict[tuple[str, int], Form],
            language: i18n.Language) -> ShownEvaluation:
     form = scored_with.get((evaluation.form, evaluation.form_version or 0))
     if form is None:
@@ -132,7 +133,7 @@ def _shown(evaluation: EvaluationOut, scored_with: dict[tuple[str, int], FormOut
     return ShownEvaluation(evaluation, form.title, scores)
 
 
-def _prefill(forms: list[FormOut], own: dict[str, EvaluationOut]) -> dict[str, dict[str, int]]:
+def _prefill(forms: list[Form], own: dict[str, Evaluation]) -> dict[str, dict[str, int]]:
     """The scores the person already gave with each form's current version."""
     return {f.name: own[f.name].scores for f in forms
             if f.name in own and own[f.name].form_version == f.version}

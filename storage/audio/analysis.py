@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
 
-from schemas.analysis import ChannelRole, ChannelTalk, Flag, RecordingAnalysis
+from schemas.analysis import ChannelRole, Flag
 
 TICKS_PER_S = 100  # peaks and the smallest unit of analysis: 10 ms
 FRAME_TICKS = 2  # voice activity frames: 20 ms
@@ -103,8 +104,31 @@ class ChannelTicks:
 
 
 @dataclass(frozen=True)
+class ChannelTalk:
+    role: ChannelRole | None
+    talk_s: float
+    talk_ratio: float  # talk_s as a share of the whole call
+
+
+@dataclass(frozen=True)
+class CallAnalysis:
+    """Talk, silence, overtalk and health flags of a call (the API's RecordingAnalysis)."""
+
+    channels: list[ChannelTalk]
+    silence_ratio: float
+    longest_silence_s: float
+    overtalk_s: float
+    overtalk_count: int
+    flags: list[Flag]
+
+    def document(self) -> dict[str, Any]:
+        """As stored in `recordings.analysis` and shown by the API."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Analysed:
-    analysis: RecordingAnalysis
+    analysis: CallAnalysis
     peaks: bytes  # see `pack_peaks`
     channels: int
     duration_s: float
@@ -380,7 +404,7 @@ def _mono_mixdown(channels: Sequence[ChannelTicks]) -> bool:
 
 def analyse_ticks(
     channels: Sequence[ChannelTicks], roles: Sequence[ChannelRole] | None = None
-) -> RecordingAnalysis:
+) -> CallAnalysis:
     activity = [voice_activity(t) for t in channels]
     frames = min(len(a) for a in activity)
     activity = [a[:frames] for a in activity]
@@ -405,7 +429,7 @@ def analyse_ticks(
     if _mono_mixdown(channels) and min(talk) > 0:
         flags.append("mono_mixdown")
     role_of = list(roles or [])
-    return RecordingAnalysis(
+    return CallAnalysis(
         channels=[
             ChannelTalk(role=role_of[i] if i < len(role_of) else None, talk_s=round(s, 2),
                         talk_ratio=round(s / duration, 4) if duration else 0.0)

@@ -296,7 +296,7 @@ async def test_the_replay_row_is_read_in_the_callers_scope_only(
     async with pool.acquire() as conn:
         recording, version, owner_key = await store.get_for_replay(
             conn, Scope.of([company]), wanted)
-        assert recording.id == wanted and recording.out.company == COMPANY
+        assert recording.id == wanted and recording.company == COMPANY
         assert owner_key is not None and version == 1
         with pytest.raises(NotFound):
             await store.get_for_replay(conn, Scope.of([other]), wanted)

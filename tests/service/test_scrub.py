@@ -213,12 +213,12 @@ async def reseal_with_other_audio(app: web.Application, settings: Settings,
     data_key = keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
     objects = object_store(settings)
     try:
-        other = bytearray(os.urandom(recording.out.size_bytes))
+        other = bytearray(os.urandom(recording.size_bytes))
         spool = tmp_path / "other"
         spool.write_bytes(other)
         reader = EncryptingReader(spool, data_key, recording.id)
         await objects.put_long_stream(recording.object_key, reader,
-                                      stored_size(recording.out.size_bytes))
+                                      stored_size(recording.size_bytes))
         reader.close()
     finally:
         await objects.close()

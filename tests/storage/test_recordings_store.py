@@ -153,14 +153,14 @@ async def test_search_pages_newest_first_without_gaps_or_duplicates(pool: asyncp
             if not page:
                 break
             seen += [r.id for r in page]
-            after = (page[-1].out.started_at, page[-1].id)
+            after = (page[-1].started_at, page[-1].id)
         agents = await store.search(conn, SearchFilter(agent="a1"), after=None, limit=1000)
     assert len(seen) == len(set(seen)) == 120
     async with scoped(pool, EVERYTHING) as conn:
         expected = [r["id"] for r in await conn.fetch(
             "SELECT id FROM recordings ORDER BY started_at DESC, id DESC")]
     assert seen == expected
-    assert agents and all(r.out.agent == "a1" for r in agents)
+    assert agents and all(r.agent == "a1" for r in agents)
     other = await company_id(pool, "kemin-energia")
     async with scoped(pool, Scope.of([other])) as conn:
         assert await store.search(conn, SearchFilter(), after=None, limit=10) == []
@@ -197,7 +197,7 @@ async def test_tag_and_company_filters_find_exactly_the_matching_calls_after_era
         async with scoped(pool, scope) as conn:
             while page := await store.search(conn, where, after=after, limit=5):
                 seen += [r.id for r in page]
-                after = (page[-1].out.started_at, page[-1].id)
+                after = (page[-1].started_at, page[-1].id)
         return seen
 
     filters = [

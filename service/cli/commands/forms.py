@@ -12,6 +12,7 @@ from schemas.evaluation_forms import FormIn
 from service.cli.commands import with_resources
 from service.http.api import decode_json, parse_model
 from service.recordings.forms import audit_detail
+from service.recordings.presentation import form_out
 from service.resources import Resources
 from service.settings import Settings
 from storage import evaluation_forms as store
@@ -67,7 +68,7 @@ def cmd_forms_add(args: argparse.Namespace, settings: Settings) -> int:
             target_type="evaluation_form", target_id=form.name, company=form.company,
             detail=audit_detail(form),
         ))
-        print(json.dumps(form.model_dump(mode="json"), ensure_ascii=False), flush=True)
+        print(json.dumps(form_out(form).model_dump(mode="json"), ensure_ascii=False), flush=True)
         return 0
 
     return with_resources(settings, work)

@@ -420,7 +420,7 @@ class DropFolder:
             raise
         except (StorageError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise Retry(reason_text(exc)) from exc
-        recording = outcome.recording.out
+        recording = outcome.recording
         if outcome.created:
             # Analysed from the local file before it moves on; a failure leaves it to
             # `tallenne analyse --missing`.
