@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.customers import CustomerRecord
 from storage.errors import NotFound
 
 WEB_EVENTS_SHOWN = 200
@@ -25,20 +26,6 @@ class AccessRequest:
     requested_by: str
     received_at: datetime
     due_at: datetime
-
-
-@dataclass(frozen=True)
-class ReportedCustomer:
-    """What the report shows of the customer record; the identity code still sealed."""
-
-    id: UUID
-    name: str | None
-    personal_id_enc: bytes | None
-    address: dict[str, Any] | None
-    email: str | None
-    phone: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -121,13 +108,13 @@ async def recorded_request(
     return AccessRequest(**row)
 
 
-async def customer_row(conn: asyncpg.Connection, customer_id: UUID) -> ReportedCustomer | None:
+async def customer_row(conn: asyncpg.Connection, customer_id: UUID) -> CustomerRecord | None:
     row = await conn.fetchrow(
         "SELECT id, name, personal_id_enc, address, email, phone, created_at,"
         " updated_at FROM customers WHERE id = $1 AND erased_at IS NULL",
         customer_id,
     )
-    return ReportedCustomer(**row) if row is not None else None
+    return CustomerRecord(**row) if row is not None else None
 
 
 async def memberships(conn: asyncpg.Connection, customer_id: UUID) -> list[Membership]:

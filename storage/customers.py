@@ -273,8 +273,8 @@ class CustomerNumber(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Customer:
-    """A customer record with the memberships the scope sees; the identity code sealed."""
+class CustomerRecord:
+    """A customer's own fields; the identity code still sealed."""
 
     id: UUID
     name: str | None
@@ -284,6 +284,12 @@ class Customer:
     phone: str | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Customer(CustomerRecord):
+    """A customer record with the memberships the scope sees."""
+
     companies: tuple[CustomerNumber, ...]
 
 
