@@ -139,26 +139,86 @@ def _as_peak(values: npt.NDArray[np.floating]) -> I8:
 
 
 _SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854776e18}
+_DTYPES = {name: np.dtype(code) for name, code in av.audio.frame.format_dtypes.items()}
+
+
+def _s16_as_float(values: npt.NDArray[Any]) -> F32:
+    scaled = values.astype(np.float32)
+    scaled *= np.float32(1.0 / _SCALE["s16"])
+    return scaled
+
+
+# 16-bit samples (PCM, G.711, FLAC) are reduced as the integers they are decoded to. The
+# limits above, which are meant for samples in -1..1, become the 16-bit values that meet them
+# once scaled; so the ticks are the same either way.
+_S16_LEVELS = _s16_as_float(np.arange(0, 32769, dtype=np.int32))
+_CLIP_S16 = int(np.argmax(_S16_LEVELS >= CLIP_LEVEL))  # |sample| >= this: at CLIP_LEVEL
+_SILENT_S16 = int(np.argmin(_S16_LEVELS < DIGITAL_SILENCE))  # |sample| < this: silent
+_S16_ALL = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
+_PEAK_S16: I8 = np.empty(1 << 16, dtype=np.int8)  # a sample's peak byte, by its bits
+_PEAK_S16[_S16_ALL.view(np.uint16)] = _as_peak(_s16_as_float(_S16_ALL))
+del _S16_ALL
+
+# Samples of every channel shaped (channels, n): 16-bit as decoded, or floats in -1..1.
+Samples = npt.NDArray[np.int16] | F32
+_TickStats = tuple[F32, I8, I8, Bools, Bools]  # level_db, low, high, silent, clipped
+
+
+def _as_float(samples: Samples) -> F32:
+    if samples.dtype == np.int16:
+        return _s16_as_float(samples)
+    return samples.astype(np.float32, copy=False)
+
+
+def _level_db(sumsq: F64, counts: int | npt.NDArray[np.int64]) -> F32:
+    power = np.maximum(sumsq / np.maximum(counts, 1), 1e-12)
+    return (10.0 * np.log10(power)).astype(np.float32)
+
+
+def _uneven_ticks(body: F32, ends: npt.NDArray[np.int64]) -> _TickStats:
+    """Ticks of unequal lengths (a sample rate that is no multiple of 100 Hz, or the end of
+    the audio): `ends` are where they end in `body`."""
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    sumsq = np.add.reduceat(body.astype(np.float64) ** 2, starts, axis=1)
+    high = np.maximum.reduceat(body, starts, axis=1)
+    low = np.minimum.reduceat(body, starts, axis=1)
+    counts = np.diff(np.concatenate([starts, [body.shape[1]]]))
+    # Samples at full scale are counted only in the ticks that reach it.
+    loud_ticks = (high >= CLIP_LEVEL) | (low <= -CLIP_LEVEL)
+    clipped = np.zeros(high.shape, dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for c, t in zip(*np.nonzero(loud_ticks), strict=True):
+        piece = body[c, int(offsets[t]):int(offsets[t + 1])]
+        clipped[c, t] = np.count_nonzero(np.abs(piece) >= CLIP_LEVEL) >= 2
+    return (_level_db(sumsq, counts), _as_peak(low), _as_peak(high),
+            np.maximum(high, -low) < DIGITAL_SILENCE, clipped)
 
 
 class _Reducer:
-    """Turns decoded frames into ticks; whatever does not fill a tick waits for the next
-    frame."""
+    """Turns decoded samples into ticks; whatever does not fill a tick waits for the next
+    block."""
 
     def __init__(self, rate: int, channels: int, expected_s: float) -> None:
         self.rate = rate
         self.channels = channels
         self.ticks_done = 0
         self.samples_done = 0
-        self._carry: F32 = np.zeros((channels, 0), dtype=np.float32)
+        self._carry: Samples = np.zeros((channels, 0), dtype=np.float32)
+        # Samples per tick when every tick has as many, else 0.
+        self._width = rate // TICKS_PER_S if rate % TICKS_PER_S == 0 else 0
+        self._columns: npt.NDArray[Any] = np.empty(0, dtype=np.int16)
+        self._wide: F64 = np.empty(0, dtype=np.float64)
         self.out = _Ticks(channels, int(expected_s * TICKS_PER_S) + TICKS_PER_S)
 
     def _boundary(self, tick: int) -> int:
         return (tick * self.rate + TICKS_PER_S // 2) // TICKS_PER_S
 
-    def feed(self, block: F32, final: bool = False) -> None:
+    def feed(self, block: Samples, final: bool = False) -> None:
         if self._carry.shape[1]:
-            block = np.concatenate([self._carry, block], axis=1)
+            if self._carry.dtype != block.dtype:
+                block = np.concatenate([_as_float(self._carry), _as_float(block)], axis=1)
+            else:
+                block = np.concatenate([self._carry, block], axis=1)
         start = self._boundary(self.ticks_done) - self.samples_done
         available = self.samples_done + block.shape[1]
         whole = available * TICKS_PER_S // self.rate
@@ -166,49 +226,66 @@ class _Reducer:
             whole += 1
         n = whole - self.ticks_done
         if n <= 0:
-            self._carry = block
+            self._carry = block.copy()  # the block may be a staging array
             return
-        ends = np.minimum(
-            (np.arange(self.ticks_done + 1, whole + 1, dtype=np.int64) * self.rate
-             + TICKS_PER_S // 2) // TICKS_PER_S - self.samples_done,
-            block.shape[1],
-        )
-        used = int(ends[-1])
-        body = block[:, start:used]
-        width = self.rate // TICKS_PER_S
-        shaped: F32 | None = None
-        if self.rate % TICKS_PER_S == 0 and start == 0 and used == n * width:
-            shaped = body.reshape(self.channels, n, width)
-            sumsq = np.einsum("ctk,ctk->ct", shaped, shaped, dtype=np.float64)
-            high = shaped.max(axis=2)
-            low = shaped.min(axis=2)
-            counts = np.full(n, width, dtype=np.int64)
+        if self._width and start == 0 and n * self._width <= block.shape[1]:
+            used = n * self._width
+            self.out.add(*self._even_ticks(block[:, :used], n))
         else:
-            starts = np.concatenate([[start], ends[:-1]]).astype(np.int64) - start
-            sumsq = np.add.reduceat(body.astype(np.float64) ** 2, starts, axis=1)
-            high = np.maximum.reduceat(body, starts, axis=1)
-            low = np.minimum.reduceat(body, starts, axis=1)
-            counts = np.diff(np.concatenate([starts, [body.shape[1]]]))
-        # Samples at full scale are counted only in the ticks that reach it.
-        loud_ticks = (high >= CLIP_LEVEL) | (low <= -CLIP_LEVEL)
-        clipped = np.zeros((self.channels, n), dtype=bool)
-        if shaped is not None:
-            rows = shaped[loud_ticks]
-            clipped[loud_ticks] = np.count_nonzero(np.abs(rows) >= CLIP_LEVEL, axis=1) >= 2
-        else:
-            offsets = np.concatenate([[0], np.cumsum(counts)])
-            for c, t in zip(*np.nonzero(loud_ticks), strict=True):
-                piece = body[c, int(offsets[t]):int(offsets[t + 1])]
-                clipped[c, t] = np.count_nonzero(np.abs(piece) >= CLIP_LEVEL) >= 2
-        power = np.maximum(sumsq / np.maximum(counts, 1), 1e-12)
-        self.out.add((10.0 * np.log10(power)).astype(np.float32), _as_peak(low),
-                     _as_peak(high), np.maximum(high, -low) < DIGITAL_SILENCE, clipped)
+            ends = np.minimum(
+                (np.arange(self.ticks_done + 1, whole + 1, dtype=np.int64) * self.rate
+                 + TICKS_PER_S // 2) // TICKS_PER_S - self.samples_done,
+                block.shape[1],
+            )
+            used = int(ends[-1])
+            self.out.add(*_uneven_ticks(_as_float(block[:, start:used]), ends - start))
         self.ticks_done = whole
         self.samples_done += used
-        self._carry = block[:, used:]
+        self._carry = block[:, used:].copy()
+
+    def _even_ticks(self, body: Samples, n: int) -> _TickStats:
+        """`n` ticks of `width` samples each, reduced in one pass over a copy that holds
+        the k-th sample of every tick of every channel in its k-th row: the reductions then
+        run along rows, over thousands of ticks at once, rather than over each tick."""
+        width, channels = self._width, self.channels
+        shape = (width, channels, n)
+        if self._columns.shape != shape or self._columns.dtype != body.dtype:
+            self._columns = np.empty(shape, dtype=body.dtype)
+        shaped = body.reshape(channels, n, width)
+        np.copyto(self._columns, shaped.transpose(2, 0, 1))
+        columns = self._columns.reshape(width, channels * n)
+        high = columns.max(axis=0)
+        low = columns.min(axis=0)
+        clipped = np.zeros(channels * n, dtype=bool)
+        if body.dtype == np.int16:
+            # Exact: 16-bit squares and their sums fit float64's 53 bits, in any order.
+            if self._wide.shape != columns.shape:
+                self._wide = np.empty(columns.shape, dtype=np.float64)
+            np.copyto(self._wide, columns)
+            sumsq = np.einsum("kt,kt->t", self._wide, self._wide)
+            sumsq *= 1.0 / _SCALE["s16"] ** 2
+            loud = (high >= _CLIP_S16) | (low <= -_CLIP_S16)
+            if loud.any():
+                rows = columns[:, loud]
+                hits = (rows >= _CLIP_S16) | (rows <= -_CLIP_S16)
+                clipped[loud] = np.count_nonzero(hits, axis=0) >= 2
+            peaks_low = _PEAK_S16.take(low.view(np.uint16))
+            peaks_high = _PEAK_S16.take(high.view(np.uint16))
+            silent = (high < _SILENT_S16) & (low > -_SILENT_S16)
+        else:
+            # float32 sums of a tick's squares: levels are kept as float16 anyway.
+            sumsq = np.einsum("kt,kt->t", columns, columns)
+            loud = (high >= CLIP_LEVEL) | (low <= -CLIP_LEVEL)
+            if loud.any():
+                rows = columns[:, loud]
+                clipped[loud] = np.count_nonzero(np.abs(rows) >= CLIP_LEVEL, axis=0) >= 2
+            peaks_low, peaks_high = _as_peak(low), _as_peak(high)
+            silent = np.maximum(high, -low) < DIGITAL_SILENCE
+        return tuple(values.reshape(channels, n) for values in (  # type: ignore[return-value]
+            _level_db(sumsq, width), peaks_low, peaks_high, silent, clipped))
 
     def result(self) -> list[ChannelTicks]:
-        self.feed(np.zeros((self.channels, 0), dtype=np.float32), final=True)
+        self.feed(np.zeros((self.channels, 0), dtype=self._carry.dtype), final=True)
         out = self.out
         if not out.used:
             raise UndecodableAudio("the audio holds no samples")
@@ -218,22 +295,56 @@ class _Reducer:
                 for c in range(self.channels)]
 
 
-def _to_float(frame: av.AudioFrame, channels: int) -> F32:
-    """A (large) frame as float samples shaped (channels, n) in -1..1."""
-    raw = frame.to_ndarray()
+class _Staging:
+    """Arrays reused from batch to batch for the samples taken out of the FIFO: a fresh
+    array of this size each time costs more in page faults than the copy into it."""
+
+    def __init__(self) -> None:
+        self._held: dict[np.dtype[Any], npt.NDArray[Any]] = {}
+
+    def array(self, dtype: np.dtype[Any], channels: int, n: int) -> npt.NDArray[Any]:
+        """A C-contiguous array shaped (channels, n), overwritten by the next call."""
+        held = self._held.get(dtype)
+        if held is None or len(held) < channels * n:
+            held = self._held[dtype] = np.empty(channels * n, dtype=dtype)
+        return held[: channels * n].reshape(channels, n)
+
+
+def _samples(frame: av.AudioFrame, channels: int, staging: _Staging) -> Samples:
+    """A (large) frame's samples shaped (channels, n): 16-bit ones as they are, others as
+    floats in -1..1. The array is valid until the next call with the same `staging`."""
+    name = frame.format.name
+    dtype = _DTYPES.get(name)
+    if dtype is None:
+        raise ValueError(f"no numpy type for {name!r} samples")
     layout_channels = frame.layout.nb_channels
-    if not frame.format.is_planar:
-        raw = raw.reshape(-1, layout_channels).T
-    block = raw.astype(np.float32, order="C")
-    base = frame.format.name.rstrip("p")
-    if base == "u8":
-        block -= 128.0
-    scale = _SCALE.get(base)
-    if scale is not None:
-        block *= np.float32(1.0 / scale)
+    n = frame.samples
+    # Views of the frame's own buffers (AudioFrame.to_ndarray would copy them into a new
+    # array); planes are gathered into a staging array.
+    raw: npt.NDArray[Any]
+    if frame.format.is_planar:
+        raw = staging.array(dtype, layout_channels, n)
+        for row, plane in zip(raw, frame.planes, strict=True):
+            row[:] = np.frombuffer(memoryview(plane), dtype=dtype, count=n)
+    else:
+        raw = np.frombuffer(memoryview(frame.planes[0]), dtype=dtype,
+                            count=n * layout_channels)
+        raw = raw.reshape(n, layout_channels).T
+    base = name.rstrip("p")
+    block: Samples
+    if base == "s16":
+        block = raw
+    else:
+        block = staging.array(np.dtype(np.float32), layout_channels, n)
+        np.copyto(block, raw, casting="unsafe")
+        if base == "u8":
+            block -= 128.0
+        scale = _SCALE.get(base)
+        if scale is not None:
+            block *= np.float32(1.0 / scale)
     if block.shape[0] != channels:
         # A stream whose layout changes mid-way: keep the channel count it started with.
-        fitted = np.zeros((channels, block.shape[1]), dtype=np.float32)
+        fitted = np.zeros((channels, block.shape[1]), dtype=block.dtype)
         keep = min(channels, block.shape[0])
         fitted[:keep] = block[:keep]
         block = fitted
@@ -247,18 +358,87 @@ def _taken(fifo: av.AudioFifo, samples: int = 0) -> av.AudioFrame:
     return frame
 
 
+def _g711_table(codec: str) -> npt.NDArray[np.int16]:
+    """The 16-bit sample of each of the 256 G.711 bytes, as FFmpeg's own decoder gives it."""
+    context = av.CodecContext.create(codec, "r")
+    assert isinstance(context, av.AudioCodecContext)
+    context.sample_rate = 8000
+    context.layout = "mono"
+    frames = context.decode(av.Packet(bytes(range(256))))
+    table = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
+    return table.astype(np.int16)
+
+
+# Codecs whose packets are the samples themselves (or a byte per sample with a fixed table):
+# their packets are read as they are, without a decoder and a frame object per packet.
+_SAMPLE_CODECS = ("pcm_s16le", "pcm_mulaw", "pcm_alaw")
+_G711: dict[str, npt.NDArray[np.int16]] = {}
+
+
+def _sample_table(codec: str) -> npt.NDArray[np.int16] | None:
+    if codec == "pcm_s16le":
+        return None
+    table = _G711.get(codec)
+    if table is None:
+        table = _G711[codec] = _g711_table(codec)
+    return table
+
+
+def _packed_ticks(container: av.container.InputContainer, stream: av.AudioStream,
+                  expected_s: float) -> _Reducer | None:
+    """Ticks of a PCM or G.711 stream from its packets: the bytes are the samples (16-bit,
+    interleaved) or index the G.711 table."""
+    context = stream.codec_context
+    channels, rate = context.channels, context.sample_rate
+    if not channels or not rate:
+        return None
+    table = _sample_table(context.name)
+    width = 1 if table is not None else 2  # bytes per sample
+    reducer = _Reducer(rate, channels, expected_s)
+    batch_bytes = BATCH_S * rate * channels * width
+    pending = bytearray()
+    fed = 0
+
+    def feed(size: int) -> None:
+        nonlocal fed
+        fed += size
+        raw = np.frombuffer(pending, dtype=np.uint8 if table is not None else "<i2",
+                            count=size // width)
+        samples = table.take(raw) if table is not None else raw.astype(np.int16)
+        reducer.feed(samples.reshape(-1, channels).T)
+        del samples, raw
+        del pending[:size]
+
+    for packet in container.demux(stream):
+        if packet.size:
+            pending += memoryview(packet)
+        if len(pending) >= batch_bytes:
+            feed(batch_bytes)
+    whole = len(pending) // (channels * width) * channels * width
+    if whole:
+        feed(whole)
+    return reducer if fed else None
+
+
 def decode_ticks(path: Path, expected_s: float = 0.0) -> tuple[list[ChannelTicks], int]:
     """Decode the file's first audio stream into per-channel ticks; (ticks, sample rate).
 
     Decoded frames gather in an FFmpeg audio FIFO and are taken out BATCH_S seconds at a
-    time, so that numpy works on long arrays rather than on each small frame."""
+    time, so that numpy works on long arrays rather than on each small frame. PCM and G.711
+    need no decoder: their packets are read as the samples they hold."""
     reducer: _Reducer | None = None
     fifo = av.AudioFifo()
+    staging = _Staging()
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise UndecodableAudio("no audio stream")
             stream = container.streams.audio[0]
+            if stream.codec_context.name in _SAMPLE_CODECS:
+                reducer = _packed_ticks(container, stream, expected_s)
+                if reducer is None:
+                    raise UndecodableAudio("the audio holds no samples")
+                return reducer.result(), reducer.rate
             batch = 0
             for frame in container.decode(stream):
                 if reducer is None:
@@ -271,13 +451,13 @@ def decode_ticks(path: Path, expected_s: float = 0.0) -> tuple[list[ChannelTicks
                 except ValueError:
                     # The frame's format or layout differs from those before it.
                     if fifo.samples:
-                        reducer.feed(_to_float(_taken(fifo), reducer.channels))
+                        reducer.feed(_samples(_taken(fifo), reducer.channels, staging))
                     fifo = av.AudioFifo()
                     fifo.write(frame)
                 if fifo.samples >= batch:
-                    reducer.feed(_to_float(_taken(fifo, batch), reducer.channels))
+                    reducer.feed(_samples(_taken(fifo, batch), reducer.channels, staging))
             if reducer is not None and fifo.samples:
-                reducer.feed(_to_float(_taken(fifo), reducer.channels))
+                reducer.feed(_samples(_taken(fifo), reducer.channels, staging))
     except (av.error.FFmpegError, ValueError) as exc:
         raise UndecodableAudio(str(exc)) from exc
     if reducer is None:
@@ -295,25 +475,49 @@ def _runs(mask: Bools) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
+def _spans(starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], n: int) -> Bools:
+    """A mask of length `n`, True inside the given spans (which do not overlap)."""
+    marks = np.zeros(n + 1, dtype=np.int8)
+    marks[starts] = 1
+    marks[ends] -= 1
+    return np.cumsum(marks[:n], dtype=np.int8).view(np.bool_)
+
+
+def _power_table() -> F32:
+    """The power of every float16 level in dB, as float32 (so a level's power is looked
+    up, not computed)."""
+    levels = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    power = levels.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        power /= np.float32(10.0)
+        np.power(np.float32(10.0), power, out=power)
+    return power
+
+
+_POWER_OF_LEVEL = _power_table()
+
+
+def _power(level_db: F16) -> F32:
+    return _POWER_OF_LEVEL.take(level_db.view(np.uint16))
+
+
 def _mean_level_db(level_db: F16, chunk: int = 1 << 16) -> float:
     """The level of a whole channel from its ticks' levels, a chunk at a time."""
     if not len(level_db):
         return -120.0
     total = 0.0
     for at in range(0, len(level_db), chunk):
-        part = level_db[at:at + chunk].astype(np.float32)
-        part /= np.float32(10.0)
-        total += float(np.sum(np.power(np.float32(10.0), part), dtype=np.float64))
+        total += float(np.sum(_power(level_db[at:at + chunk]), dtype=np.float64))
     return 10 * math.log10(max(total / len(level_db), 1e-12))
 
 
 def _frame_energy_db(ticks: ChannelTicks) -> F32:
     n = len(ticks.level_db) // FRAME_TICKS * FRAME_TICKS
-    power = ticks.level_db[:n].astype(np.float32)
-    power /= np.float32(10.0)
-    np.power(np.float32(10.0), power, out=power)
-    mean: F32 = power.reshape(-1, FRAME_TICKS).mean(axis=1)
-    del power
+    ticks_of_frames = _power(ticks.level_db[:n]).reshape(-1, FRAME_TICKS)
+    # The mean of each frame's two ticks, as ndarray.mean has it (their sum, halved), but
+    # without a reduction along rows of two.
+    mean: F32 = ticks_of_frames[:, 0] + ticks_of_frames[:, 1]
+    mean /= np.float32(FRAME_TICKS)
     np.maximum(mean, np.float32(1e-12), out=mean)
     np.log10(mean, out=mean)
     mean *= np.float32(10.0)
@@ -328,8 +532,9 @@ def _noise_floor(energy: F32) -> F32:
     and a long one (a line that sends nothing between utterances) counts as a quiet line."""
     energy = energy.copy()
     starts, ends = _runs(energy < DIGITAL_SILENCE_DB)
-    for a, b in zip(starts, ends, strict=True):
-        energy[a:b] = np.inf if b - a < FLOOR_BLOCK else QUIET_LINE_DB
+    short = ends - starts < FLOOR_BLOCK
+    energy[_spans(starts[short], ends[short], len(energy))] = np.inf
+    energy[_spans(starts[~short], ends[~short], len(energy))] = QUIET_LINE_DB
     blocks = -(-len(energy) // FLOOR_BLOCK)
     padded = np.full(blocks * FLOOR_BLOCK, np.inf, dtype=np.float32)
     padded[: len(energy)] = energy
@@ -353,12 +558,10 @@ def voice_activity(ticks: ChannelTicks) -> Bools:
     active: Bools = energy > threshold
     starts, ends = _runs(~active)
     inner = (starts > 0) & (ends < len(active)) & (ends - starts <= HANGOVER_FRAMES)
-    for a, b in zip(starts[inner], ends[inner], strict=True):
-        active[a:b] = True
+    active |= _spans(starts[inner], ends[inner], len(active))
     starts, ends = _runs(active)
-    for a, b in zip(starts, ends, strict=True):
-        if b - a < MIN_TALK_FRAMES:
-            active[a:b] = False
+    short = ends - starts < MIN_TALK_FRAMES
+    active &= ~_spans(starts[short], ends[short], len(active))
     return active
 
 
@@ -391,11 +594,15 @@ def _dropout(ticks: ChannelTicks, active: Bools) -> bool:
 def _mono_mixdown(channels: Sequence[ChannelTicks]) -> bool:
     if len(channels) != 2:
         return False
-    left, right = (np.stack([c.low, c.high]).astype(np.int32) for c in channels)
-    size = float(np.sum(np.abs(left) + np.abs(right))) / 2
+    left, right = channels
+    pairs = ((left.low, right.low), (left.high, right.high))
+    # Peaks are within -127..127: their sizes and differences fit in 16 bits.
+    size = sum(int(np.abs(a, dtype=np.int16).sum(dtype=np.int64))
+               + int(np.abs(b, dtype=np.int16).sum(dtype=np.int64)) for a, b in pairs) / 2
     if size <= 0:
         return False
-    apart = float(np.sum(np.abs(left - right)))
+    apart = float(sum(int(np.abs(np.subtract(a, b, dtype=np.int16)).sum(dtype=np.int64))
+                      for a, b in pairs))
     return apart <= MIXDOWN_DIFFERENCE * size
 
 
@@ -426,7 +633,7 @@ def analyse_ticks(
         flags.append("clipping")
     if any(_dropout(t, a) for t, a in zip(channels, activity, strict=True)):
         flags.append("dropout")
-    if _mono_mixdown(channels) and min(talk) > 0:
+    if min(talk, default=0.0) > 0 and _mono_mixdown(channels):
         flags.append("mono_mixdown")
     role_of = list(roles or [])
     return CallAnalysis(
