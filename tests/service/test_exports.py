@@ -8,10 +8,14 @@ import asyncio
 import hashlib
 import io
 import json
+import os
+import shutil
 import uuid
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import asyncpg
 import psutil
@@ -21,12 +25,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from pyrage import x25519
 
 from service.app import create_app
+from service.cli import main as cli
 from service.http.keys import EXPORT_WORKER
 from service.ops.tasks import stop_task
 from service.settings import Settings
 from tests import audiogen
 from tests.conftest import Stack, drop_bucket, settings_for
-from tests.helpers import Api, bearer
+from tests.helpers import Api, bearer, settings_env
 from tests.schemas.vcon_support import decode_content_hash, schema_errors
 from tests.service.export_factory import (
     THIRD_COMPANY,
@@ -299,6 +304,58 @@ async def test_large_download_streams_in_flat_memory(api: Api) -> None:
     assert received > 24 << 20
     growth = peak - baseline
     assert growth < 12 << 20, f"RSS grew by {growth >> 20} MiB for a {received >> 20} MiB export"
+
+
+LARGE_CALL = 1_700_000_000  # three of these: a 5 GB export (a recording holds at most 2 GiB)
+LARGE_CALLS = 3
+
+
+@pytest.mark.timeout(600)
+async def test_a_5_gb_export_downloads_in_flat_memory(
+        api: Api, db: asyncpg.Connection, settings: Settings, tmp_path: Path) -> None:
+    """Three calls of 1.7 GB (some 30 hours of audio each), stored by `tallenne import`: the
+    export's download streams 5 GB with the memory of the 24 MB one above, and ends with the
+    manifest listing each call's stored SHA-256."""
+    folder = tmp_path / "large"
+    folder.mkdir()
+    try:
+        for i in range(LARGE_CALLS):
+            shutil.move(audiogen.make_large_wav(LARGE_CALL), folder / f"day-{i}.wav")
+            values = metadata(external_id=f"day-{i}")
+            values.pop("company")
+            (folder / f"day-{i}.json").write_text(json.dumps(values), encoding="utf-8")
+        with mock.patch.dict(os.environ, settings_env(settings)):
+            code = await asyncio.to_thread(cli.main, ["import", str(folder), "--company", COMPANY])
+        assert code == 0
+        stored = await stored_sha256(db)
+        assert len(stored) == LARGE_CALLS
+        shutil.rmtree(folder)  # the stored copies are what the export reads
+
+        token = await exporter(api)
+        export_id = await start(api, token, format="zip")
+        assert (await wait_for(api.client, token, export_id))["state"] == "done"
+        process = psutil.Process()
+        baseline = peak = process.memory_info().rss
+        received = 0
+        last: list[bytes] = []
+        response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                        headers=bearer(token))
+        assert response.status == 200
+        async for chunk in response.content.iter_chunked(1 << 20):
+            received += len(chunk)
+            last = [*last[-1:], chunk]
+            peak = max(peak, process.memory_info().rss)
+        assert received > LARGE_CALLS * LARGE_CALL
+        growth = peak - baseline
+        # Flat: 200 times the bytes of the export above within twice its bound (one more
+        # chunk in flight in each buffer on the way), not growing with the size.
+        assert growth < 24 << 20, f"RSS grew by {growth >> 20} MiB for {received >> 20} MiB"
+        # The manifest and SHA256SUMS close the zip: every call is listed by its digest.
+        tail = b"".join(last)
+        for digest in stored.values():
+            assert digest.encode() in tail
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_export_to_a_recipient_is_a_disclosure_and_refused_outside_the_eu(
