@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from storage import recordings
 from tests import audiogen
 from tests.helpers import Api, bearer
 from tests.service.recording_factory import COMPANY, form, metadata
 
 
-async def _cut_off_while_waiting(db: asyncpg.Connection, request: Any) -> Any:
-    """Start `request` while recordings is locked, end the service's backend that waits on
-    the lock, then let go: what the client sees of a connection lost mid-query."""
+async def _cut_off_while_waiting(db: asyncpg.Connection, request: Any,
+                                 hold: Callable[[], Awaitable[object]]) -> Any:
+    """Start `request` while `hold` (run in a transaction of the test's own) keeps a lock it
+    needs, end the service's backend that waits on the lock, then let go: what the client
+    sees of a connection lost mid-query."""
     lock = db.transaction()
     await lock.start()
-    await db.execute("LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE")
+    await hold()
     task = asyncio.ensure_future(request)
     try:
         deadline = time.monotonic() + 20
@@ -30,7 +34,7 @@ async def _cut_off_while_waiting(db: asyncpg.Connection, request: Any) -> Any:
                 " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
             if waiting:
                 break
-            assert time.monotonic() < deadline, "the request never reached the table"
+            assert time.monotonic() < deadline, "the request never reached the lock"
             await asyncio.sleep(0.02)
         for row in waiting:
             await db.execute("SELECT pg_terminate_backend($1)", row["pid"])
@@ -49,7 +53,8 @@ async def test_a_read_that_loses_its_connection_is_answered_from_a_fresh_one(
     assert stored.status == 201, await stored.text()
     quality = await api.token("quality", [COMPANY])
     response = await _cut_off_while_waiting(
-        db, api.client.get("/api/v1/recordings", headers=bearer(quality)))
+        db, api.client.get("/api/v1/recordings", headers=bearer(quality)),
+        lambda: db.execute("LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE"))
     assert response.status == 200, await response.text()
     assert [item["id"] for item in (await response.json())["items"]] \
         == [(await stored.json())["id"]]
@@ -61,9 +66,13 @@ async def test_a_write_that_loses_its_connection_answers_503_with_retry_after(
     ingest = await api.token("ingest", [COMPANY])
     audio = audiogen.make_audio("wav_pcm", 1.0).read_bytes()
     meta = metadata()
+    company_id = await db.fetchval("SELECT id FROM companies WHERE code = $1", COMPANY)
+    # The call's own ingest lock, taken inside the write's transaction: the upload's reads
+    # before it (which a lost connection would only retry) go through.
     response = await _cut_off_while_waiting(db, api.client.post(
         "/api/v1/recordings", headers=bearer(ingest),
-        data=form(meta, audio, filename="call.wav", content_type="audio/wav")))
+        data=form(meta, audio, filename="call.wav", content_type="audio/wav")),
+        lambda: recordings.lock_call(db, company_id, meta["external_id"]))
     assert response.status == 503, await response.text()
     assert response.content_type == "application/problem+json"
     assert int(response.headers["Retry-After"]) > 0
