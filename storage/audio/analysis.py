@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import av
@@ -366,22 +367,19 @@ def _g711_table(codec: str) -> npt.NDArray[np.int16]:
     context.layout = "mono"
     frames = context.decode(av.Packet(bytes(range(256))))
     table = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
-    return table.astype(np.int16)
+    out = table.astype(np.int16)
+    out.flags.writeable = False
+    return out
 
 
 # Codecs whose packets are the samples themselves (or a byte per sample with a fixed table):
 # their packets are read as they are, without a decoder and a frame object per packet.
 _SAMPLE_CODECS = ("pcm_s16le", "pcm_mulaw", "pcm_alaw")
-_G711: dict[str, npt.NDArray[np.int16]] = {}
+_G711 = MappingProxyType({codec: _g711_table(codec) for codec in ("pcm_mulaw", "pcm_alaw")})
 
 
 def _sample_table(codec: str) -> npt.NDArray[np.int16] | None:
-    if codec == "pcm_s16le":
-        return None
-    table = _G711.get(codec)
-    if table is None:
-        table = _G711[codec] = _g711_table(codec)
-    return table
+    return _G711.get(codec)  # None for 16-bit PCM: its bytes are the samples
 
 
 def _packed_ticks(container: av.container.InputContainer, stream: av.AudioStream,
