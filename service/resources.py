@@ -18,6 +18,7 @@ import asyncpg
 from schemas import personal_id
 from schemas.countries import region_in_eu_eea
 from service.settings import Settings
+from storage.audio.analyser import Analyser
 from storage.audit import AuditLog
 from storage.crypto import PersonalIdCipher, load_master_key
 from storage.db import create_pool
@@ -40,6 +41,7 @@ class Resources:
     key_objects: ObjectStore  # the key bucket (key snapshot)
     keyring: KeyRing
     audit: AuditLog
+    analyser: Analyser  # the threads calls are analysed in
 
 
 def check_region(region: str) -> None:
@@ -126,5 +128,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         audit = AuditLog(audit_pool)
         await audit.start()
         stack.push_async_callback(audit.stop)
+        analyser = Analyser()
+        stack.callback(analyser.close)
         yield Resources(settings=settings, pool=pool, objects=objects, key_objects=key_objects,
-                        keyring=keyring, audit=audit)
+                        keyring=keyring, audit=audit, analyser=analyser)

@@ -13,9 +13,10 @@ from pathlib import Path
 import asyncpg
 
 from schemas.analysis import ChannelPeaks, Peaks
-from service.recordings.ingest import analyse, sealed_analysis
+from service.recordings.ingest import sealed_analysis
 from storage import keys
 from storage import recordings as store
+from storage.audio.analyser import Analyser
 from storage.audio.analysis import TICKS_PER_S, unpack_peaks
 from storage.db import Scope, scoped
 from storage.errors import NotFound
@@ -58,7 +59,7 @@ async def opened_peaks(
 
 
 async def analyse_stored(
-    pool: asyncpg.Pool, objects: ObjectStore, masters: keys.MasterKeys,
+    pool: asyncpg.Pool, objects: ObjectStore, masters: keys.MasterKeys, analyser: Analyser,
     recording_id: uuid.UUID,
 ) -> bool:
     """Analyse a stored call again from its audio in S3 (decrypted into a private spool
@@ -79,7 +80,8 @@ async def analyse_stored(
                 await asyncio.to_thread(sink.write, piece)
         finally:
             await asyncio.to_thread(sink.close)
-        analysed = await analyse(spool, recording.channel_roles, recording.duration_s)
+        analysed = await analyser.analyse(spool, recording.channel_roles,
+                                          recording.duration_s)
     finally:
         await asyncio.to_thread(spool.unlink, True)
     if analysed is None:
@@ -91,13 +93,14 @@ async def analyse_stored(
 
 
 async def analyse_spooled(
-    pool: asyncpg.Pool, masters: keys.MasterKeys, recording_id: uuid.UUID, audio: Path
+    pool: asyncpg.Pool, masters: keys.MasterKeys, analyser: Analyser, recording_id: uuid.UUID,
+    audio: Path,
 ) -> bool:
     """Analyse a stored call from a local copy of its audio (the upload's spool file, an
     imported file); False when it cannot be analysed or is gone."""
     recording, data_key = await recording_with_key(pool, masters, Scope.everything(),
                                                    recording_id)
-    analysed = await analyse(audio, recording.channel_roles, recording.duration_s)
+    analysed = await analyser.analyse(audio, recording.channel_roles, recording.duration_s)
     if analysed is None:
         return False
     try:

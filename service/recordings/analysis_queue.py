@@ -20,9 +20,10 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL
+from service.http.keys import ANALYSIS_QUEUE, RESOURCES
 from service.recordings.analysis import analyse_spooled, analyse_stored
 from storage import keys
+from storage.audio.analyser import Analyser
 from storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,11 @@ class Job:
 
 class AnalysisQueue:
     def __init__(self, pool: asyncpg.Pool, objects: ObjectStore,
-                 masters: keys.MasterKeys) -> None:
+                 masters: keys.MasterKeys, analyser: Analyser) -> None:
         self._pool = pool
         self._objects = objects
         self._masters = masters
+        self._analyser = analyser
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(QUEUE_LIMIT)
         self._worker: asyncio.Task[None] | None = None
 
@@ -71,9 +73,11 @@ class AnalysisQueue:
 
     async def _analyse(self, job: Job) -> None:
         if job.spool is None:
-            await analyse_stored(self._pool, self._objects, self._masters, job.recording_id)
+            await analyse_stored(self._pool, self._objects, self._masters, self._analyser,
+                                 job.recording_id)
         else:
-            await analyse_spooled(self._pool, self._masters, job.recording_id, job.spool)
+            await analyse_spooled(self._pool, self._masters, self._analyser, job.recording_id,
+                                  job.spool)
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -87,7 +91,9 @@ class AnalysisQueue:
 
 
 async def analysis_queue_ctx(app: web.Application) -> AsyncIterator[None]:
-    queue = AnalysisQueue(app[POOL], app[OBJECTS], app[KEYRING].masters)
+    resources = app[RESOURCES]
+    queue = AnalysisQueue(resources.pool, resources.objects, resources.keyring.masters,
+                          resources.analyser)
     queue.start()
     app[ANALYSIS_QUEUE] = queue
     yield

@@ -8,13 +8,9 @@ crash in between leaves a pending row or an object without a row, which the reco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,13 +19,12 @@ from typing import BinaryIO, cast
 
 import asyncpg
 
-from schemas.analysis import ChannelRole
 from schemas.recordings import RecordingMetadata
 from service.http.errors import TooManyRequests
 from storage import keys
 from storage import recordings as store
 from storage.audio import AudioInfo, probe_audio
-from storage.audio.analysis import Analysed, UndecodableAudio, analyse_file
+from storage.audio.analysis import Analysed
 from storage.crypto import new_key, stored_size
 from storage.customers import link_lock
 from storage.db import Scope, scoped
@@ -271,34 +266,6 @@ async def _store_in_slot(
         await _abandon(pool, objects, scope, recording_id, object_key)
         raise
     return Ingested(recording, created=True)
-
-
-def _lower_priority() -> None:
-    # Analysis yields the CPU to ingest and replay: its worker threads run niced.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ANALYSIS_NICENESS)
-
-
-ANALYSIS_NICENESS = 10
-# Analyses running at once in this process; the others wait their turn, their audio in
-# their spool files.
-_ANALYSES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis",
-                               initializer=_lower_priority)
-
-
-async def analyse(
-    path: Path, roles: Sequence[ChannelRole] | None, duration_s: float
-) -> Analysed | None:
-    """The call's analysis, or None when its audio cannot be decoded for it (the call is
-    stored all the same; `tallenne analyse --missing` tries again)."""
-    loop = asyncio.get_running_loop()
-    try:
-        return await loop.run_in_executor(_ANALYSES, analyse_file, path, roles, duration_s)
-    except UndecodableAudio as exc:
-        logger.warning("recording not analysed", extra={"error": str(exc)})
-    except Exception as exc:
-        logger.warning("recording not analysed", extra={"error": exc.__class__.__name__})
-    return None
 
 
 def sealed_analysis(analysed: Analysed, recording_id: uuid.UUID, data_key: bytes) -> StoredAnalysis:

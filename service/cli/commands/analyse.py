@@ -47,7 +47,7 @@ def cmd_analyse(args: argparse.Namespace, settings: Settings) -> int:
             for recording_id in page:
                 try:
                     done = await analyse_stored(pool, resources.objects, resources.keyring.masters,
-                                                recording_id)
+                                                resources.analyser, recording_id)
                 except StorageError:  # erased meanwhile, key destroyed, audio damaged
                     done = False
                 analysed += done
