@@ -25,6 +25,7 @@ import asyncpg
 
 from bench.ingest import write_wav
 from bench.stack import BenchStack, bench_stack
+from storage import recordings
 from storage.objects import ObjectStore
 from storage.sealed_audio import READ_CHUNK
 
@@ -62,7 +63,7 @@ async def store_calls(stack: BenchStack, count: int, size: int) -> list[str]:
     return [r["object_key"] for r in rows]
 
 
-async def analyses_settled(stack: BenchStack, count: int, timeout_s: float = 300.0) -> None:
+async def analyses_settled(stack: BenchStack, timeout_s: float = 300.0) -> None:
     """Wait until the service has analysed the uploaded calls: its analysis worker runs after
     each 201 and would otherwise share the service's CPU (and GIL) with the export rounds
     only, not with the raw ones."""
@@ -70,9 +71,7 @@ async def analyses_settled(stack: BenchStack, count: int, timeout_s: float = 300
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            done = await conn.fetchval(
-                "SELECT count(*) FROM recordings WHERE analysis IS NOT NULL")
-            if done >= count:
+            if not await recordings.count_to_analyse(conn, missing_only=True):
                 return
             await asyncio.sleep(0.2)
         print(f"  (analyses still running after {timeout_s:.0f} s; measuring anyway)")
@@ -132,7 +131,7 @@ async def export_round(stack: BenchStack, session: aiohttp.ClientSession, token:
 async def run(count: int, size: int, rounds: int) -> int:
     async with bench_stack() as stack:
         keys = await store_calls(stack, count, size)
-        await analyses_settled(stack, count)
+        await analyses_settled(stack)
         token = await stack.token("quality", [COMPANY])
         objects = stack.objects()
         raw_bytes = raw_s = product_bytes = product_s = 0.0

@@ -14,13 +14,12 @@ import asyncpg
 
 from schemas.analysis import ChannelPeaks, Peaks
 from service.recordings.ingest import sealed_analysis
+from service.resources import Resources
 from storage import keys
 from storage import recordings as store
-from storage.audio.analyser import Analyser
 from storage.audio.analysis import TICKS_PER_S, unpack_peaks
 from storage.db import Scope, scoped
 from storage.errors import NotFound
-from storage.objects import ObjectStore
 from storage.recordings import Recording
 from storage.sealed_audio import derived_object_id, iter_plaintext, open_bytes
 
@@ -58,14 +57,12 @@ async def opened_peaks(
     ])
 
 
-async def analyse_stored(
-    pool: asyncpg.Pool, objects: ObjectStore, masters: keys.MasterKeys, analyser: Analyser,
-    recording_id: uuid.UUID,
-) -> bool:
+async def analyse_stored(resources: Resources, recording_id: uuid.UUID) -> bool:
     """Analyse a stored call again from its audio in S3 (decrypted into a private spool
     file, never into memory whole); False when its audio cannot be analysed."""
     scope = Scope.everything()
-    recording, data_key = await recording_with_key(pool, masters, scope, recording_id)
+    recording, data_key = await recording_with_key(resources.pool, resources.keyring.masters,
+                                                   scope, recording_id)
     fd, name = tempfile.mkstemp(prefix="tallenne-analyse-")
     os.close(fd)
     spool = Path(name)
@@ -73,38 +70,36 @@ async def analyse_stored(
         sink = await asyncio.to_thread(spool.open, "wb")
         try:
             async for piece in iter_plaintext(
-                objects, recording.object_key, data_key=data_key, object_id=recording.id,
+                resources.objects, recording.object_key, data_key=data_key, object_id=recording.id,
                 size=recording.size_bytes, start=0, end_inclusive=recording.size_bytes - 1,
                 expected_sha256=recording.sha256,
             ):
                 await asyncio.to_thread(sink.write, piece)
         finally:
             await asyncio.to_thread(sink.close)
-        analysed = await analyser.analyse(spool, recording.channel_roles,
-                                          recording.duration_s)
+        analysed = await resources.analyser.analyse(spool, recording.channel_roles,
+                                                    recording.duration_s)
     finally:
         await asyncio.to_thread(spool.unlink, True)
     if analysed is None:
         return False
-    async with scoped(pool, scope) as conn:
+    async with scoped(resources.pool, scope) as conn:
         await store.save_analysis(conn, recording.id,
                                   sealed_analysis(analysed, recording.id, data_key))
     return True
 
 
-async def analyse_spooled(
-    pool: asyncpg.Pool, masters: keys.MasterKeys, analyser: Analyser, recording_id: uuid.UUID,
-    audio: Path,
-) -> bool:
+async def analyse_spooled(resources: Resources, recording_id: uuid.UUID, audio: Path) -> bool:
     """Analyse a stored call from a local copy of its audio (the upload's spool file, an
     imported file); False when it cannot be analysed or is gone."""
-    recording, data_key = await recording_with_key(pool, masters, Scope.everything(),
-                                                   recording_id)
-    analysed = await analyser.analyse(audio, recording.channel_roles, recording.duration_s)
+    recording, data_key = await recording_with_key(resources.pool, resources.keyring.masters,
+                                                   Scope.everything(), recording_id)
+    analysed = await resources.analyser.analyse(audio, recording.channel_roles,
+                                                recording.duration_s)
     if analysed is None:
         return False
     try:
-        async with scoped(pool, Scope.of([recording.company_id])) as conn:
+        async with scoped(resources.pool, Scope.of([recording.company_id])) as conn:
             await store.save_analysis(conn, recording.id,
                                       sealed_analysis(analysed, recording.id, data_key))
     except NotFound:

@@ -17,14 +17,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 from aiohttp import web
 
 from service.http.keys import ANALYSIS_QUEUE, RESOURCES
 from service.recordings.analysis import analyse_spooled, analyse_stored
-from storage import keys
-from storage.audio.analyser import Analyser
-from storage.objects import ObjectStore
+from service.resources import Resources
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +35,8 @@ class Job:
 
 
 class AnalysisQueue:
-    def __init__(self, pool: asyncpg.Pool, objects: ObjectStore,
-                 masters: keys.MasterKeys, analyser: Analyser) -> None:
-        self._pool = pool
-        self._objects = objects
-        self._masters = masters
-        self._analyser = analyser
+    def __init__(self, resources: Resources) -> None:
+        self._resources = resources
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(QUEUE_LIMIT)
         self._worker: asyncio.Task[None] | None = None
 
@@ -73,11 +66,9 @@ class AnalysisQueue:
 
     async def _analyse(self, job: Job) -> None:
         if job.spool is None:
-            await analyse_stored(self._pool, self._objects, self._masters, self._analyser,
-                                 job.recording_id)
+            await analyse_stored(self._resources, job.recording_id)
         else:
-            await analyse_spooled(self._pool, self._masters, self._analyser, job.recording_id,
-                                  job.spool)
+            await analyse_spooled(self._resources, job.recording_id, job.spool)
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -91,9 +82,7 @@ class AnalysisQueue:
 
 
 async def analysis_queue_ctx(app: web.Application) -> AsyncIterator[None]:
-    resources = app[RESOURCES]
-    queue = AnalysisQueue(resources.pool, resources.objects, resources.keyring.masters,
-                          resources.analyser)
+    queue = AnalysisQueue(app[RESOURCES])
     queue.start()
     app[ANALYSIS_QUEUE] = queue
     yield

@@ -372,14 +372,10 @@ def _g711_table(codec: str) -> npt.NDArray[np.int16]:
     return out
 
 
-# Codecs whose packets are the samples themselves (or a byte per sample with a fixed table):
+# Codecs whose packets are the samples themselves (16-bit PCM) or index a fixed table (G.711):
 # their packets are read as they are, without a decoder and a frame object per packet.
-_SAMPLE_CODECS = ("pcm_s16le", "pcm_mulaw", "pcm_alaw")
 _G711 = MappingProxyType({codec: _g711_table(codec) for codec in ("pcm_mulaw", "pcm_alaw")})
-
-
-def _sample_table(codec: str) -> npt.NDArray[np.int16] | None:
-    return _G711.get(codec)  # None for 16-bit PCM: its bytes are the samples
+_SAMPLE_CODECS = frozenset({"pcm_s16le", *_G711})
 
 
 def _packed_ticks(container: av.container.InputContainer, stream: av.AudioStream,
@@ -388,9 +384,7 @@ def _packed_ticks(container: av.container.InputContainer, stream: av.AudioStream
     interleaved) or index the G.711 table."""
     context = stream.codec_context
     channels, rate = context.channels, context.sample_rate
-    if not channels or not rate:
-        return None
-    table = _sample_table(context.name)
+    table = _G711.get(context.name)  # None for 16-bit PCM
     width = 1 if table is not None else 2  # bytes per sample
     reducer = _Reducer(rate, channels, expected_s)
     batch_bytes = BATCH_S * rate * channels * width
@@ -402,9 +396,10 @@ def _packed_ticks(container: av.container.InputContainer, stream: av.AudioStream
         fed += size
         raw = np.frombuffer(pending, dtype=np.uint8 if table is not None else "<i2",
                             count=size // width)
+        # A copy either way: `pending` cannot shrink while a view of it lives.
         samples = table.take(raw) if table is not None else raw.astype(np.int16)
+        del raw
         reducer.feed(samples.reshape(-1, channels).T)
-        del samples, raw
         del pending[:size]
 
     for packet in container.demux(stream):
@@ -432,7 +427,8 @@ def decode_ticks(path: Path, expected_s: float = 0.0) -> tuple[list[ChannelTicks
             if not container.streams.audio:
                 raise UndecodableAudio("no audio stream")
             stream = container.streams.audio[0]
-            if stream.codec_context.name in _SAMPLE_CODECS:
+            context = stream.codec_context
+            if context.name in _SAMPLE_CODECS and context.channels and context.sample_rate:
                 reducer = _packed_ticks(container, stream, expected_s)
                 if reducer is None:
                     raise UndecodableAudio("the audio holds no samples")

@@ -46,8 +46,7 @@ def cmd_analyse(args: argparse.Namespace, settings: Settings) -> int:
                 break
             for recording_id in page:
                 try:
-                    done = await analyse_stored(pool, resources.objects, resources.keyring.masters,
-                                                resources.analyser, recording_id)
+                    done = await analyse_stored(resources, recording_id)
                 except StorageError:  # erased meanwhile, key destroyed, audio damaged
                     done = False
                 analysed += done

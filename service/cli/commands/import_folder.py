@@ -425,8 +425,7 @@ class DropFolder:
             # Analysed from the local file before it moves on; a failure leaves it to
             # `tallenne analyse --missing`.
             with contextlib.suppress(StorageError):
-                await analyse_spooled(resources.pool, resources.keyring.masters,
-                                      resources.analyser, recording.id, audio)
+                await analyse_spooled(resources, recording.id, audio)
         await resources.audit.append(AuditEntry(
             actor=self.actor, actor_kind="system", role="ingest", action="recording.ingest",
             target_type="recording", target_id=str(recording.id), company=recording.company,
