@@ -560,12 +560,9 @@ async def note_replay(
     """Record one replay; opens a new audit event (via `open_event`) only when no window of
     this recording, principal and reason is open.
 
-    A listening session's later requests take one statement; the first one of a window takes
-    a lock so that two concurrent first requests open one window between them."""
-    found = await touch_replay_window(conn, recording.id, principal=principal, reason=reason,
-                                      byte_range=byte_range)
-    if found is not None:
-        return found
+    Callers come here when they know of no open window (a listening session's later
+    requests are added by `add_replay_ranges`), so the lock that lets two concurrent first
+    requests open one window between them is taken at once, not after a first look."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))", f"replay/{recording.id}/{principal}"
     )

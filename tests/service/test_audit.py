@@ -130,6 +130,26 @@ async def test_two_instances_appending_at_once_keep_one_chain(api: Api,
     assert body["ok"] is True and body["events"] >= 2000
 
 
+async def test_each_append_gets_the_number_of_its_own_event_when_writers_take_turns(
+        api: Api, settings: Settings, db: asyncpg.Connection) -> None:
+    # One writer appends, another moves the head, the first appends again: its second
+    # event must land after the other's and be reported under its own number.
+    second = create_app(settings)
+    async with TestClient(TestServer(second)) as other:
+        logs = [api.client.app[AUDIT], other.app[AUDIT]]
+        numbered = []
+        for turn in range(12):
+            actor = f"writer-{turn % 2}-{turn}"
+            seq = await logs[turn % 2].append(AuditEntry(
+                actor=actor, actor_kind="user", action="test.turn", detail={"turn": turn}))
+            numbered.append((seq, actor))
+    assert [seq for seq, _ in numbered] == sorted({seq for seq, _ in numbered})
+    stored = dict(await db.fetch("SELECT seq, actor FROM audit_events WHERE seq = ANY($1)",
+                                 [seq for seq, _ in numbered]))
+    assert stored == dict(numbered)
+    assert (await _verify(api))["ok"] is True
+
+
 async def _rewrite_whole_chain(db: asyncpg.Connection) -> None:
     """What an attacker with SQL access does: change an event, recompute every hash after it."""
     async with db.transaction():
