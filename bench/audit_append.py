@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from devstack.embedded import EmbeddedStack, StackInfo
+from devstack.embedded import RUNTIME_GROUP, EmbeddedStack, StackInfo
 from storage.audit import COLUMNS, AuditEntry, AuditLog
 from storage.checkpoints import CheckpointBucket, open_bucket, write_checkpoint
 from storage.db import create_pool
@@ -76,11 +76,13 @@ async def chained_rate(
     return sum(counts), elapsed, signed
 
 
-async def plain_rate(dsn: str, seconds: float) -> tuple[int, float]:
-    setup = await asyncpg.connect(dsn)
+async def plain_rate(dsn: str, owner_dsn: str, seconds: float) -> tuple[int, float]:
+    # The owner makes the table (the service's role owns nothing); the service's role writes.
+    setup = await asyncpg.connect(owner_dsn)
     await setup.execute("DROP TABLE IF EXISTS bench_plain_events")
     # Same columns, defaults and indexes; no trigger, no chain.
     await setup.execute("CREATE TABLE bench_plain_events (LIKE audit_events INCLUDING ALL)")
+    await setup.execute(f"GRANT INSERT ON bench_plain_events TO {RUNTIME_GROUP}")
     await setup.close()
     connections = [await create_pool(dsn, max_size=1) for _ in range(WRITERS)]
     placeholders = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
@@ -121,7 +123,7 @@ async def run(info: StackInfo, seconds: float) -> float:
     finally:
         await pool.close()
         await store.close()
-    plain, plain_s = await plain_rate(dsn, seconds)
+    plain, plain_s = await plain_rate(dsn, info.database_owner_url, seconds)
     chained_per_s = chained / chained_s
     plain_per_s = plain / plain_s
     print(f"chained (AuditLog.append, {WRITERS} writers): {chained} events in {chained_s:.1f} s"
