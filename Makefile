@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	TALLENNE_INSECURE_COOKIES=$${TALLENNE_INSECURE_COOKIES:-true} $(BIN)/tallenne serve
 
+# Two test processes, each with its own embedded PostgreSQL and S3 (TEST_WORKERS=0: one).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check service storage schemas devstack tests bench
