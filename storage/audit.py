@@ -157,15 +157,16 @@ def _seqs(head: Head, count: int) -> list[int]:
     return list(range(head[0] - count + 1, head[0] + 1))
 
 
+_INSERT_SQL = (f"INSERT INTO audit_events ({', '.join(COLUMNS)})"
+               f" VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))})")
+
+
 async def _append_locked(conn: asyncpg.Connection, entries: list[AuditEntry]) -> Head:
     async with conn.transaction():
         row = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
         assert row is not None
         rows, head = _chained(entries, (int(row["seq"]), bytes(row["hash"])))
-        placeholders = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
-        await conn.executemany(
-            f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({placeholders})", rows
-        )
+        await conn.executemany(_INSERT_SQL, rows)
         await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", *head)
     return head
 

@@ -158,8 +158,8 @@ def settings_for(stack: Stack, database: str, bucket: str, **overrides: object) 
 
 
 class Databases:
-    """Fresh databases made ahead, and used ones dropped, by a thread of their own while tests
-    run: copying the template costs PostgreSQL a few hundred milliseconds of writing and
+    """Fresh databases made ahead, and used ones dropped, by two threads of their own while
+    tests run: copying the template costs PostgreSQL a few hundred milliseconds of writing and
     syncing, which would otherwise be spent before every test."""
 
     AHEAD = 2
