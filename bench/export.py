@@ -6,8 +6,11 @@ The product side is a whole `zip` export as a user sees it: POST /api/v1/exports
 planned and run in the service's background worker, then the download streamed (each call's
 audio re-read from S3, decrypted, verified against its SHA-256, zipped, manifest and sums).
 The raw side GETs every stored object of those calls one after the other, as the export does.
-Rounds alternate so both see the same machine. The service's resident memory is sampled
-during the downloads. Last line: `export: ratio X.XX (goal >= 0.6) PASS|FAIL`.
+Both sides read with the same client (urllib3 in a worker thread, as the minio SDK reads),
+in chunks of the same size, so that the client's own cost is the same on both. Rounds
+alternate so both see the same machine. The service's resident memory is sampled every
+10 ms during the downloads, beside them. Last line:
+`export: ratio X.XX (goal >= 0.6) PASS|FAIL`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import urllib3
 
 from bench.ingest import write_wav
 from bench.stack import BenchStack, bench_stack
@@ -99,7 +103,27 @@ async def raw_round(objects: ObjectStore, keys: list[str]) -> tuple[int, float]:
     return total, time.perf_counter() - started
 
 
-async def export_round(stack: BenchStack, session: aiohttp.ClientSession, token: str,
+def _download(http: urllib3.PoolManager, url: str, headers: dict[str, str]) -> int:
+    """The export's download, read as `_raw_get` reads an object."""
+    response = http.request("GET", url, headers=headers, preload_content=False)
+    size = 0
+    try:
+        assert response.status == 200, response.status
+        while chunk := response.read(READ_CHUNK):
+            size += len(chunk)
+    finally:
+        response.release_conn()
+    return size
+
+
+async def sample_rss(stack: BenchStack, rss: list[int]) -> None:
+    while True:
+        rss.append(stack.service_rss())
+        await asyncio.sleep(0.01)
+
+
+async def export_round(stack: BenchStack, session: aiohttp.ClientSession,
+                       http: urllib3.PoolManager, token: str,
                        rss: list[int]) -> tuple[int, float]:
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
@@ -116,13 +140,12 @@ async def export_round(stack: BenchStack, session: aiohttp.ClientSession, token:
         assert state in ("queued", "running"), state
         await asyncio.sleep(0.02)
     job_done = time.perf_counter()
-    total = 0
-    async with session.get(f"{stack.base_url}/api/v1/exports/{export_id}/download",
-                           headers=headers) as response:
-        assert response.status == 200, await response.text()
-        async for chunk in response.content.iter_chunked(1 << 20):
-            total += len(chunk)
-            rss.append(stack.service_rss())
+    sampler = asyncio.create_task(sample_rss(stack, rss))
+    try:
+        total = await asyncio.to_thread(
+            _download, http, f"{stack.base_url}/api/v1/exports/{export_id}/download", headers)
+    finally:
+        sampler.cancel()
     finished = time.perf_counter()
     print(f"  job {job_done - started:.2f} s, download {finished - job_done:.2f} s", flush=True)
     return total, finished - started
@@ -137,14 +160,15 @@ async def run(count: int, size: int, rounds: int) -> int:
         raw_bytes = raw_s = product_bytes = product_s = 0.0
         rss: list[int] = []
         try:
+            http = urllib3.PoolManager()
             async with aiohttp.ClientSession(auto_decompress=False) as session:
                 await raw_round(objects, keys)  # warm both paths
-                await export_round(stack, session, token, [])
+                await export_round(stack, session, http, token, [])
                 baseline_rss = stack.service_rss()
                 for i in range(rounds):
                     nbytes, seconds = await raw_round(objects, keys)
                     raw_bytes, raw_s = raw_bytes + nbytes, raw_s + seconds
-                    nbytes, seconds = await export_round(stack, session, token, rss)
+                    nbytes, seconds = await export_round(stack, session, http, token, rss)
                     product_bytes, product_s = product_bytes + nbytes, product_s + seconds
                     print(f"round {i + 1}: raw {raw_bytes / raw_s / 1e6:7.1f} MB/s |"
                           f" export {product_bytes / product_s / 1e6:7.1f} MB/s", flush=True)
