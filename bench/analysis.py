@@ -8,7 +8,7 @@ and analysis rounds alternate and the median of each is taken. Both are timed in
 seconds of this process (`time.process_time`): each runs in this one thread, and on a
 shared virtual machine the CPU time of the same work varies far less than the wall time,
 which also counts the time the machine gave to others. The analysis works on the file
-alone (PCM and G.711 samples read from their packets, other codecs decoded): no database
+alone (PCM and G.711 WAV samples read straight from the file, other codecs decoded): no database
 or object store takes part, so no stack is started. The last line is `analysis: ratio X.XX
 (goal <= 1.5) PASS|FAIL`, the worse format's ratio of analysis time to decode time; the
 seconds per audio hour are printed above it.

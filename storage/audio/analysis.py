@@ -11,8 +11,10 @@ hangover keeps the party talking.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -378,10 +380,41 @@ _G711 = MappingProxyType({codec: _g711_table(codec) for codec in ("pcm_mulaw", "
 _SAMPLE_CODECS = frozenset({"pcm_s16le", *_G711})
 
 
-def _packed_ticks(container: av.container.InputContainer, stream: av.AudioStream,
+def _stated_span(path: Path, container: av.container.InputContainer,
+                 first: av.Packet[av.AudioStream] | None) -> tuple[int, int] | None:
+    """(offset, length) in the file of a WAV stream's samples as its demuxer reads them:
+    from the first packet on, as many bytes as the `data` chunk's header before it states.
+    None where the header states no size (0, or 0xFFFFFFFF as streamed and RF64 files
+    write it) or is not there; the stream is then demuxed packet by packet."""
+    if container.format.name != "wav" or first is None or first.pos is None or first.pos < 8:
+        return None
+    with path.open("rb") as file:
+        file.seek(first.pos - 8)
+        header = file.read(8)
+    if len(header) != 8 or header[:4] != b"data":
+        return None
+    (stated,) = struct.unpack("<I", header[4:])
+    if stated in (0, 0xFFFFFFFF):
+        return None
+    return first.pos, stated
+
+
+def _blocks(path: Path, offset: int, length: int, size: int) -> Iterator[bytes]:
+    """The file's bytes offset..offset+length (fewer where the file ends first) in blocks
+    of `size`."""
+    with path.open("rb") as file:
+        file.seek(offset)
+        while length > 0 and (block := file.read(min(size, length))):
+            length -= len(block)
+            yield block
+
+
+def _packed_ticks(path: Path, container: av.container.InputContainer, stream: av.AudioStream,
                   expected_s: float) -> _Reducer | None:
-    """Ticks of a PCM or G.711 stream from its packets: the bytes are the samples (16-bit,
-    interleaved) or index the G.711 table."""
+    """Ticks of a PCM or G.711 stream: the bytes are the samples (16-bit, interleaved) or
+    index the G.711 table. A plain WAV's samples are read straight from the file in long
+    blocks; other containers' come packet by packet (some 1-2 KiB each, which costs
+    FFmpeg and PyAV about as much per byte as the ticks themselves)."""
     context = stream.codec_context
     channels, rate = context.channels, context.sample_rate
     table = _G711.get(context.name)  # None for 16-bit PCM
@@ -402,9 +435,17 @@ def _packed_ticks(container: av.container.InputContainer, stream: av.AudioStream
         reducer.feed(samples.reshape(-1, channels).T)
         del pending[:size]
 
-    for packet in container.demux(stream):
-        if packet.size:
-            pending += memoryview(packet)
+    packets = container.demux(stream)
+    first = next(packets, None)
+    span = _stated_span(path, container, first)
+    pieces: Iterable[bytes | memoryview]
+    if span is not None:
+        pieces = _blocks(path, *span, batch_bytes)
+    else:
+        pieces = (memoryview(p) for p in itertools.chain([first] if first else [], packets)
+                  if p.size)
+    for piece in pieces:
+        pending += piece
         if len(pending) >= batch_bytes:
             feed(batch_bytes)
     whole = len(pending) // (channels * width) * channels * width
@@ -429,7 +470,7 @@ def decode_ticks(path: Path, expected_s: float = 0.0) -> tuple[list[ChannelTicks
             stream = container.streams.audio[0]
             context = stream.codec_context
             if context.name in _SAMPLE_CODECS and context.channels and context.sample_rate:
-                reducer = _packed_ticks(container, stream, expected_s)
+                reducer = _packed_ticks(path, container, stream, expected_s)
                 if reducer is None:
                     raise UndecodableAudio("the audio holds no samples")
                 return reducer.result(), reducer.rate

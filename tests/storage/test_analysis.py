@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import pytest
 
 from storage.audio.analysis import analyse_file, unpack_peaks
@@ -61,3 +64,40 @@ def test_a_steady_tone_on_a_mono_call_is_no_talk() -> None:
     assert result.channels[0].talk_s == 0
     assert result.silence_ratio == 1.0
     assert result.overtalk_s == 0
+
+
+def _stating(path: Path, size: int, trailer: bytes = b"") -> Path:
+    """A copy of a WAV whose `data` chunk states `size`, with `trailer` after the samples."""
+    data = bytearray(path.read_bytes() + trailer)
+    at = data.index(b"data")
+    data[at + 4:at + 8] = struct.pack("<I", size)
+    data[4:8] = struct.pack("<I", len(data) - 8)
+    return audiogen.write_bytes(bytes(data), ".wav")
+
+
+@pytest.mark.parametrize("kind", ["wav_pcm", "wav_mulaw", "wav_alaw"])
+def test_a_wav_reads_the_same_whether_its_samples_are_read_whole_or_packet_by_packet(
+        kind: str) -> None:
+    """A WAV that states its data size is read straight from the file; one that does not
+    (0, or 0xFFFFFFFF as a recorder streaming it writes) through the demuxer: the same
+    samples give the same peaks and analysis, and a chunk after the samples is no audio."""
+    original = audiogen.make_call(kind, "clean")
+    samples = original.stat().st_size - original.read_bytes().index(b"data") - 8
+    expected = analyse_file(original)
+    trailer = b"LIST" + struct.pack("<I", 18) + b"INFOISFT" + struct.pack("<I", 6) + b"tests\0"
+    for variant in (_stating(original, samples, trailer), _stating(original, 0xFFFFFFFF),
+                    _stating(original, 0)):
+        got = analyse_file(variant)
+        assert got.peaks == expected.peaks
+        assert got.analysis == expected.analysis
+
+
+def test_a_truncated_wav_is_analysed_as_far_as_its_samples_go() -> None:
+    original = audiogen.make_call("wav_pcm", "clean")
+    expected = unpack_peaks(analyse_file(original).peaks, 2)
+    got = unpack_peaks(analyse_file(audiogen.truncate_copy(original, 0.5)).peaks, 2)
+    ticks = len(got[0][0])
+    assert ticks == pytest.approx(len(expected[0][0]) / 2, abs=2)
+    # Every whole tick is the original's; the last may hold part of one.
+    assert got[0][0][:ticks - 1] == expected[0][0][:ticks - 1]
+    assert got[1][1][:ticks - 1] == expected[1][1][:ticks - 1]
