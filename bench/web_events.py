@@ -34,7 +34,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from pydantic import SecretStr
 
-from devstack.embedded import EmbeddedStack, load_or_create_secrets
+from devstack.embedded import RUNTIME_GROUP, EmbeddedStack, load_or_create_secrets
 from service.app import create_app
 from service.settings import Settings
 from storage import accounts
@@ -65,11 +65,25 @@ def make_events(n: int) -> list[dict[str, Any]]:
     ]
 
 
-async def raw_copy(dsn: str, events: list[dict[str, Any]], company_id: uuid.UUID) -> float:
+async def raw_copy(dsn: str, owner_dsn: str, events: list[dict[str, Any]],
+                   company_id: uuid.UUID) -> float:
+    # The owner makes the table (the service's role owns nothing); the service's role COPYs.
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        await owner.execute("DROP TABLE IF EXISTS bench_web_events")
+        await owner.execute("CREATE TABLE bench_web_events (LIKE web_events INCLUDING ALL)")
+        await owner.execute(f"GRANT INSERT ON bench_web_events TO {RUNTIME_GROUP}")
+        try:
+            return await _timed_copy(dsn, events, company_id)
+        finally:
+            await owner.execute("DROP TABLE bench_web_events")
+    finally:
+        await owner.close()
+
+
+async def _timed_copy(dsn: str, events: list[dict[str, Any]], company_id: uuid.UUID) -> float:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("DROP TABLE IF EXISTS bench_web_events")
-        await conn.execute("CREATE TABLE bench_web_events (LIKE web_events INCLUDING ALL)")
         records = [
             (
                 datetime.fromisoformat(e["ts"]), company_id, e["site"], e["event"], e["url"],
@@ -86,9 +100,7 @@ async def raw_copy(dsn: str, events: list[dict[str, Any]], company_id: uuid.UUID
             await conn.copy_records_to_table(
                 "bench_web_events", records=records[i:i + BATCH_LINES], columns=columns
             )
-        elapsed = time.perf_counter() - started
-        await conn.execute("DROP TABLE bench_web_events")
-        return elapsed
+        return time.perf_counter() - started
     finally:
         await conn.close()
 
@@ -207,7 +219,8 @@ async def run(rows: int, data_dir: Path) -> tuple[float, float]:
             finally:
                 await conn.close()
             events = make_events(rows)
-            raw_s = await raw_copy(info.database_url, events, company.id)
+            raw_s = await raw_copy(info.database_url, info.database_owner_url, events,
+                                   company.id)
             before = rss_mib()
             http_s = await through_http(
                 f"http://127.0.0.1:{port}/api/v1/web-events", token, ndjson_bodies(events),
