@@ -23,6 +23,7 @@ import asyncpg
 from bench.stack import BenchStack, bench_stack
 from service.audit.checkpoints import opened_checkpoint_bucket
 from service.cli.commands.backup import backup_key, master_keys, pg_tools
+from service.cli.runner import tune_malloc
 from service.resources import open_resources
 from service.settings import Settings
 from storage import backup, key_snapshot
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 objects of 4 MiB, 2 rounds")
     args = parser.parse_args(argv)
+    # This process runs the backup as `tallenne backup` does, and so with its malloc set-up
+    # (the plain copy then has it too).
+    tune_malloc()
     if args.quick:
         return asyncio.run(run(64, 4 * 2**20, rounds=2))
     return asyncio.run(run(256, 8 * 2**20, rounds=3))

@@ -28,6 +28,7 @@ from service.cli.commands import (
     tokens,
     users,
 )
+from service.cli.runner import tune_malloc
 from service.logs import configure_logging
 from service.settings import Settings
 from storage.errors import StorageError
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             name = "TALLENNE_" + "_".join(str(part) for part in error["loc"]).upper()
             print(f"tallenne: error: {name}: {error['msg']}", file=sys.stderr)
         return 2
+    # Every command moves audio in 1 MiB chunks (serve, backup, restore, export, scrub):
+    # malloc is set up for that before any thread starts.
+    tune_malloc()
     configure_logging("WARNING" if args.command != "serve" else settings.log_level)
     try:
         return int(args.func(args, settings))

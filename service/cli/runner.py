@@ -73,7 +73,6 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 4 * 1024**2) -> None:
 
 
 def serve(settings: Settings) -> int:
-    tune_malloc()
     if port_in_use(settings.host, settings.port):
         raise StackError(
             f"port {settings.port} on {settings.host} is already in use (set TALLENNE_PORT)"
