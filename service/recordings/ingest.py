@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Literal, cast
 
 import asyncpg
 
@@ -147,31 +147,27 @@ async def probe(path: Path, content_type: str | None, filename: str | None) -> A
 
 
 async def _existing_outcome(
-    pool: asyncpg.Pool, scope: Scope, target: Target, sha256: str
-) -> Ingested | None:
-    """The answer for a call that is already stored (or being stored), or None to proceed."""
+    conn: asyncpg.Connection, target: Target, sha256: str
+) -> Ingested | Literal["proceed", "wait"]:
+    """With the call's lock held: the answer for a call that is already stored, "proceed"
+    when none is (a crashed upload's pending row is removed), or "wait" while another
+    upload of the call is under way."""
     m = target.metadata
-    deadline = asyncio.get_running_loop().time() + CONCURRENT_WAIT_S
-    while True:
-        async with scoped(pool, scope) as conn:
-            await store.lock_call(conn, target.company_id, m.external_id)
-            if await store.is_erased(conn, target.company_id, m.external_id):
-                raise Conflict("this call was erased and is not accepted again")
-            existing = await store.by_external_id(conn, target.company_id, m.external_id)
-            if existing is None:
-                return None
-            if existing.sha256 != sha256:
-                raise Conflict("a recording of this call with different audio already exists")
-            if existing.state != "pending":
-                return Ingested(existing, created=False)
-            age = await store.pending_age(conn, existing.id)
-            if age is not None and age > PENDING_GRACE:
-                # A crashed upload of the same call: take its place.
-                await store.delete_pending(conn, existing.id)
-                return None
-        if asyncio.get_running_loop().time() > deadline:
-            raise Conflict("an upload of this call is in progress; retry later")
-        await asyncio.sleep(0.2)
+    if await store.is_erased(conn, target.company_id, m.external_id):
+        raise Conflict("this call was erased and is not accepted again")
+    existing = await store.by_external_id(conn, target.company_id, m.external_id)
+    if existing is None:
+        return "proceed"
+    if existing.sha256 != sha256:
+        raise Conflict("a recording of this call with different audio already exists")
+    if existing.state != "pending":
+        return Ingested(existing, created=False)
+    age = await store.pending_age(conn, existing.id)
+    if age is not None and age > PENDING_GRACE:
+        # A crashed upload of the same call: take its place.
+        await store.delete_pending(conn, existing.id)
+        return "proceed"
+    return "wait"
 
 
 @dataclass(frozen=True)
@@ -219,38 +215,45 @@ async def _store_in_slot(
     recording_id = uuid.uuid4()
     object_key = object_key_for(recording_id, datetime.now(UTC))
     data_key = new_key()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CONCURRENT_WAIT_S
     while True:
-        found = await _existing_outcome(pool, scope, target, audio.sha256)
-        if found is not None:
-            return found
+        # One transaction holds the call's lock from the look for an earlier upload of it
+        # (a retry is answered as such) to the pending row.
         async with scoped(pool, scope) as conn:
             await store.lock_call(conn, target.company_id, m.external_id)
-            if await store.by_external_id(conn, target.company_id, m.external_id) is not None:
-                continue  # another upload of the call won the race; answer as a retry
-            customer_id = await _customer_now(conn, target)
-            owner = await keys.owner_key(
-                conn,
-                masters,
-                owner="customer" if customer_id else "company",
-                owner_id=customer_id or target.company_id,
-            )
-            await store.insert_pending(
-                conn,
-                NewRecording(
-                    id=recording_id,
-                    company_id=target.company_id,
-                    customer_id=customer_id,
-                    metadata=m,
-                    audio=audio.info,
-                    size_bytes=audio.size,
-                    sha256=audio.sha256,
-                    object_key=object_key,
-                    key_owner=owner.owner,
-                    key_owner_id=owner.owner_id,
-                    wrapped_key=keys.wrap_data_key(owner, recording_id, data_key),
-                ),
-            )
-            break
+            found = await _existing_outcome(conn, target, audio.sha256)
+            if isinstance(found, Ingested):
+                return found
+            if found == "proceed":
+                customer_id = await _customer_now(conn, target)
+                owner = await keys.owner_key(
+                    conn,
+                    masters,
+                    owner="customer" if customer_id else "company",
+                    owner_id=customer_id or target.company_id,
+                )
+                await store.insert_pending(
+                    conn,
+                    NewRecording(
+                        id=recording_id,
+                        company_id=target.company_id,
+                        customer_id=customer_id,
+                        metadata=m,
+                        audio=audio.info,
+                        size_bytes=audio.size,
+                        sha256=audio.sha256,
+                        object_key=object_key,
+                        key_owner=owner.owner,
+                        key_owner_id=owner.owner_id,
+                        wrapped_key=keys.wrap_data_key(owner, recording_id, data_key),
+                    ),
+                )
+                break
+        # Another upload of the call is under way: its outcome decides this one's.
+        if loop.time() > deadline:
+            raise Conflict("an upload of this call is in progress; retry later")
+        await asyncio.sleep(0.2)
 
     try:
         reader = EncryptingReader(audio.path, data_key, recording_id)

@@ -208,6 +208,25 @@ async def test_same_call_with_different_audio_is_a_conflict(
     assert len(await bucket_keys(settings)) == 1
 
 
+async def test_an_upload_of_a_call_whose_earlier_upload_crashed_takes_its_place(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    token = await api.token("ingest", [COMPANY])
+    meta = metadata()
+    path = audiogen.make_audio("flac")
+    first = await upload(api.client, token, meta, path)
+    crashed = uuid.UUID((await first.json())["id"])
+    # As a replica that died between its pending row and its S3 PUT leaves the call.
+    await db.execute("UPDATE recordings SET state = 'pending',"
+                     " created_at = now() - interval '1 hour' WHERE id = $1", crashed)
+    again = await upload(api.client, token, meta, path)
+    assert again.status == 201
+    stored = await db.fetch("SELECT id, state FROM recordings")
+    assert [(r["id"], r["state"]) for r in stored] == [(uuid.UUID((await again.json())["id"]),
+                                                        "stored")]
+    assert crashed not in {r["id"] for r in stored}
+
+
 async def test_concurrent_uploads_of_one_call_store_it_once(
     api: Api, db: asyncpg.Connection, settings: Settings
 ) -> None:
