@@ -209,13 +209,11 @@ async def test_same_call_with_different_audio_is_a_conflict(
 
 
 async def test_an_upload_of_a_call_whose_earlier_upload_crashed_takes_its_place(
-    api: Api, db: asyncpg.Connection, settings: Settings
+    api: Api, db: asyncpg.Connection
 ) -> None:
     token = await api.token("ingest", [COMPANY])
-    meta = metadata()
-    path = audiogen.make_audio("flac")
-    first = await upload(api.client, token, meta, path)
-    crashed = uuid.UUID((await first.json())["id"])
+    meta, path = metadata(), audiogen.make_audio("flac")
+    crashed = uuid.UUID((await (await upload(api.client, token, meta, path)).json())["id"])
     # As a replica that died between its pending row and its S3 PUT leaves the call.
     await db.execute("UPDATE recordings SET state = 'pending',"
                      " created_at = now() - interval '1 hour' WHERE id = $1", crashed)
