@@ -340,35 +340,22 @@ async def copy_object_out(
 KeySnapshotWriter = Callable[[], Awaitable[dict[str, Any]]]
 
 
-async def take_backup(
-    dsn: str, objects: ObjectStore, directory: Path, tools: PgTools, backup_key: bytes,
-    write_key_snapshot: KeySnapshotWriter, checkpoints: ObjectStore, *,
-    advance: Advance = lambda n: None, on_total: Callable[[int], None] = lambda n: None,
-) -> Manifest:
-    """Dump the database, overwrite the key snapshot and copy the objects the dump
-    references (audio and ledger from `objects`, signed audit checkpoints from the
-    `checkpoints` bucket) into `directory`, everything encrypted."""
-    await asyncio.to_thread(_prepare_directory, directory)
-    cipher = BackupCipher.new(backup_key)
-    conn = await asyncpg.connect(dsn)
-    try:
-        # One snapshot for the dump and for the list of objects it references.
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-            await apply_scope(conn, Scope.everything())
-            referenced = await _referenced_keys(conn)
-            head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
-            migrations = [r["version"] for r in await conn.fetch(
-                "SELECT version FROM schema_migrations ORDER BY version")]
-            target, env = libpq_target(dsn)
-            dump_size, dump_sha256 = await _dump_encrypted([
-                tools.command("pg_dump"), "--format=custom", "--no-owner", "--no-acl",
-                "--enable-row-security", f"--snapshot={snapshot}",
-                *(f"--exclude-table-data=public.{t}" for t in KEY_STORE_TABLES),
-                f"--dbname={target}",
-            ], env, dump_path(directory), cipher)
-    finally:
-        await conn.close()
+@dataclass
+class _Copied:
+    """What `_copy_objects` took: the key snapshot's reference and the objects' entries."""
+
+    key_snapshot: dict[str, Any]
+    entries: list[ObjectEntry]
+    missing: list[str]
+
+
+async def _copy_objects(
+    referenced: list[tuple[str, str]], objects: ObjectStore, checkpoints: ObjectStore,
+    directory: Path, cipher: BackupCipher, write_key_snapshot: KeySnapshotWriter,
+    advance: Advance, on_total: Callable[[int], None],
+) -> _Copied:
+    """The key snapshot, then every object `referenced` (and every erasure's ledger object)
+    copied into `directory`, encrypted, COPY_SLOTS at a time."""
     # After the dump's snapshot: the key snapshot then holds every key the dump can name,
     # save those erased since (which must not come back).
     key_snapshot = await write_key_snapshot()
@@ -400,8 +387,53 @@ async def take_backup(
             advance(1)
 
     await asyncio.gather(*(copy(key, kind) for key, kind in kinds.items()))
-    entries.sort(key=lambda e: e.key)
-    missing.sort()
+    return _Copied(key_snapshot, sorted(entries, key=lambda e: e.key), sorted(missing))
+
+
+async def take_backup(
+    dsn: str, objects: ObjectStore, directory: Path, tools: PgTools, backup_key: bytes,
+    write_key_snapshot: KeySnapshotWriter, checkpoints: ObjectStore, *,
+    advance: Advance = lambda n: None, on_total: Callable[[int], None] = lambda n: None,
+) -> Manifest:
+    """Dump the database, overwrite the key snapshot and copy the objects the dump
+    references (audio and ledger from `objects`, signed audit checkpoints from the
+    `checkpoints` bucket) into `directory`, everything encrypted. The key snapshot and the
+    objects are taken while pg_dump runs: they need the dump's snapshot, not the dump."""
+    await asyncio.to_thread(_prepare_directory, directory)
+    cipher = BackupCipher.new(backup_key)
+    copying: asyncio.Future[_Copied] | None = None
+    conn = await asyncpg.connect(dsn)
+    try:
+        # One snapshot for the dump and for the list of objects it references. The
+        # transaction that exported it stays open until pg_dump is done with it, not
+        # while the objects are still being copied.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            await apply_scope(conn, Scope.everything())
+            referenced = await _referenced_keys(conn)
+            head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
+            migrations = [r["version"] for r in await conn.fetch(
+                "SELECT version FROM schema_migrations ORDER BY version")]
+            target, env = libpq_target(dsn)
+            copying = asyncio.ensure_future(_copy_objects(
+                referenced, objects, checkpoints, directory, cipher, write_key_snapshot,
+                advance, on_total))
+            dump_size, dump_sha256 = await _dump_encrypted([
+                tools.command("pg_dump"), "--format=custom", "--no-owner", "--no-acl",
+                "--enable-row-security", f"--snapshot={snapshot}",
+                *(f"--exclude-table-data=public.{t}" for t in KEY_STORE_TABLES),
+                f"--dbname={target}",
+            ], env, dump_path(directory), cipher)
+    except BaseException:
+        if copying is not None:
+            copying.cancel()
+            await asyncio.gather(copying, return_exceptions=True)
+        raise
+    finally:
+        await conn.close()
+    assert copying is not None
+    copied = await copying
+    key_snapshot, entries, missing = copied.key_snapshot, copied.entries, copied.missing
 
     manifest = Manifest(
         created_at=datetime.now(UTC).isoformat(),

@@ -18,18 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.app import create_app
-from service.cli.commands.backup import pg_tools
+from service.audit.checkpoints import opened_checkpoint_bucket
+from service.cli.commands.backup import backup_key, pg_tools
 from service.http.keys import AUDIT_SIGNER, CHECKPOINTS, POOL
 from service.settings import Settings
 from storage import key_snapshot
-from storage.backup import BackupCipher, Manifest, decrypted_chunks, dump_path
+from storage.backup import BackupCipher, Manifest, decrypted_chunks, dump_path, take_backup
 from storage.checkpoints import write_checkpoint
 from storage.crypto import load_master_key, unwrap_key
-from storage.errors import IntegrityError
+from storage.errors import IntegrityError, Unavailable
 from storage.keys import (
     MasterKeys,
     company_key_context,
@@ -460,3 +462,30 @@ async def test_rotated_backups_keep_only_the_newest_complete_ones(
         await asyncio.sleep(1.1)  # one backup per second at most: names are UTC seconds
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([*names[1:], "notes"])
+
+
+async def test_a_backup_whose_key_snapshot_fails_says_so_and_leaves_no_manifest_or_pg_dump(
+    api: Api, settings: Settings, tmp_path: Path
+) -> None:
+    """The key snapshot and the objects are taken while pg_dump runs: when that side fails,
+    the backup fails with its error once the dump is done, writes no manifest (so it is
+    never taken for a complete backup) and leaves no pg_dump running."""
+    await stored_calls(api)
+
+    async def refused() -> dict[str, Any]:
+        raise Unavailable("the object store refused the request (AccessDenied)")
+
+    assert settings.database_owner_url is not None
+    objects = object_store(settings)
+    try:
+        async with opened_checkpoint_bucket(settings) as checkpoints:
+            with pytest.raises(Unavailable, match="AccessDenied"):
+                await take_backup(
+                    settings.database_owner_url.get_secret_value(), objects,
+                    tmp_path / "b", pg_tools(), backup_key(settings), refused,
+                    checkpoints.reader)
+    finally:
+        await objects.close()
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    assert [p.name() for p in psutil.Process().children(recursive=True)
+            if p.name() == "pg_dump"] == []
