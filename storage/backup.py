@@ -433,7 +433,6 @@ async def take_backup(
         await conn.close()
     assert copying is not None
     copied = await copying
-    key_snapshot, entries, missing = copied.key_snapshot, copied.entries, copied.missing
 
     manifest = Manifest(
         created_at=datetime.now(UTC).isoformat(),
@@ -446,10 +445,10 @@ async def take_backup(
             "migrations": migrations,
             "rows_left_out": list(KEY_STORE_TABLES),
         },
-        objects=entries,
-        key_snapshot=key_snapshot,
+        objects=copied.entries,
+        key_snapshot=copied.key_snapshot,
         salt=cipher.salt.hex(),
-        missing=missing,
+        missing=copied.missing,
     )
     tmp = directory / (MANIFEST + ".tmp")
     with _private_file(tmp) as out:
