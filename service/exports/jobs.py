@@ -350,6 +350,8 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
                     await export_listed_calls(ctx, job, step)
                 if ctx.progress is not None:
                     ctx.progress(await _current(ctx, job.id))
+            if len(calls) < CALL_BATCH:
+                break  # a short batch was the last: no call is planned after the plan
         if job.format == "s3":
             await finish_s3(ctx, job)
         state = "done"
@@ -365,11 +367,12 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
         await asyncio.gather(heartbeat, return_exceptions=True)
     async with scoped(ctx.pool, Scope.everything()) as conn:
         still_ours = await store.renew(conn, job.id, owner, ctx.lease)
+        final = await store.get_job(conn, job.id)
     if not still_ours:
         return await _given_up(ctx, job)
+    assert final is not None
     # Audited before the job shows as finished, so that a download is never on record
     # ahead of the export it downloads.
-    final = await _current(ctx, job.id)
     await ctx.audit.append(AuditEntry(
         actor=job.created_by, actor_kind=job.created_by_kind, role=job.created_by_role,
         action="export.finish", target_type="export", target_id=str(job.id),
