@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	TALLENNE_INSECURE_COOKIES=$${TALLENNE_INSECURE_COOKIES:-true} $(BIN)/tallenne serve
 
-# Two test processes, each with its own embedded PostgreSQL and S3 (TEST_WORKERS=0: one).
+# Two test processes, each with its own embedded PostgreSQL and S3 (TEST_WORKERS=0: one);
+# an idle one takes tests queued for the other (worksteal), so a long test ends no later.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service storage schemas devstack tests bench
