@@ -17,7 +17,7 @@ run: $(STAMP)
 	TALLENNE_INSECURE_COOKIES=$${TALLENNE_INSECURE_COOKIES:-true} $(BIN)/tallenne serve
 
 # Two test processes, each with its own embedded PostgreSQL and S3 (TEST_WORKERS=0: one);
-# an idle one takes tests queued for the other (worksteal), so a long test ends no later.
+# one that runs out of tests takes some still queued for the other (--dist worksteal).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
