@@ -274,7 +274,7 @@ def settings(request: pytest.FixtureRequest, stack: Stack, database: str) -> Ite
     drop_bucket(stack, made.audit_bucket)
 
 
-def secure_origin_client(app: web.Application) -> TestClient[object, object]:
+def secure_origin_client(app: web.Application) -> TestClient[web.Request, web.Application]:
     """A client of the app on loopback whose cookie jar, like a browser's, treats the
     loopback origin as secure: the session cookie is Secure by default."""
     (port,) = free_ports(1)
@@ -283,7 +283,7 @@ def secure_origin_client(app: web.Application) -> TestClient[object, object]:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
+async def client(settings: Settings) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = create_app(settings)
     test_client = secure_origin_client(app)
     await test_client.start_server()
@@ -299,7 +299,7 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]
 
 
 @pytest.fixture
-async def api(client: TestClient[object, object], stack: Stack, database: str) -> Api:
+async def api(client: TestClient[web.Request, web.Application], stack: Stack, database: str) -> Api:
     return Api(client, stack.superuser_url(database))
 
 
