@@ -25,7 +25,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service storage schemas devstack tests bench
-	$(BIN)/mypy schemas storage service devstack
+	$(BIN)/mypy schemas storage service devstack tests bench
 	$(BIN)/lint-imports
 
 fuzz: $(STAMP)

@@ -167,7 +167,8 @@ class Recorder:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         self.sql, self.args = sql, args
-        return await self.conn.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
+        return rows
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -197,10 +198,10 @@ async def run(n: int) -> int:
                     continue
                 async with scoped(pool, scope) as conn:
                     recorder = Recorder(conn)
-                    found = await store.search(recorder, where, after=None, limit=101)  # type: ignore[arg-type]
+                    found = await store.search(recorder, where, after=None, limit=101)
                     if i % 4 == 0 and len(found) == 101:  # every 4th also fetches page 2
                         last = found[99]
-                        await store.search(recorder, where, after=(last.started_at, last.id),  # type: ignore[arg-type]
+                        await store.search(recorder, where, after=(last.started_at, last.id),
                                            limit=101)
                 elapsed = (time.perf_counter() - started) * 1000
                 timings.append((elapsed, name, recorder.sql, recorder.args))

@@ -194,7 +194,7 @@ async def run(rows: int, data_dir: Path) -> tuple[float, float]:
     info = stack.start()
     try:
         secret = load_or_create_secrets(data_dir)
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             database_url=SecretStr(info.database_url),
             database_owner_url=SecretStr(info.database_owner_url), s3_endpoint=info.s3_endpoint,
             s3_access_key=SecretStr(info.s3_access_key),

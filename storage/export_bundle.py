@@ -12,7 +12,14 @@ import contextlib
 import hashlib
 import json
 import zipfile
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -174,7 +181,7 @@ async def iter_export(
     recipient: str | None = None,
     generated_at: datetime | None = None,
     on_file: Callable[[BundleFile], None] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The export zip, or with `recipient` (an age X25519 public key, "age1…") the same
     zip encrypted to it as an age file."""
     stream = iter_zip(entries, metadata=metadata, generated_at=generated_at, on_file=on_file)

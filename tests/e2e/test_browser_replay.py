@@ -28,6 +28,17 @@ XSS = '<script>alert("xss")</script><img src=x onerror=alert(1)>'
 REASON = "laatupoikkeama, tiketti 4711"
 
 
+def note_dialogs(page: Any, dialogs: list[str]) -> None:
+    """Every dialog the page opens (an alert a script from the data would raise) is noted
+    and dismissed, so that the page goes on."""
+
+    async def dismiss(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", dismiss)
+
+
 @asynccontextmanager
 async def signed_in(api: Api, username: str) -> AsyncIterator[tuple[Any, list[str]]]:
     """A headless Chromium page at 1280 px, in English, signed in as `username`; also the
@@ -44,7 +55,7 @@ async def signed_in(api: Api, username: str) -> AsyncIterator[tuple[Any, list[st
             context = await browser.new_context(viewport={"width": 1280, "height": 900},
                                                 locale="en-GB")
             page = await context.new_page()
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            note_dialogs(page, dialogs)
             await page.goto(base)
             await page.get_by_label("Username").fill(username)
             await page.get_by_label("Password").fill(DEFAULT_PASSWORD)
@@ -84,7 +95,7 @@ async def test_find_listen_seek_and_evaluate_a_call(api: Api) -> None:
                                                 locale="fi-FI")
             page = await context.new_page()
             page.on("response", note)
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            note_dialogs(page, dialogs)
 
             # Not signed in: the call page sends the browser to the sign-in form.
             await page.goto(f"{base}/recordings/{recording['id']}")

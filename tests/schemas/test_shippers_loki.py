@@ -50,9 +50,14 @@ def web_line(i: int) -> str:
     })
 
 
-def entries() -> list[tuple[dict[str, str], list[tuple[datetime, str, dict[str, str]]]]]:
-    web = [(START + timedelta(seconds=i), web_line(i), {}) for i in range(PER_STREAM)]
-    app = [(START + timedelta(seconds=i, microseconds=7), f"login ok for session {i}",
+# An entry: (time, line, structured metadata); a stream: (labels, or their raw text, entries).
+Entry = tuple[datetime, str, dict[str, str]]
+Stream = tuple[dict[str, str] | str, list[Entry]]
+
+
+def entries() -> list[Stream]:
+    web: list[Entry] = [(START + timedelta(seconds=i), web_line(i), {}) for i in range(PER_STREAM)]
+    app: list[Entry] = [(START + timedelta(seconds=i, microseconds=7), f"login ok for session {i}",
             {"trace_id": f"{i:032x}"}) for i in range(PER_STREAM)]
     return [(WEB_LABELS, web), (APP_LABELS, app)]
 
@@ -214,7 +219,7 @@ def test_entry_and_line_caps() -> None:
 
 
 def test_line_fields_win_over_labels_and_unstorable_text_fails_alone() -> None:
-    streams = [(
+    streams: list[Stream] = [(
         {"job": "promtail", "site": "www.example.fi", "event": "access"},
         [
             (START, json.dumps({"site": "oma.example.fi", "company": "verkko", "event": "x"}), {}),

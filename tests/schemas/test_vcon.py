@@ -7,6 +7,7 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ from tests.schemas.vcon_support import (
 
 AUDIO = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4
 AUDIO_URL = "https://tallenne.example.fi/api/v1/recordings/{id}/audio?reason=export"
-ANALYSIS = {
+ANALYSIS: dict[str, Any] = {
     "channels": [
         {"role": "agent", "talk_s": 100.0, "talk_ratio": 0.42},
         {"role": "customer", "talk_s": 120.0, "talk_ratio": 0.5},
@@ -60,7 +61,8 @@ def annotation(**overrides: object) -> CallAnnotation:
     return CallAnnotation.model_validate(values)
 
 
-def full_vcon(rec: dict[str, object], **overrides: object) -> dict[str, object]:
+def full_vcon(rec: dict[str, object], **overrides: object) -> dict[str, Any]:
+    """The vCon of `rec` as a client parses it: a JSON document."""
     rec_id = rec["id"]
     assert isinstance(rec_id, uuid.UUID)
     arguments: dict[str, object] = {
@@ -121,7 +123,7 @@ def test_schema_check_refuses_a_document_that_breaks_the_draft() -> None:
 
 def test_inbound_call_makes_the_caller_the_customer_and_the_callee_the_agent() -> None:
     rec = recording(AUDIO, direction="inbound", caller="040 123 4567", callee="08 5584 3100")
-    caller, callee, company = full_vcon(rec)["parties"]  # type: ignore[misc]
+    caller, callee, company = full_vcon(rec)["parties"]
     assert caller == {"role": "customer", "tel": "tel:+358401234567",
                       "uuid": str(rec["customer_id"])}
     assert callee == {"role": "agent", "tel": "tel:+358855843100", "name": "agent-7",
@@ -132,54 +134,54 @@ def test_inbound_call_makes_the_caller_the_customer_and_the_callee_the_agent() -
 def test_outbound_call_makes_the_caller_the_agent() -> None:
     rec = recording(AUDIO, direction="outbound", caller="+358 9 123 4567",
                     callee="00358 50 765 4321")
-    caller, callee, _ = full_vcon(rec)["parties"]  # type: ignore[misc]
+    caller, callee, _ = full_vcon(rec)["parties"]
     assert (caller["role"], caller["tel"]) == ("agent", "tel:+35891234567")
     assert (callee["role"], callee["tel"]) == ("customer", "tel:+358507654321")
 
 
 def test_internal_call_has_two_agents_and_no_customer() -> None:
     rec = recording(AUDIO, direction="internal", customer_id=None)
-    caller, callee, _ = full_vcon(rec)["parties"]  # type: ignore[misc]
+    caller, callee, _ = full_vcon(rec)["parties"]
     assert caller["role"] == callee["role"] == "agent"
-    assert full_vcon(rec)["dialog"][0]["parties"] == [0, 1]  # type: ignore[index]
+    assert full_vcon(rec)["dialog"][0]["parties"] == [0, 1]
 
 
 @pytest.mark.parametrize("written", ["040 123 4567", "+358 40 123 4567", "00358401234567",
                                      "040-1234567", "+358401234567"])
 def test_a_finnish_number_in_any_form_becomes_one_e164_tel_uri(written: str) -> None:
     document = full_vcon(recording(AUDIO, caller=written))
-    assert document["parties"][0]["tel"] == "tel:+358401234567"  # type: ignore[index]
+    assert document["parties"][0]["tel"] == "tel:+358401234567"
 
 
 @pytest.mark.parametrize("written", ["1234", "anonymous", "", None])
 def test_a_number_that_is_not_a_phone_number_is_left_out_rather_than_guessed(
         written: str | None) -> None:
     document = full_vcon(recording(AUDIO, caller=written))
-    assert "tel" not in document["parties"][0]  # type: ignore[index]
+    assert "tel" not in document["parties"][0]
     assert schema_errors(document) == []
 
 
 def test_dialog_parties_follow_the_channel_roles_of_the_analysis() -> None:
     # Inbound: customer is party 0, agent party 1; channel 0 is the agent's.
     document = full_vcon(recording(AUDIO, direction="inbound"))
-    assert document["dialog"][0]["parties"] == [1, 0]  # type: ignore[index]
-    other = {**ANALYSIS, "channels": [ANALYSIS["channels"][1],  # type: ignore[index]
+    assert document["dialog"][0]["parties"] == [1, 0]
+    other = {**ANALYSIS, "channels": [ANALYSIS["channels"][1],
                                       {"role": "other", "talk_s": 1.0, "talk_ratio": 0.0}]}
     document = full_vcon(recording(AUDIO, direction="inbound"), analysis=other)
-    assert document["dialog"][0]["parties"] == [0, None]  # type: ignore[index]
+    assert document["dialog"][0]["parties"] == [0, None]
     assert schema_errors(document) == []
 
 
 def test_call_not_yet_analysed_has_no_analysis_and_is_still_valid() -> None:
     document = full_vcon(recording(AUDIO), analysis=None, evaluations=[], annotations=[])
     assert document["analysis"] == []
-    assert document["dialog"][0]["parties"] == [0, 1]  # type: ignore[index]
+    assert document["dialog"][0]["parties"] == [0, 1]
     assert schema_errors(document) == []
 
 
 def test_known_sha512_is_stated_first_beside_the_sha256() -> None:
     document = full_vcon(recording(AUDIO), audio_sha512=hashlib.sha512(AUDIO).hexdigest())
-    hashes = [decode_content_hash(h) for h in document["dialog"][0]["content_hash"]]  # type: ignore[index]
+    hashes = [decode_content_hash(h) for h in document["dialog"][0]["content_hash"]]
     assert hashes == [("sha512", hashlib.sha512(AUDIO).digest()),
                       ("sha256", hashlib.sha256(AUDIO).digest())]
     assert schema_errors(document) == []

@@ -127,8 +127,8 @@ async def test_zip_export_holds_the_original_audio_with_manifest_and_sums(
     manifest = json.loads(archive.read("manifest.json"))
     by_id = {m["recording_id"]: m for m in manifest["recordings"]}
     assert set(by_id) == {first, second}
-    sums = dict(reversed(line.split("  ", 1))
-                for line in archive.read("SHA256SUMS").decode().splitlines())
+    sums = {name: digest for digest, name in (
+        line.split("  ", 1) for line in archive.read("SHA256SUMS").decode().splitlines())}
     for recording_id, path in ((first, first_path), (second, second_path)):
         entry = by_id[recording_id]
         original = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -29,7 +30,7 @@ def decrypt_copy(stored: bytes, data_key: bytes, recording_id: uuid.UUID, size: 
     return decryptor.update(stored) + decryptor.finalize()
 
 
-async def erase(api: Api, token: str, customer_id: str) -> tuple[int, dict[str, object]]:
+async def erase(api: Api, token: str, customer_id: str) -> tuple[int, dict[str, Any]]:
     response = await api.client.post(f"/api/v1/customers/{customer_id}/erasure",
                                       json={"reason": REASON}, headers=bearer(token))
     return response.status, await response.json()

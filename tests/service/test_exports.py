@@ -178,7 +178,7 @@ async def test_job_killed_mid_call_is_resumed_by_another_replica_without_duplica
     made = await ingest(api, COMPANY, 4)
     order = sorted((r["id"] for r in made), key=uuid.UUID)  # equal start times: id order
     token = await exporter(api)
-    app_a = api.client.server.app
+    app_a = api.client.app
 
     blocker = await asyncpg.connect(stack.superuser_url(database))
     holder = await asyncpg.connect(stack.superuser_url(database))

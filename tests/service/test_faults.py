@@ -319,13 +319,14 @@ async def test_postgres_failover_to_a_standby_answers_503_meanwhile_and_loses_no
             assert all(s in (200, 201, 503) for s in statuses), statuses
 
             # No primary answers (the standby is read-only): 503 with Retry-After, never 500.
-            for method, path, kwargs in (
+            requests: list[tuple[str, str, dict[str, Any]]] = [
                 ("GET", "/api/v1/recordings", {}),
                 ("POST", "/api/v1/recordings", {"data": form(metadata(), audios[0],
                                                              filename="call.wav",
                                                              content_type="audio/wav")}),
                 ("GET", "/readyz", {}),
-            ):
+            ]
+            for method, path, kwargs in requests:
                 response = await client.request(method, path, headers=bearer(quality if
                                                  method == "GET" else token), **kwargs)
                 assert response.status == 503, (path, await response.text())

@@ -196,6 +196,7 @@ async def test_pair_that_meets_an_unreachable_store_stays_for_the_next_run(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from service.cli.commands import import_folder
+    from service.recordings import ingest
     from storage.errors import Unavailable
 
     async def s3_down(*args: Any, **kwargs: Any) -> Any:
@@ -204,7 +205,6 @@ async def test_pair_that_meets_an_unreachable_store_stays_for_the_next_run(
     folder = tmp_path / "drop"
     folder.mkdir()
     drop(folder, "call", "wav_pcm")
-    real = import_folder.store_recording
     monkeypatch.setattr(import_folder, "store_recording", s3_down)
     code, summary, err = await run_import(settings, folder, capsys)
     assert code == 1
@@ -212,7 +212,7 @@ async def test_pair_that_meets_an_unreachable_store_stays_for_the_next_run(
     assert "call.wav: not stored now, will retry: the object store cannot be reached" in err
     assert names(folder) == {"call.wav", "call.json"}
 
-    monkeypatch.setattr(import_folder, "store_recording", real)
+    monkeypatch.setattr(import_folder, "store_recording", ingest.store_recording)
     code, summary, err = await run_import(settings, folder, capsys)
     assert (code, summary["imported"]) == (0, 1), err
     assert names(folder) == {"done"}

@@ -19,14 +19,14 @@ import asyncpg
 import pytest
 from aiohttp import ClientResponse
 
-from service.policy import ROLES, allowed
+from service.policy import ROLES, Role, allowed
 from tests.helpers import Api, bearer
 from tests.service.data_subject_factory import customer, personal_id, recording_of
 
 OWN = "tenergia"
 OTHER = "kemin-energia"
 PLACES = ("own", "other", "group")
-Caller = tuple[str, bool]  # role, all companies
+Caller = tuple[Role, bool]  # role, all companies
 
 
 @dataclass

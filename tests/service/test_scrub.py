@@ -15,7 +15,7 @@ import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import aiohttp
 import asyncpg
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def app_of(api: Api) -> web.Application:
     app = api.client.app
-    assert app is not None
+    assert isinstance(app, web.Application)
     return app
 
 
@@ -216,7 +216,7 @@ async def reseal_with_other_audio(app: web.Application, settings: Settings,
         other = bytearray(os.urandom(recording.size_bytes))
         spool = tmp_path / "other"
         spool.write_bytes(other)
-        reader = EncryptingReader(spool, data_key, recording.id)
+        reader = cast(BinaryIO, EncryptingReader(spool, data_key, recording.id))
         await objects.put_long_stream(recording.object_key, reader,
                                       stored_size(recording.size_bytes))
         reader.close()

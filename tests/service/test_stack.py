@@ -23,6 +23,7 @@ from service.app import create_app
 from service.settings import Settings
 from storage import accounts
 from tests import audiogen
+from tests.conftest import Stack
 from tests.helpers import bearer
 from tests.proxy import LatencyProxy
 from tests.service.recording_factory import COMPANY, metadata, upload
@@ -148,7 +149,7 @@ async def test_slow_s3_does_not_stall_the_event_loop(settings: Settings, stack) 
 
 
 async def test_s3_slower_than_the_timeout_answers_503_with_retry_after(
-    settings: Settings, stack  # type: ignore[no-untyped-def]
+    settings: Settings, stack: Stack
 ) -> None:
     host, port = stack.info.s3_endpoint.split(":")
     with LatencyProxy(host, int(port)) as proxy:

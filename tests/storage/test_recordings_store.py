@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import asyncpg
 import pytest
@@ -104,7 +105,7 @@ async def test_sealed_audio_round_trips_any_range(objects: ObjectStore, tmp_path
     spool = tmp_path / "spool"
     spool.write_bytes(plain)
     data_key, object_id = new_key(), uuid.uuid4()
-    reader = EncryptingReader(spool, data_key, object_id)
+    reader = cast(BinaryIO, EncryptingReader(spool, data_key, object_id))
     await objects.put_long_stream("recordings/test/x", reader, stored_size(len(plain)))
     reader.close()
     stored = await objects.get_bytes("recordings/test/x")

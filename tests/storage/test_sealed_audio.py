@@ -8,6 +8,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pytest
 
@@ -26,7 +27,7 @@ async def sealed(objects: ObjectStore, tmp_path: Path) -> tuple[bytes, bytes, uu
     spool = tmp_path / "spool"
     spool.write_bytes(plain)
     data_key, object_id = new_key(), uuid.uuid4()
-    reader = EncryptingReader(spool, data_key, object_id)
+    reader = cast(BinaryIO, EncryptingReader(spool, data_key, object_id))
     await objects.put_long_stream(KEY, reader, stored_size(len(plain)))
     reader.close()
     return plain, data_key, object_id
