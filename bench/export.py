@@ -83,16 +83,21 @@ async def analyses_settled(stack: BenchStack, timeout_s: float = 300.0) -> None:
         await conn.close()
 
 
+def _drained(response: urllib3.BaseHTTPResponse) -> int:
+    """Bytes read from `response` in READ_CHUNK pieces, as both sides read."""
+    size = 0
+    while chunk := response.read(READ_CHUNK):
+        size += len(chunk)
+    return size
+
+
 def _raw_get(objects: ObjectStore, key: str) -> int:
     response = objects.client.get_object(objects.bucket, key)
-    size = 0
     try:
-        while chunk := response.read(READ_CHUNK):
-            size += len(chunk)
+        return _drained(response)
     finally:
         response.close()
         response.release_conn()
-    return size
 
 
 async def raw_round(objects: ObjectStore, keys: list[str]) -> tuple[int, float]:
@@ -106,14 +111,11 @@ async def raw_round(objects: ObjectStore, keys: list[str]) -> tuple[int, float]:
 def _download(http: urllib3.PoolManager, url: str, headers: dict[str, str]) -> int:
     """The export's download, read as `_raw_get` reads an object."""
     response = http.request("GET", url, headers=headers, preload_content=False)
-    size = 0
     try:
         assert response.status == 200, response.status
-        while chunk := response.read(READ_CHUNK):
-            size += len(chunk)
+        return _drained(response)
     finally:
         response.release_conn()
-    return size
 
 
 async def sample_rss(stack: BenchStack, rss: list[int]) -> None:
