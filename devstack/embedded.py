@@ -65,14 +65,47 @@ def _die_with_parent() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+
+
+def _ephemeral_ports() -> range:
+    """The ports the kernel gives the local end of outgoing connections."""
+    try:
+        low, high = (int(field) for field in EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 65535  # Linux's default start; the IANA range ends at 65535
+    return range(low, high + 1)
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out now; held open together so that they are distinct."""
+    """Free ports outside the kernel's ephemeral range, held open together so they are distinct.
+
+    A port from the ephemeral range can be taken by any process's outgoing connection as soon
+    as the server on it stops, and a server restarted on its own port (a volume server, a
+    PostgreSQL after a fault) then fails to bind. Ports below the range are never given out
+    that way, so they stay free for the restart.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in range(LOWEST_PORT, 65536) if port not in ephemeral]
     held: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for _ in range(1000):
+            if len(held) == count:
+                break
+            # Drawn at random, whatever the tests seeded: a second checkout draws others.
+            port = candidates[secrets.randbelow(len(candidates))]
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
+            try:  # listening, so neither this loop nor a second checkout's can bind it too
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            except OSError:
+                sock.close()
+                continue
             held.append(sock)
+        if len(held) < count:
+            raise StackError(f"only {len(held)} of {count} free ports outside the ephemeral"
+                             f" range {ephemeral.start}-{ephemeral.stop - 1}")
         return [sock.getsockname()[1] for sock in held]
     finally:
         for sock in held:

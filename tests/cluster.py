@@ -50,6 +50,8 @@ DEPLOY = ROOT / "deploy"
 TALLENNE = Path(sys.executable).parent / "tallenne"
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 READY_TIMEOUT_S = 60.0
+# glog's fatal lines (F1207 12:00:00.000 …) and Go's panics.
+FATAL_LINE = re.compile(r"^(F\d{4} |panic: )")
 
 
 def nginx_bin() -> str | None:
@@ -143,10 +145,12 @@ class Process:
                              + self.tail())
 
     def tail(self, lines: int = 15) -> str:
+        """The log's last lines, after its fatal ones (a Go stack trace would push them out)."""
         if not self.log_path.exists():
             return ""
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(f"  {self.name}| {line}" for line in text)
+        text = self.log_path.read_text(errors="replace").splitlines()
+        fatal = [line for line in text[:-lines] if FATAL_LINE.match(line)]
+        return "\n".join(f"  {self.name}| {line}" for line in fatal + text[-lines:])
 
 
 def _wait(what: str, probe: Any, processes: list[Process],

@@ -18,7 +18,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from devstack.embedded import EmbeddedS3, EmbeddedStack, StackError, load_or_create_secrets
+from devstack.embedded import (
+    EmbeddedS3,
+    EmbeddedStack,
+    StackError,
+    free_ports,
+    load_or_create_secrets,
+)
 from service.app import create_app
 from service.settings import Settings
 from storage import accounts
@@ -162,10 +168,23 @@ async def test_s3_slower_than_the_timeout_answers_503_with_retry_after(
             proxy.delay_s = 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def test_free_ports_are_distinct_bindable_and_never_an_outgoing_connections_port() -> None:
+    # A server restarted on its own port (a volume server, PostgreSQL after a fault) must find
+    # it free: ports the kernel gives outgoing connections could be taken in between.
+    low, high = (int(f) for f in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = free_ports(40)
+    assert len(set(ports)) == 40
+    assert not [port for port in ports if low <= port <= high]
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", ports[0]))
+        server.listen()
+        clients = [socket.create_connection(("127.0.0.1", ports[0])) for _ in range(50)]
+        try:
+            assert not {c.getsockname()[1] for c in clients} & set(ports)
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_serve_refuses_a_taken_port_naming_it(tmp_path: Path) -> None:
@@ -197,7 +216,7 @@ def test_a_bad_setting_is_named_without_a_traceback_or_its_value(tmp_path: Path)
 def test_serve_starts_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     import urllib.request
 
-    port = _free_port()
+    (port,) = free_ports(1)
     env = {**os.environ, "TALLENNE_PORT": str(port), "TALLENNE_DATA_DIR": str(tmp_path / "d")}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
