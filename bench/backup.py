@@ -23,7 +23,7 @@ import asyncpg
 from bench.stack import BenchStack, bench_stack
 from service.audit.checkpoints import opened_checkpoint_bucket
 from service.cli.commands.backup import backup_key, master_keys, pg_tools
-from service.cli.runner import tune_malloc
+from service.cli.malloc import tune_malloc
 from service.resources import open_resources
 from service.settings import Settings
 from storage import backup, key_snapshot

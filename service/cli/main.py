@@ -28,7 +28,7 @@ from service.cli.commands import (
     tokens,
     users,
 )
-from service.cli.runner import tune_malloc
+from service.cli.malloc import tune_malloc
 from service.logs import configure_logging
 from service.settings import Settings
 from storage.errors import StorageError
