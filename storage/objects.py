@@ -223,15 +223,17 @@ class ObjectStore:
         first_chunk: int | None = None,
         transform: Callable[[bytes], bytes] | None = None,
         transform_after: asyncio.Future[Any] | None = None,
+        inline_up_to: int = INLINE_TRANSFORM,
     ) -> AsyncIterator[bytes]:
         """Stream an object (or a byte range of it) in bounded chunks.
 
         Reads go over the event loop's own HTTP client rather than through a worker thread
         each: the socket keeps filling a bounded buffer (read-ahead) while the caller handles
         a chunk. A smaller `first_chunk` gets the first bytes out sooner. `transform`
-        (decryption, hashing) runs on each chunk in order, in a worker thread for large
-        chunks; a chunk it turns into nothing is not yielded. With `transform_after`, the
-        read starts at once but no chunk is transformed before that future is done.
+        (decryption, hashing) runs on each chunk in order: on the event loop for chunks of up
+        to `inline_up_to` bytes, in a worker thread for larger ones; a chunk it turns into
+        nothing is not yielded. With `transform_after`, the read starts at once but no chunk
+        is transformed before that future is done.
         """
         headers = {}
         if length:
@@ -268,7 +270,7 @@ class ObjectStore:
                         return chunk
                     if transform_after is not None:
                         await transform_after
-                    if len(chunk) <= INLINE_TRANSFORM:
+                    if len(chunk) <= inline_up_to:
                         return transform(chunk)
                     return await loop.run_in_executor(self._pool, transform, chunk)
 
