@@ -100,6 +100,10 @@ class ObjectStore:
         """Run one blocking client call in the pool, translating its errors."""
         return await self._run_within(self.timeout_s, fn, *args, **kwargs)
 
+    def beside(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Start CPU work that releases the GIL (hashing) in the pool, beside the event loop."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
     async def _run_within(
         self, timeout_s: float | None, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T:
