@@ -66,7 +66,7 @@ def _die_with_parent() -> None:
 
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LOWEST_PORT = 10000
+LOWEST_PORT = 10000  # above the ports that well-known servers listen on (5432, 8080, 9000, …)
 
 
 def _ephemeral_ports() -> range:
@@ -83,7 +83,7 @@ def free_ports(count: int) -> list[int]:
 
     A port from the ephemeral range can be taken by any process's outgoing connection as soon
     as the server on it stops, and a server restarted on its own port (a volume server, a
-    PostgreSQL after a fault) then fails to bind. Ports below the range are never given out
+    PostgreSQL after a fault) then fails to bind. Ports outside the range are never given out
     that way, so they stay free for the restart.
     """
     ephemeral = _ephemeral_ports()
