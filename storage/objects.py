@@ -101,7 +101,8 @@ class ObjectStore:
         return await self._run_within(self.timeout_s, fn, *args, **kwargs)
 
     def beside(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Start CPU work that releases the GIL (hashing) in the pool, beside the event loop."""
+        """Start CPU work that releases the GIL (hashing, decryption) in the pool, beside the
+        event loop."""
         return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def _run_within(
@@ -244,7 +245,6 @@ class ObjectStore:
             headers["Range"] = f"bytes={offset}-{offset + length - 1}"
         elif offset:
             headers["Range"] = f"bytes={offset}-"
-        loop = asyncio.get_running_loop()
         try:
             url = self._base + quote(key, safe="/")
             async with await self._open_read(url, headers) as response:
@@ -276,7 +276,7 @@ class ObjectStore:
                         await transform_after
                     if len(chunk) <= inline_up_to:
                         return transform(chunk)
-                    return await loop.run_in_executor(self._pool, transform, chunk)
+                    return await self.beside(transform, chunk)
 
                 # Chunk n+1 is read and transformed while the caller handles chunk n; the
                 # transforms run one after the other, in order.
