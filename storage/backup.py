@@ -46,7 +46,7 @@ from storage.crypto import (
 from storage.db import Scope, apply_scope
 from storage.erasure import LEDGER_PREFIX
 from storage.errors import Conflict, IntegrityError, InvalidInput, ObjectMissing, StorageError
-from storage.objects import ObjectStore
+from storage.objects import ObjectStore, Piece
 
 MANIFEST = "manifest.json"
 DUMP = "metadata.dump"
@@ -323,11 +323,12 @@ async def copy_object_out(
     tmp = path.with_name(path.name + ".part")
     with _private_file(tmp) as out:
 
-        def absorb(chunk: bytes) -> bytes:
+        def absorb(chunks: list[Piece]) -> bytes:
             nonlocal size
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(encryptor.update(chunk))
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(encryptor.update(chunk))
             return b""
 
         async for _ in objects.iter_range(key, chunk_size=CHUNK, transform=absorb):
@@ -661,8 +662,9 @@ class _DecryptingReader:
 async def _stored_digest(objects: ObjectStore, key: str) -> str:
     digest = hashlib.sha256()
 
-    def absorb(chunk: bytes) -> bytes:
-        digest.update(chunk)
+    def absorb(chunks: list[Piece]) -> bytes:
+        for chunk in chunks:
+            digest.update(chunk)
         return b""
 
     async for _ in objects.iter_range(key, chunk_size=CHUNK, transform=absorb):

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,7 +193,7 @@ class SegmentEncryptor:
         self._next_index += 1
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
-    def update(self, chunk: bytes) -> bytes:
+    def update(self, chunk: bytes | memoryview) -> bytes:
         """Stored bytes of every segment completed by `chunk`."""
         if self._finalized:
             raise RuntimeError("encryptor already finalized")
@@ -269,9 +270,19 @@ class SegmentDecryptor:
 
     def update(self, stored_chunk: bytes) -> bytes:
         """Plaintext of every non-final segment completed by `stored_chunk`."""
+        return self.update_all((stored_chunk,))
+
+    def update_all(self, stored_chunks: Iterable[bytes | memoryview]) -> bytes:
+        """Plaintext of every non-final segment completed by `stored_chunks`, in order: the
+        pieces of a read as they arrived, opened where they lie and joined once."""
         if self._finalized:
             raise RuntimeError("decryptor already finalized")
         pieces: list[bytes] = []
+        for stored_chunk in stored_chunks:
+            self._take(stored_chunk, pieces)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _take(self, stored_chunk: bytes | memoryview, pieces: list[bytes]) -> None:
         with memoryview(stored_chunk) as data:
             at = 0
             if self._buffer and self._wants_whole_segment():
@@ -293,7 +304,6 @@ class SegmentDecryptor:
             or (self._next_index == self._final_index and pending > STORED_SEGMENT_SIZE)
         ):
             raise IntegrityError("stored audio is longer than its recorded size")
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def finalize(self) -> bytes:
         """Plaintext of the final segment, if requested; IntegrityError on a short read."""

@@ -33,6 +33,8 @@ from storage.errors import ObjectMissing, Unavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# A piece of an object as the socket delivered it, or the part of one that falls in a chunk.
+Piece = bytes | memoryview
 
 PART_SIZE = 16 * 1024 * 1024
 LONG_PART_SIZE = 5 * 1024 * 1024  # the S3 minimum
@@ -226,7 +228,7 @@ class ObjectStore:
         *,
         chunk_size: int = READ_CHUNK,
         first_chunk: int | None = None,
-        transform: Callable[[bytes], bytes] | None = None,
+        transform: Callable[[list[Piece]], bytes] | None = None,
         transform_after: asyncio.Future[Any] | None = None,
         inline_up_to: int = INLINE_TRANSFORM,
     ) -> AsyncIterator[bytes]:
@@ -234,11 +236,14 @@ class ObjectStore:
 
         Reads go over the event loop's own HTTP client rather than through a worker thread
         each: the socket keeps filling a bounded buffer (read-ahead) while the caller handles
-        a chunk. A smaller `first_chunk` gets the first bytes out sooner. `transform`
-        (decryption, hashing) runs on each chunk in order: on the event loop for chunks of up
-        to `inline_up_to` bytes, in a worker thread for larger ones; a chunk it turns into
-        nothing is not yielded. With `transform_after`, the read starts at once but no chunk
-        is transformed before that future is done.
+        a chunk. A smaller `first_chunk` gets the first bytes out sooner. Each chunk (short
+        only at the end) is the list of pieces the socket delivered, never copied on the way:
+        a piece that crosses into the next chunk is split by memoryview. `transform`
+        (decryption, hashing) takes that list, chunk after chunk, on the event loop for chunks
+        of up to `inline_up_to` bytes, in a worker thread for larger ones; a chunk it turns
+        into nothing is not yielded. Without a transform the pieces are joined. With
+        `transform_after`, the read starts at once but no chunk is transformed before that
+        future is done.
         """
         headers = {}
         if length:
@@ -258,25 +263,48 @@ class ObjectStore:
                     )
                 left = response.content_length
 
-                async def read(size: int) -> bytes:
+                # The part of a delivered piece beyond the chunk it ended, for the next one.
+                carried: list[Piece] = []
+
+                def exhausted() -> bool:
+                    return left == 0 and not carried
+
+                async def read(size: int) -> list[Piece]:
                     nonlocal left
-                    if left is None:
-                        return await response.content.read(size)
-                    chunk = await response.content.readexactly(min(size, left))
-                    left -= len(chunk)
-                    return chunk
+                    pieces: list[Piece] = []
+                    while size > 0 and not exhausted():
+                        piece: Piece
+                        if carried:
+                            piece = carried.pop()
+                        else:
+                            piece, _ = await response.content.readchunk()
+                            if not piece:
+                                if left is not None:
+                                    raise asyncio.IncompleteReadError(b"", left)
+                                break
+                            if left is not None:
+                                left -= len(piece)
+                        if len(piece) > size:
+                            view = memoryview(piece)
+                            piece = view[:size]
+                            carried.append(view[size:])
+                        pieces.append(piece)
+                        size -= len(piece)
+                    return pieces
 
                 async def next_piece(size: int) -> bytes | None:
-                    chunk = await read(size)
-                    if not chunk:
+                    pieces = await read(size)
+                    if not pieces:
                         return None
                     if transform is None:
-                        return chunk
+                        only = pieces[0]
+                        return only if len(pieces) == 1 and isinstance(only, bytes) else (
+                            b"".join(pieces))
                     if transform_after is not None:
                         await transform_after
-                    if len(chunk) <= inline_up_to:
-                        return transform(chunk)
-                    return await self.beside(transform, chunk)
+                    if size <= inline_up_to:
+                        return transform(pieces)
+                    return await self.beside(transform, pieces)
 
                 # Chunk n+1 is read and transformed while the caller handles chunk n; the
                 # transforms run one after the other, in order.
@@ -288,7 +316,7 @@ class ObjectStore:
                         if out is None:
                             break
                         pending = (asyncio.ensure_future(next_piece(chunk_size))
-                                   if left != 0 else None)
+                                   if not exhausted() else None)
                         if out:
                             yield out
                 finally:

@@ -20,7 +20,7 @@ from storage.crypto import (
     stored_range,
 )
 from storage.errors import IntegrityError
-from storage.objects import ObjectStore
+from storage.objects import ObjectStore, Piece
 
 SPOOL_READ = 1024 * 1024
 # Replay reads whole segments from S3 in chunks of this size (16 segments, about 1 MiB).
@@ -136,8 +136,8 @@ async def iter_plaintext(
         left -= len(plain)
         return plain
 
-    def open_chunk(stored: bytes) -> bytes:
-        return trim(opened().update(stored))
+    def open_chunk(stored: list[Piece]) -> bytes:
+        return trim(opened().update_all(stored))
 
     async for piece in objects.iter_range(
         object_key, span.stored_start, length, chunk_size=READ_CHUNK,

@@ -14,7 +14,7 @@ import pytest
 
 from storage.crypto import SEGMENT_SIZE, new_key, stored_size
 from storage.errors import IntegrityError
-from storage.objects import ObjectStore
+from storage.objects import ObjectStore, Piece
 from storage.sealed_audio import READ_CHUNK, EncryptingReader, iter_plaintext
 
 KEY = "recordings/test/sealed"
@@ -92,3 +92,33 @@ async def test_abandoned_streams_free_their_reader(
     await asyncio.sleep(0)
     pieces = [p async for p in whole(objects, sealed, hashlib.sha256(plain).hexdigest())]
     assert b"".join(pieces) == plain
+
+
+@pytest.mark.parametrize("chunk_size", [1000, SEGMENT_SIZE + 1, 3 * READ_CHUNK])
+async def test_chunks_of_any_size_cut_from_what_the_socket_delivers(
+    objects: ObjectStore, sealed: tuple[bytes, bytes, uuid.UUID], chunk_size: int
+) -> None:
+    """Chunks are made of the pieces the socket delivered, split where one crosses into the
+    next chunk: every chunk has the size asked (the last one the rest), nothing is lost or
+    repeated at the cuts, and a transform sees the same bytes in the same order."""
+    stored = stored_size(len(sealed[0]))
+    start = 12345
+    chunks = [c async for c in objects.iter_range(KEY, start, stored - start,
+                                                  chunk_size=chunk_size)]
+    assert [len(c) for c in chunks[:-1]] == [chunk_size] * (len(chunks) - 1)
+    assert 0 < len(chunks[-1]) <= chunk_size
+    whole = await objects.get_bytes(KEY)
+    assert len(whole) == stored and b"".join(chunks) == whole[start:]
+    digest = hashlib.sha256()
+    sizes: list[int] = []
+
+    def absorb(pieces: list[Piece]) -> bytes:
+        for piece in pieces:
+            digest.update(piece)
+        sizes.append(sum(map(len, pieces)))
+        return b""
+
+    async for _ in objects.iter_range(KEY, start, chunk_size=chunk_size, transform=absorb):
+        pass
+    assert digest.hexdigest() == hashlib.sha256(whole[start:]).hexdigest()
+    assert sizes[:-1] == [chunk_size] * (len(sizes) - 1)
