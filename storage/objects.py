@@ -277,7 +277,9 @@ class ObjectStore:
                         if carried:
                             piece = carried.pop()
                         else:
-                            piece, _ = await response.content.readchunk()
+                            piece, http_chunk_end = await response.content.readchunk()
+                            if not piece and http_chunk_end:
+                                continue  # a chunked answer's chunk ended; more follows
                             if not piece:
                                 if left is not None:
                                     raise asyncio.IncompleteReadError(b"", left)
