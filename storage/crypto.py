@@ -186,29 +186,50 @@ class SegmentEncryptor:
         return self._plaintext_size
 
     def _seal(self, plaintext: bytes, final: bool) -> bytes:
+        sealed = bytearray(len(plaintext) + SEGMENT_OVERHEAD)
+        self._seal_into(plaintext, final, memoryview(sealed))
+        return bytes(sealed)
+
+    def _seal_into(self, plaintext: bytes | bytearray | memoryview, final: bool,
+                   sink: memoryview) -> None:
+        """`nonce || ciphertext || tag` of the next segment, written into `sink` (its size)."""
         # Each object has its own data key and at most a few thousand
         # segments, so random nonces are far from any collision bound.
         nonce = os.urandom(NONCE_SIZE)
         aad = _segment_aad(self._object_id, self._next_index, final)
         self._next_index += 1
-        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+        sink[:NONCE_SIZE] = nonce
+        self._aead.encrypt_into(nonce, plaintext, aad, sink[NONCE_SIZE:])
 
-    def update(self, chunk: bytes | memoryview) -> bytes:
-        """Stored bytes of every segment completed by `chunk`."""
+    def update(self, chunk: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """Stored bytes of every segment completed by `chunk`. A full segment is held back
+        until more data arrives: only then is it known not to be the final one. Segments
+        are sealed from where they lie in `chunk` straight into the output."""
         if self._finalized:
             raise RuntimeError("encryptor already finalized")
         self._plaintext_size += len(chunk)
-        self._buffer += chunk
-        out = bytearray()
-        # A full segment is held back until more data arrives: only then is it
-        # known not to be the final one.
-        consumed = 0
-        while len(self._buffer) - consumed > SEGMENT_SIZE:
-            segment = bytes(self._buffer[consumed : consumed + SEGMENT_SIZE])
-            out += self._seal(segment, final=False)
-            consumed += SEGMENT_SIZE
-        del self._buffer[:consumed]
-        return bytes(out)
+        with memoryview(chunk) as data:
+            # Segments followed by at least one more byte (the rest stays held).
+            count = (len(self._buffer) + len(data) - 1) // SEGMENT_SIZE
+            if count <= 0:
+                self._buffer += data
+                return b""
+            out = bytearray(count * STORED_SEGMENT_SIZE)
+            at = 0
+            with memoryview(out) as sink:
+                for i in range(count):
+                    segment = sink[i * STORED_SEGMENT_SIZE : (i + 1) * STORED_SEGMENT_SIZE]
+                    if self._buffer:
+                        # The segment the held bytes began, completed from this chunk.
+                        at = SEGMENT_SIZE - len(self._buffer)
+                        self._buffer += data[:at]
+                        self._seal_into(self._buffer, False, segment)
+                        self._buffer = bytearray()
+                    else:
+                        self._seal_into(data[at : at + SEGMENT_SIZE], False, segment)
+                        at += SEGMENT_SIZE
+            self._buffer += data[at:]
+        return out
 
     def finalize(self) -> bytes:
         """Stored bytes of the final segment."""

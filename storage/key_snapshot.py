@@ -158,7 +158,7 @@ async def _sealed(conn: asyncpg.Connection, masters: MasterKeys, header: Snapsho
     info.bytes = len(prefix)
     yield prefix
     async for plain in _lines(conn, info):
-        sealed = encryptor.update(plain)
+        sealed = bytes(encryptor.update(plain))
         info.bytes += len(sealed)
         yield sealed
     last = encryptor.finalize()

@@ -5,6 +5,7 @@ segment by segment for a byte range, never held whole in memory.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import io
 import uuid
@@ -31,36 +32,49 @@ class EncryptingReader(io.RawIOBase):
     """A blocking file-like object yielding the stored (encrypted) form of a spool file.
 
     The S3 client reads it part by part in its worker thread; at most one part plus one
-    segment is in memory.
+    spool read is in memory. Each read is assembled once, from the sealed pieces as the
+    encryptor wrote them (the S3 client wants the whole part in one `bytes`).
     """
 
     def __init__(self, path: Path, data_key: bytes, object_id: uuid.UUID) -> None:
         super().__init__()
         self._source: BinaryIO = path.open("rb")
         self._encryptor = SegmentEncryptor(data_key, object_id)
-        self._pending = bytearray()
+        self._pending: collections.deque[bytes | bytearray | memoryview] = collections.deque()
+        self._pending_size = 0
         self._done = False
 
     def readable(self) -> bool:
         return True
 
     def _fill(self, wanted: int) -> None:
-        while len(self._pending) < wanted and not self._done:
+        while self._pending_size < wanted and not self._done:
             chunk = self._source.read(SPOOL_READ)
             if chunk:
-                self._pending += self._encryptor.update(chunk)
+                sealed = self._encryptor.update(chunk)
             else:
-                self._pending += self._encryptor.finalize()
+                sealed = self._encryptor.finalize()
                 self._done = True
+            if sealed:
+                self._pending.append(sealed)
+                self._pending_size += len(sealed)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             size = 1 << 62
         self._fill(size)
-        with memoryview(self._pending) as view:
-            out = bytes(view[:size])
-        del self._pending[:size]
-        return out
+        taken: list[bytes | bytearray | memoryview] = []
+        left = size
+        while left and self._pending:
+            piece = self._pending.popleft()
+            if len(piece) > left:
+                view = memoryview(piece)
+                self._pending.appendleft(view[left:])
+                piece = view[:left]
+            taken.append(piece)
+            left -= len(piece)
+        self._pending_size -= size - left
+        return taken[0] if len(taken) == 1 and isinstance(taken[0], bytes) else b"".join(taken)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.read(len(buffer))
@@ -174,7 +188,7 @@ def derived_object_id(recording_id: uuid.UUID, part: str) -> uuid.UUID:
 def seal_bytes(plaintext: bytes, data_key: bytes, object_id: uuid.UUID) -> bytes:
     """A small object in the stored (segmented, authenticated) form of the audio."""
     encryptor = SegmentEncryptor(data_key, object_id)
-    return encryptor.update(plaintext) + encryptor.finalize()
+    return bytes(encryptor.update(plaintext)) + encryptor.finalize()
 
 
 def open_bytes(sealed: bytes, data_key: bytes, object_id: uuid.UUID, size: int) -> bytes:

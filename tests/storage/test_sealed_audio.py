@@ -1,10 +1,13 @@
-"""storage.sealed_audio and ObjectStore.iter_range against real S3: verified whole-file reads
-and streams a listener abandons halfway (seeking, closing the tab)."""
+"""storage.sealed_audio and ObjectStore.iter_range against real S3: the encrypting reader,
+verified whole-file reads, chunks of any size, and streams a listener abandons halfway
+(seeking, closing the tab)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import BinaryIO, cast
 
 import pytest
 
-from storage.crypto import SEGMENT_SIZE, new_key, stored_size
+from storage.crypto import SEGMENT_SIZE, SegmentDecryptor, new_key, segment_count, stored_size
 from storage.errors import IntegrityError
 from storage.objects import ObjectStore, Piece
 from storage.sealed_audio import READ_CHUNK, EncryptingReader, iter_plaintext
@@ -122,3 +125,28 @@ async def test_chunks_of_any_size_cut_from_what_the_socket_delivers(
         pass
     assert digest.hexdigest() == hashlib.sha256(whole[start:]).hexdigest()
     assert sizes[:-1] == [chunk_size] * (len(sizes) - 1)
+
+
+def test_the_encrypting_reader_hands_out_any_read_size_exactly(tmp_path: Path) -> None:
+    """The S3 client reads the stored form part by part: every read gets exactly the bytes
+    asked for (the last one the rest), whatever the size, and together they open to the
+    spool file."""
+    plain = os.urandom(5 * SEGMENT_SIZE + 777)
+    spool = tmp_path / "spool"
+    spool.write_bytes(plain)
+    data_key, object_id = new_key(), uuid.uuid4()
+    reader = EncryptingReader(spool, data_key, object_id)
+    sizes = itertools.cycle([1, 7, SEGMENT_SIZE, 3 * SEGMENT_SIZE + 5, 100_000])
+    asked: list[int] = []
+    parts: list[bytes] = []
+    while part := reader.read(size := next(sizes)):
+        asked.append(size)
+        parts.append(part)
+    reader.close()
+    stored = b"".join(parts)
+    assert len(stored) == stored_size(len(plain))
+    assert all(isinstance(p, bytes) for p in parts)
+    assert [len(p) for p in parts[:-1]] == asked[:-1]
+    assert 0 < len(parts[-1]) <= asked[-1]
+    decryptor = SegmentDecryptor(data_key, object_id, 0, segment_count(len(plain)) - 1)
+    assert decryptor.update(stored) + decryptor.finalize() == plain
