@@ -103,8 +103,8 @@ class ObjectStore:
         return await self._run_within(self.timeout_s, fn, *args, **kwargs)
 
     def beside(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Start CPU work that releases the GIL (hashing, decryption) in the pool, beside the
-        event loop."""
+        """Start CPU work that releases the GIL (SHA-256, zlib) in the pool, beside the event
+        loop. AES-GCM does not release it: on a thread it would still stop the loop."""
         return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def _run_within(
