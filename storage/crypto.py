@@ -293,7 +293,7 @@ class SegmentDecryptor:
         """Plaintext of every non-final segment completed by `stored_chunk`."""
         return self.update_all((stored_chunk,))
 
-    def update_all(self, stored_chunks: Iterable[bytes | memoryview]) -> bytes:
+    def update_all(self, stored_chunks: Iterable[bytes | bytearray | memoryview]) -> bytes:
         """Plaintext of every non-final segment completed by `stored_chunks`, in order: the
         pieces of a read as they arrived, opened where they lie and joined once."""
         if self._finalized:
@@ -303,7 +303,7 @@ class SegmentDecryptor:
             self._take(stored_chunk, pieces)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _take(self, stored_chunk: bytes | memoryview, pieces: list[bytes]) -> None:
+    def _take(self, stored_chunk: bytes | bytearray | memoryview, pieces: list[bytes]) -> None:
         with memoryview(stored_chunk) as data:
             at = 0
             if self._buffer and self._wants_whole_segment():

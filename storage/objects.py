@@ -8,6 +8,7 @@ stream over an aiohttp client on the loop itself with a URL minio signed for the
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import io
 import itertools
@@ -33,8 +34,8 @@ from storage.errors import ObjectMissing, Unavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-# A piece of an object as the socket delivered it, or the part of one that falls in a chunk.
-Piece = bytes | memoryview
+# Bytes as they arrived (from a socket, an encryptor), or the part of them that falls in a chunk.
+Piece = bytes | bytearray | memoryview
 
 PART_SIZE = 16 * 1024 * 1024
 LONG_PART_SIZE = 5 * 1024 * 1024  # the S3 minimum
@@ -57,6 +58,43 @@ class ObjectStat:
     key: str
     size: int
     etag: str | None
+
+
+class Pieces:
+    """Pieces of a stream in arrival order, taken off the front in exact amounts without
+    copying them: a piece that crosses the cut is split by memoryview."""
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[Piece] = collections.deque()
+        self.size = 0
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def append(self, piece: Piece) -> None:
+        if piece:
+            self._queue.append(piece)
+            self.size += len(piece)
+
+    def take(self, size: int) -> list[Piece]:
+        """The first `size` bytes (fewer only when that is all there is)."""
+        taken: list[Piece] = []
+        while size > 0 and self._queue:
+            piece = self._queue.popleft()
+            if len(piece) > size:
+                view = memoryview(piece)
+                self._queue.appendleft(view[size:])
+                piece = view[:size]
+            taken.append(piece)
+            size -= len(piece)
+            self.size -= len(piece)
+        return taken
+
+
+def joined(pieces: list[Piece]) -> bytes:
+    """The pieces as one `bytes`, copied only when they are not one already."""
+    only = pieces[0] if len(pieces) == 1 else None
+    return only if isinstance(only, bytes) else b"".join(pieces)
 
 
 class ObjectStore:
@@ -263,45 +301,33 @@ class ObjectStore:
                     )
                 left = response.content_length
 
-                # The part of a delivered piece beyond the chunk it ended, for the next one.
-                carried: list[Piece] = []
+                # Delivered but not yet handed on: a piece that crossed into the next chunk.
+                buffered = Pieces()
 
                 def exhausted() -> bool:
-                    return left == 0 and not carried
+                    return left == 0 and not buffered
 
                 async def read(size: int) -> list[Piece]:
                     nonlocal left
-                    pieces: list[Piece] = []
-                    while size > 0 and not exhausted():
-                        piece: Piece
-                        if carried:
-                            piece = carried.pop()
-                        else:
-                            piece, http_chunk_end = await response.content.readchunk()
-                            if not piece and http_chunk_end:
-                                continue  # a chunked answer's chunk ended; more follows
-                            if not piece:
-                                if left is not None:
-                                    raise asyncio.IncompleteReadError(b"", left)
-                                break
+                    while buffered.size < size and left != 0:
+                        piece, http_chunk_end = await response.content.readchunk()
+                        if not piece and http_chunk_end:
+                            continue  # a chunked answer's chunk ended; more follows
+                        if not piece:
                             if left is not None:
-                                left -= len(piece)
-                        if len(piece) > size:
-                            view = memoryview(piece)
-                            piece = view[:size]
-                            carried.append(view[size:])
-                        pieces.append(piece)
-                        size -= len(piece)
-                    return pieces
+                                raise asyncio.IncompleteReadError(b"", left)
+                            break
+                        if left is not None:
+                            left -= len(piece)
+                        buffered.append(piece)
+                    return buffered.take(size)
 
                 async def next_piece(size: int) -> bytes | None:
                     pieces = await read(size)
                     if not pieces:
                         return None
                     if transform is None:
-                        only = pieces[0]
-                        return only if len(pieces) == 1 and isinstance(only, bytes) else (
-                            b"".join(pieces))
+                        return joined(pieces)
                     if transform_after is not None:
                         await transform_after
                     if size <= inline_up_to:

@@ -5,7 +5,6 @@ segment by segment for a byte range, never held whole in memory.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import io
 import uuid
@@ -21,7 +20,7 @@ from storage.crypto import (
     stored_range,
 )
 from storage.errors import IntegrityError
-from storage.objects import ObjectStore, Piece
+from storage.objects import ObjectStore, Piece, Pieces, joined
 
 SPOOL_READ = 1024 * 1024
 # Replay reads whole segments from S3 in chunks of this size (16 segments, about 1 MiB).
@@ -40,41 +39,26 @@ class EncryptingReader(io.RawIOBase):
         super().__init__()
         self._source: BinaryIO = path.open("rb")
         self._encryptor = SegmentEncryptor(data_key, object_id)
-        self._pending: collections.deque[bytes | bytearray | memoryview] = collections.deque()
-        self._pending_size = 0
+        self._pending = Pieces()
         self._done = False
 
     def readable(self) -> bool:
         return True
 
     def _fill(self, wanted: int) -> None:
-        while self._pending_size < wanted and not self._done:
+        while self._pending.size < wanted and not self._done:
             chunk = self._source.read(SPOOL_READ)
             if chunk:
-                sealed = self._encryptor.update(chunk)
+                self._pending.append(self._encryptor.update(chunk))
             else:
-                sealed = self._encryptor.finalize()
+                self._pending.append(self._encryptor.finalize())
                 self._done = True
-            if sealed:
-                self._pending.append(sealed)
-                self._pending_size += len(sealed)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             size = 1 << 62
         self._fill(size)
-        taken: list[bytes | bytearray | memoryview] = []
-        left = size
-        while left and self._pending:
-            piece = self._pending.popleft()
-            if len(piece) > left:
-                view = memoryview(piece)
-                self._pending.appendleft(view[left:])
-                piece = view[:left]
-            taken.append(piece)
-            left -= len(piece)
-        self._pending_size -= size - left
-        return taken[0] if len(taken) == 1 and isinstance(taken[0], bytes) else b"".join(taken)
+        return joined(self._pending.take(size))
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.read(len(buffer))
