@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -78,38 +79,60 @@ def _ephemeral_ports() -> range:
     return range(low, high + 1)
 
 
+# Ports this process has drawn, each claimed by a lock file held open until the process
+# ends (the kernel then drops the lock): between drawing a port and its server binding it,
+# no other process on the machine (a second test worker, a second checkout) draws it too.
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "tallenne-ports"
+_claimed: list[IO[str]] = []
+
+
+def _locked(path: Path) -> IO[str] | None:
+    """`path` opened and exclusively flock()ed, or None when another holder has it."""
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _claim(port: int) -> IO[str] | None:
+    with contextlib.suppress(OSError):
+        PORT_CLAIMS.mkdir(mode=0o1777, exist_ok=True)
+    try:
+        return _locked(PORT_CLAIMS / f"{port}.lock")
+    except OSError:  # a directory this user cannot write to: the bind check alone decides
+        return open(os.devnull)
+
+
 def free_ports(count: int) -> list[int]:
-    """Free ports outside the kernel's ephemeral range, held open together so they are distinct.
+    """Distinct free ports outside the kernel's ephemeral range, each claimed for this process.
 
     A port from the ephemeral range can be taken by any process's outgoing connection as soon
     as the server on it stops, and a server restarted on its own port (a volume server, a
     PostgreSQL after a fault) then fails to bind. Ports outside the range are never given out
-    that way, so they stay free for the restart.
+    that way, so they stay free for the restart. The claim (see PORT_CLAIMS) keeps two
+    processes starting servers at the same moment from drawing the same port.
     """
     ephemeral = _ephemeral_ports()
     candidates = [port for port in range(LOWEST_PORT, 65536) if port not in ephemeral]
-    held: list[socket.socket] = []
-    try:
-        for _ in range(1000):
-            if len(held) == count:
-                break
-            # Drawn at random, whatever the tests seeded: a second checkout draws others.
-            port = candidates[secrets.randbelow(len(candidates))]
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:  # listening, so neither this loop nor a second checkout's can bind it too
-                sock.bind(("127.0.0.1", port))
-                sock.listen()
-            except OSError:
-                sock.close()
-                continue
-            held.append(sock)
-        if len(held) < count:
-            raise StackError(f"only {len(held)} of {count} free ports outside the ephemeral"
-                             f" range {ephemeral.start}-{ephemeral.stop - 1}")
-        return [sock.getsockname()[1] for sock in held]
-    finally:
-        for sock in held:
-            sock.close()
+    ports: list[int] = []
+    for _ in range(1000):
+        if len(ports) == count:
+            return ports
+        # Drawn at random, whatever the tests seeded: a second checkout draws others.
+        port = candidates[secrets.randbelow(len(candidates))]
+        claim = _claim(port)
+        if claim is None:
+            continue  # drawn by another process (or already by this one)
+        if port_in_use("127.0.0.1", port):
+            claim.close()
+            continue
+        _claimed.append(claim)
+        ports.append(port)
+    raise StackError(f"only {len(ports)} of {count} free ports outside the ephemeral"
+                     f" range {ephemeral.start}-{ephemeral.stop - 1}")
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -497,25 +520,20 @@ class InstanceLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            handle.close()
+        handle = _locked(self.path)
+        if handle is None:
             raise StackError(
                 f"another tallenne instance is already running on {self.path.parent.resolve()}"
-            ) from exc
+            )
         self._handle = handle
 
     def held_elsewhere(self) -> bool:
         if not self.path.exists():
             return False
-        with open(self.path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        handle = _locked(self.path)
+        if handle is None:
+            return True
+        handle.close()
         return False
 
     def release(self) -> None:

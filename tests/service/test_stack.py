@@ -22,6 +22,7 @@ from devstack.embedded import (
     EmbeddedS3,
     EmbeddedStack,
     StackError,
+    _claim,
     free_ports,
     load_or_create_secrets,
 )
@@ -185,6 +186,30 @@ def test_free_ports_are_distinct_bindable_and_never_an_outgoing_connections_port
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_port_another_process_drew_is_never_drawn_until_that_process_ends() -> None:
+    # Two test workers (or checkouts) starting servers at the same moment once drew the same
+    # port: the first had not bound it yet when the second checked it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from devstack.embedded import free_ports;"
+         " print(*free_ports(13), flush=True); sys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        theirs = [int(p) for p in child.stdout.readline().split()]
+        assert len(theirs) == 13
+        claims = [_claim(port) for port in theirs]
+        assert claims == [None] * 13  # still unbound, yet not free for this process
+    finally:
+        child.communicate("")
+    claims = [_claim(port) for port in theirs]
+    try:
+        assert None not in claims  # free again once the process that drew them is gone
+    finally:
+        for claim in claims:
+            if claim is not None:
+                claim.close()
 
 
 def test_serve_refuses_a_taken_port_naming_it(tmp_path: Path) -> None:
