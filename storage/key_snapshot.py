@@ -213,6 +213,11 @@ async def _ensure_bucket(store: ObjectStore) -> None:
         _checked_buckets.add(store.bucket)
 
 
+def _latest(flag: object) -> bool:
+    """The listing's IsLatest, which the S3 client hands over as the text "true"/"false"."""
+    return str(flag).strip().lower() == "true"
+
+
 async def _drop_old_versions(store: ObjectStore) -> int:
     """On a versioned key bucket, delete every version of the snapshot but the newest: an
     overwritten snapshot must not survive as an older version."""
@@ -229,7 +234,7 @@ async def _drop_old_versions(store: ObjectStore) -> int:
         old = [DeleteObject(OBJECT_KEY, o.version_id)
                for o in store.client.list_objects(store.bucket, prefix=OBJECT_KEY,
                                                   include_version=True)
-               if o.object_name == OBJECT_KEY and not o.is_latest]
+               if o.object_name == OBJECT_KEY and not _latest(o.is_latest)]
         errors = list(store.client.remove_objects(store.bucket, old)) if old else []
         if errors:
             raise Unavailable("old versions of the key snapshot could not be deleted")

@@ -107,6 +107,40 @@ async def test_an_erasure_overwrites_the_key_snapshot_at_once(
     assert audited == str(contents.header.snapshot_id)
 
 
+async def test_on_a_versioned_key_bucket_an_overwritten_snapshot_leaves_no_older_version(
+    api: Api, settings: Settings
+) -> None:
+    from minio.commonconfig import ENABLED
+    from minio.versioningconfig import VersioningConfig
+
+    from service.http.keys import KEY_OBJECTS, KEYRING, POOL
+
+    store = key_bucket(settings)
+    try:
+        await store.ensure_bucket()
+        await store.run(store.client.set_bucket_versioning, store.bucket,
+                        VersioningConfig(ENABLED))
+        app = app_of(api)
+        erased = uuid.UUID(await customer(api, [A], number="7001"))
+        first = await key_snapshot.write_snapshot(app[POOL], app[KEY_OBJECTS],
+                                                  app[KEYRING].masters)
+        await erase(api, str(erased))  # overwrites the snapshot at once
+
+        def snapshot_versions() -> list[str | None]:
+            return [v.version_id for v in store.client.list_objects(
+                store.bucket, prefix=key_snapshot.OBJECT_KEY, include_version=True)
+                if v.object_name == key_snapshot.OBJECT_KEY]
+
+        left = await store.run(snapshot_versions)
+        # The version that still held the erased customer's key is gone, not merely hidden.
+        assert len(left) == 1
+        held, contents = await snapshot_holds(settings, masters_of(settings))
+        assert erased not in held and erased in contents.erased
+        assert str(contents.header.snapshot_id) != first.snapshot_id
+    finally:
+        await store.close()
+
+
 async def test_an_erasure_before_any_backup_writes_no_snapshot(
     api: Api, settings: Settings
 ) -> None:
