@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_val
 
 from schemas.common import StrictModel
 from schemas.disclosures import DisclosurePurpose
+from schemas.free_text import FreeText
 from schemas.recordings import Direction
 
 ExportFormat = Literal["zip", "vcon", "s3"]
@@ -42,15 +43,16 @@ class ExportFilter(StrictModel):
 
 class ExportIn(StrictModel):
     filter: ExportFilter = Field(default_factory=ExportFilter)
-    reason: str = Field(min_length=1, max_length=500, description="Why the calls are exported.")
+    reason: FreeText = Field(min_length=1, max_length=500,
+                             description="Why the calls are exported.")
     format: ExportFormat = "zip"
-    recipient: str | None = Field(
+    recipient: FreeText | None = Field(
         None, min_length=1, max_length=300,
         description="Who receives the export when it leaves the controller (a disclosure).")
     recipient_country: str | None = Field(
         None, pattern=r"^[A-Za-z]{2}$",
         description="ISO 3166-1 alpha-2 of the recipient; must be in the EU/EEA.")
-    legal_basis: str | None = Field(None, min_length=1, max_length=500)
+    legal_basis: FreeText | None = Field(None, min_length=1, max_length=500)
     purpose: DisclosurePurpose = Field(
         "subcontractor", description="Purpose of the disclosure, when there is a recipient.")
     recipient_public_key: str | None = Field(
@@ -72,6 +74,10 @@ class ExportIn(StrictModel):
                              "and legal_basis")
         if self.recipient_country is not None:
             self.recipient_country = self.recipient_country.upper()
+        if (self.recipient is not None and self.purpose == "debt_collection"
+                and self.filter.customer_id is None):
+            raise ValueError("debt collection discloses a single customer: give "
+                             "filter.customer_id")
         return self
 
     @property

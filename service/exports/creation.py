@@ -13,17 +13,18 @@ import asyncpg
 from schemas.countries import country_in_eu_eea
 from schemas.exports import ExportIn
 from service.http.auth import Actor
+from service.policy import allowed
 from service.settings import Settings
 from storage import exports as store
+from storage.age_stream import parse_age_recipient
 from storage.db import Scope, scoped
-from storage.errors import InvalidInput
+from storage.errors import Forbidden, InvalidInput, StorageError
 from storage.exports import NewExportJob
 
 
 def new_job(settings: Settings, body: ExportIn, *, name: str, kind: str, role: str,
             scope: Scope, account_id: uuid.UUID | None) -> tuple[NewExportJob, dict[str, object]]:
-    """The job a request describes, with the summary its audit events carry; InvalidInput
-    (after which the caller audits the refusal) for a recipient outside the EU/EEA."""
+    """The job a request describes, with the summary its audit events carry."""
     wanted: dict[str, Any] = body.filter.model_dump(mode="json", by_alias=True,
                                                     exclude_none=True)
     summary: dict[str, object] = {"format": body.format, "filter": wanted}
@@ -46,26 +47,41 @@ def new_job(settings: Settings, body: ExportIn, *, name: str, kind: str, role: s
     return job, summary
 
 
-def outside_eu_eea(body: ExportIn) -> InvalidInput | None:
+def refusal_of(body: ExportIn, role: str) -> tuple[StorageError, str] | None:
+    """Why the job may not start (with the reason its refusal is audited under), or None.
+    An export to a recipient is a disclosure: only a role that may disclose starts one, and
+    never to a recipient outside the EU/EEA."""
+    if body.leaves_controller and not allowed(role, "disclosure.create"):
+        return (Forbidden(f"the role {role} may not disclose data to a recipient"),
+                "the role may not disclose data")
     if body.leaves_controller and not country_in_eu_eea(body.recipient_country or ""):
-        return InvalidInput("no data is exported outside the EU/EEA",
-                            [(["body", "recipient_country"], "not an EU/EEA country")])
+        return (InvalidInput("no data is exported outside the EU/EEA",
+                             [(["body", "recipient_country"], "not an EU/EEA country")]),
+                "recipient outside the EU/EEA")
+    if body.recipient_public_key is not None:
+        try:
+            parse_age_recipient(body.recipient_public_key)
+        except InvalidInput:
+            return (InvalidInput("the recipient key is not an age X25519 public key",
+                                 [(["body", "recipient_public_key"],
+                                   "not a valid age X25519 public key (checksum)")]),
+                    "the recipient key is not valid")
     return None
 
 
 async def begin_export(actor: Actor, body: ExportIn, *, pool: asyncpg.Pool,
                        settings: Settings, wake: asyncio.Event | None) -> uuid.UUID:
-    """Register the job the actor asks for (refused outside the EU/EEA), audit it and wake
-    the local worker."""
+    """Register the job the actor asks for (see `refusal_of`), audit it and wake the local
+    worker."""
     name, kind, role, scope, account_id = actor.owner()
     job, summary = new_job(settings, body, name=name, kind=kind, role=role, scope=scope,
                            account_id=account_id)
-    refusal = outside_eu_eea(body)
+    refusal = refusal_of(body, role)
     if refusal is not None:
+        error, why = refusal
         await actor.audit("export.create", target_type="export", reason=body.reason,
-                          outcome="refused", detail={**summary, "refused": "recipient outside"
-                                                                           " the EU/EEA"})
-        raise refusal
+                          outcome="refused", detail={**summary, "refused": why})
+        raise error
     async with scoped(pool, scope) as conn:
         await store.create_job(conn, job)
     seq = await actor.audit("export.create", target_type="export", target_id=str(job.id),

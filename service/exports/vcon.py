@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from schemas.annotations import AnnotationOut
+from schemas.free_text import FreeText
 from schemas.vcon import VCON_DRAFT, VCON_SYNTAX, VconRecording, build_vcon, vcon_json
 from service.exports.jobs import audio_of, data_key_of
 from service.http.api import RouteTable, read_query
@@ -31,7 +32,7 @@ MEDIA_TYPE = "application/vcon+json"
 
 
 class VconQuery(BaseModel):
-    reason: str | None = Field(None, max_length=MAX_REASON,
+    reason: FreeText | None = Field(None, max_length=MAX_REASON,
                                description="Why the call is handed over (required).")
     inline: bool = Field(False, description="Carry the audio inline (base64url) instead of "
                                             "referencing the audited audio URL.")

@@ -362,9 +362,21 @@ async def test_export_to_a_recipient_is_a_disclosure_and_refused_outside_the_eu(
         api: Api, db: asyncpg.Connection) -> None:
     await ingest(api, COMPANY, 1)
     await ingest(api, OTHER_COMPANY, 1, tone=800.0)
-    token = await exporter(api)
     recipient = {"recipient": "Puhelinpalvelu Oy", "legal_basis": "toimeksianto",
                  "purpose": "subcontractor"}
+    # Sending calls to a recipient is a disclosure: a role that may not disclose may not
+    # export to one either (quality exports for itself only).
+    quality = await exporter(api)
+    response = await api.client.post("/api/v1/exports", headers=bearer(quality), json={
+        "reason": "ulkoistettu laadunvarmistus", **recipient, "recipient_country": "SE"})
+    assert response.status == 403
+    assert response.content_type == "application/problem+json"
+    refused = await db.fetchrow("SELECT actor, outcome, detail->>'refused' AS why"
+                                " FROM audit_events WHERE action = 'export.create'")
+    assert (refused["actor"], refused["outcome"]) == ("exporter", "refused")
+    assert "disclose" in refused["why"]
+
+    token = await api.token("dpo", [COMPANY, OTHER_COMPANY], name="dpo-exporter")
     response = await api.client.post("/api/v1/exports", headers=bearer(token), json={
         "reason": "ulkoistettu laadunvarmistus", **recipient, "recipient_country": "US"})
     assert response.status == 422
@@ -379,6 +391,41 @@ async def test_export_to_a_recipient_is_a_disclosure_and_refused_outside_the_eu(
                             " ORDER BY c.code")
     assert [(r["code"], r["recipient"], r["recipient_country"]) for r in logged] == [
         (OTHER_COMPANY, "Puhelinpalvelu Oy", "SE"), (COMPANY, "Puhelinpalvelu Oy", "SE")]
+
+
+async def test_an_export_request_is_refused_where_it_would_leak_or_break_a_rule(
+        api: Api, db: asyncpg.Connection) -> None:
+    token = await api.token("dpo", [COMPANY], name="dpo-exporter")
+    debt = {"recipient": "Perintä Oy", "recipient_country": "FI",
+            "legal_basis": "saatavan perintä", "purpose": "debt_collection"}
+    cases: list[tuple[dict[str, Any], str]] = [
+        # Debt collection discloses a single customer's records, never a whole filter.
+        ({**debt}, "customer_id"),
+        # An identity code typed into free text would end up in the audit trail for good.
+        ({"recipient": "Puhelinpalvelu Oy 131052-308T", "recipient_country": "FI",
+          "legal_basis": "toimeksianto"}, "recipient"),
+        ({"legal_basis": "asiakas 131052-308T", "recipient": "Puhelinpalvelu Oy",
+          "recipient_country": "FI"}, "legal_basis"),
+        ({}, "reason"),
+        # A key of the right shape whose checksum fails would only fail at the download.
+        ({"recipient_public_key": "age1" + "q" * 58}, "recipient_public_key"),
+    ]
+    for extra, field in cases:
+        body = {"reason": "asiakkaan 131052-308T pyyntö" if field == "reason"
+                else "perintä", **extra}
+        response = await api.client.post("/api/v1/exports", headers=bearer(token), json=body)
+        text = await response.text()
+        assert response.status == 422, (field, text)
+        assert response.content_type == "application/problem+json"
+        assert field in text, (field, text)
+        assert "131052-308T" not in text
+    assert await db.fetchval("SELECT count(*) FROM export_jobs") == 0
+    assert await db.fetchval("SELECT count(*) FROM audit_events WHERE detail::text LIKE"
+                             " '%131052-308T%' OR reason LIKE '%131052-308T%'") == 0
+
+    customer_id = await db.fetchval("SELECT gen_random_uuid()")
+    export_id = await start(api, token, filter={"customer_id": str(customer_id)}, **debt)
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
 
 
 async def test_jobs_are_their_creators_results_expire_and_a_cancelled_one_is_withdrawn(
