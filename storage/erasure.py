@@ -4,7 +4,10 @@ events unlinked, and the erasure ledger that `tallenne restore` re-applies.
 
 The ledger is kept three times: in PostgreSQL, as one small object per customer in S3 (ids
 and times only), and in the key snapshot (storage.key_snapshot), so a database restored from
-an older backup still learns of later erasures, even into a new bucket.
+an older backup still learns of later erasures, even into a new bucket. A recording erased on
+its own (`DELETE /api/v1/recordings/{id}`) leaves its tombstone in PostgreSQL and one small
+object under `erasure-ledger/recordings/` (ids and time only), so that a restore of an older
+backup onto the surviving bucket erases it again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from storage.legal_holds import cases_holding_customer
 from storage.objects import ObjectStore
 
 LEDGER_PREFIX = "erasure-ledger/"
+RECORDING_LEDGER_PREFIX = f"{LEDGER_PREFIX}recordings/"
 _THEIR_RECORDINGS = "(customer_id = $1 OR (key_owner = 'customer' AND key_owner_id = $1))"
 
 
@@ -141,24 +145,51 @@ async def write_ledger_object(objects: ObjectStore, erasure: CustomerErasure) ->
     await objects.put_bytes(ledger_object_key(erasure.customer_id), ledger_entry_json(erasure))
 
 
-async def _ledger_objects(objects: ObjectStore) -> list[dict[str, object]]:
-    entries = []
+def recording_ledger_key(recording_id: UUID) -> str:
+    return f"{RECORDING_LEDGER_PREFIX}{recording_id}.json"
+
+
+async def write_recording_ledger_object(
+    objects: ObjectStore, recording_id: UUID, company_id: UUID, erased_at: datetime
+) -> None:
+    """The S3 entry of a recording erased on its own: ids and time only."""
+    await objects.put_bytes(recording_ledger_key(recording_id), json.dumps({
+        "recording_id": str(recording_id), "company_id": str(company_id),
+        "erased_at": erased_at.isoformat(),
+    }).encode())
+
+
+async def _ledger_objects(
+    objects: ObjectStore,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The S3 ledger: (customers' entries, entries of recordings erased on their own)."""
+    customers: list[dict[str, object]] = []
+    recordings: list[dict[str, object]] = []
     for key in await objects.list_keys(LEDGER_PREFIX):
-        entries.append(json.loads(await objects.get_bytes(key)))
-    return entries
+        entry = json.loads(await objects.get_bytes(key))
+        (recordings if key.startswith(RECORDING_LEDGER_PREFIX) else customers).append(entry)
+    return customers, recordings
+
+
+@dataclass(frozen=True)
+class Reapplied:
+    customers: int  # erased again
+    recordings: int  # recordings erased on their own, erased again
 
 
 async def reapply_erasures(
     conn: asyncpg.Connection, objects: ObjectStore, *, also: dict[UUID, str] | None = None
-) -> int:
+) -> Reapplied:
     """Erase again every customer in the ledger (PostgreSQL's and S3's copy, and `also`:
-    customer id → erasure time, from the key snapshot) whose data a restore brought back;
-    returns how many customers were erased again. Idempotent."""
-    from_s3 = await _ledger_objects(objects)
+    customer id → erasure time, from the key snapshot) whose data a restore brought back,
+    and every recording erased on its own that came back (reduced to a tombstone again).
+    Idempotent."""
+    from_s3, recordings_erased = await _ledger_objects(objects)
     known = {str(e["customer_id"]) for e in from_s3}
     from_s3 += [{"customer_id": str(c), "erased_at": at, "company_ids": [],
                  "recording_ids": []} for c, at in (also or {}).items() if str(c) not in known]
     stale_keys: list[str] = []
+    recordings_again: list[str] = []
     erased_again = 0
     async with conn.transaction():
         await apply_scope(conn, Scope.everything())
@@ -196,6 +227,28 @@ async def reapply_erasures(
                 " FROM erasure_ledger) RETURNING object_key"
             )
             stale_keys.extend(r["object_key"] for r in leftover)
+            recordings_again = await _erase_recordings_again(conn, recordings_erased)
+            stale_keys.extend(recordings_again)
     if stale_keys:
         await objects.delete(stale_keys)
-    return erased_again
+    return Reapplied(erased_again, len(recordings_again))
+
+
+async def _erase_recordings_again(
+    conn: asyncpg.Connection, entries: list[dict[str, object]]
+) -> list[str]:
+    """Recordings of the S3 ledger that a restore brought back, reduced to their tombstones
+    again; their object keys."""
+    if not entries:
+        return []
+    erased_at = {UUID(str(e["recording_id"])): str(e["erased_at"]) for e in entries}
+    rows = await conn.fetch(
+        "DELETE FROM recordings WHERE id = ANY($1::uuid[])"
+        " RETURNING id, company_id, external_id, object_key", list(erased_at))
+    for row in rows:
+        await conn.execute(
+            "INSERT INTO recording_tombstones (id, company_id, external_id, erased_at,"
+            " erased_by, reason) VALUES ($1, $2, $3, $4::text::timestamptz, 'restore',"
+            " 'erasure ledger re-applied after restore') ON CONFLICT DO NOTHING",
+            row["id"], row["company_id"], row["external_id"], erased_at[row["id"]])
+    return [r["object_key"] for r in rows]

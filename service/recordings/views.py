@@ -44,7 +44,7 @@ from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS, 
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
 from service.recordings.lookup import METADATA_LIMIT, load_recording, recording_id_of
 from service.recordings.presentation import evaluation_out, form_out, recording_out
-from storage import evaluation_forms
+from storage import erasure, evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
 from storage.errors import InvalidInput
@@ -258,6 +258,10 @@ async def erase_recording(request: web.Request) -> web.Response:
         tombstone = await store.erase(conn, recording_id, erased_by=principal.name,
                                       reason=body.reason)
         company = await store.company_code(conn, tombstone.company_id)
+        # Before commit: a restore of an older backup must learn of the erasure (if the
+        # commit fails, the entry names a recording whose erasure was asked for and allowed).
+        await erasure.write_recording_ledger_object(
+            request.app[OBJECTS], recording_id, tombstone.company_id, tombstone.erased_at)
     # After commit: a crash here leaves an object without a row, which the reconciler removes.
     await request.app[OBJECTS].delete([tombstone.object_key])
     await audit(request, "recording.erase", target_type="recording",

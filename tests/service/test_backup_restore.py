@@ -381,6 +381,57 @@ async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after
         await asyncio.to_thread(drop_database, stack, database)
 
 
+async def test_restore_onto_the_surviving_bucket_erases_again_a_call_erased_after_the_backup(
+    api: Api, settings: Settings, stack: Stack, tmp_path: Path
+) -> None:
+    """A single call erased after the backup (no customer erased) does not come back with
+    the older database: its ledger entry in S3 reduces it to its tombstone again."""
+    ingest = await api.token("ingest", [A])
+    calls = []
+    for number, tone in (("0401111111", 440.0), ("0402222222", 880.0)):
+        path = audiogen.make_audio("wav_pcm", 1.0, tone_hz=tone)
+        response = await upload(api.client, ingest, metadata(caller=number), path)
+        assert response.status == 201, await response.text()
+        calls.append(((await response.json())["id"], path))
+    (erased_call, _), (kept_call, kept_path) = calls
+    app = api.client.app
+    await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
+    await backed_up(settings, tmp_path / "b")
+
+    dpo = await api.token("dpo", [A])
+    response = await api.client.delete(f"/api/v1/recordings/{erased_call}",
+                                       json={"reason": "rekisteröidyn pyyntö"},
+                                       headers=bearer(dpo))
+    assert response.status == 200, await response.text()
+
+    database = await asyncio.to_thread(fresh_database, stack)
+    target = settings_for(stack, database, settings.s3_bucket)
+    try:
+        restored = await tallenne(target, "restore", str(tmp_path / "b"))
+        assert restored.returncode == 0, restored.stderr
+        result = json.loads(restored.stdout)
+        assert result["ok"] is True, result
+        assert result["recordings_erased_again"] == 1
+        assert result["customers_erased_again"] == 0
+        async with TestClient(TestServer(create_app(target))) as client:
+            target_api = Api(client, stack.superuser_url(database))
+            quality = await target_api.token("quality", [A])
+            gone = await client.get(f"/api/v1/recordings/{erased_call}", headers=bearer(quality))
+            assert gone.status == 404
+            assert await replay(client, quality, kept_call) == kept_path.read_bytes()
+        assert len(await bucket_keys(target)) == 1
+        conn = await asyncpg.connect(stack.superuser_url(database))
+        try:
+            tombstone = await conn.fetchval(
+                "SELECT count(*) FROM recording_tombstones WHERE id = $1",
+                uuid.UUID(erased_call))
+        finally:
+            await conn.close()
+        assert tombstone == 1
+    finally:
+        await asyncio.to_thread(drop_database, stack, database)
+
+
 async def test_restore_refuses_a_deployment_that_holds_data(
     api: Api, settings: Settings, tmp_path: Path
 ) -> None:
