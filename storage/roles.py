@@ -39,6 +39,36 @@ async def unsafe_role_reason(conn: asyncpg.Connection) -> str | None:
         return (f"the database role {name!r} of TALLENNE_DATABASE_URL owns table "
                 f"{owned['relname']!r}{via}; the tables must belong to the owner role of "
                 "TALLENNE_DATABASE_OWNER_URL")
+    # A role it may SET ROLE to counts as its own: a superuser or BYPASSRLS role behind it
+    # bypasses row-level security all the same.
+    above = await conn.fetchrow(
+        "SELECT rolname, rolsuper FROM pg_roles WHERE (rolsuper OR rolbypassrls)"
+        " AND rolname <> current_user AND pg_has_role(current_user, oid, 'MEMBER')"
+        " ORDER BY rolsuper DESC, rolname LIMIT 1"
+    )
+    if above is not None:
+        what = "a superuser" if above["rolsuper"] else "a role with BYPASSRLS"
+        return (f"the database role {name!r} of TALLENNE_DATABASE_URL is a member of "
+                f"{above['rolname']!r}, {what}")
+    # The owner of the schema (on PostgreSQL 15 and later, the database's owner through
+    # pg_database_owner) may drop any table in it; the owner of a function may rewrite it.
+    schema = await conn.fetchval(
+        "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'"
+        " AND pg_has_role(current_user, nspowner, 'MEMBER')"
+    )
+    if schema is not None:
+        return (f"the database role {name!r} of TALLENNE_DATABASE_URL owns the schema "
+                f"'public' (through {schema!r}): it could drop every table; the database "
+                "and its schema must belong to the owner role of TALLENNE_DATABASE_OWNER_URL")
+    function = await conn.fetchval(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'public' AND pg_has_role(current_user, p.proowner, 'MEMBER')"
+        " ORDER BY p.proname LIMIT 1"
+    )
+    if function is not None:
+        return (f"the database role {name!r} of TALLENNE_DATABASE_URL owns function "
+                f"{function!r}; the functions must belong to the owner role of "
+                "TALLENNE_DATABASE_OWNER_URL")
     return None
 
 

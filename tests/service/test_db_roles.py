@@ -91,6 +91,43 @@ async def test_serve_refuses_a_member_of_the_owner_role(
     assert_refused(code, lines, "through membership of 'tallenne_owner'")
 
 
+async def test_serve_refuses_a_member_of_a_bypassrls_role_or_the_schema_owner(
+        settings: Settings, stack: Stack, database: str, bypass_role: str) -> None:
+    """What the login role may SET ROLE to counts: a BYPASSRLS role behind it, or the owner of
+    the schema (who may drop every table), is refused like the role itself would be."""
+    behind = "t_behind_" + uuid.uuid4().hex[:8]
+    admin = await asyncpg.connect(stack.superuser_url("postgres"))
+    assert stack.embedded.postgres is not None
+    url = (f"postgresql://{bypass_role}:bypass-pass@127.0.0.1:"
+           f"{stack.embedded.postgres.port}/{database}")
+    try:
+        await admin.execute(f"ALTER ROLE {bypass_role} NOBYPASSRLS")
+        await admin.execute(f"CREATE ROLE {behind} NOLOGIN BYPASSRLS")
+        await admin.execute(f"GRANT {behind} TO {bypass_role}")
+        code, lines = await serve_exit(settings, TALLENNE_DATABASE_URL=url)
+        assert_refused(code, lines, f"member of '{behind}'", "BYPASSRLS")
+        await admin.execute(f"REVOKE {behind} FROM {bypass_role}")
+
+        owner = await admin.fetchval("SELECT pg_get_userbyid(nspowner) FROM pg_namespace"
+                                     " WHERE nspname = 'public'")
+        schema_owner = f"t_schema_{uuid.uuid4().hex[:8]}"
+        await admin.execute(f"CREATE ROLE {schema_owner} NOLOGIN")
+        db_admin = await asyncpg.connect(stack.superuser_url(database))
+        try:
+            await db_admin.execute(f"ALTER SCHEMA public OWNER TO {schema_owner}")
+            await db_admin.execute("GRANT ALL ON SCHEMA public TO tallenne_owner, tallenne_runtime")
+            await admin.execute(f"GRANT {schema_owner} TO {bypass_role}")
+            code, lines = await serve_exit(settings, TALLENNE_DATABASE_URL=url)
+        finally:
+            await db_admin.execute(f"ALTER SCHEMA public OWNER TO {owner}")
+            await db_admin.close()
+            await admin.execute(f"DROP ROLE {schema_owner}")
+        assert_refused(code, lines, "owns the schema 'public'", schema_owner)
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {behind}")
+        await admin.close()
+
+
 async def test_serve_refuses_a_schema_behind_without_the_owner_url(
         settings: Settings, db: asyncpg.Connection) -> None:
     await db.execute("DELETE FROM schema_migrations WHERE version = '015_runtime_role'")
