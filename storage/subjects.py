@@ -135,17 +135,16 @@ async def disclosures_of(conn: asyncpg.Connection,
 
 
 async def reads_of(conn: asyncpg.Connection, target_ids: Sequence[UUID]) -> list[AuditedRead]:
-    """Audit events about these customers and calls, in the scope's companies (events of
-    group-wide principals name no company and are shown to all-company callers only)."""
+    """Audit events about these customers and calls: those that target one of them and those
+    that read their data among others (a search, a list, an export: `subject_ids`). Which of
+    them the caller sees is row-level security's to say: an event whose companies all lie in
+    the caller's scope (events that name none, to all-company callers only)."""
     if not target_ids:
         return []
     rows = await conn.fetch(
         "SELECT seq, at, actor, action, target_type, target_id, company, reason"
-        " FROM audit_events WHERE target_id = ANY($1::text[])"
-        " AND ((company IS NULL AND coalesce(current_setting('tallenne.all_companies', true),"
-        " 'off') = 'on')"
-        " OR company IN (SELECT code FROM companies WHERE tallenne_in_scope(id)))"
-        " ORDER BY seq DESC LIMIT $2",
-        [str(t) for t in target_ids], LIMIT,
+        " FROM audit_events WHERE target_id = ANY($1::text[]) OR subject_ids && $2::uuid[]"
+        " ORDER BY seq DESC LIMIT $3",
+        [str(t) for t in target_ids], list(target_ids), LIMIT,
     )
     return [AuditedRead(**r) for r in rows]

@@ -76,6 +76,7 @@ async def find_subject(pool: asyncpg.Pool, keyring: KeyRing, actor: Actor, *,
         links=_links(visible_ids, e164),
     )
     await actor.audit("subject.search", target_type="subject",
+                      subject_ids=[*visible_ids, *calls],
                       detail={"by": "personal_id" if personal_id is not None else "phone",
                               "customers": [str(i) for i in visible_ids],
                               "recordings": len(result.recordings),

@@ -58,6 +58,11 @@ async def test_identity_code_search_gathers_the_persons_records_without_the_code
     by_phone = await call_from(api, A, "0401112223")  # the customer's own phone number
     dpo = await api.token("dpo", [A], name="tietosuojavastaava")
     await api.client.get(f"/api/v1/customers/{customer_id}", headers=bearer(dpo))
+    # A list that showed the call among others is a read of it too.
+    quality = await api.token("quality", [A], name="laatu")
+    listed = await api.client.get("/api/v1/recordings", params={"customer_id": customer_id},
+                                  headers=bearer(quality))
+    assert linked in await listed.text()
 
     response = await api.client.post("/api/v1/subjects/search", headers=bearer(dpo),
                                      json={"personal_id": personal_id()})
@@ -68,10 +73,14 @@ async def test_identity_code_search_gathers_the_persons_records_without_the_code
     assert {r["id"]: r["matched_by"] for r in found["recordings"]} == {linked: ["customer"]}
     assert by_phone not in json.dumps(found)
     assert any(r["target_id"] == customer_id for r in found["reads"])
+    assert any(r["action"] == "recording.search" and r["actor"] == "laatu"
+               for r in found["reads"]), found["reads"]
     assert found["links"]["access_reports"] == [f"/api/v1/customers/{customer_id}/access-report"]
-    logged = await db.fetch("SELECT detail::text AS detail FROM audit_events"
+    logged = await db.fetch("SELECT detail::text AS detail, subject_ids FROM audit_events"
                             " WHERE action = 'subject.search'")
     assert personal_id() not in logged[0]["detail"]
+    # The search itself read the person's data: it shows up under their ids.
+    assert {str(i) for i in logged[0]["subject_ids"]} == {customer_id, linked}
 
 
 async def test_subject_page_posts_the_identity_code_and_starts_an_export_of_the_calls(
