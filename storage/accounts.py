@@ -324,7 +324,9 @@ async def account_by_token(conn: asyncpg.Connection, token: str) -> Account | No
     return Account(
         kind="token",
         id=row["id"],
-        name=row["name"],
+        # A person's token acts as that person: its label is the owner's to choose and
+        # must not let them act (author notes, evaluate, audit) under someone else's name.
+        name=row["owner_username"] if row["owner_user_id"] is not None else row["name"],
         role=row["role"],
         all_companies=row["all_companies"],
         company_ids=frozenset(row["cids"]),

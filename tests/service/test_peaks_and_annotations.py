@@ -109,6 +109,44 @@ async def test_annotations_are_listed_by_visibility_and_deleted_by_author_or_adm
         "SELECT count(*) FROM audit_events WHERE action LIKE 'annotation.%'") >= 5
 
 
+async def test_a_personal_token_named_after_a_colleague_still_acts_as_its_owner(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """A token's name is its owner's label: a person cannot borrow a colleague's name by
+    naming a token after them (read their private notes, delete or overwrite their work, or
+    appear as them in the audit trail)."""
+    call = await _call(api)
+    url = f"/api/v1/recordings/{call['id']}/annotations"
+    await api.user("alice", "quality", [COMPANY])
+    await api.user("mallory", "quality", [COMPANY])
+    csrf = await api.login("alice")
+    alices = await api.client.post("/api/v1/tokens", json={"name": "alice-laptop"},
+                                   headers={"X-CSRF-Token": csrf})
+    alice = (await alices.json())["token"]
+    note = await api.client.post(url, json={"at_s": 3, "text": "vain minulle",
+                                            "visibility": "private"}, headers=bearer(alice))
+    assert note.status == 201, await note.text()
+    api.client.session.cookie_jar.clear()
+    csrf = await api.login("mallory")
+    made = await api.client.post("/api/v1/tokens", json={"name": "alice"},
+                                 headers={"X-CSRF-Token": csrf})
+    assert made.status == 201, await made.text()
+    api.client.session.cookie_jar.clear()
+    mallory = (await made.json())["token"]
+
+    seen = await api.client.get(url, headers=bearer(mallory))
+    assert seen.status == 200
+    assert "vain minulle" not in await seen.text()
+    gone = await api.client.delete(f"{url}/{(await note.json())['id']}",
+                                   headers=bearer(mallory))
+    assert gone.status == 404
+    me = await (await api.client.get("/api/v1/me", headers=bearer(mallory))).json()
+    assert me["name"] == "mallory", me
+    actors = {r["actor"] for r in await db.fetch(
+        "SELECT actor FROM audit_events WHERE action = 'annotation.read'")}
+    assert actors == {"mallory"}
+
+
 @pytest.mark.parametrize("text", ["asiakas 131052-308T soitti", "010101A1234"])
 async def test_an_identity_code_in_a_note_is_refused_naming_the_field(
     api: Api, db: asyncpg.Connection, text: str
