@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from yarl import URL
 
 from service.http.api import RouteTable
 from service.http.keys import POOL
@@ -31,16 +32,25 @@ async def home(request: web.Request) -> web.Response:
                   companies=companies, all_companies=account.all_companies)
 
 
+def _local_path(back: str) -> str:
+    """`back` if it is a path of this site, else "/": never an open redirect. Control
+    characters are refused outright (a URL drops tabs and line breaks, so
+    a slash, a tab and "/evil.example" would leave as "//evil.example"), and the path is
+    checked again as the Location header will carry it."""
+    if not back.isprintable() or "\\" in back:
+        return "/"
+    sent = str(URL(back))
+    if not sent.startswith("/") or sent.startswith("//") or URL(sent).is_absolute():
+        return "/"
+    return sent
+
+
 @routes.route("GET", "/ui/lang/{lang}", action=PUBLIC, summary="Choose the UI language",
               tag="ui", in_schema=False)
 async def choose_language(request: web.Request) -> web.Response:
     """Sets the `lang` cookie and goes back to the page the link was on."""
     language = request.match_info["lang"]
-    back = request.query.get("back", "/")
-    # Only a path of this site: never an open redirect.
-    if not back.startswith("/") or back.startswith("//") or "\\" in back:
-        back = "/"
-    redirect = web.HTTPSeeOther(back)
+    redirect = web.HTTPSeeOther(_local_path(request.query.get("back", "/")))
     if language in i18n.LANGUAGES:
         redirect.set_cookie(i18n.COOKIE, language, max_age=365 * 24 * 3600, path="/",
                             samesite="Strict", httponly=True)

@@ -123,9 +123,14 @@ async def test_finnish_by_default_english_by_cookie_or_browser(api: Api) -> None
     await api.login("aino")
     search = await (await api.client.get("/recordings")).text()
     assert "Search calls" in search and 'for="f-agent">Agent<' in search
-    back = await api.client.get("/ui/lang/fi", params={"back": "https://evil.example/"},
+    for elsewhere in ("https://evil.example/", "//evil.example", "/\t/evil.example",
+                      "/\n/evil.example", "/\\evil.example"):
+        back = await api.client.get("/ui/lang/en", params={"back": elsewhere},
+                                    allow_redirects=False)
+        assert back.headers["Location"] == "/", elsewhere
+    back = await api.client.get("/ui/lang/fi", params={"back": "/recordings?agent=a b"},
                                 allow_redirects=False)
-    assert back.headers["Location"] == "/"
+    assert back.headers["Location"] == "/recordings?agent=a+b"
     finnish = await (await api.client.get("/recordings")).text()
     assert "Puheluhaku" in finnish and 'for="f-agent">Asiakaspalvelija<' in finnish
 
