@@ -238,6 +238,9 @@ class LineConverter:
         if isinstance(raw, bytes | bytearray) and len(raw) > MAX_LINE_BYTES:
             raise ValueError(f"the line exceeds {MAX_LINE_BYTES} bytes")
         if isinstance(raw, bytes | bytearray):
+            if b"\\u0000" in raw:
+                # PostgreSQL's text and jsonb cannot hold NUL: this line fails, not the batch.
+                raise ValueError("the line contains a NUL character (\\u0000)")
             line = WebEventLine.model_validate_json(raw)
         elif isinstance(raw, dict):
             line = WebEventLine.model_validate(raw)

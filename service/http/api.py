@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -145,7 +146,7 @@ def decode_json(raw: bytes, where: str = "body") -> Any:
         raise InvalidInput(f"the {where} contains a NUL character (\\u0000)",
                            [([where], "NUL characters are not accepted")])
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except RecursionError as exc:
         raise MalformedBody(f"the {where} is nested too deeply", [([where], "too deep")]) from exc
     except (UnicodeDecodeError, ValueError) as exc:
@@ -156,6 +157,22 @@ def decode_json(raw: bytes, where: str = "body") -> Any:
         # is one invalid field among others (422).
         error = MalformedBody if where == "body" else InvalidInput
         raise error(msg, [([where], msg)]) from exc
+    if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
+        # "\ud800" alone is valid JSON but no character: PostgreSQL's text cannot hold it.
+        raise InvalidInput(f"the {where} contains an unpaired surrogate escape (\\ud800-\\udfff)",
+                           [([where], "unpaired UTF-16 surrogates are not accepted")])
+    return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_json_type(content_type: str) -> bool:

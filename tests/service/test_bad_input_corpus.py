@@ -97,7 +97,10 @@ async def test_audio_part_before_metadata_and_non_multipart_bodies_are_refused(
 @pytest.mark.parametrize("body", [
     corpus.json_bomb(), corpus.nested_object_bomb(), b'{"personal_id": "\xff\xfe"}', b"{",
     b"[1, 2", "x" * 2_000_000,
-], ids=["array_bomb", "object_bomb", "invalid_utf8", "unclosed", "unclosed_array", "2mb"])
+    # Valid JSON, but no text PostgreSQL can store: an unpaired surrogate.
+    b'{"company": "oulun-sahkonmyynti", "customer_number": "\\ud800"}',
+], ids=["array_bomb", "object_bomb", "invalid_utf8", "unclosed", "unclosed_array", "2mb",
+        "lone_surrogate"])
 async def test_bad_json_bodies_answer_4xx(body: str | bytes, api: Api) -> None:
     token = await api.token("admin", all_companies=True)
     response = await api.client.post(
@@ -166,6 +169,22 @@ async def test_bad_ndjson_lines_are_rejected_line_by_line_and_not_stored(
     else:
         await assert_problem(response, 400, 413, 422)
     await assert_nothing_stored(db, settings)
+
+
+async def test_a_nul_in_one_ndjson_line_fails_that_line_only(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    good = {"ts": "2026-03-02T10:00:00+02:00", "site": "www.example.fi", "event": "page_view",
+            "company": COMPANY}
+    lines = [json.dumps(good), json.dumps({**good, "event": "a\u0000b"}),
+             json.dumps({**good, "attributes": {"k": "v\u0000"}}), json.dumps(good)]
+    response = await _post_events(api, "\n".join(lines).encode() + b"\n")
+    assert response.status == 200, await response.text()
+    report = await response.json()
+    assert report["accepted"] == 2, report
+    assert [r["line"] for r in report["rejected"]] == [2, 3], report
+    assert all("NUL" in r["error"] for r in report["rejected"]), report
+    assert await db.fetchval("SELECT count(*) FROM web_events") == 2
 
 
 async def test_json_array_bomb_body_is_refused_with_400(
