@@ -39,7 +39,7 @@ from service.http.api import (
     within_read_timeout,
 )
 from service.http.auth import audit, principal_of, read_detail
-from service.http.errors import TooLarge
+from service.http.errors import MalformedBody, TooLarge
 from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS, UPLOADS
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
 from service.recordings.lookup import METADATA_LIMIT, load_recording, recording_id_of
@@ -79,8 +79,17 @@ def _part_error(name: str, msg: str) -> InvalidInput:
     return InvalidInput(msg, [(["body", name], msg)])
 
 
+def _not_multipart() -> MalformedBody:
+    return MalformedBody("the body is not multipart/form-data as its Content-Type says (no or"
+                         " a wrong boundary)", [(["body"], "malformed multipart framing")])
+
+
 async def _next_part(request: web.Request, reader: Any, name: str) -> BodyPartReader:
-    part = await within_read_timeout(request, reader.next())
+    try:
+        part = await within_read_timeout(request, reader.next())
+    except ValueError:
+        # aiohttp's reader: the body does not begin with the declared boundary.
+        raise _not_multipart() from None
     if not isinstance(part, BodyPartReader) or part.name != name:
         order = "first" if name == "metadata" else "after the metadata part"
         raise _part_error(name, f"the part {name!r} must come {order}")
@@ -147,7 +156,10 @@ async def _ingest_recording(request: web.Request) -> web.Response:
     principal = principal_of(request)
     app = request.app
     limit = app[SETTINGS].max_recording_bytes
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError:
+        raise _not_multipart() from None  # a Content-Type without a usable boundary
     metadata = await _read_metadata(request, await _next_part(request, reader, "metadata"))
     target = await resolve_target(app[POOL], principal.scope, metadata)
     audio = await _next_part(request, reader, "audio")

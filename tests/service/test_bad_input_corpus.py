@@ -91,6 +91,12 @@ async def test_audio_part_before_metadata_and_non_multipart_bodies_are_refused(
         "/api/v1/recordings", data=b"--x\r\nnot really multipart",
         headers={**bearer(token), "Content-Type": "multipart/form-data; boundary=x"})
     await assert_problem(response, 400, 422)
+    for content_type, body in (("multipart/form-data", b"--x\r\n"),
+                               ("multipart/form-data; boundary=x", b"hello"),
+                               ("multipart/form-data; boundary=", b"--\r\n")):
+        response = await api.client.post("/api/v1/recordings", data=body, headers={
+            **bearer(token), "Content-Type": content_type})
+        await assert_problem(response, 400, 422)
     await assert_nothing_stored(db, settings)
 
 
