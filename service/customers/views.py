@@ -156,10 +156,12 @@ async def add_prohibition(request: web.Request) -> web.Response:
             conn, customer_id, body.use, body.channel,
             body.received_at or datetime.now(UTC), principal.name,
         )
-    if added:
-        await audit(request, "prohibition.add", target_type="customer",
-                    target_id=str(customer_id), subject_ids=[customer_id],
-                    detail={"use": body.use, "channel": body.channel})
+    # Audited also when the prohibition was already in force: the answer is the customer's
+    # detail all the same, a read of their personal data.
+    await audit(request, "prohibition.add", target_type="customer",
+                target_id=str(customer_id), subject_ids=[customer_id],
+                detail={"use": body.use, "channel": body.channel,
+                        **({} if added else {"already_in_force": True})})
     detail = await _detail(request, principal, customer_id)
     return json_response(detail, status=201 if added else 200)
 

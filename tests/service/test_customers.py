@@ -231,9 +231,12 @@ async def test_prohibition_recorded_withdrawn_and_kept_in_history(
     assert (await withdrawn.json())["prohibitions"][0]["withdrawn_at"] is not None
     gone = await api.client.delete(f"{url}/direct_marketing", headers=bearer(service))
     assert gone.status == 404
-    actions = [r["action"] for r in await db.fetch(
-        "SELECT action FROM audit_events WHERE action LIKE 'prohibition.%' ORDER BY seq")]
-    assert actions == ["prohibition.add", "prohibition.withdraw"]
+    events = [(r["action"], r["again"]) for r in await db.fetch(
+        "SELECT action, detail->>'already_in_force' AS again FROM audit_events"
+        " WHERE action LIKE 'prohibition.%' ORDER BY seq")]
+    # The repeat changed nothing but still showed the customer's data: audited as well.
+    assert events == [("prohibition.add", None), ("prohibition.add", "true"),
+                      ("prohibition.withdraw", None)]
     other = await api.token("customer_service", [B])
     hidden = await api.client.post(url, json={"use": "genealogy", "channel": "post"},
                                    headers=bearer(other))
