@@ -44,6 +44,13 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
 )
 
+# A transaction PostgreSQL rolled back to break a lock cycle or to keep concurrent
+# transactions serialisable: none of it was written, and the same request may succeed.
+TRANSACTION_ROLLED_BACK: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
 
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
     """A pool of the service's connections. `dsn` may list several hosts

@@ -66,6 +66,13 @@ async def erase_customer(
         if not holders <= scope.company_ids:
             raise Forbidden("the customer's data is also held by a company outside your"
                             " scope: erasing them needs a principal of every such company")
+    # Their recordings are locked before their holds are read (customer first, then the
+    # recordings in id order, as placing a hold does): a hold placed on one of them
+    # meanwhile has committed and is seen below, or waits until this erasure is done.
+    await conn.execute(
+        f"SELECT 1 FROM recordings WHERE {_THEIR_RECORDINGS} ORDER BY id FOR UPDATE",
+        customer_id,
+    )
     holds = await cases_holding_customer(conn, customer_id)
     if holds:
         raise Conflict("the customer is under a legal hold and cannot be erased")

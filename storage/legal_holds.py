@@ -72,6 +72,14 @@ async def case_companies(conn: asyncpg.Connection, case_ids: list[str]) -> dict[
     return found
 
 
+async def lock_customer_holds(conn: asyncpg.Connection, *, shared: bool) -> None:
+    """Serialise holds on customers with the purge's web-event steps: placing them takes
+    the lock exclusively, a web-event step shares it, so a step reads the held customers
+    only after every hold placed before it has committed, and a later one waits for it."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(f"SELECT {fn}(hashtextextended('tallenne customer holds', 0))")
+
+
 def _inside(scope: Scope, companies: set[UUID]) -> bool:
     """A case or record lies in the scope when every company of it does; one that holds no
     company's data is group-wide."""
@@ -85,14 +93,24 @@ async def place(
     in a transaction; `scope` is the caller's: records (and an existing case) outside it are
     as missing as records that do not exist."""
     scope = scope or Scope.everything()
-    existing = await conn.fetchrow(
-        "SELECT released_at FROM legal_holds WHERE case_id = $1 FOR UPDATE", hold.case
+    if hold.customer_ids:
+        await lock_customer_holds(conn, shared=False)
+    # A request opening the same case at the same moment: this insert waits for the other's
+    # transaction, and then the case is found as an existing one.
+    created = await conn.fetchval(
+        "INSERT INTO legal_holds (case_id, reason, created_by) VALUES ($1, $2, $3)"
+        " ON CONFLICT (case_id) DO NOTHING RETURNING true",
+        hold.case, hold.reason, created_by,
     )
-    if existing is not None and existing["released_at"] is not None:
-        raise Conflict("this case was released; open a new case id")
-    if existing is not None and not _inside(
-            scope, (await case_companies(conn, [hold.case]))[hold.case]):
-        raise Conflict("this case id is in use; open a new case id")
+    if not created:
+        existing = await conn.fetchrow(
+            "SELECT released_at FROM legal_holds WHERE case_id = $1 FOR UPDATE", hold.case
+        )
+        assert existing is not None, "cases are never deleted"
+        if existing["released_at"] is not None:
+            raise Conflict("this case was released; open a new case id")
+        if not _inside(scope, (await case_companies(conn, [hold.case]))[hold.case]):
+            raise Conflict("this case id is in use; open a new case id")
     if not scope.all_companies:
         owners = await records_companies(conn, hold.recording_ids, hold.customer_ids)
         for ids, loc, what in ((hold.recording_ids, "recording_ids", "recording"),
@@ -101,30 +119,27 @@ async def place(
             if outside:
                 raise InvalidInput(f"no such {what}", [(["body", loc],
                                                         f"no such {what} {outside[0]}")])
-    if existing is None:
-        await conn.execute(
-            "INSERT INTO legal_holds (case_id, reason, created_by) VALUES ($1, $2, $3)",
-            hold.case, hold.reason, created_by,
-        )
-    recordings = await conn.fetch(
-        "SELECT id, company_id FROM recordings WHERE id = ANY($1::uuid[]) FOR UPDATE",
-        hold.recording_ids,
-    )
-    missing = set(hold.recording_ids) - {r["id"] for r in recordings}
-    if missing:
-        raise InvalidInput("no such recording", [(["body", "recording_ids"],
-                                                  f"no such recording {sorted(missing)[0]}")])
+    # Customers before recordings, each in id order, as an erasure locks them.
     customers = await conn.fetch(
         # Locked: a purge erasing one of them either finishes first (then it is missing
         # here) or waits and then sees the hold.
         "SELECT id FROM customers WHERE id = ANY($1::uuid[]) AND erased_at IS NULL"
-        " FOR UPDATE",
+        " ORDER BY id FOR UPDATE",
         hold.customer_ids,
     )
     missing = set(hold.customer_ids) - {r["id"] for r in customers}
     if missing:
         raise InvalidInput("no such customer", [(["body", "customer_ids"],
                                                  f"no such customer {sorted(missing)[0]}")])
+    recordings = await conn.fetch(
+        "SELECT id, company_id FROM recordings WHERE id = ANY($1::uuid[]) ORDER BY id"
+        " FOR UPDATE",
+        hold.recording_ids,
+    )
+    missing = set(hold.recording_ids) - {r["id"] for r in recordings}
+    if missing:
+        raise InvalidInput("no such recording", [(["body", "recording_ids"],
+                                                  f"no such recording {sorted(missing)[0]}")])
     await conn.execute(
         "INSERT INTO legal_hold_recordings (case_id, recording_id, company_id)"
         " SELECT $1, r.id, r.company_id FROM recordings r WHERE r.id = ANY($2::uuid[])"

@@ -357,6 +357,7 @@ class PurgeJob:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
                 return
+            await legal_holds.lock_customer_holds(conn, shared=True)
             held = await legal_holds.held_customer_ids(conn)
             if held and await conn.fetchval(
                 f"SELECT EXISTS (SELECT 1 FROM {name} WHERE customer_id = ANY($1))", held
@@ -380,6 +381,7 @@ class PurgeJob:
 
     async def web_event_rows_batch(self) -> int:
         async with scoped(self.pool, Scope.everything()) as conn:
+            await legal_holds.lock_customer_holds(conn, shared=True)
             held = await legal_holds.held_customer_ids(conn)
             rows = await conn.fetch(
                 f"WITH cutoffs AS ({_WEB_EVENT_CUTOFFS}),"
@@ -424,6 +426,15 @@ class PurgeJob:
                 self.as_of, self.batch_size,
             )
             for row in rows:
+                # The candidates were judged in the snapshot the query began with: a
+                # membership resumed, a call linked or a hold placed before the row lock
+                # shows only in a statement of its own, taken now that the row is locked.
+                if not await conn.fetchval(
+                    f"SELECT EXISTS (SELECT 1 {_EXPIRED_CUSTOMERS} AND c.id = $2"
+                    f" AND NOT {_CUSTOMER_HELD})",
+                    self.as_of, row["id"],
+                ):
+                    continue
                 # Their web events go with them, not merely unlinked as an erasure does.
                 events = await conn.fetchval(
                     "WITH gone AS (DELETE FROM web_events WHERE customer_id = $1 RETURNING 1)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from functools import cache
 from typing import Any
 
@@ -60,6 +62,25 @@ class Api:
         )
         assert response.status == 200, await response.text()
         return str((await response.json())["csrf_token"])
+
+
+async def until_waiting(db: asyncpg.Connection, sessions: int, timeout_s: float = 20, *,
+                        unless: asyncio.Future[Any] | None = None) -> None:
+    """Return once `sessions` other sessions of `db`'s database wait for a lock (a row, a
+    table, an advisory lock), or `unless` has finished: the moment a race test lets the next
+    side go. Sessions of other databases (the test databases made ahead) do not count."""
+    deadline = time.monotonic() + timeout_s
+    while not (unless is not None and unless.done()):
+        # Within a transaction the sessions' activity is read once unless cleared.
+        await db.execute("SELECT pg_stat_clear_snapshot()")
+        if await db.fetchval(
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a"
+            " ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database()"
+            " AND l.pid <> pg_backend_pid()"
+        ) >= sessions:
+            return
+        assert time.monotonic() < deadline, f"fewer than {sessions} session(s) reached a lock"
+        await asyncio.sleep(0.02)
 
 
 def bearer(token: str) -> dict[str, str]:

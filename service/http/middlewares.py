@@ -20,7 +20,7 @@ from service.http.keys import AHEAD_KEY, PRINCIPAL_KEY, REQUEST_ID_KEY, RESPONSE
 from service.logs import actor_var, request_id_var
 from service.policy import PUBLIC, allowed
 from storage import errors
-from storage.db import CONNECTION_LOST
+from storage.db import CONNECTION_LOST, TRANSACTION_ROLLED_BACK
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,16 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
         response = problems.problem_response(
             503, "Service unavailable", "a backing service is not reachable; retry later",
             request_id=request_id, headers={"Retry-After": "2"},
+        )
+    except TRANSACTION_ROLLED_BACK as exc:
+        # Chosen by PostgreSQL as the victim of a deadlock (or a serialisation failure)
+        # with a concurrent transaction: nothing was written, and a retry may succeed.
+        logger.warning("transaction rolled back by the database",
+                       extra={"error": exc.__class__.__name__})
+        response = problems.problem_response(
+            503, "Service unavailable",
+            "the request collided with a concurrent one and was not applied; retry it",
+            request_id=request_id, headers={"Retry-After": "1"},
         )
     except Exception:
         logger.exception("unhandled error")

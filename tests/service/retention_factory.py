@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from service.retention.scheduler import PurgeContext, purge_context
 from service.settings import Settings
+from storage import purge
 from tests.helpers import Api, settings_env
 from tests.service.recording_factory import object_store
 
@@ -79,16 +82,24 @@ def purge_process(settings: Settings, *args: str, **extra: str) -> subprocess.Po
     )
 
 
-async def purge_job_only(app: web.Application, as_of: datetime = FUTURE) -> int:
-    """The purge's work without its audit event and S3 checkpoint (which a bucket with object
-    lock would keep for ten years, so the test could not drop its bucket)."""
+@asynccontextmanager
+async def purge_run(
+    app: web.Application, as_of: datetime = FUTURE, *, pool: asyncpg.Pool | None = None
+) -> AsyncIterator[purge.PurgeJob]:
+    """A real run, recorded as started and then finished, whose job a test runs whole or a
+    step at a time (on `pool` when given, else the application's)."""
     from service.http.keys import OBJECTS, POOL
-    from storage import purge
 
     run_id = uuid.uuid4()
     async with app[POOL].acquire() as conn:
         await purge.start_run(conn, run_id, as_of=as_of, started_by="test", dry_run=False)
-        job = purge.PurgeJob(app[POOL], app[OBJECTS], run_id, as_of)
-        tally = await job.run()
+        yield purge.PurgeJob(pool or app[POOL], app[OBJECTS], run_id, as_of)
         await purge.finish_run(conn, run_id, state="finished", counts={})
+
+
+async def purge_job_only(app: web.Application, as_of: datetime = FUTURE) -> int:
+    """The purge's work without its audit event and S3 checkpoint (which a bucket with object
+    lock would keep for ten years, so the test could not drop its bucket)."""
+    async with purge_run(app, as_of) as job:
+        tally = await job.run()
     return tally.total

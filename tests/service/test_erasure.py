@@ -4,6 +4,7 @@ and re-applying the ledger after a restore erases the person again."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,15 @@ from storage.db import create_pool
 from storage.errors import IntegrityError
 from storage.keys import company_key_context, customer_key_context, recording_key_context
 from tests import audiogen
-from tests.helpers import Api, bearer
+from tests.helpers import Api, bearer, until_waiting
 from tests.service.data_subject_factory import A, B, customer, recording_of
-from tests.service.recording_factory import bucket_keys, metadata, object_store, upload
+from tests.service.recording_factory import (
+    analysed,
+    bucket_keys,
+    metadata,
+    object_store,
+    upload,
+)
 
 REASON = "customer asked for erasure, ticket 881"
 
@@ -149,6 +156,37 @@ async def test_erasure_is_refused_while_under_a_legal_hold(
     assert refused["outcome"] == "refused"
 
 
+async def test_hold_on_a_call_committed_while_its_customer_is_erased_refuses_the_erasure(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    customer_id, recording_id, _, _ = await stored_call(api, db)
+    admin = await api.token("admin", all_companies=True)
+    assert (await analysed(api.client, admin, recording_id))["analysis"] is not None
+    lock = db.transaction()
+    await lock.start()
+    try:
+        # The hold stops just before its commit, with the call locked; then the erasure
+        # starts.
+        await db.execute("LOCK TABLE legal_hold_recordings IN ACCESS EXCLUSIVE MODE")
+        holding = asyncio.ensure_future(api.client.post(
+            "/api/v1/legal-holds", headers=bearer(admin),
+            json={"case": "late-1", "reason": "court order", "recording_ids": [recording_id]}))
+        await until_waiting(db, 1)
+        erasing = asyncio.ensure_future(erase(api, admin, customer_id))
+        await until_waiting(db, 2)
+    finally:
+        await lock.rollback()
+    held = await holding
+    assert held.status == 201, await held.text()
+    status, body = await erasing
+    assert status == 409, body
+    assert await db.fetchval("SELECT legal_holds FROM recordings WHERE id = $1",
+                             uuid.UUID(recording_id)) == ["late-1"]
+    assert await db.fetchval("SELECT erased_at FROM customers WHERE id = $1",
+                             uuid.UUID(customer_id)) is None
+    assert len(await bucket_keys(settings)) == 1
+
+
 async def test_other_company_and_roles_cannot_erase(api: Api, db: asyncpg.Connection) -> None:
     customer_id = await customer(api, [A])
     outsider = await api.token("dpo", [B])
@@ -213,8 +251,10 @@ async def test_restore_from_backup_before_erasure_is_erased_again(
     store = object_store(settings)
     try:
         async with pool.acquire() as conn:
-            assert await erasure_store.reapply_erasures(conn, store) == 1
-            assert await erasure_store.reapply_erasures(conn, store) == 0
+            assert await erasure_store.reapply_erasures(conn, store) == \
+                erasure_store.Reapplied(customers=1, recordings=0)
+            assert await erasure_store.reapply_erasures(conn, store) == \
+                erasure_store.Reapplied(customers=0, recordings=0)
     finally:
         await pool.close()
         await store.close()

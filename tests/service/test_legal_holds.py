@@ -3,6 +3,7 @@ cases keeps it; a held customer's future calls are held too."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -16,9 +17,9 @@ from minio.error import S3Error
 from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
 from tests import audiogen
-from tests.helpers import Api, bearer
+from tests.helpers import Api, bearer, until_waiting
 from tests.service.data_subject_factory import A, customer, recording_of
-from tests.service.recording_factory import COMPANY, bucket_keys, metadata, upload
+from tests.service.recording_factory import COMPANY, analysed, bucket_keys, metadata, upload
 from tests.service.retention_factory import FUTURE, app_of, purge_context_of, purge_job_only
 
 
@@ -126,6 +127,99 @@ async def test_unknown_records_and_roles(api: Api) -> None:
     refused = await api.client.post("/api/v1/legal-holds", headers=bearer(dpo),
                                     json={"case": "c-2", "reason": "court order"})
     assert refused.status == 403
+
+
+async def test_two_requests_opening_the_same_case_at_once_both_succeed(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    recording_id = await stored_id(api)
+    assert (await analysed(api.client, admin, recording_id))["analysis"] is not None
+    body = {"case": "same-1", "reason": "court order", "recording_ids": [recording_id]}
+    lock = db.transaction()
+    await lock.start()
+    try:
+        # The first request waits on the recording with the new case inserted; the second
+        # reaches the same case id meanwhile.
+        await db.execute("SELECT 1 FROM recordings WHERE id = $1 FOR UPDATE",
+                         uuid.UUID(recording_id))
+        first = asyncio.ensure_future(
+            api.client.post("/api/v1/legal-holds", headers=bearer(admin), json=body))
+        await until_waiting(db, 1)
+        second = asyncio.ensure_future(
+            api.client.post("/api/v1/legal-holds", headers=bearer(admin), json=body))
+        await until_waiting(db, 2)
+    finally:
+        await lock.rollback()
+    answers = [await first, await second]
+    assert [a.status for a in answers] == [201, 201], [await a.text() for a in answers]
+    listed = await api.client.get("/api/v1/legal-holds", headers=bearer(admin))
+    assert [(h["case"], h["recording_ids"]) for h in (await listed.json())["items"]] \
+        == [("same-1", [recording_id])]
+
+
+async def test_hold_and_erasure_of_one_customer_at_once_do_not_deadlock(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    customer_id = await customer(api, [A])
+    recording_id, _ = await recording_of(api, A, "50010")
+    assert (await analysed(api.client, admin, recording_id))["analysis"] is not None
+    lock = db.transaction()
+    await lock.start()
+    try:
+        # The erasure is held where it reads the holds, with the customer locked; the hold
+        # then asks for the same customer and call.
+        await db.execute("LOCK TABLE legal_hold_customers IN ACCESS EXCLUSIVE MODE")
+        erasing = asyncio.ensure_future(api.client.post(
+            f"/api/v1/customers/{customer_id}/erasure", json={"reason": "asked"},
+            headers=bearer(admin)))
+        await until_waiting(db, 1)
+        holding = asyncio.ensure_future(api.client.post(
+            "/api/v1/legal-holds", headers=bearer(admin),
+            json={"case": "both-1", "reason": "court order", "customer_ids": [customer_id],
+                  "recording_ids": [recording_id]}))
+        await until_waiting(db, 2)
+    finally:
+        await lock.rollback()
+    erased, held = await erasing, await holding
+    # One of them goes first and the other sees it: never both, never a server error.
+    assert (erased.status, held.status) in ((200, 422), (409, 201)), \
+        (await erased.text(), await held.text())
+    for answer in (erased, held):
+        assert answer.status < 300 or answer.content_type == "application/problem+json"
+    assert await db.fetchval("SELECT count(*) FROM recordings") \
+        == (0 if erased.status == 200 else 1)
+
+
+async def test_a_request_chosen_as_deadlock_victim_answers_503_with_retry_after(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    admin = await api.token("admin", all_companies=True)
+    recording_id = await stored_id(api)
+    assert (await analysed(api.client, admin, recording_id))["analysis"] is not None
+    await hold(api, admin, "open-1", recording_ids=[recording_id])
+    body = {"case": "open-1", "reason": "court order", "recording_ids": [recording_id]}
+    lock = db.transaction()
+    await lock.start()
+    try:
+        # Another session takes the call, then the case: the opposite order of the request,
+        # which PostgreSQL rolls back to break the cycle (it waited first).
+        await db.execute("SELECT 1 FROM recordings WHERE id = $1 FOR UPDATE",
+                         uuid.UUID(recording_id))
+        adding = asyncio.ensure_future(
+            api.client.post("/api/v1/legal-holds", headers=bearer(admin), json=body))
+        await until_waiting(db, 1)
+        await db.execute("SELECT 1 FROM legal_holds WHERE case_id = 'open-1' FOR UPDATE")
+    finally:
+        await lock.rollback()
+    refused = await adding
+    assert refused.status == 503, await refused.text()
+    assert refused.content_type == "application/problem+json"
+    assert refused.headers["Retry-After"] == "1"
+    assert (await refused.json())["status"] == 503
+    again = await api.client.post("/api/v1/legal-holds", headers=bearer(admin), json=body)
+    assert again.status == 201, await again.text()
 
 
 @pytest.fixture

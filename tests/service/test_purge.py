@@ -16,14 +16,16 @@ import asyncpg
 from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
 from tests import audiogen
-from tests.helpers import Api, bearer
-from tests.service.data_subject_factory import A, customer
+from tests.helpers import Api, bearer, until_waiting
+from tests.service.data_subject_factory import A, customer, record
 from tests.service.recording_factory import COMPANY, bucket_keys, metadata, upload
 from tests.service.retention_factory import (
     FUTURE,
+    app_of,
     expired_recordings,
     purge_context_of,
     purge_process,
+    purge_run,
 )
 
 COUNTED_TABLES = ("recordings", "recording_tombstones", "customers", "web_events",
@@ -211,6 +213,89 @@ async def test_customer_without_membership_or_data_expires_and_is_shredded(
     assert await db.fetchval("SELECT count(*) FROM customer_keys WHERE customer_id = $1",
                              customer_id) == 0
     assert await db.fetchval("SELECT count(*) FROM erasure_ledger") == 1
+
+
+async def test_customer_resumed_while_the_purge_judges_expiry_is_kept(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    customer_id = uuid.UUID(await customer(api, [A]))
+    await db.execute("UPDATE customer_memberships SET ended_at = now(), active = false"
+                     " WHERE customer_id = $1", customer_id)
+    billing = await api.token("ingest", [A], name="billing")
+    assert settings.database_url is not None
+    # One connection planning generically: a plan made once locks the expiry function's
+    # tables only when the candidate query runs, after its snapshot, so the lock below
+    # stops the query between its snapshot and its row locks.
+    pool = await asyncpg.create_pool(
+        settings.database_url.get_secret_value(), min_size=1, max_size=1,
+        server_settings={"plan_cache_mode": "force_generic_plan"})
+    try:
+        async with purge_run(app_of(api), datetime.now(UTC), pool=pool) as job:
+            assert await job.customer_batch() == 0  # ended today: not expired, plan made
+        async with purge_run(app_of(api), FUTURE, pool=pool) as job:
+            lock = db.transaction()
+            await lock.start()
+            try:
+                await db.execute("LOCK TABLE retention_policies IN ACCESS EXCLUSIVE MODE")
+                batch = asyncio.ensure_future(job.customer_batch())
+                await until_waiting(db, 1)
+                resumed = await asyncio.wait_for(api.client.put(
+                    f"/api/v1/customers/{A}/50010", json=record(ended_at=None),
+                    headers=bearer(billing)), 20)
+                assert resumed.status in (200, 201), await resumed.text()
+            finally:
+                await lock.rollback()
+            await batch
+    finally:
+        await pool.close()
+    row = await db.fetchrow("SELECT * FROM customers WHERE id = $1", customer_id)
+    assert row["erased_at"] is None and row["name"] is not None
+    assert await db.fetchval("SELECT count(*) FROM customer_memberships WHERE customer_id = $1"
+                             " AND ended_at IS NULL", customer_id) == 1
+    assert await db.fetchval("SELECT count(*) FROM erasure_ledger") == 0
+
+
+async def test_hold_answered_while_a_web_event_month_is_dropped_keeps_its_events(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    customer_id = await customer(api, [A])
+    site = await api.token("ingest", [A], name="site")
+    old = datetime(2020, 3, 15, tzinfo=UTC)
+    lines = [{"ts": (old + timedelta(minutes=i)).isoformat(), "site": "www", "event": "view",
+              "url": "/", "customer_number": "50010"} for i in range(5)]
+    response = await api.client.post(
+        "/api/v1/web-events", data="\n".join(json.dumps(x) for x in lines),
+        headers={**bearer(site), "Content-Type": "application/x-ndjson"})
+    assert response.status == 200, await response.text()
+    theirs = "SELECT count(*) FROM {} WHERE customer_id = $1"
+    assert await db.fetchval(theirs.format("web_events"), uuid.UUID(customer_id)) == 5
+    admin = await api.token("admin", all_companies=True)
+
+    async with purge_run(app_of(api), datetime.now(UTC)) as job:
+        lock = db.transaction()
+        await lock.start()
+        try:
+            # The month's drop waits for the partition, having read which customers are
+            # held; a hold on the customer is asked for meanwhile.
+            await db.execute("SELECT count(*) FROM web_events_2020_03")
+            dropping = asyncio.ensure_future(job.web_event_partitions())
+            await until_waiting(db, 1)
+            holding = asyncio.ensure_future(api.client.post(
+                "/api/v1/legal-holds", headers=bearer(admin),
+                json={"case": "site-1", "reason": "court order", "customer_ids": [customer_id]}))
+            await until_waiting(db, 2, unless=holding)
+            confirmed = await db.fetchval(theirs.format("web_events_2020_03"),
+                                          uuid.UUID(customer_id)) if holding.done() else None
+        finally:
+            await lock.rollback()
+        held = await holding
+        assert held.status == 201, await held.text()
+        if confirmed is None:  # the hold waited for the drop: answered after it
+            confirmed = await db.fetchval(theirs.format("web_events"), uuid.UUID(customer_id))
+        await dropping
+        assert job.dropped == ["web_events_2020_03"]
+    # The events there were when the hold was answered are all kept.
+    assert await db.fetchval(theirs.format("web_events"), uuid.UUID(customer_id)) == confirmed
 
 
 async def test_active_customer_never_expires(api: Api, db: asyncpg.Connection) -> None:
