@@ -40,7 +40,7 @@ from storage.sealed_audio import iter_plaintext
 
 logger = logging.getLogger(__name__)
 
-SCRUB_LOCK = 0x7A11E63
+SCRUB_LOCK = 0x7A11E64  # its own: a scrub pass (hours) must hold up no other lock's holder
 BATCH = 100
 POLL = timedelta(minutes=10)  # how often a replica looks for recordings due
 FIRST_LOOK = timedelta(minutes=1)  # after start-up, so a rolling restart settles first

@@ -107,6 +107,26 @@ async def test_an_erasure_overwrites_the_key_snapshot_at_once(
     assert audited == str(contents.header.snapshot_id)
 
 
+async def test_a_scrub_pass_under_way_does_not_hold_up_the_snapshot_an_erasure_writes(
+    api: Api, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """A scrub pass holds its lock for as long as it reads every object (hours, rate
+    limited); the key snapshot an erasure overwrites at once must not wait for it."""
+    from service.http.keys import KEY_OBJECTS, KEYRING, POOL
+    from service.recordings.scrub import SCRUB_LOCK
+
+    app = app_of(api)
+    erased = uuid.UUID(await customer(api, [A], number="7001"))
+    await key_snapshot.write_snapshot(app[POOL], app[KEY_OBJECTS], app[KEYRING].masters)
+    assert await db.fetchval("SELECT pg_try_advisory_lock($1)", SCRUB_LOCK)
+    try:
+        await asyncio.wait_for(erase(api, str(erased)), timeout=30)
+    finally:
+        await db.execute("SELECT pg_advisory_unlock_all()")
+    held, _ = await snapshot_holds(settings, masters_of(settings))
+    assert erased not in held
+
+
 async def test_on_a_versioned_key_bucket_an_overwritten_snapshot_leaves_no_older_version(
     api: Api, settings: Settings
 ) -> None:
