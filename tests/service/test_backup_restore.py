@@ -8,12 +8,14 @@ data and an altered backup are refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +321,33 @@ async def dump_as_sql(tmp_path: Path, manifest: Manifest, cipher: BackupCipher) 
     return done.stdout
 
 
+@contextlib.asynccontextmanager
+async def restored_onto_the_surviving_bucket(
+    settings: Settings, stack: Stack, backup_dir: Path, erased_call: str, kept_call: str,
+    kept_path: Path,
+) -> AsyncIterator[tuple[dict[str, Any], Api, str]]:
+    """The backup restored into a new database on the test's own (surviving) bucket: the
+    report, the restored deployment (while the block runs) and its database's name. The
+    erased call is gone there, the kept one replays byte-identical, one object is left."""
+    database = await asyncio.to_thread(fresh_database, stack)
+    target = settings_for(stack, database, settings.s3_bucket)
+    try:
+        restored = await tallenne(target, "restore", str(backup_dir))
+        assert restored.returncode == 0, restored.stderr
+        result = json.loads(restored.stdout)
+        assert result["ok"] is True, result
+        async with TestClient(TestServer(create_app(target))) as client:
+            target_api = Api(client, stack.superuser_url(database))
+            quality = await target_api.token("quality", [A])
+            gone = await client.get(f"/api/v1/recordings/{erased_call}", headers=bearer(quality))
+            assert gone.status == 404
+            assert await replay(client, quality, kept_call) == kept_path.read_bytes()
+            assert len(await bucket_keys(target)) == 1
+            yield result, target_api, database
+    finally:
+        await asyncio.to_thread(drop_database, stack, database)
+
+
 async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after_the_backup(
     api: Api, settings: Settings, stack: Stack, tmp_path: Path
 ) -> None:
@@ -343,30 +372,18 @@ async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after
     # Signed after the backup: the restored chain is behind it, legitimately.
     after_backup = await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
 
-    database = await asyncio.to_thread(fresh_database, stack)
-    target = settings_for(stack, database, settings.s3_bucket)
-    try:
-        restored = await tallenne(target, "restore", str(tmp_path / "b"))
-        assert restored.returncode == 0, restored.stderr
-        result = json.loads(restored.stdout)
-        assert result["ok"] is True, result
+    async with restored_onto_the_surviving_bucket(
+            settings, stack, tmp_path / "b", erased_call, kept_call, kept_path,
+    ) as (result, target_api, database):
         assert result["customers_erased_again"] == 1
         assert result["recordings_skipped_as_erased"] == 1
         assert result["objects_already_present"] >= 1 and result["objects_uploaded"] == 0
         assert result["audit"]["ok"] is True, result["audit"]
         assert result["audit"]["epoch"] == 2
         assert result["audit"]["epoch_starts_at"] < after_backup.seq
-        async with TestClient(TestServer(create_app(target))) as client:
-            target_api = Api(client, stack.superuser_url(database))
-            quality = await target_api.token("quality", [A])
-            gone = await client.get(f"/api/v1/recordings/{erased_call}", headers=bearer(quality))
-            assert gone.status == 404
-            assert await replay(client, quality, kept_call) == kept_path.read_bytes()
-            verify = await client.get("/api/v1/audit/verify", headers=bearer(
-                await target_api.token("admin", all_companies=True)))
-            assert (await verify.json())["ok"] is True
-        keys = await bucket_keys(target)
-        assert len(keys) == 1
+        verify = await target_api.client.get("/api/v1/audit/verify", headers=bearer(
+            await target_api.token("admin", all_companies=True)))
+        assert (await verify.json())["ok"] is True
         conn = await asyncpg.connect(stack.superuser_url(database))
         try:
             row = await conn.fetchrow("SELECT name, erased_at FROM customers WHERE id = $1",
@@ -377,8 +394,6 @@ async def test_restore_onto_the_surviving_bucket_reapplies_an_erasure_made_after
         finally:
             await conn.close()
         assert row["name"] is None and row["erased_at"] is not None and key_left == 0
-    finally:
-        await asyncio.to_thread(drop_database, stack, database)
 
 
 async def test_restore_onto_the_surviving_bucket_erases_again_a_call_erased_after_the_backup(
@@ -404,22 +419,11 @@ async def test_restore_onto_the_surviving_bucket_erases_again_a_call_erased_afte
                                        headers=bearer(dpo))
     assert response.status == 200, await response.text()
 
-    database = await asyncio.to_thread(fresh_database, stack)
-    target = settings_for(stack, database, settings.s3_bucket)
-    try:
-        restored = await tallenne(target, "restore", str(tmp_path / "b"))
-        assert restored.returncode == 0, restored.stderr
-        result = json.loads(restored.stdout)
-        assert result["ok"] is True, result
+    async with restored_onto_the_surviving_bucket(
+            settings, stack, tmp_path / "b", erased_call, kept_call, kept_path,
+    ) as (result, _, database):
         assert result["recordings_erased_again"] == 1
         assert result["customers_erased_again"] == 0
-        async with TestClient(TestServer(create_app(target))) as client:
-            target_api = Api(client, stack.superuser_url(database))
-            quality = await target_api.token("quality", [A])
-            gone = await client.get(f"/api/v1/recordings/{erased_call}", headers=bearer(quality))
-            assert gone.status == 404
-            assert await replay(client, quality, kept_call) == kept_path.read_bytes()
-        assert len(await bucket_keys(target)) == 1
         conn = await asyncpg.connect(stack.superuser_url(database))
         try:
             tombstone = await conn.fetchval(
@@ -428,8 +432,6 @@ async def test_restore_onto_the_surviving_bucket_erases_again_a_call_erased_afte
         finally:
             await conn.close()
         assert tombstone == 1
-    finally:
-        await asyncio.to_thread(drop_database, stack, database)
 
 
 async def test_restore_refuses_a_deployment_that_holds_data(
