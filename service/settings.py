@@ -211,7 +211,8 @@ class Settings(BaseSettings):
         "exports", description="Prefix under which each `s3` export writes `<id>/year=…/`."
     )
     export_keep_hours: int = Field(
-        72, ge=1, description="Hours an export's result can be downloaded after it finished."
+        72, ge=1, description="Hours an export's result can be downloaded (an s3 export:"
+        " stays in the export bucket) after it finished; housekeeping then removes it."
     )
     export_lease_s: float = Field(
         60.0, gt=0,

@@ -10,7 +10,7 @@ import asyncio
 import io
 import queue
 import threading
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 import pyrage
@@ -110,7 +110,8 @@ class _Ciphertext(io.RawIOBase):
             self._pending.clear()
 
 
-async def encrypt_to_age(chunks: AsyncIterable[bytes], recipient: str) -> AsyncIterator[bytes]:
+async def encrypt_to_age(chunks: AsyncIterable[bytes], recipient: str,
+                         ) -> AsyncGenerator[bytes, None]:
     """`chunks` as one age file encrypted to `recipient`. An error of the source is raised
     as itself, after which no further ciphertext is yielded."""
     key = parse_age_recipient(recipient)

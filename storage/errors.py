@@ -11,12 +11,14 @@
     ├── Unavailable         a backing service (PostgreSQL, S3) cannot be reached
     ├── ObjectMissing       an object expected in S3 is not there
     └── IntegrityError      stored bytes no longer match their recorded hash
-        └── KeyDestroyed    the key that opens a record is gone (its customer was erased)
+        ├── KeyDestroyed    the key that opens a record is gone (its customer was erased)
+        └── RecordingIntegrityError  one recording's audio failed within a larger stream
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 
 class StorageError(Exception):
@@ -83,3 +85,13 @@ class KeyDestroyed(IntegrityError):
     """The record exists but its key does not: crypto-shredded, never to be read again."""
 
     title = "Gone"
+
+
+class RecordingIntegrityError(IntegrityError):
+    """A recording's stored audio failed verification while it streamed as one part of a
+    larger whole (an export's download): the error names the recording."""
+
+    def __init__(self, detail: str, *, recording_id: UUID, company: str) -> None:
+        super().__init__(detail)
+        self.recording_id = recording_id
+        self.company = company

@@ -116,7 +116,7 @@ async def iter_zip(
     metadata: Mapping[str, Any],
     generated_at: datetime | None = None,
     on_file: Callable[[BundleFile], None] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The export zip, chunk by chunk. `on_file` hears of each file once it is complete
     (progress, a job's checkpoint)."""
     generated = generated_at or datetime.now(UTC)
@@ -187,5 +187,8 @@ async def iter_export(
     stream = iter_zip(entries, metadata=metadata, generated_at=generated_at, on_file=on_file)
     if recipient is not None:
         stream = encrypt_to_age(stream, recipient)
-    async for chunk in stream:
-        yield chunk
+    # Closed with this one: the encryption's thread and the task that feeds it stop at once
+    # when a consumer leaves early.
+    async with contextlib.aclosing(stream) as chunks:
+        async for chunk in chunks:
+            yield chunk

@@ -72,7 +72,8 @@ def _job(row: asyncpg.Record) -> ExportJob:
     data = dict(row)
     scope = Scope(company_ids=frozenset(data.pop("company_ids")),
                   all_companies=data.pop("all_companies"))
-    for column in ("lease_owner", "lease_until", "attempts", "started_at"):
+    for column in ("lease_owner", "lease_until", "attempts", "started_at",
+                   "objects_removed_at"):
         data.pop(column, None)
     return ExportJob(scope=scope, **data)
 

@@ -13,7 +13,7 @@ import hashlib
 import io
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -270,7 +270,7 @@ class ObjectStore:
         transform: Callable[[list[Piece]], bytes] | None = None,
         transform_after: asyncio.Future[Any] | None = None,
         inline_up_to: int = INLINE_TRANSFORM,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Stream an object (or a byte range of it) in bounded chunks.
 
         Reads go over the event loop's own HTTP client rather than through a worker thread

@@ -5,6 +5,7 @@ segment by segment for a byte range, never held whole in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import uuid
@@ -137,18 +138,21 @@ async def iter_plaintext(
     def open_chunk(stored: list[Piece]) -> bytes:
         return trim(opened().update_all(stored))
 
-    async for piece in objects.iter_range(
+    stored = objects.iter_range(
         object_key, span.stored_start, length, chunk_size=READ_CHUNK,
         # A small range comes in one read; a long one starts with a single segment so that
         # its first bytes leave sooner.
         first_chunk=READ_CHUNK if length <= READ_CHUNK else STORED_SEGMENT_SIZE,
         transform=open_chunk, transform_after=key_known, inline_up_to=READ_CHUNK,
-    ):
-        if digest is not None:
-            if hashing is not None:
-                await hashing  # in order, and at most one piece held for it
-            hashing = objects.beside(digest.update, piece)
-        yield piece
+    )
+    # A reader that leaves early (a client gone) releases the S3 response with this stream.
+    async with contextlib.aclosing(stored) as pieces:
+        async for piece in pieces:
+            if digest is not None:
+                if hashing is not None:
+                    await hashing  # in order, and at most one piece held for it
+                hashing = objects.beside(digest.update, piece)
+            yield piece
     await key_known
     piece = trim(opened().finalize())
     if left:

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 
 from schemas.vcon import Vcon, b64url, content_hash
 from storage.errors import IntegrityError
@@ -56,7 +56,7 @@ class InlineVcon:
         self.size = (len(self._head) + b64url_length(audio_size) + len(self._between)
                      + hashes_length + len(self._tail))
 
-    async def iter_bytes(self, audio: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async def iter_bytes(self, audio: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
         """The document, with `audio` (exactly `audio_size` bytes) as the dialog body."""
         yield self._head
         sha256 = hashlib.sha256()

@@ -5,13 +5,14 @@ Shared by the service's background worker, `tallenne export` and bench.export.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -29,7 +30,13 @@ from storage.age_stream import encrypt_to_age
 from storage.audit import AuditEntry, AuditLog
 from storage.db import Scope, scoped
 from storage.disclosures import log_disclosure
-from storage.errors import KeyDestroyed, StorageError
+from storage.errors import (
+    IntegrityError,
+    KeyDestroyed,
+    RecordingIntegrityError,
+    StorageError,
+    Unavailable,
+)
 from storage.export_bundle import BundleEntry, BundleFile, iter_export, manifest_json, sha256sums
 from storage.export_layout import s3_export_key, s3_key, vcon_files, zip_files
 from storage.exports import ExportFile, ExportJob, PendingCall, PlannedCall
@@ -69,6 +76,18 @@ class ExportContext:
             await target.ensure_bucket()
             self._ensured.add(target.bucket)
         return target
+
+    async def remove_s3(self, prefix: str | None) -> None:
+        """Take back what an `s3` export wrote under its prefix (cancelled, failed or
+        expired); Unavailable while the export bucket keeps any of it, so that it is tried
+        again."""
+        if not prefix:
+            return
+        target = await self.target_store()
+        async for page in target.iter_keys(prefix.rstrip("/") + "/"):
+            if kept := await target.delete(page):
+                raise Unavailable(f"the export bucket did not delete {len(kept)} of the"
+                                  " export's objects")
 
 
 def export_out(job: ExportJob) -> ExportOut:
@@ -113,6 +132,16 @@ def _held_back(recording: Recording, prohibited: set[uuid.UUID]) -> bool:
             or (recording.customer_id is not None and recording.customer_id in prohibited))
 
 
+async def prohibited_customers(conn: asyncpg.Connection, job: ExportJob,
+                               customer_ids: Iterable[uuid.UUID | None]) -> set[uuid.UUID]:
+    """The customers among `customer_ids` who prohibit the use the job's purpose makes of
+    their calls (an export that leaves the controller for marketing); asked again when the
+    calls are written and downloaded, as a prohibition may come at any time."""
+    uses = sorted(EXCLUDED_BY.get(job.purpose, frozenset())) if (  # type: ignore[call-overload]
+        job.recipient and job.purpose) else []
+    return await store.prohibited(conn, sorted({c for c in customer_ids if c}), uses)
+
+
 async def plan_job(ctx: ExportContext, job: ExportJob) -> None:
     """Fix the job's calls and, for an export that leaves the controller, log the disclosure
     per company before any file is written (over-, never under-recorded)."""
@@ -121,10 +150,7 @@ async def plan_job(ctx: ExportContext, job: ExportJob) -> None:
         # Only what planning needs is kept of each call, not the call itself.
         found = [PlannedCall(r.id, r.company_id, r.customer_id, _held_back(r, set()))
                  async for r in matching_recordings(conn, job.scope, wanted)]
-        uses = sorted(EXCLUDED_BY.get(job.purpose, frozenset())) if (  # type: ignore[call-overload]
-            job.recipient and job.purpose) else []
-        prohibited = await store.prohibited(
-            conn, sorted({c.customer_id for c in found if c.customer_id}), uses)
+        prohibited = await prohibited_customers(conn, job, (c.customer_id for c in found))
         found.reverse()  # oldest first: the order files are written and listed in
         await store.plan(conn, job.id, [
             replace(c, held_back=True) if c.customer_id in prohibited else c for c in found])
@@ -157,7 +183,8 @@ async def data_key_of(conn: asyncpg.Connection, masters: keys.MasterKeys,
     return keys.unwrap_data_key(owner, recording.id, recording.wrapped_key)
 
 
-def audio_of(objects: ObjectStore, recording: Recording, data_key: bytes) -> AsyncIterator[bytes]:
+def audio_of(objects: ObjectStore, recording: Recording,
+             data_key: bytes) -> AsyncGenerator[bytes, None]:
     return iter_plaintext(objects, recording.object_key, data_key=data_key,
                           object_id=recording.id, size=recording.size_bytes, start=0,
                           end_inclusive=recording.size_bytes - 1,
@@ -219,12 +246,14 @@ async def export_listed_calls(ctx: ExportContext, job: ExportJob,
         present = await store.lock_calls(conn, ids)
         found = await store.recordings_by_ids(conn, [i for i in ids if i in present])
         evaluations = await store.evaluations_by_call(conn, list(found))
+        prohibited = await prohibited_customers(conn, job,
+                                                (r.customer_id for r in found.values()))
         handled: list[tuple[int, str, Sequence[ExportFile]]] = []
         for call in calls:
             recording = found.get(call.recording_id)
             if recording is None:
                 handled.append((call.seq, "erased", []))
-            elif _held_back(recording, set()):
+            elif _held_back(recording, prohibited):
                 handled.append((call.seq, "held_back", []))
             else:
                 handled.append((call.seq, "done", listed_files(
@@ -242,7 +271,8 @@ async def export_call(ctx: ExportContext, job: ExportJob, call: PendingCall) -> 
             await store.finish_call(conn, job.id, call.seq, "erased", [])
             return
         recording = await recordings_store.get(conn, call.recording_id)
-        if _held_back(recording, set()):
+        prohibited = await prohibited_customers(conn, job, [recording.customer_id])
+        if _held_back(recording, prohibited):
             await store.finish_call(conn, job.id, call.seq, "held_back", [])
             return
         evaluations = await recordings_store.evaluations(conn, recording.id)
@@ -285,15 +315,6 @@ async def finish_s3(ctx: ExportContext, job: ExportJob) -> None:
     await target.put_bytes(s3_export_key(prefix, "SHA256SUMS"), sha256sums(listed))
 
 
-async def remove_s3(ctx: ExportContext, job: ExportJob) -> None:
-    """A cancelled `s3` export takes back what it wrote."""
-    if not job.target_prefix:
-        return
-    target = await ctx.target_store()
-    async for page in target.iter_keys(job.target_prefix.rstrip("/") + "/"):
-        await target.delete(page)
-
-
 async def _current(ctx: ExportContext, job_id: uuid.UUID) -> ExportJob:
     async with scoped(ctx.pool, Scope.everything()) as conn:
         found = await store.get_job(conn, job_id)
@@ -321,7 +342,7 @@ async def _given_up(ctx: ExportContext, job: ExportJob) -> str:
     (a job taken over by another replica is left to it)."""
     state = (await _current(ctx, job.id)).state
     if state == "cancelled" and job.format == "s3":
-        await remove_s3(ctx, job)
+        await ctx.remove_s3(job.target_prefix)
     return state
 
 
@@ -417,7 +438,7 @@ class Prefetched:
     """An audio stream whose first piece is already being read (while the file before it
     still streams), so that consecutive calls follow one another without a pause."""
 
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, chunks: AsyncGenerator[bytes, None]) -> None:
         self._chunks = chunks
         self._first = asyncio.create_task(self._read_first())
 
@@ -436,8 +457,11 @@ class Prefetched:
             yield chunk
 
     async def abandon(self) -> None:
+        """Stop reading, whether or not the stream was read to its end: its S3 response is
+        released now, not when the stream is collected."""
         self._first.cancel()
         await asyncio.gather(self._first, return_exceptions=True)
+        await self._chunks.aclose()
 
 
 LOOKUP_BATCH = 100
@@ -450,8 +474,10 @@ async def _readable(ctx: ExportContext, job: ExportJob, ids: Sequence[uuid.UUID]
     owners: dict[tuple[str, uuid.UUID], keys.OwnerKey | None] = {}
     async with scoped(ctx.pool, job.scope) as conn:
         found = await store.recordings_by_ids(conn, ids)
+        prohibited = await prohibited_customers(conn, job,
+                                                (r.customer_id for r in found.values()))
         for recording in found.values():
-            if _held_back(recording, set()):
+            if _held_back(recording, prohibited):
                 continue
             owner_ref = (recording.key_owner, recording.key_owner_id)
             if owner_ref not in owners:
@@ -468,8 +494,21 @@ async def _readable(ctx: ExportContext, job: ExportJob, ids: Sequence[uuid.UUID]
     return readable
 
 
+async def _call_audio(objects: ObjectStore, recording: Recording,
+                      data_key: bytes) -> AsyncGenerator[bytes, None]:
+    """A call's audio re-read for a download; audio that fails verification raises an error
+    naming the call, so that it is marked and the alarm raised."""
+    async with contextlib.aclosing(audio_of(objects, recording, data_key)) as chunks:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except IntegrityError as exc:
+            raise RecordingIntegrityError(exc.detail, recording_id=recording.id,
+                                          company=recording.company) from exc
+
+
 async def bundle_entries(ctx: ExportContext, job: ExportJob,
-                         withdrawn: Withdrawn) -> AsyncIterator[BundleEntry]:
+                         withdrawn: Withdrawn) -> AsyncGenerator[BundleEntry, None]:
     """The job's files, each call re-checked and its audio re-read and verified as it
     streams; a call erased or held since the job ran is left out whole."""
     groups: dict[int, list[ExportFile]] = {}
@@ -479,6 +518,7 @@ async def bundle_entries(ctx: ExportContext, job: ExportJob,
                 # The listing is names and digests; what streams is the audio.
                 groups.setdefault(file.seq, []).append(file)
     seqs = sorted(groups)
+    current: Prefetched | None = None
     ahead: Prefetched | None = None
     try:
         for start in range(0, len(seqs), LOOKUP_BATCH):
@@ -488,11 +528,13 @@ async def bundle_entries(ctx: ExportContext, job: ExportJob,
             withdrawn.calls += sum(found is None for _, found in calls)
             calls_left = [(s, found) for s, found in calls if found is not None]
             for index, (seq, (recording, data_key)) in enumerate(calls_left):
-                current = ahead or Prefetched(audio_of(ctx.objects, recording, data_key))
+                if current is not None:
+                    await current.abandon()
+                current = ahead or Prefetched(_call_audio(ctx.objects, recording, data_key))
                 ahead = None
                 if index + 1 < len(calls_left):
                     following, following_key = calls_left[index + 1][1]
-                    ahead = Prefetched(audio_of(ctx.objects, following, following_key))
+                    ahead = Prefetched(_call_audio(ctx.objects, following, following_key))
                 started = recording.started_at
                 for file in groups[seq]:
                     if file.content is not None:
@@ -502,18 +544,24 @@ async def bundle_entries(ctx: ExportContext, job: ExportJob,
                         yield BundleEntry(file.name, file.size, current, started,
                                           file.sha256, verified=True)
     finally:
-        if ahead is not None:
-            await ahead.abandon()
+        for stream in (current, ahead):
+            if stream is not None:
+                await stream.abandon()
 
 
-def download_stream(ctx: ExportContext, job: ExportJob) -> AsyncIterator[bytes]:
-    """The `zip`/`vcon` result as one streamed zip (age-encrypted when the job names a key)."""
+async def download_stream(ctx: ExportContext, job: ExportJob) -> AsyncGenerator[bytes, None]:
+    """The `zip`/`vcon` result as one streamed zip (age-encrypted when the job names a key).
+    Closing it early (a client gone) closes the audio streams it was reading at once."""
     withdrawn = Withdrawn()
     metadata: dict[str, Any] = dict(job.metadata)
+    async with contextlib.aclosing(bundle_entries(ctx, job, withdrawn)) as listed:
 
-    async def entries() -> AsyncIterator[BundleEntry]:
-        async for entry in bundle_entries(ctx, job, withdrawn):
-            yield entry
-        metadata["withdrawn_since"] = withdrawn.calls
+        async def entries() -> AsyncIterator[BundleEntry]:
+            async for entry in listed:
+                yield entry
+            metadata["withdrawn_since"] = withdrawn.calls
 
-    return iter_export(entries(), metadata=metadata, recipient=job.recipient_public_key)
+        async with contextlib.aclosing(iter_export(
+                entries(), metadata=metadata, recipient=job.recipient_public_key)) as chunks:
+            async for chunk in chunks:
+                yield chunk

@@ -4,6 +4,7 @@ audited as a replay, since the document opens the way to the audio."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiohttp import web
@@ -86,11 +87,14 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=headers)
     response.content_length = inline.size
     try:
-        async for chunk in inline.iter_bytes(
-                audio_of(request.app[OBJECTS], recording, data_key)):
-            if not response.prepared:
-                await response.prepare(request)
-            await response.write(chunk)
+        async with (
+            contextlib.aclosing(audio_of(request.app[OBJECTS], recording, data_key)) as audio,
+            contextlib.aclosing(inline.iter_bytes(audio)) as chunks,
+        ):
+            async for chunk in chunks:
+                if not response.prepared:
+                    await response.prepare(request)
+                await response.write(chunk)
     except IntegrityError as exc:
         # As replay: the recording is marked and the alarm audited.
         await integrity.alarm_in_request(actor_of(request), request.app[POOL], recording.id,

@@ -3,6 +3,7 @@ started in service/exports/creation.py and run by service/exports/worker.py."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -16,9 +17,11 @@ from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import actor_of, audit, principal_of
 from service.http.keys import EXPORT_WAKE, EXPORTS, POOL, SETTINGS
 from service.http.principal import Principal
+from service.recordings import integrity
+from service.recordings.lookup import WITHHELD
 from storage import exports as store
 from storage.db import scoped
-from storage.errors import Conflict, NotFound
+from storage.errors import Conflict, NotFound, RecordingIntegrityError, StorageError
 from storage.exports import ExportJob
 
 routes = RouteTable()
@@ -83,10 +86,18 @@ async def cancel_export(request: web.Request) -> web.Response:
     async with scoped(request.app[POOL], principal_of(request).scope) as conn:
         cancelled = await store.cancel(conn, job.id)
     assert cancelled is not None
-    if job.state == "done" and job.format == "s3":
-        await export_jobs.remove_s3(request.app[EXPORTS], job)
+    detail: dict[str, object] = {"state_before": job.state}
+    if job.format == "s3" and job.state != "queued":
+        # Also when it was cancelled before: a cancel whose removal failed is repeated until
+        # nothing is left (a running job's worker also removes what it writes after this).
+        try:
+            await request.app[EXPORTS].remove_s3(job.target_prefix)
+        except StorageError as exc:
+            await audit(request, "export.cancel", target_type="export", target_id=str(job.id),
+                        outcome="failure", detail={**detail, "error": exc.detail})
+            raise
     await audit(request, "export.cancel", target_type="export", target_id=str(job.id),
-                detail={"state_before": job.state})
+                detail=detail)
     wake = request.app.get(EXPORT_WAKE)
     if wake is not None:
         wake.set()
@@ -118,12 +129,22 @@ async def download_export(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": f'attachment; filename="{name}"',
         "Cache-Control": "private, no-store",
     })
-    stream = export_jobs.download_stream(request.app[EXPORTS], job)
     try:
-        async for chunk in stream:
-            if not response.prepared:
-                await response.prepare(request)
-            await response.write(chunk)
+        async with contextlib.aclosing(
+                export_jobs.download_stream(request.app[EXPORTS], job)) as stream:
+            async for chunk in stream:
+                if not response.prepared:
+                    await response.prepare(request)
+                await response.write(chunk)
+    except RecordingIntegrityError as exc:
+        # As replay: the recording is marked and the alarm audited; the zip is cut short.
+        await integrity.alarm_in_request(actor_of(request), request.app[POOL], exc.recording_id,
+                                         exc.company, exc.detail, found_by="export")
+        if not response.prepared:
+            raise Conflict(WITHHELD) from None
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     except Exception:
         logger.exception("export download broke off", extra={"export_id": str(job.id)})
         if not response.prepared:

@@ -1,9 +1,10 @@
 """Shared by the export tests: calls in several companies, a job run to its end, the
-export bucket."""
+export bucket, a client that leaves mid-download."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,12 +12,14 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from service.http.keys import OBJECTS
 from service.settings import Settings
 from storage.objects import ObjectStore
 from tests import audiogen
 from tests.conftest import Stack, drop_bucket
 from tests.helpers import Api, bearer
 from tests.service.recording_factory import COMPANY, OTHER_COMPANY, metadata, upload
+from tests.service.retention_factory import app_of
 
 THIRD_COMPANY = "tenergia"
 
@@ -88,3 +91,53 @@ def export_store(settings: Settings) -> ObjectStore:
 
 def drop_export_bucket(stack: Stack, settings: Settings) -> None:
     drop_bucket(stack, settings.export_target_bucket)
+
+
+def open_reads(objects: ObjectStore) -> int:
+    """Connections of the object store's HTTP client still serving a response."""
+    session = objects._session
+    return 0 if session is None else len(session.connector._acquired)  # type: ignore[union-attr]
+
+
+class ReadsAtRequestEnd(logging.Handler):
+    """The S3 reads still open at the moment the service logs the end of a request to `path`
+    (its handler returned or was cancelled; nothing else has run since)."""
+
+    def __init__(self, objects: ObjectStore, path: str) -> None:
+        super().__init__()
+        self.objects = objects
+        self.path = path
+        self.open: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        route = str(getattr(record, "route", ""))
+        if record.getMessage() == "request" and route.endswith(self.path.rsplit("/", 1)[1]):
+            self.open.append(open_reads(self.objects))
+
+
+async def reads_left_open(api: Api, path: str, token: str,
+                          params: dict[str, str] | None = None) -> tuple[int, int]:
+    """A client that takes the first 256 KiB of a long answer and leaves: the S3 reads open
+    while it was reading, and those still open when the service finished the request."""
+    objects = app_of(api)[OBJECTS]
+    requests = logging.getLogger("service.http.middlewares")
+    level = requests.level
+    at_end = ReadsAtRequestEnd(objects, path)
+    requests.setLevel(logging.INFO)
+    requests.addHandler(at_end)
+    try:
+        response = await api.client.get(path, params=params, headers=bearer(token))
+        assert response.status == 200, await response.text()
+        await response.content.readexactly(256 * 1024)
+        await asyncio.sleep(0.2)  # the service waits for the client to take more
+        while_read = open_reads(objects)
+        response.close()
+        for _ in range(100):
+            if at_end.open:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        requests.removeHandler(at_end)
+        requests.setLevel(level)
+    assert len(at_end.open) == 1, at_end.open
+    return while_read, at_end.open[0]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import aiohttp
 import asyncpg
 import psutil
 import pyrage
@@ -26,22 +27,35 @@ from pyrage import x25519
 
 from service.app import create_app
 from service.cli import main as cli
-from service.http.keys import EXPORT_WORKER
+from service.http.keys import EXPORT_WORKER, EXPORTS, POOL, SETTINGS
+from service.ops.housekeeping import housekeep_once
 from service.ops.tasks import stop_task
 from service.settings import Settings
+from storage.crypto import SEGMENT_SIZE
 from tests import audiogen
 from tests.conftest import Stack, drop_bucket, settings_for
 from tests.helpers import Api, bearer, settings_env
 from tests.schemas.vcon_support import decode_content_hash, schema_errors
+from tests.service.data_subject_factory import customer
 from tests.service.export_factory import (
     THIRD_COMPANY,
     Calls,
     calls_in_three_companies,
     export_store,
     ingest,
+    reads_left_open,
     wait_for,
 )
-from tests.service.recording_factory import COMPANY, OTHER_COMPANY, metadata, upload
+from tests.service.recording_factory import (
+    COMPANY,
+    OTHER_COMPANY,
+    metadata,
+    object_store,
+    upload,
+)
+from tests.service.retention_factory import app_of, purge_job_only
+from tests.service.test_recordings_replay import flip_a_byte, stored
+from tests.service.test_stack import own_s3
 
 
 @pytest.fixture
@@ -464,3 +478,210 @@ async def test_jobs_are_their_creators_results_expire_and_a_cancelled_one_is_wit
     response = await api.client.get(f"/api/v1/exports/{export_id}/download",
                                     headers=bearer(token))
     assert response.status == 409
+
+
+async def metadata_kept(db: asyncpg.Connection, export_id: str) -> dict[str, bool]:
+    """Per call of an export, whether its metadata file (numbers, customer, tags,
+    evaluations) still holds its bytes."""
+    rows = await db.fetch("SELECT recording_id, content IS NOT NULL AS kept FROM export_files"
+                          " WHERE job_id = $1 AND kind <> 'audio'", uuid.UUID(export_id))
+    return {str(r["recording_id"]): r["kept"] for r in rows}
+
+
+async def test_erasing_or_purging_a_call_drops_its_metadata_from_every_export(
+        api: Api, db: asyncpg.Connection) -> None:
+    customer_id = await customer(api, [COMPANY], number="7001")
+    single, purged = await ingest(api, COMPANY, 2)
+    (linked,) = await ingest(api, COMPANY, 1, tone=600.0, customer_number="70010")
+    assert linked["customer_id"] == customer_id
+    token = await exporter(api)
+    export_ids = [await start(api, token, format=fmt) for fmt in ("zip", "vcon")]
+    for export_id in export_ids:
+        assert (await wait_for(api.client, token, export_id))["state"] == "done"
+        assert await metadata_kept(db, export_id) == {
+            single["id"]: True, purged["id"]: True, linked["id"]: True}
+
+    # One call erased by an admin of its company only (row-level security applies) ...
+    admin = await api.token("admin", [COMPANY], name="eraser")
+    response = await api.client.delete(f"/api/v1/recordings/{single['id']}",
+                                       headers=bearer(admin), json={"reason": "pyyntö"})
+    assert response.status == 200, await response.text()
+    for export_id in export_ids:
+        assert await metadata_kept(db, export_id) == {
+            single["id"]: False, purged["id"]: True, linked["id"]: True}
+    # ... a customer erased with their calls ...
+    response = await api.client.post(f"/api/v1/customers/{customer_id}/erasure",
+                                      headers=bearer(admin), json={"reason": "pyyntö"})
+    assert response.status == 200, await response.text()
+    for export_id in export_ids:
+        assert await metadata_kept(db, export_id) == {
+            single["id"]: False, purged["id"]: True, linked["id"]: False}
+    # ... and the last call purged when its retention ran out.
+    assert await purge_job_only(app_of(api)) == 1
+    for export_id in export_ids:
+        assert not any((await metadata_kept(db, export_id)).values())
+
+
+async def test_housekeeping_drops_what_ended_exports_left_and_keeps_live_results(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    made = await ingest(api, COMPANY, 2)
+    second = sorted((r["id"] for r in made), key=uuid.UUID)[1]
+    token = await exporter(api)
+    jobs: dict[str, str] = {}
+    for name, fmt in (("expired_zip", "zip"), ("kept_zip", "zip"), ("expired_s3", "s3"),
+                      ("kept_s3", "s3")):
+        jobs[name] = await start(api, token, format=fmt)
+        assert (await wait_for(api.client, token, jobs[name]))["state"] == "done"
+    # An s3 export that fails at its second call leaves the first call's files behind.
+    audio = object_store(settings)
+    try:
+        await audio.delete([await db.fetchval("SELECT object_key FROM recordings WHERE id = $1",
+                                              uuid.UUID(second))])
+    finally:
+        await audio.close()
+    jobs["failed_s3"] = await start(api, token, format="s3")
+    assert (await wait_for(api.client, token, jobs["failed_s3"]))["state"] == "failed"
+    await db.execute("UPDATE export_jobs SET expires_at = now() - interval '1 second'"
+                     " WHERE id = ANY($1::uuid[])",
+                     [uuid.UUID(jobs["expired_zip"]), uuid.UUID(jobs["expired_s3"])])
+
+    target = export_store(settings)
+    try:
+        async def keys(name: str) -> list[str]:
+            return await target.list_keys(f"{settings.export_prefix}/{jobs[name]}/")
+
+        assert [len(await keys(n)) for n in ("expired_s3", "kept_s3", "failed_s3")] == [6, 6, 2]
+        app = app_of(api)
+        done = await housekeep_once(app[POOL], app[SETTINGS], app[EXPORTS])
+        assert (done.export_contents, done.export_prefixes) == (2, 2)
+        assert [len(await keys(n)) for n in ("expired_s3", "kept_s3", "failed_s3")] == [0, 6, 0]
+        again = await housekeep_once(app[POOL], app[SETTINGS], app[EXPORTS])
+        assert (again.export_contents, again.export_prefixes) == (0, 0)
+    finally:
+        await target.close()
+    assert not any((await metadata_kept(db, jobs["expired_zip"])).values())
+    assert await metadata_kept(db, jobs["kept_zip"]) == dict.fromkeys(
+        (r["id"] for r in made), True)
+
+
+async def test_a_cancel_that_could_not_remove_an_s3_export_is_audited_and_a_retry_removes_it(
+        settings: Settings, stack: Stack, database: str, db: asyncpg.Connection,
+        tmp_path: Path) -> None:
+    async with own_s3(settings, tmp_path) as (s3, s3_settings), \
+            TestClient(TestServer(create_app(s3_settings))) as client:
+        api = Api(client, stack.superuser_url(database))
+        await ingest(api, COMPANY, 2)
+        token = await exporter(api)
+        export_id = await start(api, token, format="s3")
+        assert (await wait_for(client, token, export_id))["state"] == "done"
+        prefix = f"{settings.export_prefix}/{export_id}/"
+        target = export_store(s3_settings)
+        try:
+            assert len(await target.list_keys(prefix)) == 6
+            await asyncio.to_thread(s3.kill)
+            response = await client.delete(f"/api/v1/exports/{export_id}", headers=bearer(token))
+            assert response.status == 503
+            assert response.content_type == "application/problem+json"
+            await asyncio.to_thread(s3.start, dict(s3.ports))
+            response = await client.delete(f"/api/v1/exports/{export_id}", headers=bearer(token))
+            assert response.status == 200, await response.text()
+            assert (await response.json())["state"] == "cancelled"
+            assert await target.list_keys(prefix) == []
+        finally:
+            await target.close()
+    audited = await db.fetch("SELECT outcome, detail->>'state_before' AS before FROM audit_events"
+                             " WHERE action = 'export.cancel' AND target_id = $1 ORDER BY seq",
+                             export_id)
+    assert [(r["outcome"], r["before"]) for r in audited] == [("failure", "done"),
+                                                            ("ok", "cancelled")]
+
+
+async def wait_until_planned(db: asyncpg.Connection, export_id: str) -> None:
+    for _ in range(600):
+        if await db.fetchval("SELECT total FROM export_jobs WHERE id = $1",
+                             uuid.UUID(export_id)) is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the export was never planned")
+
+
+async def test_a_marketing_prohibition_made_after_planning_holds_the_call_back(
+        api: Api, db: asyncpg.Connection, stack: Stack, database: str) -> None:
+    customer_id = await customer(api, [COMPANY], number="7001")
+    (prohibiting,) = await ingest(api, COMPANY, 1, customer_number="70010")
+    (other,) = await ingest(api, COMPANY, 1, tone=600.0)
+    dpo = await api.token("dpo", [COMPANY], name="dpo-exporter")
+    marketing = {"format": "zip", "recipient": "Pohjoisen Markkinointi Oy",
+                 "recipient_country": "FI", "legal_basis": "rekisteriseloste; asiakassuhde",
+                 "purpose": "marketing_register"}
+    finished = await start(api, dpo, **marketing)
+    assert (await wait_for(api.client, dpo, finished))["held_back"] == 0
+
+    blocker = await asyncpg.connect(stack.superuser_url(database))
+    try:
+        # The job is planned, then waits to write the calls while the customer prohibits
+        # direct marketing.
+        call_lock = blocker.transaction()
+        await call_lock.start()
+        await blocker.execute("SELECT 1 FROM recordings WHERE id = ANY($1::uuid[]) FOR UPDATE",
+                              [uuid.UUID(prohibiting["id"]), uuid.UUID(other["id"])])
+        planned = await start(api, dpo, **marketing)
+        await wait_until_planned(db, planned)
+        service = await api.token("customer_service", [COMPANY])
+        response = await api.client.post(f"/api/v1/customers/{customer_id}/prohibitions",
+                                         json={"use": "direct_marketing", "channel": "phone"},
+                                         headers=bearer(service))
+        assert response.status == 201, await response.text()
+        await call_lock.rollback()
+    finally:
+        await blocker.close()
+    progress = await wait_for(api.client, dpo, planned)
+    assert (progress["state"], progress["total"], progress["held_back"]) == ("done", 2, 1)
+    archive = zipfile.ZipFile(io.BytesIO(await download(api, dpo, planned)))
+    assert ids_in(archive.namelist()) == {other["id"]}
+    # The export finished before the prohibition leaves the call out of its download.
+    archive = zipfile.ZipFile(io.BytesIO(await download(api, dpo, finished)))
+    assert ids_in(archive.namelist()) == {other["id"]}
+    assert json.loads(archive.read("manifest.json"))["export"]["withdrawn_since"] == 1
+
+
+async def test_a_client_leaving_mid_download_leaves_no_s3_read_open(api: Api) -> None:
+    audio = audiogen.make_large_wav(6 << 20)
+    ingest_token = await api.token("ingest", [COMPANY])
+    for _ in range(3):
+        response = await upload(api.client, ingest_token, metadata(), audio)
+        assert response.status == 201, await response.text()
+    token = await exporter(api)
+    export_id = await start(api, token, format="zip")
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    while_read, at_end = await reads_left_open(api, f"/api/v1/exports/{export_id}/download",
+                                               token)
+    assert while_read > 0
+    assert at_end == 0
+
+
+async def test_a_download_meeting_damaged_audio_is_cut_off_and_the_call_marked_corrupt(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    recording_id, _ = await stored(api, seconds=120.0)
+    token = await exporter(api)
+    export_id = await start(api, token, format="zip")
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    await flip_a_byte(settings, 20 * SEGMENT_SIZE + 100)
+    response = await api.client.get(f"/api/v1/exports/{export_id}/download",
+                                    headers=bearer(token))
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    assert await db.fetchval("SELECT state FROM recordings WHERE id = $1",
+                             uuid.UUID(recording_id)) == "corrupt"
+    alarm = await db.fetchrow("SELECT actor, outcome, detail->>'found_by' AS found_by"
+                              " FROM audit_events WHERE action = 'recording.integrity_alarm'"
+                              " AND target_id = $1", recording_id)
+    assert alarm is not None
+    assert (alarm["actor"], alarm["outcome"], alarm["found_by"]) == (
+        "exporter", "failure", "export")
+    # From then on the call is withheld: the download is whole, without it.
+    archive = zipfile.ZipFile(io.BytesIO(await download(api, token, export_id)))
+    assert archive.testzip() is None
+    assert ids_in(archive.namelist()) == set()
+    assert json.loads(archive.read("manifest.json"))["export"]["withdrawn_since"] == 1

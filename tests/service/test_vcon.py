@@ -12,6 +12,7 @@ import asyncpg
 from tests import audiogen
 from tests.helpers import Api, bearer
 from tests.schemas.vcon_support import decode_content_hash, schema_errors
+from tests.service.export_factory import reads_left_open
 from tests.service.recording_factory import COMPANY, OTHER_COMPANY, metadata, upload
 
 
@@ -77,3 +78,16 @@ async def test_vcon_of_another_companys_call_is_not_found(api: Api) -> None:
     response = await api.client.get(f"/api/v1/recordings/{recording_id}/vcon",
                                     params={"reason": "uteliaisuus"}, headers=bearer(outsider))
     assert response.status == 404
+
+
+async def test_a_client_leaving_an_inline_vcon_early_leaves_no_s3_read_open(api: Api) -> None:
+    ingest = await api.token("ingest", [COMPANY])
+    response = await upload(api.client, ingest, metadata(), audiogen.make_large_wav(32 << 20))
+    assert response.status == 201, await response.text()
+    recording_id = (await response.json())["id"]
+    token = await api.token("quality", [COMPANY])
+    while_read, at_end = await reads_left_open(
+        api, f"/api/v1/recordings/{recording_id}/vcon", token,
+        params={"reason": "luovutus", "inline": "true"})
+    assert while_read > 0
+    assert at_end == 0
