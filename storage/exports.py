@@ -280,6 +280,20 @@ async def customers_of(conn: asyncpg.Connection, job_id: UUID) -> dict[UUID, lis
     return {r["company_id"]: list(r["customers"]) for r in rows}
 
 
+async def subjects_of(conn: asyncpg.Connection, job_id: UUID) -> list[UUID]:
+    """The calls a job exported and the customers linked to them: whose data it read, as its
+    audit events name them."""
+    rows = await conn.fetch(
+        "SELECT i.recording_id, r.customer_id FROM export_items i"
+        " LEFT JOIN recordings r ON r.id = i.recording_id"
+        " WHERE i.job_id = $1 AND i.state = 'done' ORDER BY i.seq",
+        job_id,
+    )
+    found = [r["recording_id"] for r in rows] + [r["customer_id"] for r in rows
+                                                 if r["customer_id"] is not None]
+    return list(dict.fromkeys(found))
+
+
 async def companies_of(conn: asyncpg.Connection, job_id: UUID) -> list[UUID]:
     rows = await conn.fetch(
         "SELECT DISTINCT company_id FROM export_items WHERE job_id = $1 AND state <> 'held_back'",

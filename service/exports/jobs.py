@@ -389,6 +389,7 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
     async with scoped(ctx.pool, Scope.everything()) as conn:
         still_ours = await store.renew(conn, job.id, owner, ctx.lease)
         final = await store.get_job(conn, job.id)
+        subjects = await store.subjects_of(conn, job.id)
     if not still_ours:
         return await _given_up(ctx, job)
     assert final is not None
@@ -398,6 +399,7 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
         actor=job.created_by, actor_kind=job.created_by_kind, role=job.created_by_role,
         action="export.finish", target_type="export", target_id=str(job.id),
         reason=job.reason, outcome="ok" if state == "done" else "failure",
+        subject_ids=subjects,
         detail={"format": job.format, "calls": final.total, "held_back": final.held_back,
                 "bytes": final.bytes, "error": error,
                 **({"recipient": job.recipient, "recipient_country": job.recipient_country}

@@ -120,9 +120,12 @@ async def download_export(request: web.Request) -> web.StreamResponse:
         raise Conflict(f"an s3 export is delivered to the bucket {job.target_bucket} under "
                        f"{job.target_prefix}/, not downloaded")
     encrypted = job.recipient_public_key is not None
+    async with scoped(request.app[POOL], principal_of(request).scope) as conn:
+        subjects = await store.subjects_of(conn, job.id)
     await audit(request, "export.download", target_type="export", target_id=str(job.id),
-                reason=job.reason, detail={"format": job.format, "encrypted": encrypted,
-                                           "calls": job.total, "bytes": job.bytes})
+                reason=job.reason, subject_ids=subjects,
+                detail={"format": job.format, "encrypted": encrypted, "calls": job.total,
+                        "bytes": job.bytes})
     name = f"tallenne-export-{job.id}.zip" + (".age" if encrypted else "")
     response = web.StreamResponse(headers={
         "Content-Type": "application/octet-stream" if encrypted else "application/zip",

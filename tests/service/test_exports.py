@@ -123,10 +123,14 @@ async def test_each_format_holds_the_visible_calls_with_digests_of_the_stored_au
                 assert dialog["url"].endswith(f"/api/v1/recordings/{recording_id}/audio")
                 _, digest = decode_content_hash(dialog["content_hash"])
                 assert digest.hex() == stored[recording_id]
-        audited = await db.fetch("SELECT seq, action FROM audit_events WHERE target_id = $1"
-                                 " ORDER BY seq", export_id)
+        audited = await db.fetch("SELECT seq, action, subject_ids FROM audit_events"
+                                 " WHERE target_id = $1 ORDER BY seq", export_id)
         assert [r["action"] for r in audited] == [
             "export.create", "export.finish", "export.download"]
+        # The job and each download name the calls they read: the subject search finds them.
+        for event in audited[1:]:
+            named = {str(i) for i in event["subject_ids"]}
+            assert named >= set(calls.exported) and not named & set(calls.held), event
         # The export states its own audit record.
         manifest = json.loads(archive.read("manifest.json"))
         assert manifest["export"]["audit_event"] == audited[0]["seq"]
