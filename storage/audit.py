@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -97,6 +98,25 @@ def chain_hash(prev_hash: bytes, seq: int, entry: dict[str, Any]) -> bytes:
     return hashlib.sha256(prev_hash + canonical(seq, entry)).digest()
 
 
+def _as_jsonb_keeps(value: Any) -> Any:
+    """`value` as PostgreSQL's jsonb gives it back, so that the hash verification recomputes
+    over what was stored is the hash written. jsonb keeps numbers as `numeric`: it has no
+    infinity, NaN or negative zero and writes no exponent, where Python writes 1e+16; such
+    floats are kept as their text."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value == 0:
+            return 0.0
+        text = repr(value)
+        return text if "e" in text or "E" in text else value
+    if isinstance(value, dict):
+        return {k: _as_jsonb_keeps(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_jsonb_keeps(v) for v in value]
+    return value
+
+
 def _without_nul(value: Any) -> Any:
     """PostgreSQL text cannot hold NUL; a reason or filter typed by a client may."""
     if isinstance(value, str):
@@ -144,7 +164,8 @@ def _chained(entries: list[AuditEntry], head: Head) -> tuple[list[tuple[Any, ...
     for entry in entries:
         seq += 1
         values = {k: _without_nul(v) for k, v in vars(entry).items()}
-        values["detail"] = json.loads(json.dumps(values["detail"], default=str))
+        values["detail"] = _as_jsonb_keeps(json.loads(json.dumps(values["detail"],
+                                                                 default=str)))
         digest = chain_hash(prev, seq, values)
         rows.append(tuple({**values, "seq": seq, "prev_hash": prev, "hash": digest}[c]
                           for c in COLUMNS))
@@ -293,10 +314,16 @@ class ChainReport:
     checkpoints: int = 0
 
 
-async def iter_events(conn: asyncpg.Connection) -> AsyncGenerator[asyncpg.Record, None]:
+async def iter_events(conn: asyncpg.Connection,
+                      head: list[asyncpg.Record | None] | None = None,
+                      ) -> AsyncGenerator[asyncpg.Record, None]:
+    """Every event in order, in one snapshot; with `head`, the chain's head row as that same
+    snapshot has it is put there first (appends committed meanwhile are in neither)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         # The chain is checked whole: every company's events (only counts leave this).
         await conn.execute("SELECT tallenne_set_scope(true, '{}')")
+        if head is not None:
+            head.append(await conn.fetchrow("SELECT seq, hash FROM audit_head"))
         async for row in conn.cursor("SELECT * FROM audit_events ORDER BY seq", prefetch=2000):
             yield row
 
@@ -306,8 +333,9 @@ async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
     prev = GENESIS
     expected_seq = 1
     count = 0
+    snapshot_head: list[asyncpg.Record | None] = []
     # aclosing: an early return must end the cursor's transaction before the next query.
-    async with contextlib.aclosing(iter_events(conn)) as events:
+    async with contextlib.aclosing(iter_events(conn, snapshot_head)) as events:
         async for row in events:
             count += 1
             values = dict(row)
@@ -321,9 +349,12 @@ async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
                 return ChainReport(False, count, seq, f"event {seq} was altered")
             prev = bytes(values["hash"])
             expected_seq += 1
-    head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
+    head = snapshot_head[0] if snapshot_head else None
     if head is not None and int(head["seq"]) != expected_seq - 1:
         return ChainReport(False, count, expected_seq, "events after the last one are missing")
+    if head is not None and count and bytes(head["hash"]) != prev:
+        return ChainReport(False, count, expected_seq - 1,
+                           f"event {expected_seq - 1} is not the head the chain was built on")
     return ChainReport(True, count, None)
 
 
