@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 
+import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
@@ -142,6 +143,16 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
         response = problems.problem_response(
             503, "Service unavailable", "a backing service is not reachable; retry later",
             request_id=request_id, headers={"Retry-After": "2"},
+        )
+    except asyncpg.DataError as exc:
+        # A value the database cannot take (a date beyond its range once in UTC, a number
+        # past its type): the request's fault. The value itself is neither logged nor sent.
+        logger.info("request value refused by the database",
+                    extra={"error": exc.__class__.__name__})
+        response = problems.problem_response(
+            422, "Invalid input",
+            "a value in the request is outside what can be stored or compared (a date too"
+            " far in the past or future, a number too large)", request_id=request_id,
         )
     except TRANSACTION_ROLLED_BACK as exc:
         # Chosen by PostgreSQL as the victim of a deadlock (or a serialisation failure)

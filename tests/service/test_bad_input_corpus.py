@@ -262,3 +262,16 @@ async def test_a_nul_character_in_the_url_is_refused_before_any_query(
     assert response.status == 422
     assert response.content_type == "application/problem+json"
     assert "NUL character" in (await response.json())["detail"]
+
+
+@pytest.mark.parametrize("path,role", [
+    ("/api/v1/audit", "admin"), ("/api/v1/web-events", "dpo"), ("/api/v1/recordings", "dpo"),
+])
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_a_date_beyond_the_databases_range_answers_422(
+    path: str, role: str, moment: str, api: Api
+) -> None:
+    token = await api.token(role, all_companies=True)
+    response = await api.client.get(path, params={"from": moment}, headers=bearer(token))
+    await assert_problem(response, 422)
+    assert moment not in await response.text()
