@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 200
 WORKERS = 2
-RUN_LOCK_SPACE = 0x7A11E60  # session lock held by a live run, keyed by hashtext(run id)
+RUN_LOCK_SPACE = 0x7A11E65  # session lock held by a live run, keyed by hashtext(run id)
 PURGED_BY = "purge"
 
 # The one definition of an expired recording (`r`, as of $1): its retention has ended and

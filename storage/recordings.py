@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 REPLAY_WINDOW = timedelta(minutes=10)
 MAX_SUMMARISED_RANGES = 200
 # Taken around the decision "first upload of this call or a retry?" per (company, external_id).
-_INGEST_LOCK_SPACE = 0x7A11E5F
+_INGEST_LOCK_SPACE = 0x7A11E67
 
 _COLUMNS = "r.*, c.code AS company"
 
@@ -485,6 +485,11 @@ async def erase(
 # --- replay windows ------------------------------------------------------------------------
 
 
+# Two-key advisory locks of one replay window each: a class of their own, apart from the
+# single-key locks of the background passes.
+REPLAY_WINDOW_LOCK_SPACE = 0x7A11E66
+
+
 @dataclass(frozen=True)
 class ReplayWindow:
     """An open replay window: its audit event and how long it still takes requests."""
@@ -564,7 +569,8 @@ async def note_replay(
     requests are added by `add_replay_ranges`), so the lock that lets two concurrent first
     requests open one window between them is taken at once, not after a first look."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1))", f"replay/{recording.id}/{principal}"
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))", REPLAY_WINDOW_LOCK_SPACE,
+        f"replay/{recording.id}/{principal}",
     )
     found = await touch_replay_window(conn, recording.id, principal=principal, reason=reason,
                                       byte_range=byte_range)

@@ -43,3 +43,18 @@ def test_no_module_imports_a_view_module() -> None:
                  for importer in graph.find_modules_that_directly_import(view)
                  if not importer.endswith(".routes")}
     assert importers == set()
+
+
+LOCK_CONSTANT = re.compile(r"^(\w+_LOCK(?:_SPACE)?)\s*=\s*(0x[0-9A-Fa-f]+|\d+)\b", re.M)
+
+
+def test_every_advisory_lock_has_a_key_of_its_own() -> None:
+    """Two unrelated PostgreSQL advisory locks on one key wait for each other: a scrub pass
+    (hours) held up key snapshots, and a purge run could hold up sign-ins, before each class
+    of lock got a key of its own."""
+    found: dict[int, list[str]] = {}
+    for path in sorted([*(ROOT / "service").rglob("*.py"), *(ROOT / "storage").rglob("*.py")]):
+        for name, value in LOCK_CONSTANT.findall(path.read_text()):
+            found.setdefault(int(value, 0), []).append(f"{path.relative_to(ROOT)}:{name}")
+    assert len(found) >= 9, found  # the scan still sees the locks
+    assert {k: v for k, v in found.items() if len(v) > 1} == {}
