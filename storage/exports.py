@@ -232,6 +232,12 @@ async def finish_job(conn: asyncpg.Connection, job_id: UUID, owner: str, state: 
     return bool(done)
 
 
+async def being_written(conn: asyncpg.Connection, job_id: UUID) -> bool:
+    """Whether a worker holds the job's lease now (it may be writing the job's files)."""
+    return bool(await conn.fetchval(
+        "SELECT lease_until > now() FROM export_jobs WHERE id = $1", job_id))
+
+
 async def cancel(conn: asyncpg.Connection, job_id: UUID) -> ExportJob | None:
     """Stop a job (a running one stops after its current call) or withdraw a finished one's
     result; a job already cancelled stays so."""

@@ -84,12 +84,16 @@ async def get_export(request: web.Request) -> web.Response:
 async def cancel_export(request: web.Request) -> web.Response:
     job = await load_job(request)
     async with scoped(request.app[POOL], principal_of(request).scope) as conn:
+        writing = await store.being_written(conn, job.id)
         cancelled = await store.cancel(conn, job.id)
     assert cancelled is not None
     detail: dict[str, object] = {"state_before": job.state}
-    if job.format == "s3" and job.state != "queued":
+    if job.format == "s3" and job.state != "queued" and not writing:
         # Also when it was cancelled before: a cancel whose removal failed is repeated until
-        # nothing is left (a running job's worker also removes what it writes after this).
+        # nothing is left. A job a worker still holds is left to it: it takes back what it
+        # wrote once it sees the cancel (housekeeping does, should it die first); removing
+        # under a writer would race it, and SeaweedFS stalls a write into a folder being
+        # emptied.
         try:
             await request.app[EXPORTS].remove_s3(job.target_prefix)
         except StorageError as exc:
