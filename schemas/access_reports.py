@@ -37,8 +37,9 @@ class AccessExportQuery(StrictModel):
     request_id: UUID = Field(
         description="The recorded access request of this customer that the copies answer "
         "(its id from the access report).")
-    reason: str = Field(min_length=3, max_length=500,
-                        description="Why the audio is exported; recorded in the audit trail.")
+    reason: FreeText = Field(min_length=3, max_length=500,
+                             description="Why the audio is exported; recorded in the audit"
+                             " trail.")
 
 
 class AccessRequestOut(BaseModel):

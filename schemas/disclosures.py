@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from schemas.common import StrictModel
 from schemas.customers import ProhibitedUse
+from schemas.free_text import FreeText
 
 DisclosurePurpose = Literal[
     "marketing_register",
@@ -48,12 +49,12 @@ PERSONAL_ID_PURPOSES: frozenset[DisclosurePurpose] = frozenset({"subcontractor",
 
 
 class DisclosureIn(StrictModel):
-    recipient: str = Field(min_length=1, max_length=300)
+    recipient: FreeText = Field(min_length=1, max_length=300)
     recipient_country: str = Field(
         pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2; must be in the EU/EEA."
     )
     purpose: DisclosurePurpose
-    legal_basis: str = Field(min_length=1, max_length=500)
+    legal_basis: FreeText = Field(min_length=1, max_length=500)
     company: str = Field(description="The company whose customers are disclosed.")
     fields: list[DisclosedField] = Field(min_length=1)
     customer_ids: list[UUID] | None = Field(

@@ -169,6 +169,9 @@ async def test_zip_export_needs_a_recorded_request_of_that_customer_and_a_reason
         ("query", "request_id"), ("query", "reason")}
     no_reason = await _export(api, dpo, customer_id, request_id=theirs)
     assert no_reason.status == 422
+    coded = await _export(api, dpo, customer_id, request_id=theirs,
+                          reason="pyyntö 131052-308T")
+    assert coded.status == 422 and "131052-308T" not in await coded.text()
     wrong = await _export(api, dpo, customer_id, request_id=others, reason="pyyntö")
     unknown = await _export(api, dpo, customer_id, request_id=str(uuid.uuid4()),
                             reason="pyyntö")

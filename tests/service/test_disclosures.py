@@ -126,6 +126,11 @@ async def test_purpose_rules_and_scope(api: Api) -> None:
     assert status == 422
     status, _ = await disclose(api, dpo, disclosure("debt_collection"))
     assert status == 422  # a single customer only
+    # The recipient and the legal basis go to the disclosure log and the audit trail for
+    # good: an identity code typed into them is refused.
+    for field in ("recipient", "legal_basis"):
+        status, _ = await disclose(api, dpo, disclosure(**{field: "asiakas 131052-308T"}))
+        assert status == 422, field
     outsider = await api.token("dpo", ["kemin-energia"])
     status, _ = await disclose(api, outsider, disclosure())
     assert status == 404
