@@ -321,6 +321,24 @@ async def test_a_missing_checkpoint_is_found_by_api_and_cli(
     assert "missing from the bucket" in report["problem"]
 
 
+async def test_a_checkpoint_whose_row_was_lost_after_its_upload_is_no_false_alarm(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    """The database can fail between a checkpoint's upload and its row's commit (a failover):
+    the object stays and the next checkpoint names the one before it. Not a fault; hiding a
+    checkpoint the next one names still is (above)."""
+    app = api.client.app
+    await _append(app, 3)
+    await _checkpoint(app)
+    await _append(app, 3)
+    orphan = await _checkpoint(app)
+    await db.execute("DELETE FROM audit_checkpoints WHERE seq = $1", orphan.seq)
+    await _append(app, 3)
+    await _checkpoint(app)
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is True, body
+    assert body["checkpoints"] >= 3
+
+
 async def test_a_head_rolled_back_behind_the_last_checkpoint_is_found_by_api_and_cli(
         api: Api, db: asyncpg.Connection, settings: Settings) -> None:
     app = api.client.app
