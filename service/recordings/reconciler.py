@@ -87,11 +87,14 @@ async def _reconcile(
             report.orphan_objects += orphans
 
     for recording_id, object_key in stale:
-        # The object goes first: a crash in between leaves the row for the next pass.
-        report.failed_deletes += await objects.delete([object_key])
+        # The row goes first, and only if it is still pending: an upload that completed
+        # while the bucket was walked keeps its audio. A crash in between leaves an object
+        # without a row, which the next pass removes as an orphan.
         async with scoped_on(conn, everything):
-            if await store.delete_pending(conn, recording_id) is not None:
-                report.stale_pending_rows.append(str(recording_id))
+            if await store.delete_pending(conn, recording_id) is None:
+                continue
+        report.stale_pending_rows.append(str(recording_id))
+        report.failed_deletes += await objects.delete([object_key])
 
     if report.changed:
         await append_batch(conn, [AuditEntry(

@@ -13,6 +13,9 @@ from service.recordings.reconciler import RECONCILE_LOCK, reconcile
 from service.settings import Settings
 from storage.db import create_pool
 from storage.objects import ObjectStore
+from tests import audiogen
+from tests.helpers import Api, until_waiting
+from tests.service.recording_factory import COMPANY, metadata, upload
 
 
 async def test_the_bucket_is_listed_a_page_at_a_time(objects: ObjectStore) -> None:
@@ -57,3 +60,32 @@ async def test_a_pass_needs_one_connection(
     assert done.orphan_objects == [orphan] and not await objects.exists(orphan)
     assert await db.fetchval(
         "SELECT count(*) FROM audit_events WHERE action = 'recording.reconcile'") == 1
+
+
+async def test_an_upload_completing_during_the_pass_keeps_its_audio(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """An upload older than the grace (a very long one) is completed while the pass walks
+    the bucket: its row is stored by the time the pass reaches it, and its audio stays."""
+    from service.http.keys import OBJECTS, POOL
+
+    token = await api.token("ingest", [COMPANY])
+    response = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm", 1.0))
+    assert response.status == 201, await response.text()
+    recording_id = uuid.UUID((await response.json())["id"])
+    key = await db.fetchval("SELECT object_key FROM recordings WHERE id = $1", recording_id)
+    await db.execute("UPDATE recordings SET state = 'pending', created_at = now() -"
+                     " interval '1 hour' WHERE id = $1", recording_id)
+    app = api.client.app
+    completing = db.transaction()
+    await completing.start()
+    try:
+        # The upload's own commit, under way: the pass saw the row pending.
+        await db.execute("UPDATE recordings SET state = 'stored' WHERE id = $1", recording_id)
+        passing = asyncio.ensure_future(reconcile(app[POOL], app[OBJECTS]))
+        await until_waiting(db, 1, unless=passing)
+    finally:
+        await completing.commit()
+    report = await asyncio.wait_for(passing, 30)
+    assert report.stale_pending_rows == []
+    assert await app[OBJECTS].exists(key)
