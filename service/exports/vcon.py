@@ -15,7 +15,7 @@ from schemas.free_text import FreeText
 from schemas.vcon import VCON_DRAFT, VCON_SYNTAX, VconRecording, build_vcon, vcon_json
 from service.exports.jobs import audio_of, data_key_of
 from service.http.api import RouteTable, read_query
-from service.http.auth import actor_of, audit, principal_of
+from service.http.auth import audit, principal_of
 from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings import integrity
 from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
@@ -91,18 +91,10 @@ async def recording_vcon(request: web.Request) -> web.StreamResponse:
             contextlib.aclosing(audio_of(request.app[OBJECTS], recording, data_key)) as audio,
             contextlib.aclosing(inline.iter_bytes(audio)) as chunks,
         ):
-            async for chunk in chunks:
-                if not response.prepared:
-                    await response.prepare(request)
-                await response.write(chunk)
+            await integrity.send(request, response, chunks)
     except IntegrityError as exc:
         # As replay: the recording is marked and the alarm audited.
-        await integrity.alarm_in_request(actor_of(request), request.app[POOL], recording.id,
-                                         recording.company, exc.detail, found_by="vcon")
-        if not response.prepared:
-            raise Conflict(WITHHELD) from None
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        return await integrity.cut_short(request, response, recording.id, recording.company,
+                                         exc.detail, found_by="vcon")
     await response.write_eof()
     return response

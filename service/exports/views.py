@@ -18,7 +18,6 @@ from service.http.auth import actor_of, audit, principal_of
 from service.http.keys import EXPORT_WAKE, EXPORTS, POOL, SETTINGS
 from service.http.principal import Principal
 from service.recordings import integrity
-from service.recordings.lookup import WITHHELD
 from storage import exports as store
 from storage.db import scoped
 from storage.errors import Conflict, NotFound, RecordingIntegrityError, StorageError
@@ -139,19 +138,11 @@ async def download_export(request: web.Request) -> web.StreamResponse:
     try:
         async with contextlib.aclosing(
                 export_jobs.download_stream(request.app[EXPORTS], job)) as stream:
-            async for chunk in stream:
-                if not response.prepared:
-                    await response.prepare(request)
-                await response.write(chunk)
+            await integrity.send(request, response, stream)
     except RecordingIntegrityError as exc:
         # As replay: the recording is marked and the alarm audited; the zip is cut short.
-        await integrity.alarm_in_request(actor_of(request), request.app[POOL], exc.recording_id,
-                                         exc.company, exc.detail, found_by="export")
-        if not response.prepared:
-            raise Conflict(WITHHELD) from None
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+        return await integrity.cut_short(request, response, exc.recording_id, exc.company,
+                                         exc.detail, found_by="export")
     except Exception:
         logger.exception("export download broke off", extra={"export_id": str(job.id)})
         if not response.prepared:

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterable
 
 import asyncpg
+from aiohttp import web
 from prometheus_client import Counter
 
-from service.http.auth import Actor
+from service.http.auth import Actor, actor_of
+from service.http.keys import POOL
+from service.recordings.lookup import WITHHELD
 from storage import recordings as store
 from storage.db import Scope, scoped
+from storage.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +56,28 @@ async def alarm_in_request(
     await actor.audit(ALARM_ACTION, target_type="recording", target_id=str(recording_id),
                       company=company, outcome="failure", subject_ids=[recording_id],
                       detail={"error": error, "found_by": found_by})
+
+
+async def send(request: web.Request, response: web.StreamResponse,
+               chunks: AsyncIterable[bytes]) -> None:
+    """Write `chunks` as the response's body; its headers go with the first chunk, so that
+    audio failing verification before any byte left can still be answered with 409."""
+    async for chunk in chunks:
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write(chunk)
+
+
+async def cut_short(request: web.Request, response: web.StreamResponse,
+                    recording_id: uuid.UUID, company: str, error: str, *,
+                    found_by: str) -> web.StreamResponse:
+    """Stored audio failed verification while `response` streamed it: the alarm is raised
+    and the recording marked; the client gets 409 if nothing was sent yet, else a cut-off
+    body (never one that looks complete)."""
+    await alarm_in_request(actor_of(request), request.app[POOL], recording_id, company, error,
+                           found_by=found_by)
+    if not response.prepared:
+        raise Conflict(WITHHELD) from None
+    if request.transport is not None:
+        request.transport.abort()
+    return response

@@ -177,13 +177,9 @@ async def _reply(
                 await response.prepare(request)  # only once the first piece is verified
             await response.write(piece)
     except IntegrityError as exc:
-        await integrity.alarm_in_request(actor_of(request), request.app[POOL], recording.id,
-                                         recording.company, exc.detail, found_by="replay")
-        if response is None or not response.prepared:
-            raise Conflict(WITHHELD) from None
-        if request.transport is not None:
-            request.transport.abort()  # the client sees a truncated body, not a complete one
-        return response
+        return await integrity.cut_short(request, response or web.StreamResponse(),
+                                         recording.id, recording.company, exc.detail,
+                                         found_by="replay")
     finally:
         await read.abandon()
     await response.write_eof()
