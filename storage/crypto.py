@@ -80,8 +80,13 @@ def seal_customer_values(key: bytes, customer_id: uuid.UUID, values: dict[str, A
 
 
 def open_customer_values(key: bytes, customer_id: uuid.UUID, sealed: bytes) -> dict[str, Any]:
-    """Inverse of `seal_customer_values`."""
-    plain = AESGCM(key).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], customer_id.bytes)
+    """Inverse of `seal_customer_values`; IntegrityError when the sealed bytes were altered
+    (or are another customer's)."""
+    try:
+        plain = AESGCM(key).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:],
+                                    customer_id.bytes)
+    except InvalidTag:
+        raise IntegrityError("sealed customer values failed authentication") from None
     values: dict[str, Any] = json.loads(plain)
     return values
 

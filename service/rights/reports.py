@@ -3,6 +3,7 @@ letter (PDF). Each call answers a verified access request, recorded and audited.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -36,17 +37,26 @@ from storage import access_reports as store
 from storage import customers
 from storage.crypto import open_customer_values
 from storage.db import scoped
-from storage.errors import NotFound
+from storage.errors import IntegrityError, NotFound
 from storage.keyring import KeyRing
 from storage.keys import OwnerKey, find_customer_key
 
 routes = RouteTable()
 
+logger = logging.getLogger(__name__)
+
 def _history_values(key: OwnerKey | None, customer_id: UUID,
                     sealed: bytes | None) -> dict[str, object] | None:
     if sealed is None or key is None:
         return None
-    values = open_customer_values(key.key, customer_id, bytes(sealed))
+    try:
+        values = open_customer_values(key.key, customer_id, bytes(sealed))
+    except IntegrityError:
+        # A damaged entry of the history is shown without its old values; the rest of the
+        # report stands. Logged without anything of the customer but the id.
+        logger.error("customer history entry failed authentication",
+                     extra={"customer_id": str(customer_id)})
+        return None
     values.pop("personal_id_enc", None)  # an old identity code stays sealed
     return values
 

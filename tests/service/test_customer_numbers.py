@@ -128,6 +128,22 @@ async def test_rectifying_a_holders_own_data_keeps_the_old_values_in_history(
     assert [r["id"] for r in history["recordings"]] == [call]
 
 
+async def test_a_damaged_history_entry_leaves_the_rest_of_the_access_report_standing(
+        api: Api, db: asyncpg.Connection) -> None:
+    holder = (await put(api, "7201", HOLDER))["id"]
+    await put(api, "7201", HOLDER, email="uusi@example.fi")
+    await put(api, "7201", HOLDER, email="uudempi@example.fi")
+    damaged = await db.fetchval(
+        "UPDATE customer_history SET old_values_enc = set_byte(old_values_enc, 20,"
+        " get_byte(old_values_enc, 20) # 1) WHERE id = (SELECT min(id) FROM customer_history"
+        " WHERE customer_id = $1::uuid AND old_values_enc IS NOT NULL) RETURNING id", holder)
+    assert damaged is not None
+    history = (await access_report(api, holder))["history"]
+    kept = [h for h in history if h["old_values"] is not None]
+    assert kept and len(kept) < len([h for h in history if "email" in h["changed_fields"]])
+    assert any(h["old_values"].get("email") == "uusi@example.fi" for h in kept)
+
+
 async def test_ending_a_membership_starts_the_customer_retention_and_the_purge_takes_them(
         api: Api, db: asyncpg.Connection) -> None:
     customer = (await put(api, "7301", HOLDER))["id"]
