@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -314,29 +313,17 @@ class ChainReport:
     checkpoints: int = 0
 
 
-async def iter_events(conn: asyncpg.Connection,
-                      head: list[asyncpg.Record | None] | None = None,
-                      ) -> AsyncGenerator[asyncpg.Record, None]:
-    """Every event in order, in one snapshot; with `head`, the chain's head row as that same
-    snapshot has it is put there first (appends committed meanwhile are in neither)."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        # The chain is checked whole: every company's events (only counts leave this).
-        await conn.execute("SELECT tallenne_set_scope(true, '{}')")
-        if head is not None:
-            head.append(await conn.fetchrow("SELECT seq, hash FROM audit_head"))
-        async for row in conn.cursor("SELECT * FROM audit_events ORDER BY seq", prefetch=2000):
-            yield row
-
-
 async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
-    """Recompute every hash; the first event whose hash, link or sequence is wrong is named."""
+    """Recompute every hash; the first event whose hash, link or sequence is wrong is named.
+    Events and head are read in one snapshot: appends committed meanwhile are in neither."""
     prev = GENESIS
     expected_seq = 1
     count = 0
-    snapshot_head: list[asyncpg.Record | None] = []
-    # aclosing: an early return must end the cursor's transaction before the next query.
-    async with contextlib.aclosing(iter_events(conn, snapshot_head)) as events:
-        async for row in events:
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # The chain is checked whole: every company's events (only counts leave this).
+        await conn.execute("SELECT tallenne_set_scope(true, '{}')")
+        head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
+        async for row in conn.cursor("SELECT * FROM audit_events ORDER BY seq", prefetch=2000):
             count += 1
             values = dict(row)
             seq = int(values["seq"])
@@ -349,7 +336,6 @@ async def verify_chain(conn: asyncpg.Connection) -> ChainReport:
                 return ChainReport(False, count, seq, f"event {seq} was altered")
             prev = bytes(values["hash"])
             expected_seq += 1
-    head = snapshot_head[0] if snapshot_head else None
     if head is not None and int(head["seq"]) != expected_seq - 1:
         return ChainReport(False, count, expected_seq, "events after the last one are missing")
     if head is not None and count and bytes(head["hash"]) != prev:
