@@ -80,6 +80,15 @@ async def lock_customer_holds(conn: asyncpg.Connection, *, shared: bool) -> None
     await conn.execute(f"SELECT {fn}(hashtextextended('tallenne customer holds', 0))")
 
 
+async def _lock_all(conn: asyncpg.Connection, sql: str, ids: list[UUID], what: str) -> None:
+    """Lock the rows `sql` selects of `ids`; InvalidInput naming the first that is missing."""
+    found = {r["id"] for r in await conn.fetch(sql, ids)}
+    missing = sorted(set(ids) - found)
+    if missing:
+        raise InvalidInput(f"no such {what}", [(["body", f"{what}_ids"],
+                                                f"no such {what} {missing[0]}")])
+
+
 def _inside(scope: Scope, companies: set[UUID]) -> bool:
     """A case or record lies in the scope when every company of it does; one that holds no
     company's data is group-wide."""
@@ -119,27 +128,14 @@ async def place(
             if outside:
                 raise InvalidInput(f"no such {what}", [(["body", loc],
                                                         f"no such {what} {outside[0]}")])
-    # Customers before recordings, each in id order, as an erasure locks them.
-    customers = await conn.fetch(
-        # Locked: a purge erasing one of them either finishes first (then it is missing
-        # here) or waits and then sees the hold.
-        "SELECT id FROM customers WHERE id = ANY($1::uuid[]) AND erased_at IS NULL"
-        " ORDER BY id FOR UPDATE",
-        hold.customer_ids,
-    )
-    missing = set(hold.customer_ids) - {r["id"] for r in customers}
-    if missing:
-        raise InvalidInput("no such customer", [(["body", "customer_ids"],
-                                                 f"no such customer {sorted(missing)[0]}")])
-    recordings = await conn.fetch(
-        "SELECT id, company_id FROM recordings WHERE id = ANY($1::uuid[]) ORDER BY id"
-        " FOR UPDATE",
-        hold.recording_ids,
-    )
-    missing = set(hold.recording_ids) - {r["id"] for r in recordings}
-    if missing:
-        raise InvalidInput("no such recording", [(["body", "recording_ids"],
-                                                  f"no such recording {sorted(missing)[0]}")])
+    # Customers before recordings, each in id order, as an erasure locks them. Locked: a
+    # purge or erasure of one of them either finishes first (then it is missing here) or
+    # waits and then sees the hold.
+    await _lock_all(conn, "SELECT id FROM customers WHERE id = ANY($1::uuid[])"
+                    " AND erased_at IS NULL ORDER BY id FOR UPDATE",
+                    hold.customer_ids, "customer")
+    await _lock_all(conn, "SELECT id FROM recordings WHERE id = ANY($1::uuid[])"
+                    " ORDER BY id FOR UPDATE", hold.recording_ids, "recording")
     await conn.execute(
         "INSERT INTO legal_hold_recordings (case_id, recording_id, company_id)"
         " SELECT $1, r.id, r.company_id FROM recordings r WHERE r.id = ANY($2::uuid[])"
