@@ -21,6 +21,7 @@ from service.settings import Settings
 from storage.audio.analyser import Analyser
 from storage.audit import AuditLog
 from storage.crypto import PersonalIdCipher, load_master_key
+from storage.customers import reseal_personal_ids
 from storage.db import create_pool
 from storage.keyring import KeyRing
 from storage.keys import load_master_keys
@@ -113,6 +114,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     async with AsyncExitStack() as stack:
         pool = await open_database(settings)
         stack.push_async_callback(close_pool, pool)
+        resealed = await reseal_personal_ids(pool, keyring.personal_ids)
+        if resealed:
+            logger.info("identity codes sealed again, bound to their customer",
+                        extra={"resealed": resealed})
         objects = object_store(settings, settings.s3_bucket, threads=settings.s3_threads)
         stack.push_async_callback(objects.close)
         await objects.ensure_bucket()

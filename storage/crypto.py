@@ -348,6 +348,13 @@ class SegmentDecryptor:
 # --- personal identity codes -----------------------------------------------
 
 
+# A sealed identity code: this prefix, a nonce, then the code encrypted with its customer's
+# id as associated data, so that a code moved to another customer's row no longer opens.
+# Codes sealed before that binding (no prefix) open only through `open_unbound`, which the
+# start-up reseal (`storage.customers.reseal_personal_ids`) alone calls.
+PERSONAL_ID_FORMAT = b"PID2"
+
+
 class PersonalIdCipher:
     """Encrypts personal identity codes and derives a blind index to find them.
 
@@ -368,17 +375,36 @@ class PersonalIdCipher:
             raise ValueError("personal identity code is empty")
         return canonical.encode("utf-8")
 
-    def encrypt(self, code: str) -> bytes:
-        """`nonce || ciphertext || tag`; a fresh nonce each time, so equal codes differ."""
-        nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._aead.encrypt(nonce, self._canonical(code), None)
+    @staticmethod
+    def _bound_to(customer_id: uuid.UUID) -> bytes:
+        return b"tallenne personal-id of customer " + customer_id.bytes
 
-    def decrypt(self, blob: bytes) -> str:
-        """Inverse of `encrypt`; IntegrityError on a wrong key or tampering."""
-        if len(blob) < NONCE_SIZE + TAG_SIZE:
+    def encrypt(self, code: str, customer_id: uuid.UUID) -> bytes:
+        """`PID2 || nonce || ciphertext || tag`, bound to `customer_id`; a fresh nonce each
+        time, so equal codes differ."""
+        nonce = os.urandom(NONCE_SIZE)
+        return (PERSONAL_ID_FORMAT + nonce
+                + self._aead.encrypt(nonce, self._canonical(code), self._bound_to(customer_id)))
+
+    def decrypt(self, blob: bytes, customer_id: uuid.UUID) -> str:
+        """Inverse of `encrypt`; IntegrityError on a wrong key, tampering, a code sealed for
+        another customer or one sealed in the older unbound form."""
+        if not blob.startswith(PERSONAL_ID_FORMAT):
+            raise IntegrityError("encrypted personal identity code is not bound to its customer")
+        return self._open(blob[len(PERSONAL_ID_FORMAT):], self._bound_to(customer_id))
+
+    def open_unbound(self, blob: bytes) -> str:
+        """A code sealed before codes were bound to their customer (no prefix), to be sealed
+        again with `encrypt`."""
+        if blob.startswith(PERSONAL_ID_FORMAT):
+            raise ValueError("the identity code is already bound to its customer")
+        return self._open(blob, None)
+
+    def _open(self, sealed: bytes, aad: bytes | None) -> str:
+        if len(sealed) < NONCE_SIZE + TAG_SIZE:
             raise IntegrityError("encrypted personal identity code is truncated")
         try:
-            plaintext = self._aead.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], None)
+            plaintext = self._aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
         except InvalidTag:
             raise IntegrityError("encrypted personal identity code failed authentication") from None
         return plaintext.decode("utf-8")

@@ -4,6 +4,7 @@ lookups and prohibitions. Every function runs on a connection already scoped by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -11,7 +12,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from storage.crypto import seal_customer_values
+from storage.crypto import PersonalIdCipher, seal_customer_values
 from storage.db import Scope, apply_scope
 from storage.errors import Conflict, NotFound
 from storage.keys import MasterKeys, create_customer_key, find_customer_key
@@ -142,7 +143,7 @@ async def upsert_customer(
     customer_number: str,
     record: dict[str, Any],
     *,
-    personal_id_enc: bytes,
+    seal_personal_id: Callable[[UUID], bytes],
     personal_id_hash: bytes,
     masters: MasterKeys,
     actor: str,
@@ -182,8 +183,8 @@ async def upsert_customer(
         await conn.execute(
             "INSERT INTO customers (id, personal_id_enc, personal_id_hash, name, address,"
             " email, phone) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            customer_id, personal_id_enc, personal_id_hash, record["name"], record["address"],
-            record["email"], record["phone"],
+            customer_id, seal_personal_id(customer_id), personal_id_hash, record["name"],
+            record["address"], record["email"], record["phone"],
         )
         await _attach_membership(conn, caller, customer_id, company_id, customer_number)
         await create_customer_key(conn, masters, customer_id)
@@ -403,3 +404,29 @@ async def visible(conn: asyncpg.Connection, customer_id: UUID) -> bool:
         customer_id,
     )
     return found
+
+
+async def reseal_personal_ids(pool: asyncpg.Pool, cipher: PersonalIdCipher,
+                              batch: int = 500) -> int:
+    """Seal again, bound to their customer, the identity codes sealed before codes were
+    bound (a database from an earlier version, or restored from an older backup); how many.
+    Each code is replaced only if no one changed it meanwhile, so replicas starting at once
+    do no harm."""
+    resealed = 0
+    after = UUID(int=0)
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            await apply_scope(conn, Scope.everything())
+            rows = await conn.fetch(
+                "SELECT id, personal_id_enc FROM customers WHERE personal_id_enc IS NOT NULL"
+                " AND substring(personal_id_enc FROM 1 FOR 4) <> '\\x50494432'::bytea"
+                " AND id > $1 ORDER BY id LIMIT $2", after, batch)
+            for row in rows:
+                sealed = cipher.encrypt(cipher.open_unbound(row["personal_id_enc"]), row["id"])
+                resealed += int(await conn.fetchval(
+                    "WITH changed AS (UPDATE customers SET personal_id_enc = $2"
+                    " WHERE id = $1 AND personal_id_enc = $3 RETURNING 1)"
+                    " SELECT count(*) FROM changed", row["id"], sealed, row["personal_id_enc"]))
+        if len(rows) < batch:
+            return resealed
+        after = rows[-1]["id"]

@@ -14,7 +14,7 @@ def present(keyring: KeyRing, principal: Principal, customer: Customer) -> Custo
     """A customer as this caller may see it: the identity code masked unless dpo/admin."""
     code: str | None = None
     if customer.personal_id_enc is not None:
-        plain = keyring.personal_ids.decrypt(customer.personal_id_enc)
+        plain = keyring.personal_ids.decrypt(customer.personal_id_enc, customer.id)
         code = plain if principal.role in SEES_PERSONAL_ID else mask_personal_id(plain)
     return CustomerOut(
         id=customer.id,

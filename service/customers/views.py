@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -61,7 +62,7 @@ async def put_customer(request: web.Request) -> web.Response:
             raise NotFound("no such company")
         result = await customers.upsert_customer(
             conn, principal.scope, company_id, number, record,
-            personal_id_enc=ring.personal_ids.encrypt(body.personal_id),
+            seal_personal_id=functools.partial(ring.personal_ids.encrypt, body.personal_id),
             personal_id_hash=ring.personal_ids.lookup_hash(body.personal_id),
             masters=ring.masters, actor=principal.name,
         )

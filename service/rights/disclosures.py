@@ -36,7 +36,8 @@ def _line(request: web.Request, customer: DisclosedCustomer,
     for name in fields:
         if name == "personal_id":
             enc = customer.personal_id_enc
-            line[name] = request.app[KEYRING].personal_ids.decrypt(enc) if enc else None
+            ids = request.app[KEYRING].personal_ids
+            line[name] = ids.decrypt(enc, customer.id) if enc else None
         else:
             line[name] = getattr(customer, name)
     return line

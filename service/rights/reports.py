@@ -91,7 +91,7 @@ async def build_report(
 
     code: str | None = None
     if row.personal_id_enc is not None and principal.role in SEES_PERSONAL_ID:
-        code = keyring.personal_ids.decrypt(row.personal_id_enc)
+        code = keyring.personal_ids.decrypt(row.personal_id_enc, row.id)
     note = None
     if events_total > len(events):
         note = (f"the latest {len(events)} of {events_total} events are listed;"

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from schemas.personal_id import CHECK_CHARACTERS
+from service.resources import open_resources
 from service.settings import Settings
+from storage.crypto import load_master_key
 from tests.helpers import Api, bearer
 
 A = "kemin-energia"
@@ -284,3 +290,55 @@ async def test_recordings_before_customer_are_linked_only_in_their_company(
     detail = await (await api.client.get(f"/api/v1/customers/{created['id']}",
                                          headers=bearer(service))).json()
     assert detail["counts"] == {"recordings": 1, "web_events": 0}
+
+
+async def test_an_identity_code_moved_to_another_customers_row_is_never_shown_as_theirs(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Someone who can write to the database swaps two people's sealed codes: each code is
+    bound to its customer, so neither opens as the other's."""
+    ingest = await api.token("ingest", [A])
+    dpo = await api.token("dpo", [A])
+    first = (await (await put(api, ingest, A, "1001", record())).json())["id"]
+    second = (await (await put(api, ingest, A, "1002", record(personal_id=OTHER))).json())["id"]
+    await db.execute(
+        "UPDATE customers c SET personal_id_enc = o.personal_id_enc FROM customers o"
+        " WHERE (c.id, o.id) IN (($1::uuid, $2::uuid), ($2::uuid, $1::uuid))", first, second)
+    for customer in (first, second):
+        response = await api.client.get(f"/api/v1/customers/{customer}", headers=bearer(dpo))
+        text = await response.text()
+        assert response.status == 500, text
+        assert response.content_type == "application/problem+json"
+        assert PERSON not in text and OTHER not in text
+
+
+async def test_codes_sealed_before_they_were_bound_are_sealed_again_when_the_service_starts(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    ingest = await api.token("ingest", [A])
+    dpo = await api.token("dpo", [A])
+    customer = (await (await put(api, ingest, A, "1001", record())).json())["id"]
+    # The form an earlier version stored: nonce, then the code sealed without its customer.
+    assert settings.personal_id_key is not None
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"tallenne personal-id encryption").derive(
+        load_master_key(settings.personal_id_key.get_secret_value()))
+    nonce = os.urandom(12)
+    unbound = nonce + AESGCM(key).encrypt(nonce, PERSON.encode(), None)
+    await db.execute("UPDATE customers SET personal_id_enc = $2 WHERE id = $1::uuid",
+                     customer, unbound)
+    refused = await api.client.get(f"/api/v1/customers/{customer}", headers=bearer(dpo))
+    assert refused.status == 500 and PERSON not in await refused.text()
+
+    async with open_resources(settings):
+        pass
+
+    stored = await db.fetchval("SELECT personal_id_enc FROM customers WHERE id = $1::uuid",
+                               customer)
+    assert stored.startswith(b"PID2") and PERSON.encode() not in stored
+    shown = await api.client.get(f"/api/v1/customers/{customer}", headers=bearer(dpo))
+    assert shown.status == 200 and (await shown.json())["personal_id"] == PERSON
+    async with open_resources(settings):
+        pass
+    assert await db.fetchval("SELECT personal_id_enc FROM customers WHERE id = $1::uuid",
+                             customer) == stored

@@ -9,6 +9,9 @@ import os
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from storage.crypto import (
     SEGMENT_SIZE,
@@ -368,20 +371,43 @@ def test_wrong_data_key_is_detected(key: bytes) -> None:
 
 def test_personal_id_round_trip(key: bytes) -> None:
     cipher = PersonalIdCipher(key)
-    blob = cipher.encrypt("131052-308T")
-    assert cipher.decrypt(blob) == "131052-308T"
+    customer = uuid.uuid4()
+    blob = cipher.encrypt("131052-308T", customer)
+    assert cipher.decrypt(blob, customer) == "131052-308T"
     assert b"131052" not in blob and b"308T" not in blob
-    assert cipher.encrypt("131052-308T") != blob
+    assert cipher.encrypt("131052-308T", customer) != blob
 
 
 def test_personal_id_ciphertext_needs_the_same_key(key: bytes) -> None:
-    blob = PersonalIdCipher(key).encrypt("131052-308T")
+    customer = uuid.uuid4()
+    blob = PersonalIdCipher(key).encrypt("131052-308T", customer)
     with pytest.raises(IntegrityError):
-        PersonalIdCipher(new_key()).decrypt(blob)
+        PersonalIdCipher(new_key()).decrypt(blob, customer)
     tampered = bytearray(blob)
     tampered[-1] ^= 1
     with pytest.raises(IntegrityError):
-        PersonalIdCipher(key).decrypt(bytes(tampered))
+        PersonalIdCipher(key).decrypt(bytes(tampered), customer)
+
+
+def test_personal_id_sealed_for_one_customer_does_not_open_for_another(key: bytes) -> None:
+    cipher = PersonalIdCipher(key)
+    blob = cipher.encrypt("131052-308T", uuid.uuid4())
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        cipher.decrypt(blob, uuid.uuid4())
+
+
+def test_an_unbound_personal_id_opens_only_to_be_sealed_again(key: bytes) -> None:
+    cipher = PersonalIdCipher(key)
+    # The form sealed before codes were bound: nonce, code sealed without associated data.
+    sub_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                   info=b"tallenne personal-id encryption").derive(key)
+    nonce = os.urandom(12)
+    unbound = nonce + AESGCM(sub_key).encrypt(nonce, b"131052-308T", None)
+    with pytest.raises(IntegrityError, match="not bound"):
+        cipher.decrypt(unbound, uuid.uuid4())
+    assert cipher.open_unbound(unbound) == "131052-308T"
+    with pytest.raises(ValueError):
+        cipher.open_unbound(cipher.encrypt("131052-308T", uuid.uuid4()))
 
 
 def test_lookup_hash_is_deterministic_and_keyed(key: bytes) -> None:
@@ -398,7 +424,7 @@ def test_lookup_hash_is_deterministic_and_keyed(key: bytes) -> None:
 
 def test_lookup_and_encryption_keys_are_distinct(key: bytes) -> None:
     cipher = PersonalIdCipher(key)
-    assert cipher.lookup_hash("131052-308T") not in cipher.encrypt("131052-308T")
+    assert cipher.lookup_hash("131052-308T") not in cipher.encrypt("131052-308T", uuid.uuid4())
 
 
 # --- tokens ----------------------------------------------------------------
