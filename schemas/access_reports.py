@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from schemas.common import StrictModel
 from schemas.customers import Address, Prohibition
@@ -19,7 +19,7 @@ class AccessReportQuery(StrictModel):
     verified_by: VerifiedBy | None = Field(
         None, description="How the requester's identity was verified; records a new request."
     )
-    request_received_at: datetime | None = Field(
+    request_received_at: AwareDatetime | None = Field(
         None, description="When the request reached the controller; defaults to now."
     )
     request_id: UUID | None = Field(

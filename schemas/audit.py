@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 
 class AuditQuery(BaseModel):
@@ -16,8 +16,8 @@ class AuditQuery(BaseModel):
     subject: UUID | None = Field(
         None, description="A customer id: every recorded read or change of that customer's "
         "data or of one of their recordings (who has seen it, when and why).")
-    from_: datetime | None = Field(None, alias="from")
-    to: datetime | None = None
+    from_: AwareDatetime | None = Field(None, alias="from")
+    to: AwareDatetime | None = None
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = None
 

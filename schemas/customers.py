@@ -112,7 +112,7 @@ class CustomerList(BaseModel):
 class ProhibitionIn(StrictModel):
     use: ProhibitedUse
     channel: ProhibitionChannel
-    received_at: datetime | None = Field(
+    received_at: AwareDatetime | None = Field(
         None, description="When the customer made it; defaults to now."
     )
 

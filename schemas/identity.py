@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from schemas.business_id import BusinessId
 from schemas.common import StrictModel
@@ -40,7 +40,7 @@ class TokenCreateIn(StrictModel):
     companies: list[str] = Field(
         default_factory=list, description="Default: the companies of the person making it.")
     all_companies: bool = False
-    expires_at: datetime | None = Field(
+    expires_at: AwareDatetime | None = Field(
         None, description="Default: 90 days from now; at most two years from now.")
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.common import StrictModel
 from schemas.ip import is_ip_address
@@ -74,8 +74,8 @@ class WebEventQuery(StrictModel):
     customer_id: UUID | None = None
     site: str | None = None
     event: str | None = None
-    from_: datetime | None = Field(None, alias="from")
-    to: datetime | None = None
+    from_: AwareDatetime | None = Field(None, alias="from")
+    to: AwareDatetime | None = None
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = None
 

@@ -275,3 +275,36 @@ async def test_a_date_beyond_the_databases_range_answers_422(
     response = await api.client.get(path, params={"from": moment}, headers=bearer(token))
     await assert_problem(response, 422)
     assert moment not in await response.text()
+
+
+async def test_a_time_without_a_utc_offset_is_refused_wherever_a_client_gives_one(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Read as the server's local time it would mean another moment; compared with an aware
+    time it was a 500."""
+    naive = "2030-01-01T00:00:00"
+    await api.user("aika-admin", "admin", all_companies=True)
+    session = {"X-CSRF-Token": await api.login("aika-admin")}
+    made = await api.client.post("/api/v1/tokens", headers=session, json={
+        "name": "naive", "role": "ingest", "companies": [COMPANY], "expires_at": naive})
+    body = await assert_problem(made, 422)
+    assert "expires_at" in json.dumps(body)
+    admin = await api.token("admin", all_companies=True)
+    for path in ("/api/v1/audit", "/api/v1/web-events"):
+        response = await api.client.get(path, params={"from": naive}, headers=bearer(admin))
+        await assert_problem(response, 422)
+    ingest = await api.token("ingest", [COMPANY])
+    put = await api.client.put(f"/api/v1/customers/{COMPANY}/7001", headers=bearer(ingest),
+                               json={"name": "Aika Asiakas", "personal_id": "131052-308T"})
+    assert put.status == 201, await put.text()
+    customer = (await put.json())["id"]
+    dpo = await api.token("dpo", [COMPANY])
+    banned = await api.client.post(
+        f"/api/v1/customers/{customer}/prohibitions", headers=bearer(dpo),
+        json={"use": "direct_marketing", "channel": "phone", "received_at": naive})
+    await assert_problem(banned, 422)
+    assert await db.fetchval("SELECT count(*) FROM customer_prohibitions") == 0
+    report = await api.client.get(
+        f"/api/v1/customers/{customer}/access-report", headers=bearer(dpo),
+        params={"verified_by": "passport", "request_received_at": naive})
+    await assert_problem(report, 422)
