@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from schemas.common import StrictModel
 from schemas.disclosures import DisclosurePurpose
 from schemas.free_text import FreeText
-from schemas.recordings import Direction
+from schemas.recordings import RecordingFilter
 
 ExportFormat = Literal["zip", "vcon", "s3"]
 ExportState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -25,20 +25,8 @@ HELD_BACK_RULE = (
 )
 
 
-class ExportFilter(StrictModel):
+class ExportFilter(RecordingFilter):
     """The filters of `GET /api/v1/recordings`, without paging."""
-
-    model_config = {"extra": "forbid", "populate_by_name": True}
-
-    company: str | None = None
-    from_: AwareDatetime | None = Field(None, alias="from")
-    to: AwareDatetime | None = None
-    agent: str | None = None
-    queue: str | None = None
-    direction: Direction | None = None
-    customer_id: UUID | None = None
-    tag: str | None = None
-    external_id: str | None = None
 
 
 class ExportIn(StrictModel):

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_vali
 from schemas.analysis import ChannelRole, Flag, RecordingAnalysis
 from schemas.common import StrictModel
 from schemas.free_text import FreeText
+from schemas.phone import to_e164
 
 Direction = Literal["inbound", "outbound", "internal"]
 Purpose = Literal["transaction_verification", "quality"]
@@ -106,7 +107,9 @@ class RecordingPage(BaseModel):
     next_cursor: str | None = Field(None, description="Opaque cursor of the next page.")
 
 
-class RecordingQuery(StrictModel):
+class RecordingFilter(StrictModel):
+    """The filters of `GET /api/v1/recordings`, which an export takes too."""
+
     company: str | None = None
     from_: AwareDatetime | None = Field(None, alias="from")
     to: AwareDatetime | None = None
@@ -125,10 +128,23 @@ class RecordingQuery(StrictModel):
     min_silence_ratio: float | None = Field(None, ge=0, le=1)
     min_overtalk_s: float | None = Field(None, ge=0)
     flag: Flag | None = Field(None, description="A health flag the call's analysis has.")
-    limit: int = Field(100, ge=1, le=1000)
-    cursor: str | None = Field(None, max_length=512)
 
     model_config = {"extra": "forbid", "populate_by_name": True}
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_in_e164(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        e164 = to_e164(value)
+        if e164 is None:
+            raise ValueError("not a valid telephone number")
+        return e164
+
+
+class RecordingQuery(RecordingFilter):
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = Field(None, max_length=512)
 
 
 class ReplayQuery(BaseModel):

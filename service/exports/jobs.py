@@ -22,6 +22,7 @@ import asyncpg
 from schemas.disclosures import EXCLUDED_BY
 from schemas.exports import ExportFilter, ExportOut
 from schemas.vcon import VconRecording, build_vcon, vcon_json
+from service.recordings.lookup import search_filter
 from service.recordings.presentation import evaluation_out, recording_out
 from storage import exports as store
 from storage import keys
@@ -41,7 +42,7 @@ from storage.export_bundle import BundleEntry, BundleFile, iter_export, manifest
 from storage.export_layout import s3_export_key, s3_key, vcon_files, zip_files
 from storage.exports import ExportFile, ExportJob, PendingCall, PlannedCall
 from storage.objects import ObjectStore
-from storage.recordings import Evaluation, Recording, SearchFilter
+from storage.recordings import Evaluation, Recording
 from storage.sealed_audio import iter_plaintext
 
 logger = logging.getLogger(__name__)
@@ -96,14 +97,6 @@ def export_out(job: ExportJob) -> ExportOut:
                      bytes=job.bytes, error=job.error, format=job.format,
                      held_back=job.held_back, created_at=job.created_at,
                      finished_at=job.finished_at, expires_at=job.expires_at)
-
-
-def search_filter(company_id: uuid.UUID | None, wanted: ExportFilter) -> SearchFilter:
-    return SearchFilter(
-        company_id=company_id, started_from=wanted.from_, started_before=wanted.to,
-        agent=wanted.agent, queue=wanted.queue, direction=wanted.direction,
-        customer_id=wanted.customer_id, tag=wanted.tag, external_id=wanted.external_id,
-    )
 
 
 async def matching_recordings(conn: asyncpg.Connection, scope: Scope,

@@ -8,10 +8,11 @@ import uuid
 import asyncpg
 from aiohttp import web
 
+from schemas.recordings import RecordingFilter
 from storage import recordings as store
 from storage.db import Scope, scoped
 from storage.errors import NotFound
-from storage.recordings import Recording
+from storage.recordings import Recording, SearchFilter
 
 METADATA_LIMIT = 64 * 1024
 MAX_REASON = 500
@@ -28,3 +29,16 @@ def recording_id_of(request: web.Request) -> uuid.UUID:
 async def load_recording(pool: asyncpg.Pool, scope: Scope, recording_id: uuid.UUID) -> Recording:
     async with scoped(pool, scope) as conn:
         return await store.get(conn, recording_id)
+
+
+def search_filter(company_id: uuid.UUID | None, wanted: RecordingFilter) -> SearchFilter:
+    """The search a recording filter asks for (a search page's or an export's), in the
+    company `company_id` when it names one."""
+    return SearchFilter(
+        company_id=company_id, started_from=wanted.from_, started_before=wanted.to,
+        agent=wanted.agent, queue=wanted.queue, direction=wanted.direction,
+        customer_id=wanted.customer_id, tag=wanted.tag, external_id=wanted.external_id,
+        phone_e164=wanted.phone, min_duration_s=wanted.min_duration_s,
+        max_duration_s=wanted.max_duration_s, min_silence_ratio=wanted.min_silence_ratio,
+        min_overtalk_s=wanted.min_overtalk_s, flag=wanted.flag,
+    )

@@ -16,7 +16,6 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from schemas.evaluation_forms import score_errors
-from schemas.phone import to_e164
 from schemas.recordings import (
     EvaluationIn,
     EvaluationList,
@@ -42,13 +41,17 @@ from service.http.auth import audit, principal_of, read_detail
 from service.http.errors import MalformedBody, TooLarge
 from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS, UPLOADS
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
-from service.recordings.lookup import METADATA_LIMIT, load_recording, recording_id_of
+from service.recordings.lookup import (
+    METADATA_LIMIT,
+    load_recording,
+    recording_id_of,
+    search_filter,
+)
 from service.recordings.presentation import evaluation_out, form_out, recording_out
 from storage import erasure, evaluation_forms
 from storage import recordings as store
 from storage.db import scoped
 from storage.errors import InvalidInput
-from storage.recordings import SearchFilter
 
 routes = RouteTable()
 
@@ -203,25 +206,12 @@ async def search_recordings(request: web.Request) -> web.Response:
     query = read_query(request, RecordingQuery)
     after = (cursor.decode(request, "recordings", query.cursor, datetime.fromisoformat,
                            uuid.UUID) if query.cursor else None)
-    phone = None
-    if query.phone is not None:
-        phone = to_e164(query.phone)
-        if phone is None:
-            raise InvalidInput("phone is not a telephone number",
-                               [(["query", "phone"], "not a valid telephone number")])
     async with scoped(request.app[POOL], principal.scope) as conn:
         company_id: uuid.UUID | None = None
         if query.company is not None:
             # An unknown company simply matches nothing; the scope hides the others.
             company_id = await store.company_id_by_code(conn, query.company) or uuid.UUID(int=0)
-        where = SearchFilter(
-            company_id=company_id, started_from=query.from_, started_before=query.to,
-            agent=query.agent, queue=query.queue, direction=query.direction,
-            customer_id=query.customer_id, tag=query.tag, external_id=query.external_id,
-            phone_e164=phone, min_duration_s=query.min_duration_s,
-            max_duration_s=query.max_duration_s, min_silence_ratio=query.min_silence_ratio,
-            min_overtalk_s=query.min_overtalk_s, flag=query.flag,
-        )
+        where = search_filter(company_id, query)
         if company_id is not None and not principal.scope.allows(company_id):
             # Nothing there is visible; asking PostgreSQL would walk the index to its end.
             found = []

@@ -21,12 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def test_cli_export_writes_a_zip_whose_sums_match_with_progress_on_stderr(
         api: Api, settings: Settings, tmp_path: Path) -> None:
-    made = await ingest(api, COMPANY, 2)
+    made = await ingest(api, COMPANY, 2, caller="040 765 4321")
+    await ingest(api, COMPANY, 1, caller="+358501112223")  # another caller: left out
     await ingest(api, OTHER_COMPANY, 1, tone=800.0)
     env = {**os.environ, **settings_env(settings)}
     done = await asyncio.to_thread(
         subprocess.run,
-        [str(ROOT / ".venv/bin/tallenne"), "export", "--company", COMPANY, "--reason",
+        [str(ROOT / ".venv/bin/tallenne"), "export", "--company", COMPANY,
+         "--phone", "+358407654321", "--reason",
          "arkistointi", "--format", "zip", str(tmp_path / "out")],
         env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

@@ -689,3 +689,30 @@ async def test_a_download_meeting_damaged_audio_is_cut_off_and_the_call_marked_c
     assert archive.testzip() is None
     assert ids_in(archive.namelist()) == set()
     assert json.loads(archive.read("manifest.json"))["export"]["withdrawn_since"] == 1
+
+
+async def test_an_export_takes_every_filter_of_the_search(api: Api) -> None:
+    """The number a caller used, and a duration the calls do not reach, select as the
+    recording search does."""
+    token = await exporter(api)
+    wanted = await ingest(api, COMPANY, 2, caller="040 765 4321")
+    await ingest(api, COMPANY, 1, caller="+358501112223")
+    await ingest(api, OTHER_COMPANY, 1, callee="0407654321")  # the number as the callee
+    searched = await api.client.get("/api/v1/recordings", headers=bearer(token),
+                                    params={"phone": "+358407654321"})
+    assert searched.status == 200
+    found = {r["id"] for r in (await searched.json())["items"]}
+    assert len(found) == 3 and {r["id"] for r in wanted} <= found
+
+    export_id = await start(api, token, filter={"phone": "0407654321"})
+    assert (await wait_for(api.client, token, export_id))["state"] == "done"
+    with zipfile.ZipFile(io.BytesIO(await download(api, token, export_id))) as archive:
+        assert ids_in(archive.namelist()) == found
+
+    export_id = await start(api, token, filter={"min_duration_s": 3600, "phone": "0407654321"})
+    progress = await wait_for(api.client, token, export_id)
+    assert progress["state"] == "done" and progress["total"] == 0
+
+    refused = await api.client.post("/api/v1/exports", headers=bearer(token), json={
+        "reason": "laadunvarmistus", "filter": {"phone": "not a number"}})
+    assert refused.status == 422 and "phone" in await refused.text()

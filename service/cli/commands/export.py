@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.exports import ExportIn
+from schemas.analysis import FLAGS
+from schemas.exports import ExportFilter, ExportIn
 from service.cli.commands import Progress, with_resources
 from service.exports import jobs as export_jobs
 from service.exports.creation import begin_export
@@ -28,12 +29,13 @@ from storage.errors import InvalidInput
 from storage.exports import ExportJob
 
 ACTOR = "cli"
-FILTERS = ("company", "from", "to", "agent", "queue", "direction", "customer_id", "tag",
-           "external_id")
+# Every filter of the recording search, as its option's destination.
+FILTERS = tuple(ExportFilter.model_fields)
 
 
 def request_of(args: argparse.Namespace) -> ExportIn:
-    wanted = {name: getattr(args, name.replace("from", "from_")) for name in FILTERS}
+    wanted = {ExportFilter.model_fields[name].alias or name: getattr(args, name)
+              for name in FILTERS}
     body = {"filter": {k: v for k, v in wanted.items() if v is not None},
             "reason": args.reason, "format": args.format,
             **{k: getattr(args, k) for k in ("recipient", "recipient_country", "legal_basis",
@@ -132,6 +134,12 @@ def register(sub: Any) -> None:
     p.add_argument("--customer-id", dest="customer_id", metavar="UUID")
     p.add_argument("--tag")
     p.add_argument("--external-id", dest="external_id")
+    p.add_argument("--phone", help="caller or callee, in any Finnish or E.164 form")
+    p.add_argument("--min-duration-s", dest="min_duration_s", type=float, metavar="S")
+    p.add_argument("--max-duration-s", dest="max_duration_s", type=float, metavar="S")
+    p.add_argument("--min-silence-ratio", dest="min_silence_ratio", type=float, metavar="R")
+    p.add_argument("--min-overtalk-s", dest="min_overtalk_s", type=float, metavar="S")
+    p.add_argument("--flag", choices=FLAGS, help="a health flag the call's analysis has")
     p.add_argument("--recipient", help="who receives it, when it leaves the controller")
     p.add_argument("--recipient-country", dest="recipient_country", metavar="CC")
     p.add_argument("--legal-basis", dest="legal_basis")
