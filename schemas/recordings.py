@@ -148,8 +148,8 @@ class RecordingQuery(RecordingFilter):
 
 
 class ReplayQuery(BaseModel):
-    reason: FreeText | None = Field(None, max_length=500,
-                                    description="Why the call is replayed.")
+    reason: FreeText = Field(min_length=1, max_length=500,
+                             description="Why the call is opened; without one: 400.")
 
 
 class RecordingEraseIn(StrictModel):

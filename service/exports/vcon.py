@@ -18,7 +18,7 @@ from service.http.api import RouteTable, read_query
 from service.http.auth import audit, principal_of
 from service.http.keys import KEYRING, OBJECTS, POOL, SETTINGS
 from service.recordings import integrity
-from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
+from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of, stated_reason
 from service.recordings.presentation import evaluation_out, recording_out
 from storage import annotations as call_notes
 from storage import recordings as store
@@ -33,8 +33,8 @@ MEDIA_TYPE = "application/vcon+json"
 
 
 class VconQuery(BaseModel):
-    reason: FreeText | None = Field(None, max_length=MAX_REASON,
-                               description="Why the call is handed over (required).")
+    reason: FreeText = Field(min_length=1, max_length=MAX_REASON,
+                             description="Why the call is handed over; without one: 400.")
     inline: bool = Field(False, description="Carry the audio inline (base64url) instead of "
                                             "referencing the audited audio URL.")
 
@@ -48,11 +48,8 @@ class VconQuery(BaseModel):
 )
 async def recording_vcon(request: web.Request) -> web.StreamResponse:
     recording_id = recording_id_of(request)
+    reason = stated_reason(request, "handed over")
     query = read_query(request, VconQuery)
-    reason = (query.reason or "").strip()
-    if not reason:
-        raise web.HTTPBadRequest(text=f"say why the call is handed over: reason=1-{MAX_REASON}"
-                                      " chars")
     principal = principal_of(request)
     settings = request.app[SETTINGS]
     async with scoped(request.app[POOL], principal.scope) as conn:

@@ -8,7 +8,8 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from schemas.recordings import RecordingFilter
+from schemas.recordings import RecordingFilter, ReplayQuery
+from service.http.api import parse_model
 from storage import recordings as store
 from storage.db import Scope, scoped
 from storage.errors import NotFound
@@ -42,3 +43,13 @@ def search_filter(company_id: uuid.UUID | None, wanted: RecordingFilter) -> Sear
         max_duration_s=wanted.max_duration_s, min_silence_ratio=wanted.min_silence_ratio,
         min_overtalk_s=wanted.min_overtalk_s, flag=wanted.flag,
     )
+
+
+def stated_reason(request: web.Request, doing: str = "replayed") -> str:
+    """The `reason` of a request that opens a call (replay, peaks, vCon), stripped: 400 when
+    it is missing, blank or too long (a player's URL without one), 422 when it holds an
+    identity code."""
+    stated = (request.query.get("reason") or "").strip()
+    if not stated or len(stated) > MAX_REASON:
+        raise web.HTTPBadRequest(text=f"say why the call is {doing}: reason=1-{MAX_REASON} chars")
+    return parse_model(ReplayQuery, {"reason": stated}, "query").reason

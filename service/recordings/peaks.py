@@ -6,14 +6,14 @@ from aiohttp import web
 
 from schemas.analysis import Peaks
 from schemas.recordings import ReplayQuery
-from service.http.api import RouteTable, json_response, read_query
+from service.http.api import RouteTable, json_response
 from service.http.auth import actor_of, principal_of
 from service.http.keys import KEYRING, POOL, REPLAY_WINDOWS
 from service.recordings.analysis import opened_peaks, recording_with_key
-from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
+from service.recordings.lookup import WITHHELD, recording_id_of, stated_reason
 from service.recordings.windows import note_replay, window_key
 from storage.db import scoped
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, NotFound
 
 routes = RouteTable()
 
@@ -29,11 +29,7 @@ PEAKS_RANGE = "peaks"
 )
 async def recording_peaks(request: web.Request) -> web.Response:
     recording_id = recording_id_of(request)
-    query = read_query(request, ReplayQuery)
-    reason = (query.reason or "").strip()
-    if not reason or len(reason) > MAX_REASON:
-        raise InvalidInput(f"say why the call is opened: reason=1-{MAX_REASON} chars",
-                           [(["query", "reason"], "required")])
+    reason = stated_reason(request, "opened")
     principal = principal_of(request)
     pool = request.app[POOL]
     recording, data_key = await recording_with_key(

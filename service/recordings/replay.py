@@ -18,7 +18,7 @@ from aiohttp import web
 
 from schemas.recordings import ReplayQuery
 from service.http import problems
-from service.http.api import RouteTable, parse_model
+from service.http.api import RouteTable
 from service.http.auth import actor_of, principal_of
 from service.http.keys import (
     AHEAD_KEY,
@@ -30,7 +30,7 @@ from service.http.keys import (
     REQUEST_ID_KEY,
 )
 from service.recordings import integrity
-from service.recordings.lookup import MAX_REASON, WITHHELD, recording_id_of
+from service.recordings.lookup import WITHHELD, recording_id_of, stated_reason
 from service.recordings.replay_reads import (
     Locator,
     Plan,
@@ -51,18 +51,6 @@ routes = RouteTable()
 logger = logging.getLogger(__name__)
 
 SMALL_BODY = 256 * 1024  # ranges up to this size are sent whole, with their headers
-
-
-def replay_reason(request: web.Request) -> str:
-    """The replay's query as ReplayQuery reads it, its reason stripped: 400 when the reason
-    is missing, blank or too long (a player's URL without one), 422 when it holds an
-    identity code."""
-    stated = (request.query.get("reason") or "").strip()
-    if not stated or len(stated) > MAX_REASON:
-        raise web.HTTPBadRequest(text=f"say why the call is replayed: reason=1-{MAX_REASON} chars")
-    query = parse_model(ReplayQuery, {"reason": stated}, "query")
-    assert query.reason is not None
-    return query.reason
 
 
 def read_ahead(request: web.Request) -> StoredRead | None:
@@ -96,7 +84,7 @@ async def replay_audio(request: web.Request) -> web.StreamResponse:
     read = ahead if isinstance(ahead, StoredRead) else None
     try:
         recording_id = recording_id_of(request)
-        reason = replay_reason(request)
+        reason = stated_reason(request)
         principal = principal_of(request)
         actor = actor_of(request)
         # A window already open here has its audit event on record: this request's range

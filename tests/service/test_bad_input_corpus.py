@@ -229,15 +229,24 @@ async def test_malformed_range_headers_are_ignored_or_refused_cleanly(
     assert await db.fetchval("SELECT count(*) FROM recordings") == 1
 
 
-async def test_replay_without_reason_or_with_an_absurd_one_answers_400(api: Api) -> None:
+async def test_opening_a_call_without_reason_or_with_an_absurd_one_answers_400(
+    api: Api
+) -> None:
+    """Audio, peaks and vCon open a call alike: the same answer, and the served OpenAPI says
+    the reason is required."""
     token = await api.token("ingest", [COMPANY])
     created = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm", 1.0))
     recording_id = (await created.json())["id"]
     quality = await api.token("quality", [COMPANY])
-    for params in ({}, {"reason": ""}, {"reason": "x" * 5000}):
-        response = await api.client.get(f"/api/v1/recordings/{recording_id}/audio",
-                                        params=params, headers=bearer(quality))
-        await assert_problem(response, 400, 422)
+    spec = await (await api.client.get("/api/v1/openapi.json")).json()
+    for part in ("audio", "peaks", "vcon"):
+        for params in ({}, {"reason": ""}, {"reason": "  "}, {"reason": "x" * 501}):
+            response = await api.client.get(f"/api/v1/recordings/{recording_id}/{part}",
+                                            params=params, headers=bearer(quality))
+            await assert_problem(response, 400)
+        stated = {p["name"]: p for p in spec["paths"][f"/api/v1/recordings/{{id}}/{part}"]
+                  ["get"]["parameters"]}
+        assert stated["reason"]["required"] is True, part
 
 
 def test_corpus_generators_produce_what_they_name() -> None:
