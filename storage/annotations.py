@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from schemas.annotations import AnnotationIn
-from storage.errors import NotFound
+from storage.errors import Forbidden, NotFound
 
 _COLUMNS = "id, recording_id, author, at_s, end_s, text, visibility, created_at"
 
@@ -56,12 +56,17 @@ async def delete(
     conn: asyncpg.Connection, recording_id: UUID, annotation_id: UUID, *, author: str | None
 ) -> Annotation:
     """Delete a note of the call; `author` None deletes anyone's (an admin), otherwise only
-    the author's own. Someone else's note is as not found."""
+    the author's own: someone else's team note (which the caller sees) is refused, someone
+    else's private note is as not found."""
     row = await conn.fetchrow(
         "DELETE FROM recording_annotations WHERE id = $1 AND recording_id = $2"
         f" AND ($3::text IS NULL OR author = $3) RETURNING {_COLUMNS}",
         annotation_id, recording_id, author,
     )
-    if row is None:
-        raise NotFound("no such annotation")
-    return _annotation(row)
+    if row is not None:
+        return _annotation(row)
+    if await conn.fetchval(
+            "SELECT visibility = 'team' FROM recording_annotations WHERE id = $1"
+            " AND recording_id = $2", annotation_id, recording_id):
+        raise Forbidden("only its author or an admin may delete a team note")
+    raise NotFound("no such annotation")

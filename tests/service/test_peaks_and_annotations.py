@@ -64,7 +64,7 @@ async def test_peaks_need_a_reason_the_right_role_and_the_company(api: Api) -> N
     url = f"/api/v1/recordings/{call['id']}/peaks"
     theirs = await api.token("quality", [OTHER_COMPANY])
     no_reason = await api.client.get(url, headers=bearer(theirs))
-    assert no_reason.status == 422
+    assert no_reason.status == 400
     assert "reason" in await no_reason.text()
     ours = await api.token("quality", [COMPANY])
     assert (await api.client.get(url, params={"reason": "x"}, headers=bearer(ours))).status \
@@ -96,8 +96,14 @@ async def test_annotations_are_listed_by_visibility_and_deleted_by_author_or_adm
     assert await seen(anna) == ["oma huomio", "hyvä"]
     assert await seen(bertta) == ["hyvä"]
     shared_id = (await shared.json())["id"]
-    assert (await api.client.delete(f"{url}/{shared_id}", headers=bearer(bertta))).status \
-        == 404
+    # Bertta sees Anna's team note but may not delete it; Anna's private note is not there
+    # for her at all.
+    refused = await api.client.delete(f"{url}/{shared_id}", headers=bearer(bertta))
+    assert refused.status == 403 and refused.content_type == "application/problem+json"
+    hidden = await api.client.delete(f"{url}/{(await mine.json())['id']}",
+                                     headers=bearer(bertta))
+    assert hidden.status == 404
+    assert await seen(anna) == ["oma huomio", "hyvä"]
     admin = await api.token("admin", [COMPANY])
     assert (await api.client.delete(f"{url}/{shared_id}", headers=bearer(admin))).status \
         == 200
