@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from schemas.common import StrictModel
+from schemas.free_text import FreeText
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -27,8 +28,8 @@ Text = Annotated[str, AfterValidator(_not_blank)]
 
 
 class Criterion(StrictModel):
-    key: str = Field(pattern=KEY_PATTERN,
-                     description="Stable key of the criterion in an evaluation's scores.")
+    key: FreeText = Field(pattern=KEY_PATTERN,
+                          description="Stable key of the criterion in an evaluation's scores.")
     label: Text = Field(min_length=1, max_length=200, description="What the evaluator reads.")
     max_score: int = Field(ge=1, le=100, description="Scores run from 0 to this.")
 
@@ -59,8 +60,8 @@ class _FormContent(StrictModel):
 class FormIn(_FormContent):
     """A new form."""
 
-    name: str = Field(pattern=NAME_PATTERN,
-                      description="Stable key of the form; evaluations name it in `form`.")
+    name: FreeText = Field(pattern=NAME_PATTERN,
+                           description="Stable key of the form; evaluations name it in `form`.")
     company: str | None = Field(
         None, pattern=COMPANY_PATTERN,
         description="Company code of a company's own form; absent: a group-wide form.",

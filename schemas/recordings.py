@@ -11,7 +11,8 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_vali
 
 from schemas.analysis import ChannelRole, Flag, RecordingAnalysis
 from schemas.common import StrictModel
-from schemas.free_text import FreeText
+from schemas.evaluation_forms import KEY_PATTERN, NAME_PATTERN
+from schemas.free_text import FreeText, contains_personal_id
 from schemas.phone import to_e164
 
 Direction = Literal["inbound", "outbound", "internal"]
@@ -170,13 +171,23 @@ class RecordingErasedOut(BaseModel):
 
 
 class EvaluationIn(StrictModel):
-    form: str = Field(min_length=1, max_length=100,
-                      description="Name of an active evaluation form usable for the call.")
+    form: FreeText = Field(pattern=NAME_PATTERN,
+                           description="Name of an active evaluation form usable for the call.")
     scores: dict[str, Annotated[int, Field(strict=True)]] = Field(
         max_length=100,
         description="A score for every criterion of the form, each 0..its max_score.",
     )
     comment: FreeText | None = Field(None, max_length=10_000)
+
+    @field_validator("scores")
+    @classmethod
+    def _keys_are_criterion_keys(cls, scores: dict[str, int]) -> dict[str, int]:
+        # A key is echoed in the answer when the form has no such criterion: one shaped
+        # like an identity code is refused here, without naming it.
+        for key in scores:
+            if not re.fullmatch(KEY_PATTERN, key) or contains_personal_id(key):
+                raise ValueError("a key of scores is not a criterion key (a-z, 0-9, _ and -)")
+        return scores
 
     @field_validator("scores")
     @classmethod

@@ -126,6 +126,12 @@ async def test_scores_that_do_not_fit_the_form_are_refused_naming_the_criterion(
     assert no_form["errors"][0]["loc"] == ["body", "form"]
     not_a_number = await refused("perus", {**SEEDED, "greeting": "5"})
     assert not_a_number["errors"][0]["loc"][:3] == ["body", "scores", "greeting"]
+    # An identity code typed as the form or a criterion is refused without being repeated.
+    for form, scores in (("131052-308t", SEEDED), ("131052-308T", SEEDED),
+                         ("perus", {**SEEDED, "131052-308t": 1}),
+                         ("perus", {**SEEDED, "131052-308T": 1})):
+        body = await refused(form, scores)
+        assert "131052" not in json.dumps(body), body
     assert await db.fetchval("SELECT count(*) FROM recording_evaluations") == 0
 
 
@@ -292,6 +298,9 @@ async def test_criteria_are_checked_when_a_form_is_defined(api: Api) -> None:
     assert await problem(criteria=[{"key": "a", "label": "A", "max_score": 0}]) == [
         ["body", "criteria", 0, "max_score"]]
     assert await problem(name="Iso Nimi") == [["body", "name"]]
+    assert await problem(name="131052-308t") == [["body", "name"]]
+    assert await problem(criteria=[{"key": "131052-308t", "label": "A", "max_score": 5}]) == [
+        ["body", "criteria", 0, "key"]]
 
 
 # --- web UI --------------------------------------------------------------------------------
