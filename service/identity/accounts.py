@@ -1,9 +1,11 @@
 """The rules of accounts and sign-in: password hashing off the event loop, the sign-in
-throttle, who may grant what, and a new person's account (used by the API and the CLI)."""
+throttle, who may grant what, a new person's account and the names a person and a system
+token may not share (used by the API and the CLI), and how the CLI audits account changes."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -14,7 +16,8 @@ from service.http.errors import TooManyRequests
 from service.http.principal import Principal
 from service.policy import MAY_HAVE_ALL_COMPANIES, ROLES, actions_of
 from storage import accounts, passwords
-from storage.errors import Forbidden, InvalidInput
+from storage.audit import AuditEntry, append_batch
+from storage.errors import AlreadyExists, Forbidden, InvalidInput
 
 FREE_FAILURES = 5
 THROTTLE_WINDOW = timedelta(minutes=15)
@@ -94,6 +97,51 @@ async def create_user_account(
         raise InvalidInput("give at least one company (or all companies for admin/dpo)",
                            [(["companies"], "empty")])
     passwords.check_password_rules(password, username=username)
+    await ensure_no_system_token_named(conn, username)
     companies = await accounts.companies_by_code(conn, company_codes)
     return await accounts.create_user(conn, username, await hash_password(password), role,
                                       [c.id for c in companies], all_companies)
+
+
+# A system token acts under its own name (a personal one under its owner's username), and
+# private notes, evaluations and audit events are keyed on that name: a person and a system
+# token sharing it would read, delete and overwrite each other's work. So neither may be
+# given a name the other already has (revoked tokens and disabled people included: their
+# work is still stored under it).
+
+
+async def ensure_no_system_token_named(conn: asyncpg.Connection, username: str) -> None:
+    """AlreadyExists when a system token (ever) acts under this name."""
+    if any(t.owner_kind == "system" and t.name == username
+           for t in await accounts.list_tokens(conn, None)):
+        raise AlreadyExists("a system token acts under that name; choose another username")
+
+
+async def ensure_no_person_named(conn: asyncpg.Connection, token_name: str) -> None:
+    """AlreadyExists when a person's account has this name as its username."""
+    if await accounts.user_with_hash(conn, token_name) is not None:
+        raise AlreadyExists("a person's account has that username, and a system token acts"
+                            " under its name; choose another token name")
+
+
+def cli_operator() -> str:
+    """Who the command line acts as in the audit trail: `cli:<OS user>`."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+async def audit_cli_change(
+    conn: asyncpg.Connection, action: str, *, target_type: str, target_id: str,
+    company_ids: Iterable[UUID] | None = None, company: str | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
+    """Append the audit event of a change made at the command line, as its operator, with
+    the action and detail the API writes for the same change (None companies: group-wide)."""
+    await append_batch(conn, [AuditEntry(
+        actor=cli_operator(), actor_kind="cli", action=action, target_type=target_type,
+        target_id=target_id, company=company,
+        company_ids=None if company_ids is None else sorted(company_ids),
+        detail=dict(detail or {}),
+    )])

@@ -5,6 +5,7 @@ caller's scope, and reads of personal data that name whose data they returned.""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import subprocess
 import sys
@@ -109,10 +110,11 @@ async def test_disabling_a_person_revokes_their_tokens_for_good(
     assert mine["revoked_at"] is not None and mine["owner"] == "aino"
 
 
-def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(settings: Settings, *args: str, stdin: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=purge_env(settings),
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=120, check=False, input=stdin,
     )
 
 
@@ -143,6 +145,108 @@ async def test_cli_tokens_name_their_system_and_expire(
     assert fields[6] == "active"
     event = await db.fetchrow("SELECT * FROM audit_events WHERE action = 'token.create'")
     assert event["actor_kind"] == "cli" and json.loads(event["detail"])["owner"] == "elisa-pbx"
+
+
+async def test_cli_changes_to_accounts_companies_and_tokens_are_audited_as_the_api_audits_them(
+        settings: Settings, db: asyncpg.Connection) -> None:
+    secret_words = "kuusi-hirvea-kissaa"
+    steps: list[tuple[tuple[str, ...], str | None]] = [
+        (("user", "add", "--username", "eve", "--role", "admin", "--all-companies",
+          "--password-stdin"), f"{secret_words}-1\n"),
+        (("user", "disable", "eve"), None),
+        (("user", "enable", "eve"), None),
+        (("user", "reset-password", "eve", "--password-stdin"), f"{secret_words}-2\n"),
+        (("user", "add", "--username", "ville", "--role", "quality", "--company", OWN,
+          "--password-stdin"), f"{secret_words}-3\n"),
+        (("company", "add", "--code", "uusi-yhtio", "--name", "Uusi Yhtiö Oy"), None),
+        (("company", "rename", "uusi-yhtio", "--name", "Uusi Yhtiö Oyj"), None),
+        (("token", "create", "--name", "pbx-3", "--role", "ingest", "--company", OWN), None),
+    ]
+    for args, stdin in steps:
+        done = await asyncio.to_thread(_cli, settings, *args, stdin=stdin)
+        assert done.returncode == 0, (args, done.stderr)
+    token = await db.fetchval("SELECT id FROM api_tokens WHERE name = 'pbx-3'")
+    revoked = await asyncio.to_thread(_cli, settings, "token", "revoke", str(token))
+    assert revoked.returncode == 0, revoked.stderr
+
+    eve = await db.fetchval("SELECT id FROM users WHERE username = 'eve'")
+    ville = await db.fetchval("SELECT id FROM users WHERE username = 'ville'")
+    own = await db.fetchval("SELECT id FROM companies WHERE code = $1", OWN)
+    new = await db.fetchval("SELECT id FROM companies WHERE code = 'uusi-yhtio'")
+    events = await db.fetch(
+        "SELECT actor, action, target_type, target_id, company_ids, detail FROM audit_events"
+        " WHERE actor_kind = 'cli' ORDER BY seq")
+    assert {e["actor"] for e in events} == {f"cli:{getpass.getuser()}"}
+    assert [(e["action"], e["target_type"], e["target_id"], e["company_ids"],
+             json.loads(e["detail"])) for e in events[:-2]] == [
+        ("user.create", "user", str(eve), None, {"username": "eve", "role": "admin"}),
+        ("user.change", "user", str(eve), None, {"disabled": True}),
+        ("user.change", "user", str(eve), None, {"disabled": False}),
+        ("user.change", "user", str(eve), None, {"password": "reset"}),
+        ("user.create", "user", str(ville), [own], {"username": "ville", "role": "quality"}),
+        ("company.create", "company", "uusi-yhtio", [new], {}),
+        ("company.change", "company", "uusi-yhtio", [new], {"name": "Uusi Yhtiö Oyj"}),
+    ]
+    assert [(e["action"], e["target_id"], e["company_ids"]) for e in events[-2:]] == [
+        ("token.create", str(token), [own]), ("token.revoke", str(token), [own])]
+    # Neither a password nor a token secret is in any event.
+    assert not any(secret_words in e["detail"] for e in events)
+
+
+async def test_cli_user_add_refuses_the_usernames_the_api_refuses(
+        api: Api, settings: Settings, db: asyncpg.Connection) -> None:
+    admin = await api.token("admin", all_companies=True, name="admin-script")
+    password = "kuusi-hirvea-kissaa\n"
+    for username in ("eve smith", "e" * 201, "eve/../admin"):
+        by_api = await api.client.post("/api/v1/users", headers=bearer(admin), json={
+            "username": username, "password": password.strip(), "role": "quality",
+            "companies": [OWN]})
+        assert by_api.status == 422
+        by_cli = await asyncio.to_thread(
+            _cli, settings, "user", "add", "--username", username, "--role", "quality",
+            "--company", OWN, "--password-stdin", stdin=password)
+        assert by_cli.returncode != 0
+        message = by_cli.stderr.strip()
+        assert message.startswith("tallenne: error: username: ") and "\n" not in message
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    assert await db.fetchval("SELECT count(*) FROM audit_events"
+                             " WHERE action = 'user.create'") == 0
+    allowed = await asyncio.to_thread(
+        _cli, settings, "user", "add", "--username", "eve.smith@tenergia", "--role",
+        "quality", "--company", OWN, "--password-stdin", stdin=password)
+    assert allowed.returncode == 0, allowed.stderr
+    assert await db.fetchval("SELECT username FROM users") == "eve.smith@tenergia"
+
+
+async def test_a_system_token_and_a_person_never_share_the_name_they_act_under(
+        api: Api, settings: Settings, db: asyncpg.Connection) -> None:
+    # A system token acts under its own name; private notes and evaluations are keyed on it.
+    await api.user("alice", "quality", [OWN])
+    named_after_alice = await asyncio.to_thread(
+        _cli, settings, "token", "create", "--name", "alice", "--role", "quality",
+        "--company", OWN)
+    assert named_after_alice.returncode != 0
+    assert "username" in named_after_alice.stderr and not named_after_alice.stdout
+    assert await db.fetchval("SELECT count(*) FROM api_tokens WHERE name = 'alice'") == 0
+
+    bot = await asyncio.to_thread(_cli, settings, "token", "create", "--name", "qa-bot",
+                                  "--role", "quality", "--company", OWN)
+    assert bot.returncode == 0, bot.stderr
+    admin = await api.token("admin", all_companies=True, name="admin-script")
+    by_api = await api.client.post("/api/v1/users", headers=bearer(admin), json={
+        "username": "qa-bot", "password": "kuusi-hirvea-kissaa", "role": "quality",
+        "companies": [OWN]})
+    assert by_api.status == 409
+    assert "system token" in (await by_api.json())["detail"]
+    by_cli = await asyncio.to_thread(
+        _cli, settings, "user", "add", "--username", "qa-bot", "--role", "quality",
+        "--company", OWN, "--password-stdin", stdin="kuusi-hirvea-kissaa\n")
+    assert by_cli.returncode != 0 and "system token" in by_cli.stderr
+    assert await db.fetchval("SELECT count(*) FROM users WHERE username = 'qa-bot'") == 0
+    # A personal token's name is only a label: naming one after a colleague stays allowed.
+    person = await _session(api, "ville", "quality", [OWN])
+    labelled = await api.client.post("/api/v1/tokens", json={"name": "alice"}, headers=person)
+    assert labelled.status == 201
 
 
 # --- a company-scoped admin grants no more than they have ------------------------------------

@@ -39,11 +39,15 @@ def cmd_company_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_company_add(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.business_id import validate_business_id
+    from service.identity.accounts import audit_cli_change
 
     business_id = validate_business_id(args.business_id) if args.business_id else None
 
     async def work(conn: asyncpg.Connection) -> int:
-        company = await accounts.add_company(conn, args.code, args.name, business_id)
+        async with conn.transaction():
+            company = await accounts.add_company(conn, args.code, args.name, business_id)
+            await audit_cli_change(conn, "company.create", target_type="company",
+                                   target_id=company.code, company=company.code)
         print(f"added {company.code}")
         return 0
 
@@ -51,8 +55,14 @@ def cmd_company_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_company_rename(args: argparse.Namespace, settings: Settings) -> int:
+    from service.identity.accounts import audit_cli_change
+
     async def work(conn: asyncpg.Connection) -> int:
-        company = await accounts.update_company(conn, args.code, args.name, None)
+        async with conn.transaction():
+            company = await accounts.update_company(conn, args.code, args.name, None)
+            await audit_cli_change(conn, "company.change", target_type="company",
+                                   target_id=company.code, company=company.code,
+                                   detail={"name": args.name})
         print(f"{company.code} is now {company.name}")
         return 0
 

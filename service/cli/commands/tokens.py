@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,8 +12,7 @@ from service.cli.commands import with_connection
 from service.policy import ROLES
 from service.settings import Settings
 from storage import accounts
-from storage.audit import AuditEntry, append_batch
-from storage.errors import StorageError
+from storage.errors import NotFound, StorageError
 
 
 def register(sub: Any) -> None:
@@ -39,6 +37,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    from service.identity.accounts import audit_cli_change, ensure_no_person_named
+
     days = args.expires_days
     if days is not None and not 1 <= days <= accounts.MAX_TOKEN_DAYS:
         raise StorageError(f"--expires-days must be 1-{accounts.MAX_TOKEN_DAYS}")
@@ -47,23 +47,20 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
         if not args.all_companies and not args.company:
             raise StorageError("give --company CODE (repeatable) or --all-companies")
         companies = await accounts.companies_by_code(conn, args.company or [])
+        await ensure_no_person_named(conn, args.name)
         expires_at = datetime.now(UTC) + timedelta(days=days) if days is not None else None
-        record, secret = await accounts.create_token(
-            conn, args.name, args.role, [c.id for c in companies], args.all_companies,
-            owner_name=args.owner or args.name, expires_at=expires_at,
-        )
-        try:
-            operator = f"cli:{getpass.getuser()}"
-        except (KeyError, OSError):
-            operator = "cli"
-        await append_batch(conn, [AuditEntry(
-            actor=operator, actor_kind="cli", action="token.create", target_type="token",
-            target_id=str(record.id),
-            company_ids=None if args.all_companies else [c.id for c in companies],
-            detail={"name": record.name, "role": record.role, "owner": record.owner,
-                    "expires_at": record.expires_at.isoformat() if record.expires_at
-                    else None},
-        )])
+        async with conn.transaction():
+            record, secret = await accounts.create_token(
+                conn, args.name, args.role, [c.id for c in companies], args.all_companies,
+                owner_name=args.owner or args.name, expires_at=expires_at,
+            )
+            await audit_cli_change(
+                conn, "token.create", target_type="token", target_id=str(record.id),
+                company_ids=None if args.all_companies else [c.id for c in companies],
+                detail={"name": record.name, "role": record.role, "owner": record.owner,
+                        "expires_at": record.expires_at.isoformat() if record.expires_at
+                        else None},
+            )
         print(secret)
         return 0
 
@@ -90,8 +87,20 @@ def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from uuid import UUID
 
+    from service.identity.accounts import audit_cli_change
+
+    token_id = UUID(args.token_id)
+
     async def work(conn: asyncpg.Connection) -> int:
-        await accounts.revoke_token(conn, UUID(args.token_id), None)
+        found = {t.id: t for t in await accounts.list_tokens(conn, None)}.get(token_id)
+        if found is None:
+            raise NotFound("no such token")
+        async with conn.transaction():
+            await accounts.revoke_token(conn, token_id, None)
+            await audit_cli_change(
+                conn, "token.revoke", target_type="token", target_id=str(token_id),
+                company_ids=None if found.all_companies else found.company_ids,
+            )
         print("revoked")
         return 0
 

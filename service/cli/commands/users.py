@@ -7,7 +7,9 @@ import sys
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
+from schemas.identity import UserCreateIn
 from service.cli.commands import with_connection
 from service.policy import ROLES
 from service.settings import Settings
@@ -50,15 +52,34 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
-def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
-    from service.identity.accounts import create_user_account
+def _user_create_in(args: argparse.Namespace, password: str) -> UserCreateIn:
+    """The account as the API's body would carry it, checked by the API's rules (ValueError
+    naming the field, never echoing the input)."""
+    try:
+        return UserCreateIn(username=args.username, password=password, role=args.role,
+                            companies=args.company or [], all_companies=args.all_companies)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors(include_input=False))
+        raise ValueError(problems) from None
 
-    password = _read_password(args)
+
+def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
+    from service.identity.accounts import audit_cli_change, create_user_account
+
+    body = _user_create_in(args, _read_password(args))
 
     async def work(conn: asyncpg.Connection) -> int:
-        account = await create_user_account(
-            conn, args.username, password, args.role, args.company or [], args.all_companies
-        )
+        async with conn.transaction():
+            account = await create_user_account(
+                conn, body.username, body.password, body.role, body.companies,
+                body.all_companies,
+            )
+            await audit_cli_change(
+                conn, "user.create", target_type="user", target_id=str(account.id),
+                company_ids=None if account.all_companies else account.company_ids,
+                detail={"username": account.name, "role": account.role},
+            )
         scope = "all companies" if account.all_companies else ", ".join(account.company_codes)
         print(f"created {account.role} account {account.name} ({scope})")
         return 0
@@ -78,8 +99,16 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_disable(args: argparse.Namespace, settings: Settings) -> int:
+    from service.identity.accounts import audit_cli_change
+
     async def work(conn: asyncpg.Connection) -> int:
-        await accounts.set_user_disabled(conn, args.username, args.disable)
+        async with conn.transaction():
+            account = await accounts.set_user_disabled(conn, args.username, args.disable)
+            await audit_cli_change(
+                conn, "user.change", target_type="user", target_id=str(account.id),
+                company_ids=None if account.all_companies else account.company_ids,
+                detail={"disabled": args.disable},
+            )
         print(f"{args.username} {'disabled' if args.disable else 'enabled'}")
         return 0
 
@@ -87,15 +116,25 @@ def cmd_user_disable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_reset_password(args: argparse.Namespace, settings: Settings) -> int:
+    from service.identity.accounts import audit_cli_change
+
     password = _read_password(args)
 
     async def work(conn: asyncpg.Connection) -> int:
         found = await accounts.user_with_hash(conn, args.username)
         if found is None:
             raise StorageError("no such user")
+        account = found[0]
         passwords.check_password_rules(password, username=args.username)
-        await accounts.set_password_hash(conn, found[0].id, passwords.hash_password(password))
-        await accounts.revoke_user_sessions(conn, found[0].id)
+        password_hash = passwords.hash_password(password)
+        async with conn.transaction():
+            await accounts.set_password_hash(conn, account.id, password_hash)
+            await accounts.revoke_user_sessions(conn, account.id)
+            await audit_cli_change(
+                conn, "user.change", target_type="user", target_id=str(account.id),
+                company_ids=None if account.all_companies else account.company_ids,
+                detail={"password": "reset"},  # that it happened, never the value
+            )
         print(f"password of {args.username} reset; their sessions are ended")
         return 0
 
