@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from schemas.business_id import BusinessId
 from schemas.common import StrictModel
+from schemas.free_text import FreeText
 
 RoleName = Literal["ingest", "quality", "customer_service", "dpo", "admin"]
 CompanyCode = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -67,7 +68,8 @@ class TokenList(BaseModel):
 
 
 class UserCreateIn(StrictModel):
-    username: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._@-]+$")
+    # A username is every audit event's actor and in log lines: never an identity code.
+    username: FreeText = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._@-]+$")
     password: str = Field(min_length=1, max_length=1024)
     role: RoleName
     companies: list[str] = Field(default_factory=list)
