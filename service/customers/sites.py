@@ -36,7 +36,7 @@ async def list_sites(request: web.Request) -> web.Response:
 @routes.route(
     "PUT", "/api/v1/sites", action="site.manage", tag="web-events",
     summary="Add, move or (company null) remove sites; takes a list of rows",
-    body=SiteRows, response=SiteUpdate,
+    body=SiteRows, response=SiteUpdate, rows_body=True,
 )
 async def put_sites(request: web.Request) -> web.Response:
     body = await read_json_rows(request, SiteRows, none_given="no sites given",

@@ -110,7 +110,8 @@ async def cancel_export(request: web.Request) -> web.Response:
 @routes.route(
     "GET", "/api/v1/exports/{id}/download", action="export.run", tag="exports",
     summary="Stream a finished zip/vcon export (a zip, or an age file when encrypted)",
-    response_content={"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    response_content={kind: {"schema": {"type": "string", "format": "binary"}}
+                      for kind in ("application/zip", "application/octet-stream")},
     extra_statuses=(409, 410),
 )
 async def download_export(request: web.Request) -> web.StreamResponse:

@@ -52,6 +52,8 @@ class Endpoint:
     extra_statuses: tuple[int, ...] = ()
     operation_id: str = ""
     in_schema: bool = True
+    # The body is a bare JSON list of rows, or the `body` model ({"items": [...]}).
+    rows_body: bool = False
     # Work that needs no authority and reveals nothing (a read of ciphertext, say), started
     # while the caller is authenticated; abandoned if authentication or the policy refuses.
     before_auth: Callable[[web.Request], Ahead | None] | None = None
@@ -77,6 +79,7 @@ class RouteTable:
         response_content: dict[str, Any] | None = None,
         extra_statuses: tuple[int, ...] = (),
         in_schema: bool = True,
+        rows_body: bool = False,
         before_auth: Callable[[web.Request], Ahead | None] | None = None,
     ) -> Callable[[Handler], Handler]:
         if action not in ACTIONS and action not in (PUBLIC, AUTHENTICATED):
@@ -100,6 +103,7 @@ class RouteTable:
                     extra_statuses=extra_statuses,
                     operation_id=handler.__name__,
                     in_schema=in_schema,
+                    rows_body=rows_body,
                     before_auth=before_auth,
                 )
             )
@@ -327,9 +331,13 @@ def build_openapi(title: str, version: str, table: RouteTable) -> dict[str, Any]
         if ep.request_content is not None:
             op["requestBody"] = {"required": True, "content": ep.request_content}
         elif ep.body is not None:
+            body_schema = ref(ep.body, "validation")
+            if ep.rows_body:
+                model = body_schema["$ref"].rsplit("/", 1)[1]
+                body_schema = {"oneOf": [schemas[model]["properties"]["items"], body_schema]}
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": ref(ep.body, "validation")}},
+                "content": {"application/json": {"schema": body_schema}},
             }
         if ep.response_content is not None:
             op["responses"][str(ep.status)] = {"description": "OK", "content": ep.response_content}
@@ -347,6 +355,9 @@ def build_openapi(title: str, version: str, table: RouteTable) -> dict[str, Any]
         statuses = {400, 422} if (ep.body or ep.query or ep.request_content) else set()
         if ep.body:
             statuses.add(415)  # a body that is not sent as JSON
+        if ep.body or ep.request_content:
+            statuses |= {408, 413}  # a body sent too slowly, or too large
+        statuses.add(503)  # the database or S3 not answering (with Retry-After)
         if ep.action != PUBLIC:
             statuses |= {401, 403}
         if "{" in ep.path:

@@ -220,7 +220,8 @@ def _user_out(account: accounts.Account) -> UserOut:
 
 
 @routes.route("POST", "/api/v1/users", action="user.manage", summary="Create a person's account",
-              tag="admin", body=UserCreateIn, response=UserOut, status=201)
+              tag="admin", body=UserCreateIn, response=UserOut, status=201,
+              extra_statuses=(409,))
 async def create_user(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request, UserCreateIn)
@@ -294,7 +295,8 @@ async def list_companies(request: web.Request) -> web.Response:
 
 
 @routes.route("POST", "/api/v1/companies", action="company.manage", summary="Add a company",
-              tag="admin", body=CompanyIn, response=CompanyOut, status=201)
+              tag="admin", body=CompanyIn, response=CompanyOut, status=201,
+              extra_statuses=(409,))
 async def add_company(request: web.Request) -> web.Response:
     if not principal_of(request).account.all_companies:
         raise Forbidden("adding a company to the group needs an all-companies admin")

@@ -55,7 +55,7 @@ async def list_policies(request: web.Request) -> web.Response:
 @routes.route(
     "PUT", "/api/v1/retention-policies", action="retention.write", tag="retention",
     summary="Upsert policies; recordings under a changed one get a new retain_until",
-    body=RetentionPolicyList, response=RetentionPolicyUpdate,
+    body=RetentionPolicyList, response=RetentionPolicyUpdate, rows_body=True,
 )
 async def put_policies(request: web.Request) -> web.Response:
     principal = principal_of(request)

@@ -65,6 +65,30 @@ async def test_openapi_document_is_valid_and_lists_the_contract(api: Api) -> Non
         assert path in spec["paths"]
 
 
+async def test_openapi_lists_the_answers_and_bodies_a_client_meets(api: Api) -> None:
+    """What a client generated from the document must be ready for: a duplicate account or
+    company (409), a busy backend (503), an over-large body (413), a rows body sent as a
+    bare list, and an encrypted export's octet stream."""
+    spec = await (await api.client.get("/api/v1/openapi.json")).json()
+    paths = spec["paths"]
+    for path in ("/api/v1/users", "/api/v1/companies"):
+        assert "409" in paths[path]["post"]["responses"], path
+    assert "503" in paths["/api/v1/recordings"]["get"]["responses"]
+    assert {"408", "413"} <= set(paths["/api/v1/customers/{company}/{customer_number}"]["put"]
+                                 ["responses"])
+    for path in ("/api/v1/sites", "/api/v1/retention-policies"):
+        body = paths[path]["put"]["requestBody"]["content"]["application/json"]["schema"]
+        assert [choice.get("type") for choice in body["oneOf"]] == ["array", None], path
+    download = paths["/api/v1/exports/{id}/download"]["get"]["responses"]["200"]["content"]
+    assert {"application/zip", "application/octet-stream"} <= set(download)
+    validate(spec)
+    # And a bare list is what the service takes.
+    admin = await api.token("admin", all_companies=True)
+    response = await api.client.put("/api/v1/sites", headers=bearer(admin), json=[
+        {"site": "openapi-testi.fi", "company": "kemin-energia"}])
+    assert response.status == 200, await response.text()
+
+
 async def test_api_docs_page_lists_operations(api: Api) -> None:
     response = await api.client.get("/api/docs")
     assert response.status == 200
