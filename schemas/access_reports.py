@@ -42,6 +42,15 @@ class AccessExportQuery(StrictModel):
                              " trail.")
 
 
+class AccessRequestIn(StrictModel):
+    """A verified access request taken (by customer service or the DPO): the DPO answers it
+    with `GET …/access-report?request_id=`."""
+
+    verified_by: VerifiedBy = Field(description="How the requester's identity was verified.")
+    received_at: AwareDatetime | None = Field(
+        None, description="When the request reached the controller; defaults to now.")
+
+
 class AccessRequestOut(BaseModel):
     id: UUID
     customer_id: UUID

@@ -26,6 +26,7 @@ ACTIONS: dict[str, str] = {
     "customer.read": "look up customers and read their records",
     "prohibition.write": "record or withdraw a prohibition",
     "access_report.read": "produce the access report of a customer",
+    "access_request.write": "record a customer's verified access request",
     "customer.erase": "erase a customer",
     "web_event.ingest": "push web-site usage events",
     "web_event.read": "read web-site usage events",
@@ -63,6 +64,7 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
         {
             "customer.read",
             "prohibition.write",
+            "access_request.write",
             "recording.search",
             "evaluation.read",
             "evaluation_form.read",
@@ -74,6 +76,7 @@ ROLE_ACTIONS: dict[Role, frozenset[str]] = {
         {
             "customer.read",
             "prohibition.write",
+            "access_request.write",
             "access_report.read",
             "customer.erase",
             "recording.search",

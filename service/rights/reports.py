@@ -13,6 +13,7 @@ from aiohttp import web
 from schemas.access_reports import (
     AccessReport,
     AccessReportQuery,
+    AccessRequestIn,
     AccessRequestOut,
     ReportCustomer,
     ReportDisclosure,
@@ -25,7 +26,7 @@ from schemas.access_reports import (
 )
 from schemas.customers import Address, Prohibition
 from schemas.register_statement import DATA_KINDS
-from service.http.api import RouteTable, json_response, read_query
+from service.http.api import RouteTable, json_response, read_json, read_query
 from service.http.auth import audit, principal_of, read_detail
 from service.http.keys import KEYRING, POOL
 from service.http.principal import Principal
@@ -149,6 +150,30 @@ async def _audit_report(request: web.Request, report: AccessReport, form: str,
                 "recordings": ids_detail["recordings"],
                 "recordings_count": len(report.recordings)},
     )
+
+
+@routes.route(
+    "POST", "/api/v1/customers/{customer_id}/access-requests", action="access_request.write",
+    summary="Record a customer's verified access request; due one month from receipt",
+    tag="data-subject rights", body=AccessRequestIn, response=AccessRequestOut, status=201,
+)
+async def take_access_request(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    body = await read_json(request, AccessRequestIn)
+    customer_id = customer_id_of(request)
+    async with scoped(request.app[POOL], principal.scope) as conn:
+        if await store.customer_row(conn, customer_id) is None:
+            raise NotFound("no such customer")
+        taken = await store.record_request(conn, customer_id, body.verified_by, principal.name,
+                                           body.received_at or datetime.now(UTC))
+        companies = {m.company for m in await store.memberships(conn, customer_id)}
+    await audit(request, "access_request.create", target_type="customer",
+                target_id=str(customer_id), subject_ids=[customer_id],
+                company_codes=companies or None,
+                detail={"access_request": str(taken.id), "verified_by": taken.verified_by,
+                        "due_at": taken.due_at.isoformat()})
+    return json_response(AccessRequestOut.model_validate(taken, from_attributes=True),
+                         status=201)
 
 
 @routes.route(

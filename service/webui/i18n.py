@@ -281,6 +281,20 @@ STRINGS: dict[str, dict[Language, str]] = {
     "channel.post": {"fi": "Posti", "en": "Post"},
     "channel.in_person": {"fi": "Henkilökohtaisesti", "en": "In person"},
     "error": {"fi": "Virhe", "en": "Error"},
+    "access_request": {"fi": "Tarkastuspyyntö", "en": "Access request"},
+    "access_request.help": {
+        "fi": "Kirjaa asiakkaan henkilöllisyyden tarkastamisen jälkeen. Tietosuojavastaava "
+              "laatii rekisteriotteen kuukauden kuluessa.",
+        "en": "Record once the customer's identity is verified. The data-protection officer "
+              "answers within one month."},
+    "access_request.take": {"fi": "Kirjaa tarkastuspyyntö", "en": "Record the access request"},
+    "access_request.taken": {"fi": "Kirjattu. Määräpäivä {due}, pyyntö {id}.",
+                             "en": "Recorded. Due {due}, request {id}."},
+    "verified_by": {"fi": "Henkilöllisyys tarkastettu", "en": "Identity verified"},
+    "verified_by.in_person": {"fi": "Henkilökohtaisesti", "en": "In person"},
+    "verified_by.signed_letter": {"fi": "Allekirjoitettu kirje", "en": "Signed letter"},
+    "verified_by.strong_electronic_id": {"fi": "Vahva sähköinen tunnistus",
+                                         "en": "Strong electronic identification"},
 }
 
 PROHIBITED_USES = (
@@ -288,6 +302,7 @@ PROHIBITED_USES = (
     "opinion_polls", "person_directories", "genealogy",
 )
 PROHIBITION_CHANNELS = ("phone", "email", "post", "in_person")
+VERIFIED_BY = ("in_person", "signed_letter", "strong_electronic_id")
 
 
 def language_of(request: web.Request) -> Language:

@@ -162,6 +162,8 @@ async def customer_page(request: web.Request, principal: Principal, csrf: str) -
         request, "customer.html", principal=principal, csrf_token=csrf,
         title=t("customer.title"), customer_id=str(customer_id),
         may_write=allowed(principal.role, "prohibition.write"),
+        may_take_request=allowed(principal.role, "access_request.write"),
+        verified_by=i18n.VERIFIED_BY,
         may_search=allowed(principal.role, "recording.search"),
         may_read_events=allowed(principal.role, "web_event.read"),
         uses=i18n.PROHIBITED_USES, channels=i18n.PROHIBITION_CHANNELS,

@@ -57,7 +57,7 @@ NAVIGATION: tuple[tuple[str, str | None, str], ...] = (
 SCRIPT_KEYS = (
     "signin", "unreachable", "loading", "error", "search.none", "direction.", "play", "pause",
     "audio.error", "saved", "use.", "channel.", "prohibition.withdraw", "web_events.none",
-    "criterion.",
+    "criterion.", "access_request.taken",
 )
 PAGE_HEADERS = {
     "Content-Security-Policy": (

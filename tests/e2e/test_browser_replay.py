@@ -279,6 +279,15 @@ async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: 
         await page.get_by_role("button", name="Withdraw: Direct marketing").click()
         await page.locator("#p-none").wait_for(state="visible")
         assert await row.count() == 0
+
+        # The customer asks what is held about them, by a signed letter: customer service
+        # takes the request, the DPO answers it by its id.
+        await page.get_by_label("Identity verified").select_option("signed_letter")
+        await page.get_by_role("button", name="Record the access request").click()
+        status = page.locator("#ar-status")
+        await page.wait_for_function(
+            "document.getElementById('ar-status').textContent.startsWith('Recorded.')")
+        shown = await status.inner_text()
     assert dialogs == []
 
     conn = await asyncpg.connect(api.superuser_url)
@@ -286,10 +295,15 @@ async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: 
         history = await conn.fetch(
             "SELECT use, channel, withdrawn_at IS NOT NULL AS withdrawn FROM customer_prohibitions"
             " WHERE customer_id = $1", customer_id)
+        taken = await conn.fetch("SELECT id, verified_by, requested_by FROM access_requests"
+                                 " WHERE customer_id = $1", customer_id)
     finally:
         await conn.close()
     assert [(h["use"], h["channel"], h["withdrawn"]) for h in history] == [
         ("direct_marketing", "phone", True)]
+    assert [(t["verified_by"], t["requested_by"]) for t in taken] == [
+        ("signed_letter", "asta.asiakaspalvelu")]
+    assert str(taken[0]["id"]) in shown
 
 
 async def test_an_admin_defines_an_evaluation_form_in_the_browser(api: Api) -> None:

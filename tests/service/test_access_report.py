@@ -219,3 +219,39 @@ async def test_letter_sender_comes_from_controller_environment(
         controller.cache_clear()
     assert "PL 999, 94101 Kemi" in text and "Oulun Sähkönmyynti Oy" in text
     assert "PL 116, 90101 Oulu" not in text
+
+
+async def test_customer_service_takes_an_access_request_that_the_dpo_answers_by_its_id(
+        api: Api, db: asyncpg.Connection) -> None:
+    customer_id = await customer(api, [A])
+    others = await customer(api, [B], number="B-1", personal_id=personal_id(individual=411))
+    service = await api.token("customer_service", [A], name="asta")
+    received = "2026-03-31T10:00:00+03:00"
+    taken = await api.client.post(f"/api/v1/customers/{customer_id}/access-requests",
+                                  headers=bearer(service),
+                                  json={"verified_by": "signed_letter", "received_at": received})
+    assert taken.status == 201, await taken.text()
+    request = await taken.json()
+    assert (request["verified_by"], request["requested_by"]) == ("signed_letter", "asta")
+    # One calendar month from receipt (the last day of a shorter month).
+    assert datetime.fromisoformat(request["due_at"]) == datetime(2026, 4, 30, 7, 0, tzinfo=UTC)
+
+    dpo = await api.token("dpo", [A])
+    answered = await api.client.get(f"/api/v1/customers/{customer_id}/access-report",
+                                    headers=bearer(dpo), params={"request_id": request["id"]})
+    assert answered.status == 200, await answered.text()
+    assert (await answered.json())["request"]["id"] == request["id"]
+
+    # Another company's customer is as not found; a role without the right is refused.
+    elsewhere = await api.client.post(f"/api/v1/customers/{others}/access-requests",
+                                      headers=bearer(service), json={"verified_by": "in_person"})
+    assert elsewhere.status == 404
+    quality = await api.token("quality", [A])
+    refused = await api.client.post(f"/api/v1/customers/{customer_id}/access-requests",
+                                    headers=bearer(quality), json={"verified_by": "in_person"})
+    assert refused.status == 403
+    assert await db.fetchval("SELECT count(*) FROM access_requests") == 1
+    event = await db.fetchrow("SELECT actor, subject_ids, detail FROM audit_events"
+                              " WHERE action = 'access_request.create'")
+    assert event["actor"] == "asta" and uuid.UUID(customer_id) in event["subject_ids"]
+    assert json.loads(event["detail"])["access_request"] == request["id"]

@@ -103,6 +103,23 @@
     });
   }
 
+  const requestForm = document.getElementById("access-request-form");
+  if (requestForm) {
+    const arStatus = document.getElementById("ar-status");
+    requestForm.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const body = { verified_by: requestForm.elements.verified_by.value };
+      const received = ui.rfc3339(requestForm.elements.received_at.value);
+      if (received) body.received_at = received;
+      try {
+        const taken = await ui.api("POST", base + "/access-requests", body);
+        arStatus.textContent = ui.t("access_request.taken", { due: ui.when(taken.due_at), id: taken.id });
+      } catch (error) {
+        arStatus.textContent = ui.t("error") + ": " + error.message;
+      }
+    });
+  }
+
   async function loadCalls() {
     const table = document.querySelector("#customer-calls tbody");
     if (!table) return;
