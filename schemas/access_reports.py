@@ -115,6 +115,15 @@ class ReportEvaluation(BaseModel):
     created_at: datetime
 
 
+class ReportAnnotation(BaseModel):
+    recording_id: UUID
+    company: str
+    at_s: float = Field(description="Where in the call the note points, in seconds.")
+    end_s: float | None
+    text: str
+    created_at: datetime
+
+
 class ReportWebEvent(BaseModel):
     ts: datetime
     company: str
@@ -162,6 +171,8 @@ class AccessReport(BaseModel):
     history: list[ReportHistoryEntry]
     recordings: list[ReportRecording]
     evaluations: list[ReportEvaluation]
+    annotations: list[ReportAnnotation] = Field(
+        description="Notes on the customer's calls (team and private), without their authors.")
     web_events: ReportWebEvents
     prohibitions: list[Prohibition]
     disclosures: list[ReportDisclosure]

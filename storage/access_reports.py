@@ -59,6 +59,16 @@ class ReportedEvaluation:
 
 
 @dataclass(frozen=True)
+class ReportedAnnotation:
+    recording_id: UUID
+    company: str
+    at_s: float
+    end_s: float | None
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class ReportedWebEvent:
     ts: datetime
     company: str
@@ -149,6 +159,19 @@ async def evaluations(conn: asyncpg.Connection, customer_id: UUID) -> list[Repor
         customer_id,
     )
     return [ReportedEvaluation(**r) for r in rows]
+
+
+async def call_notes(conn: asyncpg.Connection, customer_id: UUID) -> list[ReportedAnnotation]:
+    """Every note on the customer's calls, team and private alike (both are data held about
+    the call), without their authors."""
+    rows = await conn.fetch(
+        "SELECT a.recording_id, co.code AS company, a.at_s, a.end_s, a.text, a.created_at"
+        " FROM recording_annotations a JOIN recordings r ON r.id = a.recording_id"
+        " JOIN companies co ON co.id = a.company_id"
+        " WHERE r.customer_id = $1 ORDER BY a.created_at, a.id",
+        customer_id,
+    )
+    return [ReportedAnnotation(**r) for r in rows]
 
 
 async def web_events(

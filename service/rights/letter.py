@@ -251,6 +251,12 @@ def _activity_sections(pdf: Letter, report: AccessReport) -> None:
         [_date(e.created_at), company(e.company), e.form, e.comment or "–"]
         for e in report.evaluations
     ], (25, 45, 40, 60))
+    if report.annotations:
+        pdf.paragraph("Puheluihin tehdyt muistiinpanot:")
+        pdf.grid(["Aika", "Yhtiö", "Kohta", "Muistiinpano"], [
+            [_date(a.created_at), company(a.company), _duration(a.at_s), a.text]
+            for a in report.annotations
+        ], (25, 45, 20, 80))
     pdf.heading("5. Verkkosivujen käyttötiedot")
     events = report.web_events
     pdf.paragraph(f"Kirjautuneena tehtyjä tapahtumia on tallennettu {events.total} kpl."

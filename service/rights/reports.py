@@ -15,6 +15,7 @@ from schemas.access_reports import (
     AccessReportQuery,
     AccessRequestIn,
     AccessRequestOut,
+    ReportAnnotation,
     ReportCustomer,
     ReportDisclosure,
     ReportEvaluation,
@@ -85,6 +86,7 @@ async def build_report(
         key = await find_customer_key(conn, keyring.masters, customer_id)
         recordings = await customer_recordings(conn, customer_id)
         evaluations = await store.evaluations(conn, customer_id)
+        annotations = await store.call_notes(conn, customer_id)
         events_total, events = await store.web_events(conn, customer_id)
         bans = await customers.prohibitions(conn, customer_id)
         disclosures = await store.disclosures(conn, customer_id)
@@ -121,6 +123,8 @@ async def build_report(
         ],
         evaluations=[ReportEvaluation.model_validate(e, from_attributes=True)
                      for e in evaluations],
+        annotations=[ReportAnnotation.model_validate(a, from_attributes=True)
+                     for a in annotations],
         web_events=ReportWebEvents(
             total=events_total,
             items=[ReportWebEvent.model_validate(e, from_attributes=True) for e in events],

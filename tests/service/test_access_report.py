@@ -255,3 +255,27 @@ async def test_customer_service_takes_an_access_request_that_the_dpo_answers_by_
                               " WHERE action = 'access_request.create'")
     assert event["actor"] == "asta" and uuid.UUID(customer_id) in event["subject_ids"]
     assert json.loads(event["detail"])["access_request"] == request["id"]
+
+
+async def test_notes_on_the_customers_calls_are_in_the_report_without_their_authors(
+        api: Api) -> None:
+    customer_id = await customer(api, [A])
+    recording_id, _ = await recording_of(api, A, "50010", seconds=2.0)
+    quality = await api.token("quality", [A], name="laura")
+    for text, visibility in (("asiakas pyysi takaisinsoittoa", "team"),
+                             ("oma muistiinpano", "private")):
+        made = await api.client.post(f"/api/v1/recordings/{recording_id}/annotations",
+                                     headers=bearer(quality),
+                                     json={"at_s": 1.5, "text": text, "visibility": visibility})
+        assert made.status == 201, await made.text()
+    dpo = await api.token("dpo", [A])
+    response = await report(api, dpo, customer_id)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert sorted(n["text"] for n in body["annotations"]) == [
+        "asiakas pyysi takaisinsoittoa", "oma muistiinpano"]
+    assert {n["recording_id"] for n in body["annotations"]} == {recording_id}
+    assert "laura" not in json.dumps(body["annotations"])
+    pdf = await (await report(api, dpo, customer_id, ".pdf")).read()
+    letter = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert "takaisinsoittoa" in letter and "oma muistiinpano" in letter
