@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 from uuid import UUID
 
 import asyncpg
@@ -173,7 +173,7 @@ async def update(
         name,
     )
     if current is None:
-        raise NotFound("no such evaluation form")
+        await _refuse_unchangeable(conn, name)
     criteria = _criteria(change.criteria)
     new_version = criteria != current["criteria"]
     version = current["version"] + 1 if new_version else current["version"]
@@ -209,5 +209,13 @@ async def set_active(
     except asyncpg.InsufficientPrivilegeError as exc:
         raise Forbidden("only an admin of every company may change a group-wide form") from exc
     if found is None:
-        raise NotFound("no such evaluation form")
+        await _refuse_unchangeable(conn, name)
     return await get(conn, name)
+
+
+async def _refuse_unchangeable(conn: asyncpg.Connection, name: str) -> NoReturn:
+    """A form the caller could not lock or change: one it sees (a group-wide form, for an
+    admin of some companies) is refused, any other is as not found."""
+    if await conn.fetchval("SELECT 1 FROM evaluation_forms WHERE name = $1", name):
+        raise Forbidden("only an admin of every company may change a group-wide form")
+    raise NotFound("no such evaluation form")

@@ -218,6 +218,16 @@ async def test_an_admin_of_one_company_defines_only_that_companys_forms(api: Api
     admin = await api.token("admin", [COMPANY], name="oulu-admin")
     group_wide = await api.client.post(FORMS, json=a_form(), headers=bearer(admin))
     assert group_wide.status == 403
+    # The seeded group-wide form is visible to them but theirs neither to change nor to retire.
+    changed = await api.client.put(f"{FORMS}/perus", headers=bearer(admin), json={
+        "title": "Oma", "criteria": [{"key": "a", "label": "A", "max_score": 5}]})
+    assert changed.status == 403, await changed.text()
+    retired = await api.client.delete(f"{FORMS}/perus", headers=bearer(admin))
+    assert retired.status == 403, await retired.text()
+    assert (await api.client.put(f"{FORMS}/ei-ole", headers=bearer(admin), json={
+        "title": "X", "criteria": [{"key": "a", "label": "A", "max_score": 5}]})).status == 404
+    seeded = await (await api.client.get(f"{FORMS}/perus", headers=bearer(admin))).json()
+    assert seeded["active"] and seeded["title"] != "Oma"
     other = await api.client.post(FORMS, json=a_form(company=OTHER_COMPANY),
                                   headers=bearer(admin))
     assert other.status == 422
