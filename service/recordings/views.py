@@ -38,7 +38,7 @@ from service.http.api import (
     within_read_timeout,
 )
 from service.http.auth import audit, principal_of, read_detail
-from service.http.errors import MalformedBody, TooLarge
+from service.http.errors import MalformedBody, TooLarge, UnsupportedMediaType
 from service.http.keys import ANALYSIS_QUEUE, KEYRING, OBJECTS, POOL, SETTINGS, UPLOADS
 from service.recordings.ingest import Spooled, probe, resolve_target, store_recording
 from service.recordings.lookup import (
@@ -141,7 +141,7 @@ async def _spool_audio(
     "POST", "/api/v1/recordings", action="recording.ingest", tag="recordings",
     summary="Push a recording (multipart: metadata part first, then audio); 200 for a retry",
     request_content=_MULTIPART_SCHEMA, response=RecordingOut, status=201,
-    extra_statuses=(200, 409, 413, 429, 503),
+    extra_statuses=(200, 409, 413, 415, 429, 503),
 )
 async def ingest_recording(request: web.Request) -> web.Response:
     app = request.app
@@ -149,8 +149,8 @@ async def ingest_recording(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit + ENVELOPE_ALLOWANCE:
         raise TooLarge(f"the recording exceeds the limit of {limit} bytes")
     if request.content_type != "multipart/form-data":
-        raise InvalidInput("the body must be multipart/form-data",
-                           [(["body"], "must be multipart/form-data")])
+        raise UnsupportedMediaType("the body must be sent as Content-Type: multipart/form-data"
+                                   f", not {request.content_type!r}")
     with app[UPLOADS].slot():
         return await _ingest_recording(request)
 
