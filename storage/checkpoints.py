@@ -235,16 +235,66 @@ async def latest_checkpoint_seq(conn: asyncpg.Connection) -> int | None:
     return None if value is None else int(value)
 
 
-async def signed_notes(bucket: ObjectStore) -> list[tuple[str, str]]:
-    """(object key, note) of every checkpoint in the bucket, oldest epoch and seq first."""
-    keys = sorted(k for k in await bucket.list_keys(PREFIX) if parse_key(k) is not None)
+@dataclass(frozen=True)
+class StoredNote:
+    key: str
+    note: str
+    # A plain DELETE in the versioned, locked bucket leaves a delete marker on top of the
+    # locked version: the checkpoint is hidden from a listing, not gone. It is read from that
+    # version and reported as deleted.
+    deleted: bool = False
+
+
+async def signed_notes(bucket: ObjectStore) -> list[StoredNote]:
+    """Every checkpoint in the bucket, oldest epoch and seq first, those hidden behind a
+    delete marker included (where the store lists versions)."""
+    try:
+        listed = await bucket.run(_checkpoint_versions, bucket)
+    except Unavailable as exc:
+        # A store (or credential) without version listing: what a plain listing shows.
+        logger.info("checkpoint versions not listed", extra={"error": exc.detail})
+        listed = {k: (None, False) for k in await bucket.list_keys(PREFIX)}
     notes = []
-    for key in keys:
+    for key in sorted(k for k in listed if parse_key(k) is not None):
+        version, deleted = listed[key]
         try:
-            notes.append((key, (await bucket.get_bytes(key)).decode("utf-8", "replace")))
+            data = (await bucket.get_bytes(key) if version is None
+                    else await bucket.run(_read_version, bucket, key, version))
         except ObjectMissing:
             continue
+        notes.append(StoredNote(key, data.decode("utf-8", "replace"), deleted))
     return notes
+
+
+def _checkpoint_versions(bucket: ObjectStore) -> dict[str, tuple[str | None, bool]]:
+    """Per checkpoint key: the version to read (its newest that is not a delete marker) and
+    whether a delete marker is its latest version."""
+    newest: dict[str, tuple[datetime, str | None]] = {}
+    deleted: set[str] = set()
+    for entry in bucket.client.list_objects(bucket.bucket, prefix=PREFIX, recursive=True,
+                                            include_version=True):
+        key = entry.object_name
+        if key is None:
+            continue
+        if entry.is_delete_marker:
+            # minio gives IsLatest as the text of the XML element.
+            if str(entry.is_latest).lower() == "true":
+                deleted.add(key)
+            continue
+        at = entry.last_modified or datetime.min.replace(tzinfo=UTC)
+        if key not in newest or at > newest[key][0]:
+            newest[key] = (at, entry.version_id)
+    return {key: (None if version in (None, "null") else version, key in deleted)
+            for key, (_, version) in newest.items()}
+
+
+def _read_version(bucket: ObjectStore, key: str, version: str) -> bytes:
+    response = bucket.client.get_object(bucket.bucket, key, version_id=version)
+    try:
+        return bytes(response.read())
+    finally:
+        response.close()
+        response.release_conn()
 
 
 async def _event_hashes(conn: asyncpg.Connection, seqs: set[int]) -> dict[int, bytes]:
@@ -266,10 +316,14 @@ async def verify_checkpoints(
     faults: list[tuple[int, str]] = []
     by_epoch: dict[int, dict[int, CheckpointText]] = {}
     notes = await signed_notes(bucket)
-    for key, note in notes:
+    for stored in notes:
+        key = stored.key
         epoch, seq = parse_key(key) or (0, 0)
+        if stored.deleted:
+            faults.append((seq, f"the checkpoint of event {seq} (epoch {epoch}) was deleted"
+                                " from the bucket (a delete marker hides it)"))
         try:
-            text = CheckpointText.parse(verifier.open(note))
+            text = CheckpointText.parse(verifier.open(stored.note))
         except NoteError as exc:
             faults.append((seq, f"the checkpoint of event {seq} is not validly signed ({exc})"))
             continue
@@ -282,7 +336,7 @@ async def verify_checkpoints(
     head_seq, head_epoch = int(head["seq"]), int(head["epoch"])
     recorded = await conn.fetch(
         "SELECT epoch, seq, object_key FROM audit_checkpoints WHERE epoch IS NOT NULL")
-    present = {key for key, _ in notes}
+    present = {stored.key for stored in notes}
     for row in recorded:
         if row["object_key"] not in present:
             faults.append((int(row["seq"]), f"the checkpoint of event {row['seq']} (epoch "

@@ -311,14 +311,40 @@ async def test_a_missing_checkpoint_is_found_by_api_and_cli(
         await admin.delete([first.object_key])
     finally:
         await admin.close()
+    # The locked bucket keeps the version under a delete marker: the deletion is the fault.
     body, report = await _verify_both(api, settings)
     assert body["ok"] is False and body["first_bad"] == first.seq
-    assert "missing from the bucket" in report["problem"]
-    # Its row gone too: the next checkpoint still names it as its predecessor.
+    assert "was deleted from the bucket" in report["problem"]
+    # Its row gone too: still found.
     await db.execute("DELETE FROM audit_checkpoints WHERE seq = $1", first.seq)
     body, report = await _verify_both(api, settings)
     assert body["ok"] is False and body["first_bad"] == first.seq
-    assert "missing from the bucket" in report["problem"]
+    assert "was deleted from the bucket" in report["problem"]
+
+
+async def test_the_newest_checkpoint_hidden_with_its_row_is_still_found(
+        api: Api, db: asyncpg.Connection, settings: Settings) -> None:
+    """Someone holding the database and the main S3 credential deletes the newest checkpoint
+    (a plain DELETE, which Object Lock allows: a delete marker) and its row. No later
+    checkpoint names it; the delete marker still gives it away."""
+    app = api.client.app
+    await _append(app, 3)
+    await _checkpoint(app)
+    await _append(app, 3)
+    newest = await _checkpoint(app)
+    admin = _admin_store(settings)
+    try:
+        await admin.delete([newest.object_key])
+    finally:
+        await admin.close()
+    await db.execute("DELETE FROM audit_checkpoints WHERE seq = $1", newest.seq)
+    body, report = await _verify_both(api, settings)
+    assert body["ok"] is False and body["first_bad"] <= newest.seq
+    assert "was deleted from the bucket" in report["problem"]
+    code, out = await asyncio.to_thread(_cli, settings, "audit", "export-checkpoints")
+    exported = {c["seq"]: c for c in json.loads(out)["checkpoints"]}
+    assert exported[newest.seq]["deleted"] is True and exported[newest.seq]["note"].strip()
+    assert not any(c["deleted"] for seq, c in exported.items() if seq != newest.seq)
 
 
 async def test_a_checkpoint_whose_row_was_lost_after_its_upload_is_no_false_alarm(

@@ -64,9 +64,10 @@ def cmd_audit_export_checkpoints(args: argparse.Namespace, settings: Settings) -
         finally:
             await bucket.close()
         checkpoints = []
-        for key, note in notes:
-            epoch, seq = parse_key(key) or (0, 0)
-            checkpoints.append({"object_key": key, "epoch": epoch, "seq": seq, "note": note})
+        for stored in notes:
+            epoch, seq = parse_key(stored.key) or (0, 0)
+            checkpoints.append({"object_key": stored.key, "epoch": epoch, "seq": seq,
+                                "note": stored.note, "deleted": stored.deleted})
         print(json.dumps({"origin": verifier.name, "verifier_key": verifier.verifier_key(),
                           "checkpoints": checkpoints}, indent=1))
         return 0
