@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from schemas.shippers.errors import UnsupportedMediaType
+from schemas.web_events import mask_identity_codes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -57,7 +58,7 @@ def media_type(content_type: str | None, accepted: dict[str, str], endpoint: str
         return accepted[bare]
     except KeyError:
         speaks = " or ".join(sorted(accepted))
-        shown = bare or "none"
+        shown = mask_identity_codes(bare) or "none"
         raise UnsupportedMediaType(
             f"{endpoint} takes {speaks}, not content type {shown[:100]!r}"
         ) from None

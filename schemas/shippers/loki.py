@@ -33,6 +33,9 @@ DEFAULT_EVENT = "log"
 SITE_LABELS = ("site", "service_name", "job")
 COMPANY_LABEL = "company"
 EVENT_LABEL = "event"
+# A label or metadata of the client's address: the event's `ip` (truncated before storage),
+# never an attribute, even when the line gives its own `ip`.
+IP_LABELS = ("client_ip",)
 LINE_ATTRIBUTE = "line"
 _NANOS = re.compile(r"^-?[0-9]{1,19}$")
 
@@ -195,7 +198,13 @@ def _map_entry(
     """An entry as a web-event line: a JSON-object line is a web-event line whose missing
     fields the entry and its labels fill; any other line is kept in attributes.line."""
     ts = _entry_time(nanos)
-    if len(text) > limits.max_line_bytes or len(text.encode()) > limits.max_line_bytes:
+    try:
+        too_long = len(text) > limits.max_line_bytes or len(text.encode()) > limits.max_line_bytes
+    except UnicodeEncodeError:
+        # A JSON push may escape half a surrogate pair (\ud800); no UTF-8 text holds it.
+        raise RecordRejected("the line contains a lone surrogate (\\ud800-\\udfff), which"
+                             " is not Unicode text") from None
+    if too_long:
         raise RecordRejected(f"the line exceeds {limits.max_line_bytes} bytes")
     text_without_nul(text, "the line")
     for name, value in metadata.items():
@@ -227,8 +236,15 @@ def _map_entry(
             used.add(EVENT_LABEL)
         else:
             line["event"] = DEFAULT_EVENT
+    if line.get("ip") is None:
+        for name in IP_LABELS:
+            address = metadata.get(name) or labels.get(name)
+            if address:
+                line["ip"] = address
+                break
+    used.update(IP_LABELS)
     attributes = {name: value for name, value in labels.items() if name not in used}
-    attributes.update(metadata)
+    attributes.update((name, value) for name, value in metadata.items() if name not in IP_LABELS)
     attributes.update(own_attributes)
     line["attributes"] = attributes
     return line

@@ -42,12 +42,15 @@ DEFAULT_EVENT = "log"
 # What the SDKs put in service.name when the application set none: it names no site.
 _UNSET_SERVICE = "unknown_service"
 _COMPANY_KEYS = ("tallenne.company", "company")
+# The client's address by the current semantic conventions, then by older ones; the first
+# given is the event's `ip` (truncated before storage), the others are dropped.
+_IP_KEYS = ("client.address", "http.client_ip", "net.sock.peer.addr", "net.peer.ip")
 # Record attributes that become fields; all of them are consumed even when another one of
 # the same field wins (url.full over url.path), so a field is never stored twice.
 _FIELD_KEYS = frozenset({
-    "url.full", "url.path", "url.query", "session.id", "client.address",
-    "user_agent.original", "http.request.header.referer", "event.name", "enduser.id",
-    "server.address", *_COMPANY_KEYS,
+    "url.full", "url.path", "url.query", "session.id", "user_agent.original",
+    "http.request.header.referer", "event.name", "enduser.id", "server.address",
+    *_COMPANY_KEYS, *_IP_KEYS,
 })
 _RESOURCE_FIELD_KEYS = frozenset({"service.name", "server.address", *_COMPANY_KEYS})
 # What the SDK says of itself (name, language, version) and the id it draws per process:
@@ -278,7 +281,7 @@ def _map_log_record(record: LogRecord, context: _ResourceContext) -> dict[str, A
         "session_id": fields.get("session.id"),
         "customer_number": fields.get("enduser.id"),
         "company": fields.get("tallenne.company") or fields.get("company") or context.company,
-        "ip": fields.get("client.address"),
+        "ip": next((fields[key] for key in _IP_KEYS if fields.get(key)), None),
         "user_agent": fields.get("user_agent.original"),
         "referrer": fields.get("http.request.header.referer"),
         "attributes": extra,

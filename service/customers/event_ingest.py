@@ -3,16 +3,16 @@ idempotency, COPY), shared by `/web-events` and the OTLP and Loki endpoints
 (service/customers/shippers.py), and the bounded number of batches stored at a time.
 
 Company rule: every event belongs to one company, which the posting token must cover. A line
-naming `company` belongs to it; a line without it belongs to its site's company in the site
-registry (service/customers/sites.py); a line of an unregistered site belongs to the token's
-company when the token has exactly one, and is rejected, naming the site, when it covers
-several.
+naming `company` belongs to it, unless the site registry (service/customers/sites.py) names
+another company for its site: then it is rejected, without naming that company. A line
+without it belongs to its site's company in the registry; a line of an unregistered site
+belongs to the token's company when the token has exactly one, and is rejected, naming the
+site, when it covers several. No rejection text carries an identity code: they are masked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -27,7 +27,14 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from schemas.ip import truncated_ip
-from schemas.web_events import MAX_REPORTED_REJECTIONS, BatchReport, RejectedLine, WebEventLine
+from schemas.web_events import (
+    MAX_REPORTED_REJECTIONS,
+    BatchReport,
+    RejectedLine,
+    WebEventLine,
+    attributes_json,
+    mask_identity_codes,
+)
 from service.http.api import body_chunks
 from service.http.auth import Actor
 from service.http.errors import MalformedBody, TooLarge, TooManyRequests
@@ -155,14 +162,9 @@ async def array_elements(
         del events[:]
         return out
 
-    tail = b""
     chunk = head
     try:
         while True:
-            if b"\\u0000" in tail + chunk:
-                raise InvalidInput("the body contains a NUL character (\\u0000)",
-                                   [(["body"], "NUL characters are not accepted")])
-            tail = chunk[-5:]
             parser.send(chunk)
             for item in completed():
                 yield item
@@ -215,6 +217,24 @@ def _rejection(exc: Exception) -> str:
     return str(exc)
 
 
+def _rejected(number: int, error: str) -> RejectedLine:
+    # Rejection texts quote what the client sent (a site, an attribute name); they are
+    # answered, kept with the idempotency key and shipped back to the sender's logs.
+    return RejectedLine(line=number, error=mask_identity_codes(error))
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON element has a NUL in any string, key or value, also in fields
+    a line ignores: the same rule as the `\\u0000` test of an NDJSON line."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def _error_text(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
@@ -243,6 +263,8 @@ class LineConverter:
                 raise ValueError("the line contains a NUL character (\\u0000)")
             line = WebEventLine.model_validate_json(raw)
         elif isinstance(raw, dict):
+            if _holds_nul(raw):
+                raise ValueError("the line contains a NUL character (\\u0000)")
             line = WebEventLine.model_validate(raw)
         else:
             raise ValueError("the element is not a JSON object")
@@ -251,16 +273,21 @@ class LineConverter:
         return (
             line.ts, company_id, line.site, line.event, line.url, line.session_id,
             line.customer_number, truncated_ip(line.ip), line.user_agent, line.referrer,
-            json.dumps(line.attributes, separators=(",", ":")),
+            attributes_json(line.attributes),
         )
 
     def company_of(self, line: WebEventLine) -> UUID:
+        site_company = self.sites.get(line.site)
         if line.company is not None:
             company_id = self.companies.get(line.company)
             if company_id is None:
                 raise ValueError("company is not one of the token's companies")
+            if site_company is not None and site_company != company_id:
+                # The same words whether or not the token covers the registered company,
+                # and never which company that is.
+                raise ValueError(f"site {line.site!r} is registered to another company than"
+                                 " the line names")
             return company_id
-        site_company = self.sites.get(line.site)
         if site_company is not None:
             if not self.scope.allows(site_company):
                 raise ValueError(
@@ -319,7 +346,7 @@ async def store_lines(
             if stored is not None:
                 return stored[1], True
         await web_events.prepare_staging(conn)
-        before = list(rejected_before)
+        before = [_rejected(r.line, r.error) for r in rejected_before]
         rejected: list[RejectedLine] = before[:MAX_REPORTED_REJECTIONS]
         rejected_total = len(before)
         rows: list[tuple[Any, ...]] = []
@@ -330,7 +357,7 @@ async def store_lines(
                 # Only the first MAX_REPORTED_REJECTIONS are described; the rest are counted.
                 rejected_total += 1
                 if len(rejected) < MAX_REPORTED_REJECTIONS:
-                    rejected.append(RejectedLine(line=number, error=_rejection(exc)))
+                    rejected.append(_rejected(number, _rejection(exc)))
             if len(rows) >= STAGE_EVERY:
                 await web_events.stage(conn, rows)
                 rows = []

@@ -26,6 +26,7 @@ from tests.helpers import Api, bearer
 A = "kemin-energia"
 B = "tornion-energia"
 SITE = "www.kemin-energia.fi"
+B_SITE = "www.tornion-energia.fi"
 PATH = "/api/v1/loki/api/v1/push"
 PROTO = Path(__file__).with_name("loki_push.proto")
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -105,9 +106,11 @@ def ship_with_logging_loki(url: str, token: str, count: int) -> None:
     logger.addHandler(handler)
     try:
         for i in range(count):
+            # A company label must agree with the site registry: B's site is unregistered.
+            tags = {"company": A} if i % 2 else {"company": B, "site": B_SITE}
             logger.info(json.dumps({"event": "login", "session_id": f"lk-{i}",
                                     "ip": "2001:db8:5:6::7"}),
-                        extra={"tags": {"company": A if i % 2 else B}})
+                        extra={"tags": tags})
     finally:
         logger.removeHandler(handler)
         handler.close()
@@ -123,8 +126,8 @@ async def test_python_logging_loki_json_pushes_are_stored(
         "SELECT e.*, c.code FROM web_events e JOIN companies c ON c.id = e.company_id"
         " ORDER BY e.session_id")
     assert len(rows) == 20
-    assert {r["code"] for r in rows} == {A, B}
-    assert all(r["event"] == "login" and r["site"] == SITE for r in rows)
+    assert {(r["code"], r["site"]) for r in rows} == {(A, SITE), (B, B_SITE)}
+    assert all(r["event"] == "login" for r in rows)
     assert {str(r["ip"]) for r in rows} == {"2001:db8:5::/48"}
     attributes = json.loads(rows[0]["attributes"])
     assert attributes["job"] == "web" and attributes["severity"] == "info"
@@ -184,3 +187,88 @@ async def test_malformed_wrong_type_bomb_and_unknown_site_are_4xx_and_store_noth
     for response in (unknown, not_snappy, not_protobuf, wrong_type, too_large, too_large_json):
         assert response.content_type == "application/problem+json"
     assert await db.fetchval("SELECT count(*) FROM web_events") == 0
+
+
+def json_push(*values: list[Any], stream: dict[str, str] | None = None) -> bytes:
+    """A JSON push of one stream; json.dumps writes a lone surrogate as its \\u escape."""
+    return json.dumps({"streams": [{"stream": stream or {"site": SITE},
+                                    "values": list(values)}]}).encode()
+
+
+async def test_lone_surrogates_fail_only_their_entry(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await registered(api)
+    ns = str(int(START.timestamp()) * 10**9)
+    body = json_push(
+        [ns, '{"session_id": "ok-1"}'],
+        [ns, "hello \ud800"],
+        [ns, '{"session_id": "s", "attributes": {"form": ["\\udc00"]}}'],
+        [ns, '{"session_id": "s", "url": "https://x.fi/\\ud83d"}'],
+        [ns, '{"session_id": "s"}', {"trace_id": "\udfff"}],
+        [ns, '{"session_id": "ok-2", "attributes": {"emoji": "\\ud83d\\ude00"}}'],
+    )
+    response = await push(api, token, body, "application/json")
+    assert response.status == 200, await response.text()
+    report = await response.json()
+    assert report["accepted"] == 2
+    errors = {r["line"]: r["error"] for r in report["rejected"]}
+    assert list(errors) == [2, 3, 4, 5]
+    assert "the line contains a lone surrogate" in errors[2]
+    assert "attributes['form'][0] contains a lone surrogate" in errors[3]
+    assert errors[4].startswith("url: ")  # pydantic's own str check refuses it
+    assert "attributes['trace_id'] contains a lone surrogate" in errors[5]
+    stored = {r["session_id"]: json.loads(r["attributes"]) for r in await db.fetch(
+        "SELECT session_id, attributes FROM web_events")}
+    assert stored == {"ok-1": {}, "ok-2": {"emoji": "\U0001f600"}}
+
+
+async def test_nan_or_infinite_in_a_json_line_fails_only_its_entry(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await registered(api)
+    ns = str(int(START.timestamp()) * 10**9)
+    body = json_push(
+        [ns, '{"session_id": "ok-1", "attributes": {"score": 1.5}}'],
+        [ns, '{"session_id": "nan", "attributes": {"score": NaN}}'],
+        [ns, '{"session_id": "inf", "attributes": {"score": [Infinity]}}'],
+        [ns, '{"session_id": "big", "attributes": {"score": 1e400}}'],
+    )
+    response = await push(api, token, body, "application/json")
+    assert response.status == 200, await response.text()
+    report = await response.json()
+    assert report["accepted"] == 1
+    assert [r["line"] for r in report["rejected"]] == [2, 3, 4]
+    assert all("attributes['score']" in r["error"] for r in report["rejected"])
+    stored = {r["session_id"]: json.loads(r["attributes"]) for r in await db.fetch(
+        "SELECT session_id, attributes FROM web_events")}
+    assert stored == {"ok-1": {"score": 1.5}}
+
+
+async def test_raw_lines_are_masked_and_client_ip_labels_become_the_truncated_ip(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await registered(api)
+    ns = str(int(START.timestamp()) * 10**9)
+    body = json.dumps({"streams": [
+        {"stream": {"site": SITE, "client_ip": "192.0.2.77"},
+         "values": [[ns, "GET /asiakas?hetu=131052-308T 200"],
+                    [ns, '{"session_id": "own-ip", "ip": "198.51.100.9"}']]},
+        {"stream": {"site": SITE},
+         "values": [[ns, '{"session_id": "meta", "attributes": {"note": "131052-308T"}}',
+                     {"client_ip": "2001:db8:5:6::7", "hetu": "131052-308T"}]]},
+    ]}).encode()
+    response = await push(api, token, body, "application/json")
+    assert response.status == 204, await response.text()
+    rows = {r["session_id"]: r for r in await db.fetch("SELECT * FROM web_events")}
+    assert json.loads(rows[None]["attributes"]) == {
+        "line": "GET /asiakas?hetu=[henkilötunnus] 200"}
+    assert str(rows[None]["ip"]) == "192.0.2.0/24"
+    assert str(rows["own-ip"]["ip"]) == "198.51.100.0/24"
+    assert json.loads(rows["own-ip"]["attributes"]) == {}
+    assert str(rows["meta"]["ip"]) == "2001:db8:5::/48"
+    assert json.loads(rows["meta"]["attributes"]) == {
+        "hetu": "[henkilötunnus]", "note": "[henkilötunnus]"}
+    everything = str([dict(r) for r in rows.values()])
+    for secret in ("131052", "192.0.2.77", "198.51.100.9", "2001:db8:5:6::7"):
+        assert secret not in everything

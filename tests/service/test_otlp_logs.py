@@ -261,3 +261,53 @@ async def test_a_repeated_idempotency_key_stores_once_and_replays_the_answer(
         "SELECT detail FROM audit_events WHERE action = 'web_event.ingest' ORDER BY seq")]
     assert audit == [{"accepted": 1, "rejected": 1, "replayed": False, "via": "otlp-logs"},
                      {"accepted": 1, "rejected": 1, "replayed": True, "via": "otlp-logs"}]
+
+
+async def test_identity_codes_in_bodies_are_masked_and_ip_attributes_become_the_ip(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await registered(api)
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    name = resource_logs.resource.attributes.add(key="service.name")
+    name.value.string_value = SITE
+    scope = resource_logs.scope_logs.add()
+    nanos = int(START.timestamp()) * 1_000_000_000
+    addresses = [{"http.client_ip": "192.0.2.11"}, {"net.sock.peer.addr": "192.0.2.12"},
+                 {"net.peer.ip": "2001:db8:13:14::15"},
+                 {"client.address": "192.0.2.16", "net.peer.ip": "198.51.100.17"}]
+    for i, attributes in enumerate(addresses):
+        record = scope.log_records.add(time_unix_nano=nanos)
+        record.body.string_value = f"tunnistautui 131052-308T ({i})"
+        for key, value in [("session.id", f"ip-{i}"), *attributes.items()]:
+            record.attributes.add(key=key).value.string_value = value
+    response = await export_request(token, api, request)
+    assert response.status == 200
+    assert ExportLogsServiceResponse.FromString(await response.read()) == \
+        ExportLogsServiceResponse()
+    rows = {r["session_id"]: r for r in await db.fetch("SELECT * FROM web_events")}
+    assert [str(rows[f"ip-{i}"]["ip"]) for i in range(4)] == [
+        "192.0.2.0/24", "192.0.2.0/24", "2001:db8:13::/48", "192.0.2.0/24"]
+    for i in range(4):
+        assert json.loads(rows[f"ip-{i}"]["attributes"]) == {
+            "body": f"tunnistautui [henkilötunnus] ({i})"}
+    everything = str([dict(r) for r in rows.values()])
+    for secret in ("131052", "192.0.2.1", "2001:db8:13:14::15", "198.51.100.17"):
+        assert secret not in everything
+
+
+async def test_rejection_messages_do_not_echo_an_identity_code_sent_as_a_name(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await registered(api)
+    request = request_of([(SITE, "192.0.2.1"), (SITE, "192.0.2.2")])
+    record = request.resource_logs[1].scope_logs[0].log_records[0]
+    record.attributes.add(key="131052-308T").value.string_value = "nul \x00 inside"
+    response = await export_request(token, api, request, **{"Idempotency-Key": "named"})
+    answer = ExportLogsServiceResponse.FromString(await response.read())
+    assert answer.partial_success.rejected_log_records == 1
+    message = answer.partial_success.error_message
+    assert message.startswith("record 2: attribute '[henkilötunnus]'") and "NUL" in message
+    saved = await db.fetchval("SELECT response::text FROM idempotency_keys")
+    assert "NUL" in saved and "131052" not in saved
+    assert await db.fetchval("SELECT count(*) FROM web_events") == 1

@@ -109,11 +109,15 @@ async def test_group_wide_token_lines_without_company_take_their_sites_company(
         event(session_id="stray", site="unknown.example"),
     ])
     report = await (await post(api, shipper, body)).json()
-    assert report["accepted"] == 3
-    assert report["rejected"] == [{"line": 4, "error": (
-        "unknown site 'unknown.example': the site registry (/api/v1/sites) does not name its"
-        " company and the line gives none")}]
-    assert await stored_companies(db) == {"kemi": A, "tornio": B, "named": A}
+    assert report["accepted"] == 2
+    # A named company does not override the registry (and the answer does not say whose).
+    assert report["rejected"] == [
+        {"line": 3, "error": "site 'tornionenergia.fi' is registered to another company than"
+                             " the line names"},
+        {"line": 4, "error": (
+            "unknown site 'unknown.example': the site registry (/api/v1/sites) does not name"
+            " its company and the line gives none")}]
+    assert await stored_companies(db) == {"kemi": A, "tornio": B}
 
 
 async def test_a_token_cannot_write_to_a_sites_company_it_does_not_cover(

@@ -238,3 +238,110 @@ async def test_gzip_without_content_encoding_is_inflated_with_a_bound(
     response = await post(api, token, bomb)
     assert response.status == 413
     assert await db.fetchval("SELECT count(*) FROM web_events") == 2
+
+
+async def test_nan_or_infinite_attribute_fails_only_its_line(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await api.token("ingest", [A])
+    body = b"\n".join([
+        json.dumps(event(session_id="good-1")).encode(),
+        json.dumps(event(attributes={"score": float("nan")})).encode(),  # writes NaN
+        json.dumps(event(attributes={"deep": [{"score": float("-inf")}]})).encode(),
+        json.dumps(event(attributes={"score": 1})).encode().replace(b": 1}", b": 1e400}"),
+        json.dumps(event(session_id="good-2")).encode(),
+    ]) + b"\n"
+    response = await post(api, token, body)
+    assert response.status == 200, await response.text()
+    report = await response.json()
+    assert report["accepted"] == 2
+    assert [r["line"] for r in report["rejected"]] == [2, 3, 4]
+    assert all("attributes" in r["error"] and "infinite" in r["error"]
+               for r in report["rejected"])
+    assert "['deep'][0]['score']" in report["rejected"][1]["error"]
+    stored = {r["session_id"] for r in await db.fetch("SELECT session_id FROM web_events")}
+    assert stored == {"good-1", "good-2"}
+
+
+async def test_nul_in_a_json_array_element_fails_only_that_element(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await api.token("ingest", [A])
+    array = json.dumps([
+        event(session_id="arr-1"),
+        event(url="https://kemin-energia.fi/\u0000"),
+        event(attributes={"form": {"fields": ["ok", "x\u0000"]}}),
+        event(attributes={"k\u0000": 1}),
+        event(session_id="arr-2"),
+    ]).encode()
+    response = await post(api, token, array, "application/json")
+    assert response.status == 200, await response.text()
+    report = await response.json()
+    assert report["accepted"] == 2
+    assert [r["line"] for r in report["rejected"]] == [2, 3, 4]
+    assert all("NUL" in r["error"] for r in report["rejected"])
+    stored = {r["session_id"] for r in await db.fetch("SELECT session_id FROM web_events")}
+    assert stored == {"arr-1", "arr-2"}
+
+
+async def test_identity_codes_in_stored_fields_are_masked(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    token = await api.token("ingest", [A])
+    line = event(url="https://kemin-energia.fi/asiakas?hetu=131052-308T&x=1",
+                 referrer="https://haku.example/?q=131052-308t",
+                 session_id="131052A308X",  # a mistyped code (wrong check) is masked too
+                 user_agent="Mozilla/5.0 131052-308T",
+                 attributes={"form": {"hetu": "131052-308T", "list": ["a 131052-308T b"]},
+                             "131052-308T": "key", "order": "2024-131052"})
+    report = await (await post(api, token, ndjson([line]))).json()
+    assert report == {"accepted": 1, "rejected": [], "rejected_total": 0}
+    row = await db.fetchrow("SELECT * FROM web_events")
+    assert row["url"] == "https://kemin-energia.fi/asiakas?hetu=[henkilötunnus]&x=1"
+    assert row["referrer"] == "https://haku.example/?q=[henkilötunnus]"
+    assert row["session_id"] == "[henkilötunnus]"
+    assert row["user_agent"] == "Mozilla/5.0 [henkilötunnus]"
+    assert json.loads(row["attributes"]) == {
+        "form": {"hetu": "[henkilötunnus]", "list": ["a [henkilötunnus] b"]},
+        "[henkilötunnus]": "key", "order": "2024-131052"}
+    assert "131052" not in str(dict(row)).replace("2024-131052", "")
+
+
+async def test_rejection_texts_never_echo_an_identity_code(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    several = await api.token("ingest", [A, B], name="group-shipper")
+    body = ndjson([event(site="131052-308T"), event(site="www.131052-308T.fi")])
+    response = await post(api, several, body, **{"Idempotency-Key": "hetu-site"})
+    report = await response.json()
+    assert report["accepted"] == 0 and [r["line"] for r in report["rejected"]] == [1, 2]
+    assert all(r["error"].startswith("unknown site '") for r in report["rejected"])
+    assert "131052" not in json.dumps(report)
+    saved = await db.fetchval("SELECT response::text FROM idempotency_keys")
+    assert "unknown site" in saved and "131052" not in saved
+
+
+async def test_a_named_company_cannot_write_for_a_site_registered_to_another(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    admin = await api.token("admin", all_companies=True, name="site-admin")
+    response = await api.client.put(
+        "/api/v1/sites", json=[{"site": "kemin-energia.fi", "company": A}],
+        headers=bearer(admin))
+    assert response.status == 200
+    only_b = await api.token("ingest", [B], name="b-shipper")
+    both = await api.token("ingest", [A, B], name="group-shipper")
+    errors = []
+    for token in (only_b, both):
+        report = await (await post(api, token, ndjson([event(company=B)]))).json()
+        assert report["accepted"] == 0 and report["rejected"][0]["line"] == 1
+        errors.append(report["rejected"][0]["error"])
+    # The same words whether or not the token covers the site's company, and neither names it.
+    assert errors[0] == errors[1]
+    assert "registered to another company" in errors[0]
+    assert A not in errors[0].replace("kemin-energia.fi", "")
+    report = await (await post(api, both, ndjson([event(company=A)]))).json()
+    assert report["accepted"] == 1
+    codes = [r["code"] for r in await db.fetch(
+        "SELECT c.code FROM web_events e JOIN companies c ON c.id = e.company_id")]
+    assert codes == [A]
