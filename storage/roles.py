@@ -2,7 +2,8 @@
 
 Row-level security is the company boundary. It does not apply to a superuser or a role with
 BYPASSRLS, and the owner of a table can switch it (or the audit trail's triggers) off. The
-service therefore refuses to run as any of these.
+service therefore refuses to run as any of these, and with rights on a table whose row-level
+security is off (unless the table is one of those that need none).
 """
 
 from __future__ import annotations
@@ -10,6 +11,30 @@ from __future__ import annotations
 import asyncpg
 
 from storage.migrate import migration_files
+
+# Tables the runtime role may use without row-level security, each for the reason given.
+# Any other table it has a right on must have row-level security enabled and forced: a new
+# table gets the runtime role's rights from the default privileges of migration 015.
+WITHOUT_ROW_SECURITY = frozenset({
+    # The group's companies and their web sites: names and codes, readable by every scope.
+    "companies", "web_sites",
+    # Accounts, tokens and sign-in: read before a caller (and so a scope) is known; whom a
+    # caller may manage is decided by service/identity/accounts.py.
+    "users", "user_companies", "api_tokens", "token_companies", "sessions", "login_failures",
+    # The first answer to a web-event batch, found by the account that sent it and its key.
+    "idempotency_keys",
+    # The audit chain's head and checkpoints (sequence numbers and hashes), and which change
+    # of the key store the key snapshot has caught up with (counters).
+    "audit_head", "audit_checkpoints", "key_snapshot_state",
+    # Retention policies (periods per company; storage/retention.py writes only the caller's)
+    # and purge runs and their log (group-wide work: ids, counts, reasons).
+    "retention_policies", "purge_runs", "purge_log",
+    # Legal-hold cases: placed and released on an all-companies connection, the caller's
+    # scope checked against every record of the case by storage/legal_holds.py.
+    "legal_holds", "legal_hold_recordings", "legal_hold_customers",
+    # The migration record (SELECT only).
+    "schema_migrations",
+})
 
 
 class UnsafeDatabaseRole(Exception):
@@ -72,6 +97,32 @@ async def unsafe_role_reason(conn: asyncpg.Connection) -> str | None:
     return None
 
 
+async def unsecured_table_reason(conn: asyncpg.Connection) -> str | None:
+    """Why the role's rights reach a table of `public` whose row-level security is not
+    enabled and forced (outside WITHOUT_ROW_SECURITY), or None. An extension's own tables
+    and views (pg_stat_statements, PostGIS's spatial_ref_sys) are not ours to secure."""
+    found = await conn.fetchrow(
+        "SELECT c.relname, current_user AS role FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        " AND NOT (c.relrowsecurity AND c.relforcerowsecurity)"
+        " AND c.relname <> ALL ($1::text[])"
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+        " AND d.objid = c.oid AND d.deptype = 'e')"
+        " AND (has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE,"
+        " REFERENCES, TRIGGER')"
+        " OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))"
+        " ORDER BY c.relname LIMIT 1",
+        sorted(WITHOUT_ROW_SECURITY),
+    )
+    if found is None:
+        return None
+    return (f"the database role {found['role']!r} of TALLENNE_DATABASE_URL has rights on "
+            f"table {found['relname']!r}, whose row-level security "
+            "is not enabled and forced; secure it in a migration (or, holding no company's "
+            "data, add it to storage.roles.WITHOUT_ROW_SECURITY)")
+
+
 async def pending_migrations(conn: asyncpg.Connection) -> list[str]:
     """Migrations not yet applied to this database (every one when it was never migrated)."""
     if not await conn.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL"):
@@ -92,3 +143,7 @@ async def check_runtime_role(conn: asyncpg.Connection) -> None:
             f"refusing to start: the database schema lacks migration {pending[0]}; run "
             "`tallenne migrate` with TALLENNE_DATABASE_OWNER_URL (or set it for the service)"
         )
+    # After the migrations: a schema behind is told to migrate, not that a table is open.
+    unsecured = await unsecured_table_reason(conn)
+    if unsecured is not None:
+        raise UnsafeDatabaseRole(f"refusing to start: {unsecured}")
