@@ -284,9 +284,8 @@ async def test_customer_service_finds_a_customer_and_records_a_prohibition(api: 
         # takes the request, the DPO answers it by its id.
         await page.get_by_label("Identity verified").select_option("signed_letter")
         await page.get_by_role("button", name="Record the access request").click()
-        status = page.locator("#ar-status")
-        await page.wait_for_function(
-            "document.getElementById('ar-status').textContent.startsWith('Recorded.')")
+        status = page.locator("#ar-status", has_text="Recorded.")
+        await status.wait_for()
         shown = await status.inner_text()
     assert dialogs == []
 
