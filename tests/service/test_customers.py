@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -16,7 +17,7 @@ from schemas.personal_id import CHECK_CHARACTERS
 from service.resources import open_resources
 from service.settings import Settings
 from storage.crypto import load_master_key
-from tests.helpers import Api, bearer
+from tests.helpers import Api, bearer, until_waiting
 
 A = "kemin-energia"
 B = "tornion-energia"
@@ -342,3 +343,31 @@ async def test_codes_sealed_before_they_were_bound_are_sealed_again_when_the_ser
         pass
     assert await db.fetchval("SELECT personal_id_enc FROM customers WHERE id = $1::uuid",
                              customer) == stored
+
+
+async def test_two_companies_sending_one_new_person_at_once_make_one_customer(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Kemi's and Tornio's billing systems send the same new person at the same moment: the
+    second to create them finds the code taken and joins the person the first created."""
+    kemi = await api.token("ingest", [A], name="kemi-billing")
+    tornio = await api.token("ingest", [B], name="tornio-billing")
+    lock = db.transaction()
+    await lock.start()
+    try:
+        # The first holds where it stores the new person's key, the person not yet committed.
+        await db.execute("LOCK TABLE customer_keys IN EXCLUSIVE MODE")
+        first = asyncio.ensure_future(put(api, kemi, A, "1001", record()))
+        await until_waiting(db, 1)
+        # The second cannot see them yet and waits on the identity code's index.
+        second = asyncio.ensure_future(put(api, tornio, B, "T-77", record()))
+        await until_waiting(db, 2)
+    finally:
+        await lock.rollback()
+    answers = [await first, await second]
+    assert [a.status for a in answers] == [201, 201], [await a.text() for a in answers]
+    ids = {(await a.json())["id"] for a in answers}
+    assert len(ids) == 1
+    assert await db.fetchval("SELECT count(*) FROM customers") == 1
+    assert sorted(r["customer_number"] for r in await db.fetch(
+        "SELECT customer_number FROM customer_memberships")) == ["1001", "T-77"]
