@@ -169,7 +169,8 @@ class Settings(BaseSettings):
     purge_at: str | None = Field(
         "02:30",
         pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
-        description="Time of day (HH:MM, Europe/Helsinki) of the daily purge; unset: none.",
+        description="Time of day (HH:MM, Europe/Helsinki) of the daily purge (off: "
+        "TALLENNE_PURGE_ENABLED=false).",
     )
     purge_batch_size: int = Field(
         200, ge=1, le=5000,
