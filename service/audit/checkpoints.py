@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import Counter
 
 from service.http.keys import AUDIT_LOCK, AUDIT_SIGNER, CHECKPOINTS, POOL, SETTINGS
 from service.ops.tasks import stop_task
@@ -29,6 +30,9 @@ from storage.crypto import load_master_key
 from storage.signed_note import NoteSigner
 
 logger = logging.getLogger(__name__)
+CHECKPOINTS_MADE = Counter("tallenne_audit_checkpoints",
+                           "Periodic audit checkpoints, by outcome (written, failed)",
+                           ["outcome"])
 
 INTERVAL_S = 300.0
 
@@ -73,6 +77,7 @@ async def checkpoint_once(pool: asyncpg.Pool, bucket: CheckpointBucket,
     if head is None or head == 0 or (last is not None and last >= head):
         return False
     checkpoint = await write_checkpoint(pool, bucket, signer)
+    CHECKPOINTS_MADE.labels("written").inc()
     logger.info("audit checkpoint written",
                 extra={"seq": checkpoint.seq, "epoch": checkpoint.epoch,
                        "locked": checkpoint.locked})
@@ -86,6 +91,7 @@ async def _checkpoint_forever(pool: asyncpg.Pool, bucket: CheckpointBucket,
         try:
             await checkpoint_once(pool, bucket, signer)
         except Exception as exc:
+            CHECKPOINTS_MADE.labels("failed").inc()
             logger.error("audit checkpoint failed", extra={"error": repr(exc)})
 
 

@@ -24,6 +24,7 @@ from uuid import UUID
 import asyncpg
 import ijson
 from aiohttp import web
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from schemas.ip import truncated_ip
@@ -50,6 +51,9 @@ MAX_LINE_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
 IDEMPOTENCY_ENDPOINT = "web-events"
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,200}$")
+WEB_EVENT_LINES = Counter("tallenne_web_event_lines",
+                          "Web-event lines of stored batches, by outcome (accepted, rejected)",
+                          ["outcome"])
 
 
 def batch_slots(settings: Settings) -> int:
@@ -369,6 +373,8 @@ async def store_lines(
             await _ensure_partitions(pool, set(missing))
         accepted = await web_events.publish_staged(conn)
         rejected.sort(key=lambda r: r.line)
+        WEB_EVENT_LINES.labels("accepted").inc(accepted)
+        WEB_EVENT_LINES.labels("rejected").inc(rejected_total)
         report = BatchReport(accepted=accepted, rejected=rejected,
                              rejected_total=rejected_total).model_dump()
         if key is not None:

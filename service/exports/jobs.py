@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter
 
 from schemas.disclosures import EXCLUDED_BY
 from schemas.exports import ExportFilter, ExportOut
@@ -46,6 +47,8 @@ from storage.recordings import Evaluation, Recording
 from storage.sealed_audio import iter_plaintext
 
 logger = logging.getLogger(__name__)
+EXPORTS_ENDED = Counter("tallenne_exports_ended", "Export jobs ended, by state", ["state"])
+EXPORTED_BYTES = Counter("tallenne_exported_bytes", "Bytes of the export jobs done")
 
 PLAN_PAGE = 1000
 CALL_BATCH = 50
@@ -386,6 +389,9 @@ async def run_job(ctx: ExportContext, job: ExportJob, owner: str) -> str:
     if not still_ours:
         return await _given_up(ctx, job)
     assert final is not None
+    EXPORTS_ENDED.labels(state).inc()
+    if state == "done":
+        EXPORTED_BYTES.inc(final.bytes)
     # Audited before the job shows as finished, so that a download is never on record
     # ahead of the export it downloads.
     await ctx.audit.append(AuditEntry(

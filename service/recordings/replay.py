@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncGenerator
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from schemas.recordings import ReplayQuery
 from service.http import problems
@@ -51,6 +52,7 @@ routes = RouteTable()
 logger = logging.getLogger(__name__)
 
 SMALL_BODY = 256 * 1024  # ranges up to this size are sent whole, with their headers
+REPLAYED_BYTES = Counter("tallenne_replayed_bytes", "Audio bytes sent whole to listeners")
 
 
 def read_ahead(request: web.Request) -> StoredRead | None:
@@ -157,6 +159,7 @@ async def _reply(
         if span.length <= SMALL_BODY:
             # A player's typical range: read whole, then sent with its headers in one write.
             pieces = [piece async for piece in _pieces(read)]
+            REPLAYED_BYTES.inc(span.length)
             return web.Response(status=plan.status, headers=headers, body=b"".join(pieces))
         response = web.StreamResponse(status=plan.status, headers=headers)
         response.content_length = span.length
@@ -171,6 +174,7 @@ async def _reply(
     finally:
         await read.abandon()
     await response.write_eof()
+    REPLAYED_BYTES.inc(span.length)
     return response
 
 

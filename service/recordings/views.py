@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from prometheus_client import Counter
 
 from schemas.evaluation_forms import score_errors
 from schemas.recordings import (
@@ -54,6 +55,11 @@ from storage.db import scoped
 from storage.errors import InvalidInput
 
 routes = RouteTable()
+INGESTED = Counter("tallenne_recordings_ingested",
+                   "Recordings pushed and answered, by outcome (stored; repeated: a retry)",
+                   ["outcome"])
+INGESTED_BYTES = Counter("tallenne_recordings_ingested_bytes",
+                         "Audio bytes of the recordings newly stored")
 
 READ_CHUNK = 64 * 1024
 SPOOL_WRITE = 1024 * 1024
@@ -186,6 +192,9 @@ async def _ingest_recording(request: web.Request) -> web.Response:
         if spool is not None:
             await asyncio.to_thread(spool.unlink, True)
     recording = recording_out(outcome.recording)
+    INGESTED.labels("stored" if outcome.created else "repeated").inc()
+    if outcome.created:
+        INGESTED_BYTES.inc(recording.size_bytes)
     await audit(
         request, "recording.ingest", target_type="recording", target_id=str(recording.id),
         company=recording.company, detail=outcome.audit_detail(),

@@ -418,6 +418,14 @@ async def test_periodic_writer_checkpoints_only_when_the_head_moved(
 
     app = api.client.app
     once = (app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
+    written = 'tallenne_audit_checkpoints_total{outcome="written"} '
+
+    async def counted() -> float:
+        text = await (await api.client.get("/metrics")).text()
+        return sum(float(line.removeprefix(written)) for line in text.splitlines()
+                   if line.startswith(written))
+
+    before = await counted()
     await _append(app, 3)
     assert await checkpoint_once(*once) is True
     assert await checkpoint_once(*once) is False
@@ -428,6 +436,7 @@ async def test_periodic_writer_checkpoints_only_when_the_head_moved(
         assert len(await admin.list_keys(PREFIX)) == 2
     finally:
         await admin.close()
+    assert await counted() - before == 2  # /metrics counts them
 
 
 @pytest.mark.checkpoint_lock

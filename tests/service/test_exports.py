@@ -704,6 +704,14 @@ async def test_an_export_takes_every_filter_of_the_search(api: Api) -> None:
     found = {r["id"] for r in (await searched.json())["items"]}
     assert len(found) == 3 and {r["id"] for r in wanted} <= found
 
+    done = 'tallenne_exports_ended_total{state="done"} '
+
+    async def ended() -> float:
+        text = await (await api.client.get("/metrics")).text()
+        return sum(float(line.removeprefix(done)) for line in text.splitlines()
+                   if line.startswith(done))
+
+    ended_before = await ended()
     export_id = await start(api, token, filter={"phone": "0407654321"})
     assert (await wait_for(api.client, token, export_id))["state"] == "done"
     with zipfile.ZipFile(io.BytesIO(await download(api, token, export_id))) as archive:
@@ -712,6 +720,7 @@ async def test_an_export_takes_every_filter_of_the_search(api: Api) -> None:
     export_id = await start(api, token, filter={"min_duration_s": 3600, "phone": "0407654321"})
     progress = await wait_for(api.client, token, export_id)
     assert progress["state"] == "done" and progress["total"] == 0
+    assert await ended() - ended_before == 2  # /metrics counts the jobs that ended
 
     refused = await api.client.post("/api/v1/exports", headers=bearer(token), json={
         "reason": "laadunvarmistus", "filter": {"phone": "not a number"}})

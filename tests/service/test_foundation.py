@@ -7,7 +7,9 @@ from openapi_spec_validator import validate
 
 from service.app import create_app
 from storage.migrate import migrate, migration_files
+from tests import audiogen
 from tests.helpers import Api, bearer
+from tests.service.recording_factory import COMPANY, metadata, upload
 
 
 async def test_healthz_answers_and_carries_a_request_id(api: Api) -> None:
@@ -100,6 +102,55 @@ async def test_metrics_count_requests_by_route_and_status(api: Api) -> None:
     text = await (await api.client.get("/metrics")).text()
     assert 'tallenne_http_requests_total{method="GET",route="/readyz",status="200"}' in text
     assert "tallenne_http_request_duration_seconds_bucket" in text
+
+
+async def _metric(api: Api, sample: str) -> float:
+    """The value of one sample line of /metrics (0 when it is not there yet)."""
+    text = await (await api.client.get("/metrics")).text()
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+async def test_metrics_count_what_the_service_took_in_and_sent_out(api: Api) -> None:
+    """An operator's dashboard: recordings stored (and retried), their bytes, audio bytes
+    sent to listeners, web-event lines accepted and rejected."""
+    samples = ('tallenne_recordings_ingested_total{outcome="stored"}',
+               'tallenne_recordings_ingested_total{outcome="repeated"}',
+               "tallenne_recordings_ingested_bytes_total", "tallenne_replayed_bytes_total",
+               'tallenne_web_event_lines_total{outcome="accepted"}',
+               'tallenne_web_event_lines_total{outcome="rejected"}')
+    before = {s: await _metric(api, s) for s in samples}
+    ingest = await api.token("ingest", [COMPANY])
+    call = metadata()
+    audio = audiogen.make_audio("wav_pcm", 1.0)
+    stored = await upload(api.client, ingest, call, audio)
+    assert stored.status == 201
+    again = await upload(api.client, ingest, call, audio)
+    assert again.status == 200
+    recording = await stored.json()
+    quality = await api.token("quality", [COMPANY])
+    played = await api.client.get(f"/api/v1/recordings/{recording['id']}/audio",
+                                  params={"reason": "laatu"}, headers=bearer(quality))
+    assert played.status == 200 and len(await played.read()) == recording["size_bytes"]
+    events = await api.client.post("/api/v1/web-events", headers=bearer(ingest), json=[
+        {"ts": "2026-03-02T10:00:00+02:00", "site": "oulunsahkonmyynti.fi", "event": "login",
+         "company": COMPANY},
+        {"ts": "not a time", "site": "oulunsahkonmyynti.fi", "event": "login"}])
+    assert (await events.json())["accepted"] == 1
+    after = {s: await _metric(api, s) for s in samples}
+    grown = {s.split("{")[0].removeprefix("tallenne_") + s[len(s.split("{")[0]):]:
+             after[s] - before[s] for s in samples}
+    assert grown == {
+        'recordings_ingested_total{outcome="stored"}': 1,
+        'recordings_ingested_total{outcome="repeated"}': 1,
+        "recordings_ingested_bytes_total": recording["size_bytes"],
+        "replayed_bytes_total": recording["size_bytes"],
+        'web_event_lines_total{outcome="accepted"}': 1,
+        'web_event_lines_total{outcome="rejected"}': 1,
+    }
 
 
 async def test_me_without_credentials_is_401_problem(api: Api) -> None:
