@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from devstack.embedded import StackError
 from service.cli.commands import (
+    after_restore,
     analyse,
     audit,
     backup,
@@ -37,7 +38,8 @@ from storage.roles import UnsafeDatabaseRole
 # Every command module, in the order `tallenne --help` lists them.
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     serve, migrate, users, tokens, companies, audit,
-    analyse, backup, export, forms, import_folder, keys, purge, reconcile, scrub, sites,
+    analyse, backup, after_restore, export, forms, import_folder, keys, purge, reconcile,
+    scrub, sites,
 )
 
 

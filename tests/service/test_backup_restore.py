@@ -542,3 +542,78 @@ async def test_a_backup_whose_key_snapshot_fails_says_so_and_leaves_no_manifest_
     assert not (tmp_path / "b" / "manifest.json").exists()
     assert [p.name() for p in psutil.Process().children(recursive=True)
             if p.name() == "pg_dump"] == []
+
+
+async def test_after_a_point_in_time_recovery_the_command_erases_again_and_opens_an_epoch(
+    api: Api, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """PostgreSQL recovered to a moment before an erasure (from the WAL archive, not by
+    `tallenne restore`): the person, their key and their call are back, the audit chain is
+    behind a signed checkpoint. `tallenne after-restore` erases them again, starts a new
+    epoch, and the trail verifies; run again, it erases nothing."""
+    customer_id = await customer(api, [A], number="7001")
+    call, _ = await recording_of(api, A, "70010", kind="wav_pcm", seconds=2.0)
+    cid = uuid.UUID(customer_id)
+    app = api.client.app
+    await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
+    moment = {
+        "customer": await db.fetchrow("SELECT * FROM customers WHERE id = $1", cid),
+        "key": await db.fetchrow("SELECT * FROM customer_keys WHERE customer_id = $1", cid),
+        "memberships": await db.fetch("SELECT * FROM customer_memberships"
+                                      " WHERE customer_id = $1", cid),
+        "call": await db.fetchrow("SELECT * FROM recordings WHERE id = $1", uuid.UUID(call)),
+        "head": await db.fetchval("SELECT seq FROM audit_head"),
+    }
+    dpo = await api.token("dpo", [A])
+    response = await api.client.post(f"/api/v1/customers/{customer_id}/erasure",
+                                     json={"reason": "data subject's request"},
+                                     headers=bearer(dpo))
+    assert response.status == 200, await response.text()
+    await write_checkpoint(app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
+
+    # The recovery: every table as it was at `moment`.
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")
+        person = moment["customer"]
+        await db.execute(
+            "UPDATE customers SET name = $2, personal_id_enc = $3, personal_id_hash = $4,"
+            " email = $5, erased_at = NULL WHERE id = $1", cid, person["name"],
+            person["personal_id_enc"], person["personal_id_hash"], person["email"])
+        await db.execute("INSERT INTO customer_keys (customer_id, kek_version, wrapped_key)"
+                         " VALUES ($1, $2, $3)", cid, moment["key"]["kek_version"],
+                         moment["key"]["wrapped_key"])
+        for m in moment["memberships"]:
+            await db.execute("INSERT INTO customer_memberships (customer_id, company_id,"
+                             " customer_number) VALUES ($1, $2, $3)",
+                             cid, m["company_id"], m["customer_number"])
+        await db.execute("DELETE FROM recording_tombstones")
+        row = moment["call"]
+        columns = list(row.keys())
+        await db.execute(
+            f"INSERT INTO recordings ({', '.join(columns)}) VALUES"
+            f" ({', '.join(f'${i + 1}' for i in range(len(columns)))})", *row.values())
+        await db.execute("DELETE FROM erasure_ledger")
+        await db.execute("DELETE FROM audit_events WHERE seq > $1", moment["head"])
+        await db.execute("UPDATE audit_head SET seq = $1, hash = (SELECT hash FROM audit_events"
+                         " WHERE seq = $1)", moment["head"])
+        await db.execute("DELETE FROM audit_checkpoints WHERE seq > $1", moment["head"])
+    admin = await api.token("admin", all_companies=True)
+    before = await (await api.client.get("/api/v1/audit/verify", headers=bearer(admin))).json()
+    assert before["ok"] is False  # the roll-back looks like tampering until it is declared
+
+    done = await tallenne(settings, "after-restore")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert (report["customers_erased_again"], report["epoch"]) == (1, 2), report
+    assert "after-restore: re-applying the erasure ledger" in done.stderr
+    person = await db.fetchrow("SELECT name, erased_at FROM customers WHERE id = $1", cid)
+    assert person["name"] is None and person["erased_at"] is not None
+    assert await db.fetchval("SELECT count(*) FROM customer_keys WHERE customer_id = $1",
+                             cid) == 0
+    assert await db.fetchval("SELECT count(*) FROM recordings WHERE id = $1",
+                             uuid.UUID(call)) == 0
+    after = await (await api.client.get("/api/v1/audit/verify", headers=bearer(admin))).json()
+    assert after["ok"] is True, after
+    again = await tallenne(settings, "after-restore")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["customers_erased_again"] == 0
