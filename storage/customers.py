@@ -4,10 +4,11 @@ lookups and prohibitions. Every function runs on a connection already scoped by 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, NamedTuple, ParamSpec
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -61,6 +62,7 @@ async def _person_by_hash(
     return found
 
 
+P = ParamSpec("P")
 CURRENT = "(ended_at IS NULL OR ended_at > now())"
 
 
@@ -136,6 +138,29 @@ async def _history(
     )
 
 
+def _again_on_a_person_made_meanwhile(
+    upsert: Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, UpsertResult]],
+) -> Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, UpsertResult]]:
+    """Two companies' systems may send a new person at the same moment: the one that creates
+    them second finds the code taken, and its upsert is done again (in a savepoint) on the
+    person the other created."""
+
+    @functools.wraps(upsert)
+    async def once_more(conn: asyncpg.Connection, /, *args: P.args,
+                        **kwargs: P.kwargs) -> UpsertResult:
+        for attempt in (1, 2):
+            try:
+                async with conn.transaction():
+                    return await upsert(conn, *args, **kwargs)
+            except asyncpg.UniqueViolationError as exc:
+                if attempt == 2 or exc.constraint_name != "customers_personal_id_hash_key":
+                    raise
+        raise AssertionError("unreachable")
+
+    return once_more
+
+
+@_again_on_a_person_made_meanwhile
 async def upsert_customer(
     conn: asyncpg.Connection,
     caller: Scope,
@@ -157,38 +182,9 @@ async def upsert_customer(
     previous holder's membership ends now and keeps every record stored under the number
     so far; only records stored from now on follow the number (README, "Customer numbers
     change hands"). An identity code is therefore never rectified through this call.
-
-    Two companies' systems may send a new person at the same moment: the one that creates
-    them second finds the code taken, and its upsert is done again (in a savepoint) on the
-    person the other created.
     """
     if not caller.allows(company_id):
         raise NotFound("no such company")
-    for attempt in (1, 2):
-        try:
-            async with conn.transaction():
-                return await _upsert(conn, caller, company_id, customer_number, record,
-                                     seal_personal_id=seal_personal_id,
-                                     personal_id_hash=personal_id_hash, masters=masters,
-                                     actor=actor)
-        except asyncpg.UniqueViolationError as exc:
-            if attempt == 2 or exc.constraint_name != "customers_personal_id_hash_key":
-                raise
-    raise AssertionError("unreachable")
-
-
-async def _upsert(
-    conn: asyncpg.Connection,
-    caller: Scope,
-    company_id: UUID,
-    customer_number: str,
-    record: dict[str, Any],
-    *,
-    seal_personal_id: Callable[[UUID], bytes],
-    personal_id_hash: bytes,
-    masters: MasterKeys,
-    actor: str,
-) -> UpsertResult:
     await link_lock(conn, company_id, shared=False)
     holder: UUID | None = await conn.fetchval(
         "SELECT customer_id FROM customer_memberships"
