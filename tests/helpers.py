@@ -83,6 +83,17 @@ async def until_waiting(db: asyncpg.Connection, sessions: int, timeout_s: float 
         await asyncio.sleep(0.02)
 
 
+async def metric(client: TestClient[Any, Any], sample: str) -> float:
+    """The value of one sample of /metrics, e.g. 'tallenne_x_total{outcome="ok"}' (0 when it
+    is not there yet)."""
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -27,7 +27,7 @@ from storage.errors import Unavailable
 from storage.objects import ObjectStore
 from storage.signed_note import CheckpointText, NoteSigner
 from tests.conftest import Stack
-from tests.helpers import Api, bearer, settings_env
+from tests.helpers import Api, bearer, metric, settings_env
 
 
 async def _verify(api: Api) -> dict[str, Any]:
@@ -418,14 +418,8 @@ async def test_periodic_writer_checkpoints_only_when_the_head_moved(
 
     app = api.client.app
     once = (app[POOL], app[CHECKPOINTS], app[AUDIT_SIGNER])
-    written = 'tallenne_audit_checkpoints_total{outcome="written"} '
-
-    async def counted() -> float:
-        text = await (await api.client.get("/metrics")).text()
-        return sum(float(line.removeprefix(written)) for line in text.splitlines()
-                   if line.startswith(written))
-
-    before = await counted()
+    written = 'tallenne_audit_checkpoints_total{outcome="written"}'
+    before = await metric(api.client, written)
     await _append(app, 3)
     assert await checkpoint_once(*once) is True
     assert await checkpoint_once(*once) is False
@@ -436,7 +430,7 @@ async def test_periodic_writer_checkpoints_only_when_the_head_moved(
         assert len(await admin.list_keys(PREFIX)) == 2
     finally:
         await admin.close()
-    assert await counted() - before == 2  # /metrics counts them
+    assert await metric(api.client, written) - before == 2  # /metrics counts them
 
 
 @pytest.mark.checkpoint_lock

@@ -34,7 +34,7 @@ from service.settings import Settings
 from storage.crypto import SEGMENT_SIZE
 from tests import audiogen
 from tests.conftest import Stack, drop_bucket, settings_for
-from tests.helpers import Api, bearer, settings_env
+from tests.helpers import Api, bearer, metric, settings_env
 from tests.schemas.vcon_support import decode_content_hash, schema_errors
 from tests.service.data_subject_factory import customer
 from tests.service.export_factory import (
@@ -704,14 +704,8 @@ async def test_an_export_takes_every_filter_of_the_search(api: Api) -> None:
     found = {r["id"] for r in (await searched.json())["items"]}
     assert len(found) == 3 and {r["id"] for r in wanted} <= found
 
-    done = 'tallenne_exports_ended_total{state="done"} '
-
-    async def ended() -> float:
-        text = await (await api.client.get("/metrics")).text()
-        return sum(float(line.removeprefix(done)) for line in text.splitlines()
-                   if line.startswith(done))
-
-    ended_before = await ended()
+    done = 'tallenne_exports_ended_total{state="done"}'
+    ended_before = await metric(api.client, done)
     export_id = await start(api, token, filter={"phone": "0407654321"})
     assert (await wait_for(api.client, token, export_id))["state"] == "done"
     with zipfile.ZipFile(io.BytesIO(await download(api, token, export_id))) as archive:
@@ -720,7 +714,7 @@ async def test_an_export_takes_every_filter_of_the_search(api: Api) -> None:
     export_id = await start(api, token, filter={"min_duration_s": 3600, "phone": "0407654321"})
     progress = await wait_for(api.client, token, export_id)
     assert progress["state"] == "done" and progress["total"] == 0
-    assert await ended() - ended_before == 2  # /metrics counts the jobs that ended
+    assert await metric(api.client, done) - ended_before == 2  # /metrics counts them
 
     refused = await api.client.post("/api/v1/exports", headers=bearer(token), json={
         "reason": "laadunvarmistus", "filter": {"phone": "not a number"}})
