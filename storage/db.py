@@ -35,6 +35,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 # What a lost or read-only primary looks like to a client: the server went away (killed,
 # restarting, network), refuses connections while it starts or recovers, or answers as a
 # standby (a failover not yet finished, or a DSN listing hosts of which none is writable).
+# OSError also covers a write to an HTTP client that hung up (ConnectionResetError): callers
+# serving a client tell that case apart before blaming the database.
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,

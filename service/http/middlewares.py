@@ -14,11 +14,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
 
+from schemas.free_text import contains_personal_id
 from service.http import problems
 from service.http.api import endpoint_of, refuse_non_json
 from service.http.auth import authenticate, client_ip
 from service.http.keys import AHEAD_KEY, PRINCIPAL_KEY, REQUEST_ID_KEY, RESPONSE_STARTED_KEY
-from service.logs import actor_var, request_id_var
+from service.logs import actor_var, postgres_error_fields, request_id_var
 from service.policy import PUBLIC, allowed
 from storage import errors
 from storage.db import CONNECTION_LOST, TRANSACTION_ROLLED_BACK
@@ -35,6 +36,19 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# nginx's code for a request whose client closed the connection before the answer was sent:
+# logged and counted, never sent.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _request_id_of(request: web.Request) -> str:
+    """The client's X-Request-Id if it is sane, else a fresh one. It goes into every log
+    line, problem document and audit event of the request, so an id shaped like a personal
+    identity code is not sane."""
+    incoming = request.headers.get("X-Request-Id", "")
+    if _SANE_REQUEST_ID.match(incoming) and not contains_personal_id(incoming):
+        return incoming
+    return uuid.uuid4().hex
 
 
 def _route_label(request: web.Request) -> str:
@@ -42,10 +56,20 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def _client_gone(request: web.Request, exc: BaseException) -> bool:
+    """Whether `exc` is the client having closed its connection (a listener who stopped
+    playback, a download given up): a ConnectionError while the client's transport is gone
+    or closing. It is an OSError like a lost database connection, but says nothing about
+    the database."""
+    if not isinstance(exc, ConnectionError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = _request_id_of(request)
     request[REQUEST_ID_KEY] = request_id
     token = request_id_var.set(request_id)
     actor_token = actor_var.set(None)
@@ -56,6 +80,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = response.status
         response.headers["X-Request-Id"] = request_id
         return response
+    except web.HTTPException as exc:
+        # A redirect (or an error answered by aiohttp itself) is an answer like any other.
+        status = exc.status
+        exc.headers["X-Request-Id"] = request_id
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = _route_label(request)
@@ -106,7 +135,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     often completes within that pause)."""
     try:
         return await handler(request)
-    except CONNECTION_LOST:
+    except CONNECTION_LOST as exc:
+        if _client_gone(request, exc):
+            raise
         await _drop_stale_connections(request)
         if request.method not in IDEMPOTENT or request.get(RESPONSE_STARTED_KEY):
             raise
@@ -137,6 +168,11 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
             request_id=request_id,
         )
     except CONNECTION_LOST as exc:
+        if _client_gone(request, exc):
+            # Nobody is left to answer; the request is logged and counted as closed by
+            # its client, and nothing is wrong with the backing services.
+            logger.info("client went away", extra={"error": exc.__class__.__name__})
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         # PostgreSQL went away mid-request (killed, restarting, failing over to a standby,
         # network): the client may retry.
         logger.warning("backing service lost", extra={"error": exc.__class__.__name__})
@@ -164,8 +200,13 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
             "the request collided with a concurrent one and was not applied; retry it",
             request_id=request_id, headers={"Retry-After": "1"},
         )
-    except Exception:
-        logger.exception("unhandled error")
+    except Exception as exc:
+        if isinstance(exc, asyncpg.PostgresError):
+            # Its message and DETAIL quote row values (an identity code's hash, a failing
+            # row): only its class, SQLSTATE and schema names are logged.
+            logger.error("unhandled error", extra=postgres_error_fields(exc), exc_info=exc)
+        else:
+            logger.exception("unhandled error")
         response = problems.problem_response(
             500,
             "Internal server error",
