@@ -144,8 +144,13 @@ async def download_export(request: web.Request) -> web.StreamResponse:
         # As replay: the recording is marked and the alarm audited; the zip is cut short.
         return await integrity.cut_short(request, response, exc.recording_id, exc.company,
                                          exc.detail, found_by="export")
-    except Exception:
-        logger.exception("export download broke off", extra={"export_id": str(job.id)})
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and (request.transport is None
+                                                 or request.transport.is_closing()):
+            # The client gave the download up: nothing is wrong here.
+            logger.info("export download left by its client", extra={"export_id": str(job.id)})
+        else:
+            logger.exception("export download broke off", extra={"export_id": str(job.id)})
         if not response.prepared:
             raise
         if request.transport is not None:
