@@ -172,19 +172,23 @@ def _wait(what: str, probe: Any, processes: list[Process],
 
 def s3_identities(service: tuple[str, str], checkpoints: tuple[str, str],
                   bucket: str) -> dict[str, Any]:
-    """The S3 gateway's identities: the service's credential, scoped to its buckets, and one
-    that only puts audit checkpoints (with their retention) into the checkpoint bucket
-    (deploy/seaweedfs/s3.example.json's shape)."""
-    audit = f"{bucket}-audit"
+    """The S3 gateway's identities exactly as deploy/seaweedfs/s3.example.json grants them
+    (the service's credential on its buckets, one that only puts audit checkpoints), with
+    these credentials and `bucket` in place of the bucket name `tallenne`."""
+    example = json.loads((DEPLOY / "seaweedfs" / "s3.example.json").read_text())
+    credentials = {"tallenne": service, "audit-checkpoints": checkpoints}
     return {"identities": [
-        {"name": "tallenne",
-         "credentials": [{"accessKey": service[0], "secretKey": service[1]}],
-         "actions": [f"{action}:{name}" for name in (bucket, f"{bucket}-keys", audit)
-                     for action in ("Admin", "Read", "Write", "List", "Tagging")]},
-        {"name": "audit-checkpoints",
-         "credentials": [{"accessKey": checkpoints[0], "secretKey": checkpoints[1]}],
-         "actions": [f"Write:{audit}", f"PutObjectRetention:{audit}"]},
+        {"name": identity["name"],
+         "credentials": [{"accessKey": credentials[identity["name"]][0],
+                          "secretKey": credentials[identity["name"]][1]}],
+         "actions": [_rename_bucket(action, bucket) for action in identity["actions"]]}
+        for identity in example["identities"]
     ]}
+
+
+def _rename_bucket(text: str, bucket: str) -> str:
+    """`Read:tallenne-keys` → `Read:<bucket>-keys`; `-name tallenne-audit` likewise."""
+    return re.sub(r"(?<=[:\s/])tallenne(?=[-/\s]|$)", bucket, text, flags=re.MULTILINE)
 
 
 @dataclass
@@ -295,15 +299,18 @@ class WeedCluster:
         _wait("SeaweedFS S3 gateway", lambda: _get(f"http://{self.s3_endpoint}/")[0]
               in (200, 403), [self.s3])
 
-    def shell(self, script: Path) -> str:
-        """Run a `weed shell` script (deploy/seaweedfs/buckets.weed) against the cluster."""
-        result = subprocess.run([str(_weed_bin()), "shell", f"-master={self.master_peers}"],
-                                stdin=script.open(), capture_output=True, text=True,
+    def shell(self, script: str) -> str:
+        """Run a `weed shell` script (deploy/seaweedfs/buckets.weed) against the cluster,
+        naming the filer as apply-buckets.sh does."""
+        filer = f"127.0.0.1:{self.ports['filer']}.{self.ports['filer.grpc']}"
+        result = subprocess.run([str(_weed_bin()), "shell", f"-master={self.master_peers}",
+                                 f"-filer={filer}"],
+                                input=script, capture_output=True, text=True,
                                 timeout=60, check=False)
         output = result.stdout + result.stderr
         refused = ("unknown command", "flag provided but not defined", "error")
         if result.returncode != 0 or any(word in output.lower() for word in refused):
-            raise StackError(f"weed shell {script.name} failed:\n{output}")
+            raise StackError(f"weed shell failed:\n{output}")
         return output
 
     def _leader_known(self) -> bool:
@@ -540,9 +547,10 @@ class Cluster:
                 initdb = pool.submit(self._initdb)
                 self.weed.start()
                 initdb.result()
-            if self.bucket == "tallenne":
-                # The buckets and their replication as deploy/ configures them.
-                self.weed.shell(DEPLOY / "seaweedfs" / "buckets.weed")
+            # The buckets and their replication as deploy/ configures them: the service's
+            # credential may not create a bucket.
+            self.weed.shell(_rename_bucket(
+                (DEPLOY / "seaweedfs" / "buckets.weed").read_text(), self.bucket))
             self._start_postgres(holder)
             self._start_services()
         except BaseException:

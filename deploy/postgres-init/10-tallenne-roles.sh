@@ -4,7 +4,8 @@
 #   tallenne_owner    owns the database and schema; `tallenne migrate` connects as it
 #   tallenne_runtime  group role that the migrations grant the service's privileges to
 #   tallenne          the service's login role: owns nothing, no superuser, no BYPASSRLS
-# Passwords come from POSTGRES_OWNER_PASSWORD and POSTGRES_APP_PASSWORD (see compose.yaml).
+# Passwords come from POSTGRES_OWNER_PASSWORD and POSTGRES_APP_PASSWORD (compose.yaml; on
+# Kubernetes the postgres-secrets Secret, k8s/postgres.yaml).
 set -eu
 : "${POSTGRES_OWNER_PASSWORD:?set POSTGRES_OWNER_PASSWORD}"
 : "${POSTGRES_APP_PASSWORD:?set POSTGRES_APP_PASSWORD}"
