@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+# The names Python's logging takes, in any case (TALLENNE_LOG_LEVEL=debug works).
+LogLevel = Annotated[Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"],
+                     BeforeValidator(_upper)]
 
 
 class Settings(BaseSettings):
@@ -157,7 +167,7 @@ class Settings(BaseSettings):
     )
     session_idle_minutes: int = Field(30, description="A session ends after this idle time.")
     session_absolute_hours: int = Field(12, description="A session ends this long after login.")
-    log_level: str = Field("INFO", description="Log level of the JSON log lines.")
+    log_level: LogLevel = Field("INFO", description="Log level of the JSON log lines.")
     shutdown_grace_s: float = Field(
         20.0, description="Seconds in-flight requests may take to finish at shutdown."
     )

@@ -24,6 +24,7 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -387,7 +388,16 @@ async def _copy_objects(
                 entries.append(ObjectEntry(key, size, sha256, kind))
             advance(1)
 
-    await asyncio.gather(*(copy(key, kind) for key, kind in kinds.items()))
+    copies = [asyncio.ensure_future(copy(key, kind)) for key, kind in kinds.items()]
+    try:
+        await asyncio.gather(*copies)
+    except BaseException:
+        # None is left writing into the directory once this returns (a failed backup's
+        # directory is removed).
+        for pending in copies:
+            pending.cancel()
+        await asyncio.gather(*copies, return_exceptions=True)
+        raise
     return _Copied(key_snapshot, sorted(entries, key=lambda e: e.key), sorted(missing))
 
 
@@ -399,8 +409,33 @@ async def take_backup(
     """Dump the database, overwrite the key snapshot and copy the objects the dump
     references (audio and ledger from `objects`, signed audit checkpoints from the
     `checkpoints` bucket) into `directory`, everything encrypted. The key snapshot and the
-    objects are taken while pg_dump runs: they need the dump's snapshot, not the dump."""
+    objects are taken while pg_dump runs: they need the dump's snapshot, not the dump.
+    A backup that fails or is interrupted removes what it wrote (the directory, when it made
+    it), so no half-written backup is left."""
+    made = not await asyncio.to_thread(directory.exists)
     await asyncio.to_thread(_prepare_directory, directory)
+    try:
+        return await _take_backup(dsn, objects, directory, tools, backup_key,
+                                  write_key_snapshot, checkpoints, advance, on_total)
+    except BaseException:
+        await asyncio.to_thread(_discard, directory, made)
+        raise
+
+
+def _discard(directory: Path, made: bool) -> None:
+    """Remove an unfinished backup: the directory, when the run made it, else its contents."""
+    for child in [directory] if made else list(directory.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+async def _take_backup(
+    dsn: str, objects: ObjectStore, directory: Path, tools: PgTools, backup_key: bytes,
+    write_key_snapshot: KeySnapshotWriter, checkpoints: ObjectStore,
+    advance: Advance, on_total: Callable[[int], None],
+) -> Manifest:
     cipher = BackupCipher.new(backup_key)
     copying: asyncio.Future[_Copied] | None = None
     conn = await asyncpg.connect(dsn)
@@ -467,20 +502,26 @@ def dated_directory(root: Path, now: datetime) -> Path:
 
 
 def prune_backups(root: Path, keep: int) -> list[Path]:
-    """Delete the oldest complete rotated backups beyond `keep`; returns what was deleted.
-    Directories that are not complete backups of this shape are never touched."""
-    import shutil
-
-    complete = []
+    """Delete the oldest complete rotated backups beyond `keep`, and every incomplete one
+    (no manifest: failed, interrupted or killed) older than the newest complete backup;
+    returns what was deleted. An incomplete one newer than that may be a backup under way
+    and is left. Directories that are not rotated backups by name are never touched."""
+    complete: list[Path] = []
+    incomplete: list[Path] = []
     for child in root.iterdir():
         try:
             datetime.strptime(child.name, BACKUP_NAME)
         except ValueError:
             continue
-        if child.is_dir() and (child / MANIFEST).is_file():
-            complete.append(child)
+        if not child.is_dir() or child.is_symlink():
+            continue
+        (complete if (child / MANIFEST).is_file() else incomplete).append(child)
     complete.sort(key=lambda p: p.name)
     doomed = complete[:-keep] if keep > 0 else []
+    if complete:
+        newest = complete[-1].name
+        doomed += [p for p in incomplete if p.name < newest]
+    doomed.sort(key=lambda p: p.name)
     for path in doomed:
         shutil.rmtree(path)
     return doomed

@@ -16,7 +16,7 @@ snapshot, no longer opens the erased customer's audio.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
@@ -221,11 +221,12 @@ def unwrap_data_key(owner: OwnerKey, recording_id: UUID, wrapped: bytes) -> byte
     return unwrap_key(owner.key, wrapped, context=context)
 
 
-async def rotate(conn: asyncpg.Connection, masters: MasterKeys, *, batch: int = 500) -> dict[
-        str, int]:
+async def rotate(conn: asyncpg.Connection, masters: MasterKeys, *, batch: int = 500,
+                 on_batch: Callable[[int], None] | None = None) -> dict[str, int]:
     """Re-wrap every owner key not yet under the current master key version, a batch per
     transaction (the caller's connection, outside a transaction); returns the count per
-    table. Only the wraps change: no owner key, data key or audio changes."""
+    table and tells `on_batch` each batch's count as it commits. Only the wraps change: no
+    owner key, data key or audio changes."""
     counts = {"customer_keys": 0, "company_keys": 0}
     for table, column, owner in (("customer_keys", "customer_id", "customer"),
                                  ("company_keys", "company_id", "company")):
@@ -248,6 +249,8 @@ async def rotate(conn: asyncpg.Connection, masters: MasterKeys, *, batch: int = 
                         row["id"], version, wrapped,
                     )
             counts[table] += len(rows)
+            if on_batch is not None and rows:
+                on_batch(len(rows))
             if len(rows) < batch:
                 break
     return counts

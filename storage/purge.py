@@ -473,3 +473,14 @@ async def finished_run_since(conn: asyncpg.Connection, started_by: str,
     return bool(await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM purge_runs WHERE started_by = $1"
         " AND NOT dry_run AND state = 'finished' AND started_at >= $2)", started_by, since))
+
+
+async def interrupted_run_since(conn: asyncpg.Connection, started_by: str,
+                                since: datetime) -> bool:
+    """Whether a real run by `started_by` since the moment was cut short (interrupted, or
+    left running by a process that died) and none has finished since."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM purge_runs WHERE started_by = $1 AND NOT dry_run"
+        " AND state IN ('interrupted', 'running') AND started_at >= $2)"
+        " AND NOT EXISTS (SELECT 1 FROM purge_runs WHERE started_by = $1 AND NOT dry_run"
+        " AND state = 'finished' AND started_at >= $2)", started_by, since))

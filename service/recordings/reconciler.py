@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -50,17 +50,18 @@ class ReconcileReport:
 
 async def reconcile(
     pool: asyncpg.Pool, objects: ObjectStore, *, grace: timedelta = PENDING_GRACE,
-    wait: bool = True,
+    wait: bool = True, on_checked: Callable[[int], None] | None = None,
 ) -> ReconcileReport:
     """One pass; safe to repeat. One instance at a time lists the bucket: the others wait
-    for it, or with `wait=False` (the replicas' background passes) skip this round."""
+    for it, or with `wait=False` (the replicas' background passes) skip this round.
+    `on_checked` is told how many objects each listed page held, as the pass goes."""
     async with pool.acquire() as lock_conn:
         try:
             if wait:
                 await session_locks.lock(lock_conn, RECONCILE_LOCK)
             elif not await session_locks.try_lock(lock_conn, RECONCILE_LOCK):
                 return ReconcileReport(skipped=True)
-            return await _reconcile(lock_conn, objects, grace)
+            return await _reconcile(lock_conn, objects, grace, on_checked)
         finally:
             # Also when the wait for the lock was cut short: the pool keeps sessions as
             # they are (storage.db.create_pool), so nothing may be left held.
@@ -68,7 +69,8 @@ async def reconcile(
 
 
 async def _reconcile(
-    conn: asyncpg.Connection, objects: ObjectStore, grace: timedelta
+    conn: asyncpg.Connection, objects: ObjectStore, grace: timedelta,
+    on_checked: Callable[[int], None] | None = None,
 ) -> ReconcileReport:
     """The pass itself, on the connection that holds the lock: it needs no second one, so it
     cannot wait on a pool it is itself holding a connection of."""
@@ -85,6 +87,8 @@ async def _reconcile(
         if orphans:
             report.failed_deletes += await objects.delete(orphans)
             report.orphan_objects += orphans
+        if on_checked is not None:
+            on_checked(len(batch))
 
     for recording_id, object_key in stale:
         # The row goes first, and only if it is still pending: an upload that completed

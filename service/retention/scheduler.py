@@ -125,26 +125,39 @@ async def carry_out(
     resources = context.resources
     job = purge.PurgeJob(resources.pool, resources.objects, run_id, as_of,
                          batch_size=resources.settings.purge_batch_size, on_progress=progress)
-    state, error = "finished", None
-    try:
-        await job.run()
-    except Exception as exc:
-        state, error = "failed", f"{exc.__class__.__name__}: {getattr(exc, 'detail', exc)}"
-        logger.error("purge failed", extra={"purge_id": str(run_id), "error": error})
-    finally:
+
+    async def end(state: str, error: str | None) -> None:
+        """The run's row, its connection given back and its audit event, however it ended."""
         counts = {"purged": [asdict(b) for b in job.tally.buckets()],
                   "partitions_dropped": job.dropped}
         try:
             await purge.finish_run(conn, run_id, state=state, counts=counts, error=error)
         finally:
             await _give_back(resources.pool, conn)
-    await resources.audit.append(AuditEntry(
-        actor=actor, actor_kind=actor_kind, role=role, action="purge.run",
-        target_type="purge", target_id=str(run_id), request_id=request_id,
-        outcome="ok" if state == "finished" else "failed",
-        detail={"as_of": as_of.isoformat(), "items": job.tally.total, **counts,
-                **({"error": error} if error else {})},
-    ))
+        await resources.audit.append(AuditEntry(
+            actor=actor, actor_kind=actor_kind, role=role, action="purge.run",
+            target_type="purge", target_id=str(run_id), request_id=request_id,
+            outcome={"finished": "ok"}.get(state, state),
+            detail={"as_of": as_of.isoformat(), "state": state, "items": job.tally.total,
+                    **counts, **({"error": error} if error else {})},
+        ))
+
+    try:
+        await job.run()
+    except Exception as exc:
+        error = f"{exc.__class__.__name__}: {getattr(exc, 'detail', exc)}"
+        logger.error("purge failed", extra={"purge_id": str(run_id), "error": error})
+        await end("failed", error)
+    except BaseException as exc:
+        # Stopped mid-run (shutdown, Ctrl-C, SIGTERM): recorded as interrupted, never as
+        # finished, so that the schedule runs it again; then the stop goes on.
+        logger.warning("purge interrupted", extra={"purge_id": str(run_id)})
+        await end("interrupted", f"interrupted ({exc.__class__.__name__}) before it "
+                  "finished; the next run purges the rest")
+        await follow_erasures(resources)  # customers it erased leave the key snapshot
+        raise
+    else:
+        await end("finished", None)
     try:
         await write_checkpoint(resources.pool, context.checkpoints, context.signer)
     except Exception as exc:
@@ -178,22 +191,37 @@ def next_run_after(now: datetime, at: str) -> datetime:
     return candidate.astimezone(UTC)
 
 
+def _today_start() -> datetime:
+    return datetime.combine(datetime.now(HELSINKI).date(), time(0), HELSINKI)
+
+
 async def scheduled_once(context: PurgeContext) -> PurgeReport | None:
-    """Run today's purge unless another replica holds the lock or already ran it today."""
+    """Run today's purge unless another replica holds the lock or already ran it today (a
+    run that was interrupted or failed does not count)."""
     async with context.resources.pool.acquire() as conn:
         try:
             if not await purge.try_session_lock(conn, SCHEDULE_LOCK):
                 return None
-            today = datetime.now(HELSINKI).date()
-            start = datetime.combine(today, time(0), HELSINKI)
-            if await purge.finished_run_since(conn, "scheduler", start):
+            if await purge.finished_run_since(conn, "scheduler", _today_start()):
                 return None
             return await run_now(context, actor="scheduler")
         finally:
             await purge.release_session_locks(conn)
 
 
+async def resume_interrupted(context: PurgeContext) -> PurgeReport | None:
+    """At start-up: when today's scheduled run was cut short (a replica stopped or died
+    mid-run) and none has finished since, run it now rather than tomorrow."""
+    async with context.resources.pool.acquire() as conn:
+        cut_short = await purge.interrupted_run_since(conn, "scheduler", _today_start())
+    return await scheduled_once(context) if cut_short else None
+
+
 async def _schedule_forever(context: PurgeContext, at: str) -> None:
+    try:
+        await resume_interrupted(context)
+    except Exception as exc:
+        logger.error("resuming an interrupted purge failed", extra={"error": repr(exc)})
     while True:
         due = next_run_after(datetime.now(UTC), at)
         await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))

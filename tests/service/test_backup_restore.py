@@ -3,7 +3,8 @@ subprocess): backups are encrypted, private and hold no owner key; a backup take
 erasure, restored with every secret and the current key snapshot into a new database and a new
 bucket, never opens the erased customer's calls while everyone else's replay byte-identical;
 restore works on a never-migrated database and onto a surviving bucket; a deployment with
-data and an altered backup are refused."""
+data and an altered backup are refused; a backup stopped midway (Ctrl-C, SIGTERM) leaves
+nothing behind, and rotation removes the leftovers of one that was killed."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -515,6 +518,79 @@ async def test_rotated_backups_keep_only_the_newest_complete_ones(
         await asyncio.sleep(1.1)  # one backup per second at most: names are UTC seconds
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([*names[1:], "notes"])
+
+
+async def test_rotation_removes_incomplete_backups_older_than_the_newest_complete_one(
+    api: Api, settings: Settings, tmp_path: Path
+) -> None:
+    """A backup killed midway (SIGKILL, a node lost) leaves a dated directory without a
+    manifest: the next rotation removes it once a newer backup is complete; one newer than
+    that may be under way and is left, as is anything not named like a backup."""
+    token = await api.token("ingest", [A])
+    response = await upload(api.client, token, metadata(), audiogen.make_audio("wav_pcm", 1.0))
+    assert response.status == 201
+    killed = tmp_path / "20200101T000000Z"
+    (killed / "objects").mkdir(parents=True)
+    (killed / "metadata.dump.enc").write_bytes(os.urandom(1000))
+    (tmp_path / "29990101T000000Z").mkdir()
+    (tmp_path / "notes").mkdir()
+    done = await tallenne(settings, "backup", str(tmp_path), "--keep", "2")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    taken = Path(report["directory"]).name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [taken, "29990101T000000Z", "notes"])
+    assert report["pruned"] == ["20200101T000000Z"]
+
+
+async def test_backup_stopped_by_sigterm_removes_its_directory_and_its_pg_dump(
+    api: Api, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """A CronJob past its deadline sends SIGTERM: the backup stops as on Ctrl-C, pg_dump
+    with it, and the dated directory it had begun is removed (no half-written backup, which
+    rotation would never count or delete)."""
+    await stored_calls(api)
+    (tmp_path / "notes").mkdir()
+    lock = db.transaction()
+    await lock.start()
+    try:
+        # pg_dump waits for this table while the objects are being copied.
+        await db.execute("LOCK TABLE recording_annotations IN ACCESS EXCLUSIVE MODE")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "backup", str(tmp_path), "--keep", "2"],
+            env=cli_env(settings), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                # Inside a transaction the activity is read once unless cleared.
+                await db.execute("SELECT pg_stat_clear_snapshot()")
+                if await db.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND application_name = 'pg_dump' AND wait_event_type = 'Lock'"):
+                    break
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "pg_dump never reached the locked table"
+                await asyncio.sleep(0.05)
+            begun = [p for p in tmp_path.iterdir() if p.name != "notes"]
+            assert len(begun) == 1 and (begun[0] / "metadata.dump.enc").exists()
+            process.send_signal(signal.SIGTERM)
+            _, err = await asyncio.to_thread(process.communicate, timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    finally:
+        await lock.rollback()
+    assert [p.name for p in tmp_path.iterdir()] == ["notes"]
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "tallenne: stopped by SIGTERM"
+    deadline = time.monotonic() + 10
+    while await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                            " 'pg_dump' AND datname = current_database()"):
+        assert time.monotonic() < deadline, "pg_dump was left running"
+        await asyncio.sleep(0.1)
 
 
 async def test_a_backup_whose_key_snapshot_fails_says_so_and_leaves_no_manifest_or_pg_dump(

@@ -1,7 +1,8 @@
 """Fault injection with real processes: S3, PostgreSQL and the service itself are killed with
 SIGKILL mid-work. Afterwards, once the reconciler has run, every acknowledged upload is
 readable byte-identical, every unacknowledged one is absent or complete, and PostgreSQL and
-S3 agree (no pending row, no object without a row, no row without its object)."""
+S3 agree (no pending row, no object without a row, no row without its object). A command
+whose PostgreSQL is killed under it says so in one line, never with a traceback."""
 
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ from service.http.keys import OBJECTS, POOL
 from service.recordings.reconciler import reconcile
 from service.settings import Settings
 from storage.db import create_pool
+from storage.migrate import migrate_url
 from tests import audiogen
 from tests.conftest import Stack
-from tests.helpers import Api, bearer, settings_env
+from tests.helpers import Api, bearer, settings_env, until_waiting
 from tests.service.recording_factory import COMPANY, bucket_keys, form, metadata, object_store
+from tests.service.retention_factory import expired_recordings, purge_process
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOADS = 20
@@ -181,6 +184,46 @@ async def test_postgres_killed_makes_the_service_not_ready_and_it_recovers_witho
             assert again == 201
     finally:
         await asyncio.to_thread(postgres.stop)
+
+
+async def test_cli_purge_whose_postgres_is_killed_says_so_in_one_line_without_a_traceback(
+    settings: Settings, tmp_path: Path
+) -> None:
+    holder = EmbeddedStack(tmp_path / "pg")
+    holder.secret = load_or_create_secrets(holder.data_dir)
+    postgres = EmbeddedPostgres(holder.data_dir, holder.secret)
+    holder.postgres = postgres
+    await asyncio.to_thread(postgres.start)
+    try:
+        await asyncio.to_thread(holder._ensure_app_database)
+        await migrate_url(postgres.owner_url())
+        own = settings.model_copy(update={
+            "database_url": SecretStr(postgres.app_url()),
+            "database_owner_url": SecretStr(postgres.owner_url())})
+        db = await asyncpg.connect(postgres.superuser_url("tallenne"))
+        try:
+            await expired_recordings(db, own, 3)
+            await db.execute("BEGIN")
+            # The purge's first batch waits for this lock when PostgreSQL is killed.
+            await db.execute("LOCK TABLE recording_tombstones IN ACCESS EXCLUSIVE MODE")
+            process = purge_process(own)
+            try:
+                await until_waiting(db, 1, timeout_s=60)
+                await asyncio.to_thread(postgres.kill)
+                _, err = await asyncio.to_thread(process.communicate, timeout=60)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+        finally:
+            db.terminate()
+    finally:
+        await asyncio.to_thread(postgres.stop)
+    text = err.decode()
+    assert process.returncode == 1, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("tallenne: error:")]
+    assert len(errors) == 1 and "PostgreSQL" in errors[0], text
 
 
 def _service_env(settings: Settings, port: int) -> dict[str, str]:

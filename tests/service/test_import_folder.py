@@ -341,6 +341,7 @@ async def test_cli_reconcile_removes_orphans_and_stale_pending_rows_and_reports_
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert report == {"stale_pending_rows": [str(stale_id)], "orphan_objects": [orphan],
                       "failed_deletes": []}
+    assert b"reconcile: objects checked: 2" in done.stderr  # progress, as the bucket is walked
     assert await bucket_keys(settings) == []
     assert await db.fetchval("SELECT count(*) FROM recordings") == 0
     assert await db.fetchval("SELECT count(*) FROM audit_events"

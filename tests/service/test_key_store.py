@@ -224,6 +224,10 @@ async def test_rotating_the_master_key_rewraps_every_key_and_replay_goes_on(
     assert report["rewrapped"]["customer_keys"] == 1
     assert report["rewrapped"]["company_keys"] >= 1
     assert set(report["keys_by_version"]) == {"2"}
+    rewrapped = sum(report["rewrapped"].values())
+    assert "keys rotate: re-wrapped [" in done.stderr
+    assert f"{rewrapped}/{rewrapped} (100%)" in done.stderr
+    assert "keys rotate: writing the key snapshot" in done.stderr
 
     # The old key is retired: the service runs on the new one alone.
     retired = settings.model_copy(update={"master_key": SecretStr(new_key),

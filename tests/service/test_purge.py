@@ -1,6 +1,7 @@
 """Purges: a purged call leaves a tombstone and no object (every version), a dry run changes
-nothing, a killed purge finishes on the next run, two at once purge each item once, web
-events go by whole partitions, expired customers are crypto-shredded."""
+nothing, a killed purge finishes on the next run, a stopped one is recorded as interrupted and
+run again, two at once purge each item once, web events go by whole partitions, expired
+customers are crypto-shredded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from service.app import create_app
 from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
 from tests import audiogen
@@ -151,6 +155,75 @@ async def test_killed_purge_finishes_on_the_next_run_and_counts_add_up(
     states = [r["state"] for r in await db.fetch(
         "SELECT state FROM purge_runs ORDER BY started_at")]
     assert states == ["interrupted", "finished"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+async def test_purge_stopped_by_ctrl_c_or_sigterm_is_recorded_interrupted_and_audited(
+    db: asyncpg.Connection, settings: Settings, stop: signal.Signals
+) -> None:
+    total = 120
+    await expired_recordings(db, settings, total)
+    first = purge_process(settings, TALLENNE_PURGE_BATCH_SIZE="1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if await db.fetchval("SELECT count(*) FROM purge_log") >= 10 or first.poll() is not None:
+            break
+        await asyncio.sleep(0.02)
+    first.send_signal(stop)
+    _, err = await asyncio.to_thread(first.communicate, timeout=60)
+    assert first.returncode == 128 + stop, err.decode()
+    purged = await db.fetchval("SELECT count(*) FROM purge_log")
+    assert 0 < purged < total, "the purge was not caught midway"
+
+    run = await db.fetchrow("SELECT state, error FROM purge_runs")
+    assert run["state"] == "interrupted" and "before it finished" in run["error"]
+    event = await db.fetchrow("SELECT outcome, detail FROM audit_events"
+                              " WHERE action = 'purge.run'")
+    assert event is not None and event["outcome"] == "interrupted"
+    assert json.loads(event["detail"])["items"] == purged
+    assert "Traceback" not in err.decode()
+    assert err.decode().strip().splitlines()[-1] == f"tallenne: stopped by {stop.name}"
+
+    second = purge_process(settings)
+    out, err = await asyncio.to_thread(second.communicate, timeout=120)
+    assert second.returncode == 0, err.decode()
+    assert sum(b["items"] for b in json.loads(out)["purged"]) == total - purged
+    assert await bucket_keys(settings) == []
+
+
+async def test_scheduled_purge_stopped_mid_run_is_interrupted_and_runs_again_after_a_restart(
+    api: Api, db: asyncpg.Connection, settings: Settings
+) -> None:
+    await expired_recordings(db, settings, 3)
+    context = purge_context_of(api)
+    lock = db.transaction()
+    await lock.start()
+    try:
+        # The batch waits to write its tombstones: the replica stops meanwhile.
+        await db.execute("LOCK TABLE recording_tombstones IN ACCESS EXCLUSIVE MODE")
+        run = asyncio.ensure_future(purge_scheduler.scheduled_once(context))
+        await until_waiting(db, 1, unless=run)
+        run.cancel()
+    finally:
+        await lock.rollback()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    row = await db.fetchrow("SELECT id, state FROM purge_runs")
+    assert row["state"] == "interrupted"
+    admin = await api.token("admin", all_companies=True)
+    shown = await api.client.get(f"/api/v1/purges/{row['id']}", headers=bearer(admin))
+    assert (await shown.json())["state"] == "interrupted"
+    assert await db.fetchval("SELECT count(*) FROM recordings") == 3
+
+    # The replica starts again the same day: today's purge runs now, not tomorrow.
+    async with TestClient(TestServer(create_app(settings))):
+        deadline = time.monotonic() + 60
+        while await db.fetchval("SELECT count(*) FROM purge_runs WHERE state = 'finished'") == 0:
+            assert time.monotonic() < deadline, "the interrupted purge was not run again"
+            await asyncio.sleep(0.1)
+    assert await db.fetchval("SELECT count(*) FROM recordings") == 0
+    assert await bucket_keys(settings) == []
+    assert await purge_scheduler.scheduled_once(context) is None  # today's is done now
 
 
 async def test_two_purges_at_once_purge_each_item_exactly_once(

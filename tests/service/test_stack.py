@@ -238,6 +238,22 @@ def test_a_bad_setting_is_named_without_a_traceback_or_its_value(tmp_path: Path)
     assert "Traceback" not in result.stderr and "input_value" not in result.stderr
 
 
+def test_a_bad_log_level_is_named_in_one_line_and_any_case_of_a_good_one_works(
+    tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        env={**os.environ, "TALLENNE_LOG_LEVEL": "verbose", "TALLENNE_DATA_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "tallenne: error: TALLENNE_LOG_LEVEL: Input should be 'CRITICAL', 'ERROR', 'WARNING',"
+        " 'INFO' or 'DEBUG'"]
+    assert Settings(log_level="debug").log_level == "DEBUG"
+
+
 def test_serve_starts_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     import urllib.request
 

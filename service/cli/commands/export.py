@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
@@ -55,19 +58,38 @@ def _entry(job: ExportJob, action: str, **detail: Any) -> AuditEntry:
                       detail=detail)
 
 
-async def _write(stream: Any, path: Path, bar: Progress) -> int:
+def _private_file(path: Path) -> BinaryIO:
+    """A new file only its owner can read or write, whatever the umask; never one that was
+    already there (a leftover, or a link planted in its place)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+async def _write(stream: AsyncIterator[bytes], path: Path, bar: Progress) -> int:
+    """Write the stream into `path` through `path.part`; whatever stops it (a call that fails
+    verification, S3, Ctrl-C, SIGTERM) removes the part, so no partial copy of the calls is
+    left on disk."""
     written = 0
     partial = path.with_name(path.name + ".part")
-    handle = await asyncio.to_thread(partial.open, "wb")
+    handle = _private_file(partial)  # here, not in a thread: a stop cannot come between
     try:
-        async for chunk in stream:
-            await asyncio.to_thread(handle.write, chunk)
-            written += len(chunk)
-            bar.advance(len(chunk))
-    finally:
-        await asyncio.to_thread(handle.close)
-    await asyncio.to_thread(partial.replace, path)
+        try:
+            async for chunk in stream:
+                await asyncio.to_thread(handle.write, chunk)
+                written += len(chunk)
+                bar.advance(len(chunk))
+        finally:
+            await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(partial.replace, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return written
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,13 +125,14 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
                 ".age" if final.recipient_public_key else "")
             await resources.audit.append(_entry(final, "export.download", file=name))
             result["file"] = str(target_dir / name)
-            result["file_bytes"] = await _write(export_jobs.download_stream(ctx, final),
-                                                target_dir / name, Progress("write"))
+            async with contextlib.aclosing(export_jobs.download_stream(ctx, final)) as stream:
+                result["file_bytes"] = await _write(stream, target_dir / name,
+                                                    Progress("write"))
         elif final.state == "done":
             target = await ctx.target_store()
             manifest = await target.get_bytes(f"{final.target_prefix}/manifest.json")
-            await asyncio.to_thread((target_dir / f"manifest-{final.id}.json").write_bytes,
-                                    manifest)
+            await _write(_one(manifest), target_dir / f"manifest-{final.id}.json",
+                         Progress("write"))
             result["bucket"] = final.target_bucket
             result["prefix"] = f"{final.target_prefix}/"
         print(json.dumps(result, ensure_ascii=False))

@@ -1,5 +1,5 @@
 """`tallenne keys rotate` and `tallenne keys snapshot`: the key store's master-key rotation
-and the key snapshot written on demand. Reports are JSON on stdout.
+and the key snapshot written on demand. Reports are JSON on stdout; progress goes to stderr.
 
 Rotation: give the service a new TALLENNE_MASTER_KEY with a higher TALLENNE_MASTER_KEY_VERSION
 and the old key in TALLENNE_PREVIOUS_MASTER_KEYS ("1:BASE64"), restart it, run
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from service.cli.commands import with_resources
+from service.cli.commands import Progress, with_resources
 from service.resources import Resources
 from service.settings import Settings
 from storage import key_snapshot, keys
@@ -31,8 +32,13 @@ async def _versions(resources: Resources) -> dict[str, int]:
 def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     async def work(resources: Resources) -> int:
         masters = resources.keyring.masters
+        before = await _versions(resources)
+        older = sum(n for v, n in before.items() if int(v) != masters.version)
+        bar = Progress("keys rotate: re-wrapped", older or None)
         async with resources.pool.acquire() as conn:
-            counts = await keys.rotate(conn, masters)
+            counts = await keys.rotate(conn, masters, on_batch=bar.advance)
+        bar.finish()
+        print("keys rotate: writing the key snapshot", file=sys.stderr, flush=True)
         info = await key_snapshot.write_snapshot(resources.pool, resources.key_objects, masters)
         versions = await _versions(resources)
         await resources.audit.append(AuditEntry(

@@ -1,5 +1,5 @@
 """`tallenne reconcile`: one reconciliation pass of recordings (PostgreSQL against S3), its
-report printed as JSON on stdout."""
+progress on stderr and its report printed as JSON on stdout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from service.cli.commands import with_resources
+from service.cli.commands import Progress, with_resources
 from service.recordings.reconciler import reconcile
 from service.resources import Resources
 from service.settings import Settings
@@ -27,7 +27,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     async def work(resources: Resources) -> int:
         # The resources only: a started service would run its own background pass, racing
         # this one for the report.
-        report = await reconcile(resources.pool, resources.objects)
+        bar = Progress("reconcile: objects checked")
+        report = await reconcile(resources.pool, resources.objects, on_checked=bar.advance)
+        bar.finish()
         # The command waits for any other instance's pass, so it never reports a skip.
         shown = {k: v for k, v in dataclasses.asdict(report).items() if k != "skipped"}
         print(json.dumps(shown), flush=True)
