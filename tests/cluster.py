@@ -390,6 +390,9 @@ def render_nginx_site(upstreams: list[str], port: int) -> str:
     indent, params = servers[0]
     ours = "\n".join(f"{indent}server {address}{params}" for address in upstreams)
     text = re.sub(r"^\s*server app\d+:\d+.*\n", "", text, flags=re.MULTILINE)
+    # The rehearsal keeps its own access log (which names the replica that served each
+    # request); the site's, to the image's log directory, would take its place.
+    text = re.sub(r"^\s*access_log .*\n", "", text, flags=re.MULTILINE)
     text = text.replace("upstream tallenne {\n", f"upstream tallenne {{\n{ours}\n", 1)
     return text.replace("listen 80;", f"listen 127.0.0.1:{port};")
 

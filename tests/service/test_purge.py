@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from service.app import create_app
 from service.retention import scheduler as purge_scheduler
 from service.settings import Settings
+from storage.purge import WORKERS
 from tests import audiogen
 from tests.helpers import Api, bearer, until_waiting
 from tests.service.data_subject_factory import A, customer, record
@@ -180,7 +181,9 @@ async def test_purge_stopped_by_ctrl_c_or_sigterm_is_recorded_interrupted_and_au
     event = await db.fetchrow("SELECT outcome, detail FROM audit_events"
                               " WHERE action = 'purge.run'")
     assert event is not None and event["outcome"] == "interrupted"
-    assert json.loads(event["detail"])["items"] == purged
+    # The counts so far: a batch of each worker may have committed in the very moment of the
+    # stop, before the run counted it (purge_log has every item).
+    assert purged - WORKERS <= json.loads(event["detail"])["items"] <= purged
     assert "Traceback" not in err.decode()
     assert err.decode().strip().splitlines()[-1] == f"tallenne: stopped by {stop.name}"
 
