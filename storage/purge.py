@@ -297,8 +297,6 @@ class PurgeJob:
             pass
         while await self.customer_batch():
             pass
-        for erased in self.ledger:
-            await erasure.write_ledger_object(self.objects, erased)
         return self.tally
 
     async def recording_batch(self, versioned: bool) -> int:
@@ -453,6 +451,9 @@ class PurgeJob:
                 )
                 erased_now.append((row["code"] or "-", erased))
         for code, erased in erased_now:
+            # The bucket's copy of the ledger entry, as the batch commits: a run stopped
+            # later leaves none of its erasures without one.
+            await erasure.write_ledger_object(self.objects, erased)
             self.ledger.append(erased)
             self._note("customer", code, 1)
         return len(rows)
