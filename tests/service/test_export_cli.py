@@ -15,12 +15,21 @@ import time
 import zipfile
 from pathlib import Path
 
+import asyncpg
+
 from service.settings import Settings
 from tests import audiogen
 from tests.helpers import Api, settings_env
 from tests.proxy import LatencyProxy
 from tests.service.export_factory import ingest
-from tests.service.recording_factory import COMPANY, OTHER_COMPANY, metadata, upload
+from tests.service.recording_factory import (
+    COMPANY,
+    OTHER_COMPANY,
+    bucket_keys,
+    metadata,
+    object_store,
+    upload,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +94,36 @@ async def test_cli_export_stopped_while_it_writes_leaves_no_part_of_the_zip(
     assert process.returncode == 130, err
     assert list(out.iterdir()) == []  # no .part, no zip: no partial copy of the calls
     assert "Traceback" not in err
+
+
+async def test_cli_export_meeting_damaged_audio_marks_the_call_and_leaves_no_file(
+        api: Api, db: asyncpg.Connection, settings: Settings, tmp_path: Path) -> None:
+    """As the HTTP download: the call is marked corrupt and the alarm audited; no part of the
+    zip stays on disk, and the command says which call in one line."""
+    (made,) = await ingest(api, COMPANY, 1)
+    (key,) = await bucket_keys(settings)
+    store = object_store(settings)
+    try:
+        data = bytearray(await store.get_bytes(key))
+        data[100] ^= 0x01
+        await store.put_bytes(key, bytes(data))
+    finally:
+        await store.close()
+    out = tmp_path / "out"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(ROOT / ".venv/bin/tallenne"), "export", "--company", COMPANY, "--reason",
+         "arkistointi", str(out)],
+        env={**os.environ, **settings_env(settings)}, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("tallenne: error: ") and made["id"] in last
+    assert "Traceback" not in done.stderr
+    assert list(out.iterdir()) == []
+    assert await db.fetchval("SELECT state FROM recordings WHERE id = $1::uuid",
+                             made["id"]) == "corrupt"
+    alarm = await db.fetchrow("SELECT actor, outcome, detail->>'found_by' AS found_by"
+                              " FROM audit_events WHERE action = 'recording.integrity_alarm'")
+    assert alarm is not None and (alarm["actor"], alarm["outcome"], alarm["found_by"]) == (
+        "cli", "failure", "export")

@@ -23,12 +23,13 @@ from service.exports.creation import begin_export
 from service.exports.jobs import ExportContext
 from service.exports.worker import export_context
 from service.http.auth import Actor
+from service.recordings import integrity
 from service.resources import Resources
 from service.settings import Settings
 from storage import exports as store
 from storage.audit import AuditEntry
 from storage.db import Scope, scoped
-from storage.errors import InvalidInput
+from storage.errors import IntegrityError, InvalidInput, RecordingIntegrityError
 from storage.exports import ExportJob
 
 ACTOR = "cli"
@@ -125,9 +126,24 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
                 ".age" if final.recipient_public_key else "")
             await resources.audit.append(_entry(final, "export.download", file=name))
             result["file"] = str(target_dir / name)
-            async with contextlib.aclosing(export_jobs.download_stream(ctx, final)) as stream:
-                result["file_bytes"] = await _write(stream, target_dir / name,
-                                                    Progress("write"))
+            try:
+                async with contextlib.aclosing(
+                        export_jobs.download_stream(ctx, final)) as stream:
+                    result["file_bytes"] = await _write(stream, target_dir / name,
+                                                        Progress("write"))
+            except RecordingIntegrityError as exc:
+                # As the HTTP download: the call is marked corrupt and the alarm raised and
+                # audited; no file is left, and the command fails naming the call.
+                await integrity.mark_corrupt(resources.pool, Scope.everything(),
+                                             exc.recording_id, exc.detail, found_by="export")
+                await resources.audit.append(AuditEntry(
+                    actor=ACTOR, actor_kind="system", role="admin",
+                    action=integrity.ALARM_ACTION, target_type="recording",
+                    target_id=str(exc.recording_id), company=exc.company, outcome="failure",
+                    subject_ids=[exc.recording_id],
+                    detail={"error": exc.detail, "found_by": "export"}))
+                raise IntegrityError(f"call {exc.recording_id} failed verification and is "
+                                     "now marked corrupt; export again to leave it out") from None
         elif final.state == "done":
             target = await ctx.target_store()
             manifest = await target.get_bytes(f"{final.target_prefix}/manifest.json")
