@@ -7,11 +7,13 @@ whose PostgreSQL is killed under it says so in one line, never with a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -138,19 +140,28 @@ async def test_s3_killed_during_concurrent_uploads_loses_nothing_acknowledged(
         await asyncio.to_thread(s3.stop)
 
 
-async def test_postgres_killed_makes_the_service_not_ready_and_it_recovers_without_restart(
-    settings: Settings, tmp_path: Path
-) -> None:
-    holder = EmbeddedStack(tmp_path / "pg")
+@contextlib.asynccontextmanager
+async def own_postgres(settings: Settings,
+                       directory: Path) -> AsyncIterator[tuple[EmbeddedPostgres, Settings]]:
+    """A PostgreSQL of the test's own (one it may kill), and the settings pointing at it."""
+    holder = EmbeddedStack(directory)
     holder.secret = load_or_create_secrets(holder.data_dir)
     postgres = EmbeddedPostgres(holder.data_dir, holder.secret)
     holder.postgres = postgres
     await asyncio.to_thread(postgres.start)
     try:
         await asyncio.to_thread(holder._ensure_app_database)
-        own = settings.model_copy(update={
+        yield postgres, settings.model_copy(update={
             "database_url": SecretStr(postgres.app_url()),
             "database_owner_url": SecretStr(postgres.owner_url())})
+    finally:
+        await asyncio.to_thread(postgres.stop)
+
+
+async def test_postgres_killed_makes_the_service_not_ready_and_it_recovers_without_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with own_postgres(settings, tmp_path / "pg") as (postgres, own):
         audios = distinct_audio(10, seconds=2.0)
         metas = [metadata() for _ in audios]
         async with TestClient(TestServer(create_app(own))) as client:
@@ -182,24 +193,13 @@ async def test_postgres_killed_makes_the_service_not_ready_and_it_recovers_witho
             await check_outcomes(client, quality, metas, audios, statuses, stored)
             again = await post_recording(client.session, base, token, metadata(), audios[0])
             assert again == 201
-    finally:
-        await asyncio.to_thread(postgres.stop)
 
 
 async def test_cli_purge_whose_postgres_is_killed_says_so_in_one_line_without_a_traceback(
     settings: Settings, tmp_path: Path
 ) -> None:
-    holder = EmbeddedStack(tmp_path / "pg")
-    holder.secret = load_or_create_secrets(holder.data_dir)
-    postgres = EmbeddedPostgres(holder.data_dir, holder.secret)
-    holder.postgres = postgres
-    await asyncio.to_thread(postgres.start)
-    try:
-        await asyncio.to_thread(holder._ensure_app_database)
+    async with own_postgres(settings, tmp_path / "pg") as (postgres, own):
         await migrate_url(postgres.owner_url())
-        own = settings.model_copy(update={
-            "database_url": SecretStr(postgres.app_url()),
-            "database_owner_url": SecretStr(postgres.owner_url())})
         db = await asyncpg.connect(postgres.superuser_url("tallenne"))
         try:
             await expired_recordings(db, own, 3)
@@ -217,8 +217,6 @@ async def test_cli_purge_whose_postgres_is_killed_says_so_in_one_line_without_a_
                     process.communicate()
         finally:
             db.terminate()
-    finally:
-        await asyncio.to_thread(postgres.stop)
     text = err.decode()
     assert process.returncode == 1, text
     assert "Traceback" not in text
