@@ -16,6 +16,7 @@ from service.exports.creation import begin_export
 from service.http.api import RouteTable, json_response, read_json
 from service.http.auth import actor_of, audit, principal_of
 from service.http.keys import EXPORT_WAKE, EXPORTS, POOL, SETTINGS
+from service.http.middlewares import client_gone
 from service.http.principal import Principal
 from service.recordings import integrity
 from storage import exports as store
@@ -145,8 +146,7 @@ async def download_export(request: web.Request) -> web.StreamResponse:
         return await integrity.cut_short(request, response, exc.recording_id, exc.company,
                                          exc.detail, found_by="export")
     except Exception as exc:
-        if isinstance(exc, ConnectionError) and (request.transport is None
-                                                 or request.transport.is_closing()):
+        if client_gone(request, exc):
             # The client gave the download up: nothing is wrong here.
             logger.info("export download left by its client", extra={"export_id": str(job.id)})
         else:

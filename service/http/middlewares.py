@@ -56,7 +56,7 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def _client_gone(request: web.Request, exc: BaseException) -> bool:
+def client_gone(request: web.Request, exc: BaseException) -> bool:
     """Whether `exc` is the client having closed its connection (a listener who stopped
     playback, a download given up): a ConnectionError while the client's transport is gone
     or closing. It is an OSError like a lost database connection, but says nothing about
@@ -136,7 +136,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except CONNECTION_LOST as exc:
-        if _client_gone(request, exc):
+        if client_gone(request, exc):
             raise
         await _drop_stale_connections(request)
         if request.method not in IDEMPOTENT or request.get(RESPONSE_STARTED_KEY):
@@ -168,7 +168,7 @@ async def problem_documents(request: web.Request, handler: Handler) -> web.Strea
             request_id=request_id,
         )
     except CONNECTION_LOST as exc:
-        if _client_gone(request, exc):
+        if client_gone(request, exc):
             # Nobody is left to answer; the request is logged and counted as closed by
             # its client, and nothing is wrong with the backing services.
             logger.info("client went away", extra={"error": exc.__class__.__name__})
